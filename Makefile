@@ -1,0 +1,46 @@
+# quiniela: `make run` runs the whole lottery locally, `make test` tests it.
+GO      ?= go
+BIN     ?= bin
+# make data: synthetic agency files (defaults: the course's 5 agencies and sizes)
+AGENCIES ?= 5
+BETS     ?= 0
+SEED     ?= 1
+# make bench
+RUNS     ?= 7
+
+.PHONY: all build nats-server data run test test-short bench fuzz clean
+
+all: build
+
+## build: static binaries bin/central and bin/agency
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./services/central/cmd/central ./services/agency/cmd/agency
+
+## nats-server: a static nats-server built from the nats-server/v2 module
+nats-server:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+
+## data: write .data/agency-N.csv where missing (AGENCIES=50 BETS=200000 SEED=1)
+data:
+	$(GO) run ./tools/gendata -out .data -agencies $(AGENCIES) -bets $(BETS) -seed $(SEED)
+
+## run: the whole lottery on the embedded NATS server, one process per agency file
+run: build data
+	$(GO) run ./tools/runlocal -bin $(BIN) -data .data
+
+## test: every test, with the race detector
+test:
+	$(GO) test -race -count=1 -timeout 9m ./...
+
+## bench: real processes (nats-server, central, agencies), median of RUNS runs
+bench: build nats-server
+	$(GO) run ./tools/bench -bin $(BIN) -runs $(RUNS)
+
+## fuzz: run each fuzz target for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	@for f in $$($(GO) test -list '^Fuzz' ./messages | grep ^Fuzz); do \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./messages || exit 1; done
+
+clean:
+	rm -rf $(BIN) bets.csv bets.csv.journal

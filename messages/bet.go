@@ -1,0 +1,121 @@
+package messages
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Bet is one bet as the course's store keeps it.
+type Bet struct {
+	Agency    int
+	FirstName string
+	LastName  string
+	Document  string // the bettor's DNI, digits only
+	Birthdate time.Time
+	Number    int
+}
+
+// Field limits. They bound every row so that one bet always fits in a
+// message (see MaxRowBytes), and they match what a real bet slip holds.
+const (
+	Fields         = 5    // first_name,last_name,document,birthdate,number
+	MaxNameBytes   = 100  // first or last name, in UTF-8 bytes
+	MaxDocDigits   = 12   // DNIs have 7-8 digits; passports and CUITs fit in 12
+	MaxNumber      = 9999 // a quiniela number has four digits
+	DateLayout     = "2006-01-02"
+	birthdateBytes = len(DateLayout)
+)
+
+// FieldError says which field of a bet is wrong and why.
+type FieldError struct {
+	Field  string // first_name, last_name, document, birthdate or number
+	Value  string // the offending value, cut to 40 bytes for messages
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+func fieldErr(field, value, reason string) *FieldError {
+	if len(value) > 40 {
+		value = value[:40] + "…"
+	}
+	return &FieldError{Field: field, Value: value, Reason: reason}
+}
+
+// ParseBet validates the five fields of a row
+// (first_name,last_name,document,birthdate,number) and returns the bet of the
+// given agency. The same rules run at the agency, which skips bad rows, and
+// at the central, which refuses a batch holding one.
+func ParseBet(agency int, fields []string) (Bet, error) {
+	if len(fields) != Fields {
+		return Bet{}, fmt.Errorf("%d fields, want %d (first_name,last_name,document,birthdate,number)", len(fields), Fields)
+	}
+	if err := checkName("first_name", fields[0]); err != nil {
+		return Bet{}, err
+	}
+	if err := checkName("last_name", fields[1]); err != nil {
+		return Bet{}, err
+	}
+	doc := fields[2]
+	if doc == "" || len(doc) > MaxDocDigits || !allDigits(doc) {
+		return Bet{}, fieldErr("document", doc, fmt.Sprintf("want 1 to %d digits", MaxDocDigits))
+	}
+	if len(fields[3]) != birthdateBytes {
+		return Bet{}, fieldErr("birthdate", fields[3], "want a date as YYYY-MM-DD")
+	}
+	birth, err := time.Parse(DateLayout, fields[3])
+	if err != nil {
+		return Bet{}, fieldErr("birthdate", fields[3], "not a real date (want YYYY-MM-DD)")
+	}
+	num := fields[4]
+	if num == "" || len(num) > 4 || !allDigits(num) {
+		return Bet{}, fieldErr("number", num, fmt.Sprintf("want an integer from 0 to %d", MaxNumber))
+	}
+	n, _ := strconv.Atoi(num) // cannot fail: 1-4 digits
+	return Bet{
+		Agency:    agency,
+		FirstName: fields[0],
+		LastName:  fields[1],
+		Document:  doc,
+		Birthdate: birth,
+		Number:    n,
+	}, nil
+}
+
+func checkName(field, s string) error {
+	switch {
+	case s == "":
+		return fieldErr(field, s, "empty")
+	case len(s) > MaxNameBytes:
+		return fieldErr(field, s, fmt.Sprintf("%d bytes, at most %d", len(s), MaxNameBytes))
+	case !utf8.ValidString(s):
+		return fieldErr(field, s, "not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fieldErr(field, s, fmt.Sprintf("control character %U", r))
+		}
+	}
+	return nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// AppendRow appends the bet's five wire fields as strings, in row order, to
+// dst (which it returns), for a csv.Writer.
+func (b Bet) AppendRow(dst []string) []string {
+	return append(dst, b.FirstName, b.LastName, b.Document,
+		b.Birthdate.Format(DateLayout), strconv.Itoa(b.Number))
+}

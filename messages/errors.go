@@ -1,0 +1,106 @@
+package messages
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Code is an error code the central sends in the Nats-Service-Error-Code
+// header of a micro error reply, with a description in Nats-Service-Error.
+// They follow HTTP's meanings, which micro tools and people already know.
+type Code int
+
+const (
+	CodeMalformed     Code = 400 // headers or payload cannot be read
+	CodeWrongAgency   Code = 403 // the agency in the headers is not the agency of the subject
+	CodeUnknownAgency Code = 404 // the subject names no agency of this lottery (0, 99, abc)
+	CodeOutOfOrder    Code = 409 // a batch skips ahead, or done before every batch arrived
+	CodeAgencyDone    Code = 410 // a new batch after the agency said it was done
+	CodeTooLarge      Code = 413 // over the 8 kB rule
+	CodeInvalidBet    Code = 422 // a row fails validation; the description names it
+	CodeDrawPending   Code = 425 // winners asked before every agency is done: ask again
+	CodeBusy          Code = 429 // too many requests of this agency queued: retry later
+	CodeInternal      Code = 500 // the central failed to store; retry later
+	CodeUnavailable   Code = 503 // the central is shutting down; retry later
+)
+
+var codeNames = map[Code]string{
+	CodeMalformed:     "malformed",
+	CodeWrongAgency:   "wrong agency",
+	CodeUnknownAgency: "unknown agency",
+	CodeOutOfOrder:    "out of order",
+	CodeAgencyDone:    "agency done",
+	CodeTooLarge:      "too large",
+	CodeInvalidBet:    "invalid bet",
+	CodeDrawPending:   "draw pending",
+	CodeBusy:          "busy",
+	CodeInternal:      "internal",
+	CodeUnavailable:   "unavailable",
+}
+
+func (c Code) String() string {
+	if n, ok := codeNames[c]; ok {
+		return fmt.Sprintf("%d %s", int(c), n)
+	}
+	return strconv.Itoa(int(c))
+}
+
+// Retryable reports whether the same request may succeed if sent again later.
+func (c Code) Retryable() bool {
+	switch c {
+	case CodeDrawPending, CodeBusy, CodeInternal, CodeUnavailable:
+		return true
+	}
+	return false
+}
+
+// HeaderNextBatch, on an out-of-order reply, is the batch the central expects next.
+const HeaderNextBatch = "Quiniela-Next-Batch"
+
+// Error is an error reply of the central, as the agency receives it.
+type Error struct {
+	Code        Code
+	Description string
+	NextBatch   uint64 // with CodeOutOfOrder: the batch the central expects
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("central replied %v: %s", e.Code, e.Description) }
+
+// Headers are the micro error headers that carry e, for micro's Request.Error.
+func (e *Error) Headers() micro.Headers {
+	h := micro.Headers{}
+	if e.NextBatch > 0 {
+		h[HeaderNextBatch] = []string{strconv.FormatUint(e.NextBatch, 10)}
+	}
+	return h
+}
+
+// ReplyError returns the error that a reply message carries in its micro
+// error headers, or nil for a success reply. nats.Conn.Request returns a
+// nil error for an error reply, so every reply goes through here.
+func ReplyError(msg *nats.Msg) error {
+	code := msg.Header.Get(micro.ErrorCodeHeader)
+	if code == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(code)
+	if err != nil {
+		return fmt.Errorf("central replied with error code %q: %s", code, msg.Header.Get(micro.ErrorHeader))
+	}
+	e := &Error{Code: Code(n), Description: msg.Header.Get(micro.ErrorHeader)}
+	e.NextBatch, _ = strconv.ParseUint(msg.Header.Get(HeaderNextBatch), 10, 64)
+	return e
+}
+
+// CodeOf returns the code of a central error reply in err's chain, or 0.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
+}

@@ -1,0 +1,60 @@
+package messages
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Subjects. An agency N publishes only on subjects that end in its own
+// number, so the broker can confine it there (and the central checks it too).
+const (
+	betsPrefix    = "bets.agency."
+	winnersPrefix = "winners.agency."
+	doneSuffix    = ".done"
+
+	// BatchSubjects, DoneSubjects and WinnersSubjects are the wildcards the
+	// central subscribes to.
+	BatchSubjects   = betsPrefix + "*"
+	DoneSubjects    = betsPrefix + "*" + doneSuffix
+	WinnersSubjects = winnersPrefix + "*"
+)
+
+// BatchSubject is where agency sends its batches: bets.agency.N.
+func BatchSubject(agency int) string { return betsPrefix + strconv.Itoa(agency) }
+
+// DoneSubject is where agency says it has sent every batch: bets.agency.N.done.
+func DoneSubject(agency int) string { return BatchSubject(agency) + doneSuffix }
+
+// WinnersSubject is where agency asks for its winners: winners.agency.N.
+func WinnersSubject(agency int) string { return winnersPrefix + strconv.Itoa(agency) }
+
+// AgencyFromSubject returns N from bets.agency.N, bets.agency.N.done or
+// winners.agency.N. N must be a plain positive decimal ("1", not "01", "+1"
+// or "0"), so that one agency has exactly one spelling.
+func AgencyFromSubject(subject string) (int, error) {
+	var token string
+	switch {
+	case strings.HasPrefix(subject, betsPrefix):
+		token = strings.TrimSuffix(subject[len(betsPrefix):], doneSuffix)
+	case strings.HasPrefix(subject, winnersPrefix):
+		token = subject[len(winnersPrefix):]
+	default:
+		return 0, fmt.Errorf("subject %q is not a quiniela subject", subject)
+	}
+	n, err := ParseAgency(token)
+	if err != nil {
+		return 0, fmt.Errorf("subject %q: %w", subject, err)
+	}
+	return n, nil
+}
+
+// ParseAgency parses an agency number: a positive decimal without sign or
+// leading zeros.
+func ParseAgency(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 || strconv.Itoa(n) != s {
+		return 0, fmt.Errorf("agency %q is not a positive number", s)
+	}
+	return n, nil
+}

@@ -1,0 +1,301 @@
+package messages
+
+import (
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Headers every request carries. Headers, not a binary envelope, so that
+// `nats sub 'bets.>'` shows a batch as readable text.
+const (
+	HeaderAgency  = "Quiniela-Agency"  // the sending agency, equal to the N of the subject
+	HeaderBatch   = "Quiniela-Batch"   // batch sequence number of the agency: 1, 2, 3, …
+	HeaderBatches = "Quiniela-Batches" // on done: how many batches the agency sent in all
+)
+
+// The 8 kB rule: nothing that goes on the wire for one message may exceed
+// MaxMessageBytes. That counts the protocol line (HPUB subject reply sizes),
+// the headers, the payload and the CRLFs.
+const (
+	MaxMessageBytes = 8192
+
+	// MaxReplyBytes is reserved for the reply subject the client library
+	// adds (_INBOX.<22-char nuid>.<token>, or a custom inbox prefix).
+	MaxReplyBytes = 128
+)
+
+// WireSize is the number of bytes a request with this subject, headers and
+// payload takes on the wire, with the reply subject counted at its maximum.
+func WireSize(subject string, h nats.Header, payloadLen int) int {
+	hdr := headerBytes(h)
+	total := hdr + payloadLen
+	// HPUB <subject> <reply> <hdr> <total>\r\n<headers><payload>\r\n
+	return len("HPUB ") + len(subject) + 1 + MaxReplyBytes + 1 +
+		digits(hdr) + 1 + digits(total) + 2 + total + 2
+}
+
+// headerBytes is the size of h as NATS encodes it: NATS/1.0\r\n, one
+// "Key: value\r\n" per value, and a closing \r\n.
+func headerBytes(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n") + 2
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n
+}
+
+func digits(n int) int { return len(strconv.Itoa(n)) }
+
+// Batch is an encoded batch of one agency, ready to send.
+type Batch struct {
+	Agency  int
+	Seq     uint64 // 1 for the agency's first batch
+	Bets    int
+	Payload []byte // CSV rows, LF-terminated
+}
+
+// Msg is the batch as a NATS request message.
+func (b *Batch) Msg() *nats.Msg {
+	return &nats.Msg{
+		Subject: BatchSubject(b.Agency),
+		Header:  batchHeader(b.Agency, b.Seq),
+		Data:    b.Payload,
+	}
+}
+
+func batchHeader(agency int, seq uint64) nats.Header {
+	h := nats.Header{}
+	h.Set(HeaderAgency, strconv.Itoa(agency))
+	h.Set(HeaderBatch, strconv.FormatUint(seq, 10))
+	return h
+}
+
+// ErrBetTooLarge is returned for a bet whose row alone cannot fit in a
+// message. Bets that pass ParseBet always fit (see MaxRowBytes).
+var ErrBetTooLarge = errors.New("bet does not fit in one 8 kB message")
+
+// BatchEncoder cuts an agency's bets into batches of at most maxAmount bets
+// and at most MaxMessageBytes on the wire. It numbers them 1, 2, 3, ….
+// Use: Add until it reports false, Flush, Add the same bet again.
+type BatchEncoder struct {
+	agency    int
+	maxAmount int
+	budget    int // payload bytes allowed for the next batch
+
+	seq     uint64
+	n       int
+	payload bytes.Buffer
+	row     bytes.Buffer
+	csv     *csv.Writer
+	fields  []string
+}
+
+// NewBatchEncoder returns an encoder for agency's batches, the next of which
+// has sequence number nextSeq.
+func NewBatchEncoder(agency, maxAmount int) *BatchEncoder {
+	e := &BatchEncoder{agency: agency, maxAmount: max(maxAmount, 1), seq: 1}
+	e.csv = csv.NewWriter(&e.row)
+	e.setBudget()
+	return e
+}
+
+// setBudget computes the payload bytes left once the subject and headers of
+// the next batch are counted (the sequence number grows a digit now and then).
+func (e *BatchEncoder) setBudget() {
+	e.budget = MaxPayloadBytes(BatchSubject(e.agency), batchHeader(e.agency, e.seq))
+}
+
+// MaxPayloadBytes is the largest payload a request on subject with headers h
+// may carry under the 8 kB rule.
+func MaxPayloadBytes(subject string, h nats.Header) int {
+	// WireSize grows by one byte per payload byte, plus one per extra digit of
+	// the total length; start from the bound and step down.
+	p := MaxMessageBytes - WireSize(subject, h, 0)
+	for p > 0 && WireSize(subject, h, p) > MaxMessageBytes {
+		p--
+	}
+	return p
+}
+
+// Add appends bet to the current batch. It returns false, adding nothing,
+// when the batch is full (maxAmount bets, or no room for the row); call Flush
+// and Add it again. It fails with ErrBetTooLarge when even an empty batch
+// cannot take the row.
+func (e *BatchEncoder) Add(bet Bet) (bool, error) {
+	if e.n == e.maxAmount {
+		return false, nil
+	}
+	e.row.Reset()
+	e.fields = bet.AppendRow(e.fields[:0])
+	if err := e.csv.Write(e.fields); err != nil {
+		return false, err // cannot happen: writes go to a bytes.Buffer
+	}
+	e.csv.Flush()
+	if e.payload.Len()+e.row.Len() > e.budget {
+		if e.n == 0 {
+			return false, fmt.Errorf("%w: row of %d bytes, room for %d", ErrBetTooLarge, e.row.Len(), e.budget)
+		}
+		return false, nil
+	}
+	e.payload.Write(e.row.Bytes())
+	e.n++
+	return true, nil
+}
+
+// Len is the number of bets in the current batch.
+func (e *BatchEncoder) Len() int { return e.n }
+
+// Flush returns the current batch and starts the next one. It returns nil
+// when the batch is empty.
+func (e *BatchEncoder) Flush() *Batch {
+	if e.n == 0 {
+		return nil
+	}
+	b := &Batch{
+		Agency:  e.agency,
+		Seq:     e.seq,
+		Bets:    e.n,
+		Payload: bytes.Clone(e.payload.Bytes()),
+	}
+	e.payload.Reset()
+	e.n = 0
+	e.seq++
+	e.setBudget()
+	return b
+}
+
+// BatchHeader is what the central reads from a batch's headers.
+type BatchHeader struct {
+	Agency int
+	Seq    uint64
+}
+
+// DecodeBatchHeader checks a batch request's subject and headers: the agency
+// of the subject and of the header must be the same, and the sequence a
+// positive number.
+func DecodeBatchHeader(subject string, h nats.Header) (BatchHeader, error) {
+	agency, err := agencyOf(subject, h)
+	if err != nil {
+		return BatchHeader{}, err
+	}
+	seq, err := positive(h, HeaderBatch)
+	if err != nil {
+		return BatchHeader{}, err
+	}
+	return BatchHeader{Agency: agency, Seq: seq}, nil
+}
+
+// DecodeDone reads a done request: its agency and the number of batches the
+// agency says it sent.
+func DecodeDone(subject string, h nats.Header) (agency int, batches uint64, err error) {
+	agency, err = agencyOf(subject, h)
+	if err != nil {
+		return 0, 0, err
+	}
+	v := h.Get(HeaderBatches)
+	batches, err = strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, 0, &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s %q: want the number of batches sent (0 or more)", HeaderBatches, v)}
+	}
+	return agency, batches, nil
+}
+
+// DoneMsg is the done notification of an agency that sent batches batches.
+func DoneMsg(agency int, batches uint64) *nats.Msg {
+	h := nats.Header{}
+	h.Set(HeaderAgency, strconv.Itoa(agency))
+	h.Set(HeaderBatches, strconv.FormatUint(batches, 10))
+	return &nats.Msg{Subject: DoneSubject(agency), Header: h}
+}
+
+// agencyOf checks that the subject names an agency and that the header names
+// the same one.
+func agencyOf(subject string, h nats.Header) (int, error) {
+	agency, err := AgencyFromSubject(subject)
+	if err != nil {
+		return 0, &Error{Code: CodeUnknownAgency, Description: err.Error()}
+	}
+	v := h.Get(HeaderAgency)
+	if v != strconv.Itoa(agency) {
+		return 0, &Error{Code: CodeWrongAgency, Description: fmt.Sprintf("header %s %q differs from agency %d of subject %s", HeaderAgency, v, agency, subject)}
+	}
+	return agency, nil
+}
+
+func positive(h nats.Header, key string) (uint64, error) {
+	v := h.Get(key)
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n == 0 {
+		return 0, &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s %q: want a positive number", key, v)}
+	}
+	return n, nil
+}
+
+// RowError is a bad row of a batch payload or of an agency's file.
+type RowError struct {
+	Row int // 1-based row of the payload, or line of the file
+	Err error
+}
+
+func (e *RowError) Error() string { return fmt.Sprintf("row %d: %v", e.Row, e.Err) }
+func (e *RowError) Unwrap() error { return e.Err }
+
+// NewRowReader returns a CSV reader configured as both sides read bets:
+// any number of fields (ParseBet counts them, with a clearer message) and
+// records reused, since every field is copied into a Bet.
+func NewRowReader(r io.Reader) *csv.Reader {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	cr.ReuseRecord = true
+	return cr
+}
+
+// DecodeBets parses a batch payload into bets of agency, appending them to
+// dst. It fails on the first bad row, naming it, and then returns no bets:
+// a batch is stored whole or not at all.
+func DecodeBets(dst []Bet, agency int, payload []byte) ([]Bet, error) {
+	if len(payload) == 0 {
+		return dst, &Error{Code: CodeMalformed, Description: "empty batch: want one CSV row per bet"}
+	}
+	start := len(dst)
+	cr := NewRowReader(bytes.NewReader(payload))
+	for row := 1; ; row++ {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			if len(dst) == start {
+				return dst, &Error{Code: CodeMalformed, Description: "batch holds no bets: want one CSV row per bet"}
+			}
+			return dst, nil
+		}
+		if err == nil {
+			var bet Bet
+			bet, err = ParseBet(agency, rec)
+			if err == nil {
+				dst = append(dst, bet)
+				continue
+			}
+		}
+		return dst[:start], &Error{Code: CodeInvalidBet, Description: (&RowError{Row: row, Err: CSVReason(err)}).Error()}
+	}
+}
+
+// CSVReason drops encoding/csv's "record on line N" prefix: the caller
+// names the row itself.
+func CSVReason(err error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,31 @@
+// Command agency sends one agency's bets to the quiniela central in
+// batches, says it is done, and asks for its winners. See the README for
+// its configuration and exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/quiniela/quiniela/services/agency"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	err := agency.Run(ctx, os.Getenv, os.Stdout)
+	var skipped *agency.SkippedRowsError
+	switch {
+	case err == nil:
+	case errors.As(err, &skipped):
+		fmt.Fprintln(os.Stderr, "agency:", err)
+		os.Exit(agency.ExitSkippedRows)
+	default:
+		fmt.Fprintln(os.Stderr, "agency:", err)
+		os.Exit(agency.ExitFailed)
+	}
+}

@@ -1,0 +1,120 @@
+package agency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/quiniela/quiniela/services/envcfg"
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultMaxAmount is the default `batch: maxAmount`, derived from the 8 kB
+// rule with the real encoding (messages.BatchEncoder):
+//
+//	per message: HPUB line with subject and a 128-byte reply allowance ≈ 170 B,
+//	             headers Quiniela-Agency and Quiniela-Batch ≈ 50 B  → 220 B
+//	per bet:     a CSV row "first,last,document,birthdate,number\n":
+//	             first name 24 B + last name 16 B + DNI 8 B + date 10 B +
+//	             number 4 B + 4 commas + newline = 67 B
+//	(8192 - 220) / 67 = 118.9  →  118 bets
+//
+// Names in the course's data are at most 23 and 11 bytes, so a batch of 118
+// of its rows never reaches the limit; a batch of longer rows is cut earlier
+// by the encoder, which counts bytes, whatever maxAmount says.
+const DefaultMaxAmount = 118
+
+// Config is an agency's configuration: config.yaml, overridden by the
+// environment.
+type Config struct {
+	ID             int           `env:"AGENCY_ID, required"`
+	DataFile       string        `env:"AGENCY_DATA_FILE, overwrite"`        // default .data/agency-<ID>.csv
+	ConfigFile     string        `env:"AGENCY_CONFIG, default=config.yaml"` // YAML: batch.maxAmount, batch.inFlight, log.level
+	NATSURL        string        `env:"NATS_URL, overwrite, default=nats://127.0.0.1:4222"`
+	LogLevel       string        `env:"LOG_LEVEL, overwrite, default=INFO"`
+	MaxAmount      int           `env:"BATCH_MAX_AMOUNT, overwrite"`                    // bets per batch
+	InFlight       int           `env:"BATCH_IN_FLIGHT, overwrite, default=4"`          // batches sent before the first is acknowledged
+	RequestTimeout time.Duration `env:"AGENCY_REQUEST_TIMEOUT, overwrite, default=5s"`  // wait for one reply, then resend
+	RetryFor       time.Duration `env:"AGENCY_RETRY_FOR, overwrite, default=2m"`        // give up on a request unanswered this long
+	WinnersWait    time.Duration `env:"AGENCY_WINNERS_WAIT, overwrite, default=30m"`    // how long to wait for the draw
+	ConnectWait    time.Duration `env:"AGENCY_CONNECT_TIMEOUT, overwrite, default=60s"` // how long to wait for NATS at start
+}
+
+// fileConfig is config.yaml. Unknown keys are errors, so a typo is caught.
+type fileConfig struct {
+	Batch struct {
+		MaxAmount int `yaml:"maxAmount"`
+		InFlight  int `yaml:"inFlight"`
+	} `yaml:"batch"`
+	Log struct {
+		Level string `yaml:"level"`
+	} `yaml:"log"`
+	NATS struct {
+		URL string `yaml:"url"`
+	} `yaml:"nats"`
+}
+
+// LoadConfig reads config.yaml (AGENCY_CONFIG), then the environment through
+// getenv, which wins. An empty variable counts as unset.
+func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error) {
+	var cfg Config
+	process := func() error { return envcfg.Process(ctx, getenv, &cfg) }
+	if err := process(); err != nil {
+		return cfg, fmt.Errorf("reading configuration: %w", err)
+	}
+	fc, err := readConfigFile(cfg.ConfigFile, getenv("AGENCY_CONFIG") != "")
+	if err != nil {
+		return cfg, err
+	}
+	// The file's values, then the environment again: it overrides them.
+	cfg = Config{
+		ID: cfg.ID, ConfigFile: cfg.ConfigFile,
+		MaxAmount: fc.Batch.MaxAmount, InFlight: fc.Batch.InFlight,
+		LogLevel: fc.Log.Level, NATSURL: fc.NATS.URL,
+	}
+	if err := process(); err != nil {
+		return cfg, fmt.Errorf("reading configuration: %w", err)
+	}
+	if cfg.MaxAmount == 0 {
+		cfg.MaxAmount = DefaultMaxAmount
+	}
+	if cfg.DataFile == "" {
+		cfg.DataFile = ".data/agency-" + strconv.Itoa(cfg.ID) + ".csv"
+	}
+	switch {
+	case cfg.ID < 1:
+		return cfg, fmt.Errorf("AGENCY_ID=%d: want a positive agency number", cfg.ID)
+	case cfg.MaxAmount < 1:
+		return cfg, fmt.Errorf("batch maxAmount %d: want at least 1", cfg.MaxAmount)
+	case cfg.InFlight < 1 || cfg.InFlight > 64:
+		return cfg, fmt.Errorf("batch inFlight %d: want 1 to 64", cfg.InFlight)
+	case cfg.RequestTimeout <= 0 || cfg.RetryFor <= 0 || cfg.WinnersWait <= 0 || cfg.ConnectWait <= 0:
+		return cfg, errors.New("AGENCY_REQUEST_TIMEOUT, AGENCY_RETRY_FOR, AGENCY_WINNERS_WAIT and AGENCY_CONNECT_TIMEOUT must be positive")
+	}
+	return cfg, nil
+}
+
+// readConfigFile reads the YAML file at path. A missing file is an error
+// only when it was asked for by name.
+func readConfigFile(path string, explicit bool) (fileConfig, error) {
+	var fc fileConfig
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return fc, nil
+	}
+	if err != nil {
+		return fc, fmt.Errorf("reading config file: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		return fc, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return fc, nil
+}

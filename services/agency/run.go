@@ -1,0 +1,208 @@
+package agency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/services/natsconn"
+)
+
+// Exit codes of the agency command.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1 // could not finish: the error line says why
+	ExitSkippedRows = 3 // finished, but some rows of the file were invalid and not sent
+)
+
+// SkippedRowsError is returned by Run when the lottery finished for this
+// agency but invalid rows of its file were skipped (each was logged).
+type SkippedRowsError struct{ Rows int }
+
+func (e *SkippedRowsError) Error() string {
+	return fmt.Sprintf("%d invalid rows skipped (logged above with file:line); fix them and run again: rows already sent are not stored twice", e.Rows)
+}
+
+// progressEvery is how often a long send logs its progress.
+const progressEvery = 2 * time.Second
+
+// Summary is what an agency did, logged at the end as action: resumen.
+type Summary struct {
+	Agency   int
+	Bets     int
+	Batches  int
+	Skipped  int
+	Resent   int
+	Winners  int
+	Duration time.Duration
+	P50, P99 time.Duration // batch round trip
+}
+
+// Run sends the agency's bets, says it is done, asks its winners and logs
+// them. It returns a *SkippedRowsError if rows were skipped, another error
+// if it could not finish.
+func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err error) {
+	start := time.Now()
+	cfg, err := LoadConfig(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	log, err := logline.New(stdout, cfg.LogLevel)
+	if err != nil {
+		return fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	defer func() {
+		var skipped *SkippedRowsError
+		if err != nil && !errors.As(err, &skipped) {
+			logline.Log(context.WithoutCancel(ctx), log, "agencia", logline.Fail, "agency", cfg.ID, "error", err)
+		}
+	}()
+
+	bets, err := OpenBetFile(cfg.DataFile, cfg.ID)
+	if err != nil {
+		return err
+	}
+	defer bets.Close()
+
+	nc, _, err := natsconn.Connect(ctx, cfg.NATSURL, fmt.Sprintf("agency-%d", cfg.ID), cfg.ConnectWait, 2*time.Second, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	sum := Summary{Agency: cfg.ID}
+	if err := sendBets(ctx, nc, cfg, bets, log, &sum); err != nil {
+		return err
+	}
+	if err := sendDone(ctx, nc, cfg, uint64(sum.Batches), log); err != nil {
+		return err
+	}
+	winners, err := askWinners(ctx, nc, cfg, log)
+	if err != nil {
+		return err
+	}
+	sum.Winners = len(winners)
+	logline.Log(ctx, log, "consulta_ganadores", logline.Success, "cant_ganadores", len(winners))
+	sum.Duration = time.Since(start)
+	logline.Log(ctx, log, "resumen", logline.Success, "agency", sum.Agency, "bets", sum.Bets, "batches", sum.Batches,
+		"skipped", sum.Skipped, "resent", sum.Resent, "winners", sum.Winners,
+		"rtt_p50_ms", ms(sum.P50), "rtt_p99_ms", ms(sum.P99), "seconds", fmt.Sprintf("%.3f", sum.Duration.Seconds()))
+	if sum.Skipped > 0 {
+		return &SkippedRowsError{Rows: sum.Skipped}
+	}
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+
+// sendBets streams the file through the encoder and the sender.
+func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log *slog.Logger, sum *Summary) error {
+	sender, err := NewSender(nc, cfg.InFlight, cfg.RequestTimeout, cfg.RetryFor, log)
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+	enc := messages.NewBatchEncoder(cfg.ID, cfg.MaxAmount)
+	nextProgress := time.Now().Add(progressEvery)
+	send := func() error {
+		if b := enc.Flush(); b != nil {
+			if err := sender.Send(ctx, b); err != nil {
+				return err
+			}
+		}
+		if now := time.Now(); now.After(nextProgress) {
+			nextProgress = now.Add(progressEvery)
+			logline.Log(ctx, log, "enviar_apuestas", logline.InProgress, "agency", cfg.ID,
+				"bets", sender.Bets, "batches", sender.Batches, "line", bets.Line())
+		}
+		return nil
+	}
+	for {
+		bet, err := bets.Next()
+		if err == io.EOF {
+			break
+		}
+		var bad *InvalidRowError
+		if errors.As(err, &bad) {
+			sum.Skipped++
+			logline.Log(ctx, log, "leer_apuesta", logline.Fail, "error", bad)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for {
+			added, err := enc.Add(bet)
+			if err != nil {
+				sum.Skipped++
+				logline.Log(ctx, log, "leer_apuesta", logline.Fail, "error", &InvalidRowError{Path: cfg.DataFile, Line: bets.Line(), Reason: err})
+				break
+			}
+			if added {
+				break
+			}
+			if err := send(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := send(); err != nil {
+		return err
+	}
+	if err := sender.Flush(ctx); err != nil {
+		return err
+	}
+	sum.Bets, sum.Batches, sum.Resent = sender.Bets, sender.Batches, sender.Resent
+	sum.P50, sum.P99 = percentile(sender.RoundTrip, 50), percentile(sender.RoundTrip, 99)
+	logline.Log(ctx, log, "enviar_apuestas", logline.Success, "agency", cfg.ID, "bets", sum.Bets, "batches", sum.Batches, "skipped", sum.Skipped)
+	return nil
+}
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[(len(s)-1)*p/100]
+}
+
+// sendDone tells the central that every batch was sent.
+func sendDone(ctx context.Context, nc *nats.Conn, cfg Config, batches uint64, log *slog.Logger) error {
+	var ack messages.DoneReply
+	err := request(ctx, nc, log, messages.DoneMsg(cfg.ID, batches), cfg.RequestTimeout, cfg.RetryFor, &ack, func(error) bool { return false })
+	if err != nil {
+		return fmt.Errorf("notifying done after %d batches: %w", batches, err)
+	}
+	logline.Log(ctx, log, "notificar_fin", logline.Success, "agency", cfg.ID, "batches", ack.Batches, "bets", ack.Bets)
+	return nil
+}
+
+// askWinners asks for the agency's winners until the draw has run. The
+// central holds each request a while before it answers "draw pending".
+func askWinners(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) ([]string, error) {
+	var reply messages.WinnersReply
+	msg := &nats.Msg{Subject: messages.WinnersSubject(cfg.ID)}
+	err := request(ctx, nc, log, msg, cfg.RequestTimeout, cfg.WinnersWait, &reply, func(err error) bool {
+		if messages.CodeOf(err) == messages.CodeDrawPending {
+			logline.Log(ctx, log, "esperar_sorteo", logline.InProgress, "agency", cfg.ID, "detail", err)
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		return nil, fmt.Errorf("asking winners of agency %d: %w", cfg.ID, err)
+	}
+	if reply.Agency != cfg.ID {
+		return nil, fmt.Errorf("asking winners of agency %d: the reply is for agency %d", cfg.ID, reply.Agency)
+	}
+	return reply.Winners, nil
+}

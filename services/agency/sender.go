@@ -1,0 +1,248 @@
+package agency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/logline"
+)
+
+// Sender sends an agency's batches in order with up to `window` of them in
+// flight, and makes sure each one is acknowledged. The central applies each
+// (agency, batch) once, so the Sender may resend freely: on a timeout (the
+// outcome is unknown), on no responders (the central is not up yet), on a
+// busy or unavailable reply, it backs off and resends the batch and every
+// one after it, in order (go-back-N), since the central takes an agency's
+// batches only in sequence.
+type Sender struct {
+	nc      *nats.Conn
+	log     *slog.Logger
+	window  int
+	timeout time.Duration // per attempt
+	giveUp  time.Duration // per batch, from its first send
+	inbox   string
+	replies chan *nats.Msg
+	sub     *nats.Subscription
+
+	pending  []*inflight // sent, not acknowledged, in sequence order
+	failures int         // consecutive failed attempts, for the backoff
+
+	// Stats
+	Batches   int
+	Bets      int
+	Resent    int
+	RoundTrip []time.Duration // of each acknowledged batch, first send to ack
+}
+
+type inflight struct {
+	batch     *messages.Batch
+	gen       int // attempt number, in the reply subject: replies to older attempts are stale
+	firstSent time.Time
+	deadline  time.Time
+	lastErr   error
+}
+
+// NewSender subscribes to a reply inbox for the agency's batches.
+func NewSender(nc *nats.Conn, window int, timeout, giveUp time.Duration, log *slog.Logger) (*Sender, error) {
+	s := &Sender{
+		nc: nc, log: log, window: window, timeout: timeout, giveUp: giveUp,
+		inbox:   nc.NewRespInbox(),
+		replies: make(chan *nats.Msg, 1024), // replies wait here while the window has room
+	}
+	var err error
+	if s.sub, err = nc.ChanSubscribe(s.inbox+".>", s.replies); err != nil {
+		return nil, fmt.Errorf("subscribing to reply inbox: %w", err)
+	}
+	return s, nil
+}
+
+// Close unsubscribes the reply inbox.
+func (s *Sender) Close() error { return s.sub.Unsubscribe() }
+
+// Send queues b for sending, waiting while the window is full.
+func (s *Sender) Send(ctx context.Context, b *messages.Batch) error {
+	for len(s.pending) >= s.window {
+		if err := s.await(ctx); err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	p := &inflight{batch: b, firstSent: now}
+	s.pending = append(s.pending, p)
+	return s.publish(p, now)
+}
+
+// Flush waits until every batch sent is acknowledged.
+func (s *Sender) Flush(ctx context.Context) error {
+	for len(s.pending) > 0 {
+		if err := s.await(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sender) publish(p *inflight, now time.Time) error {
+	p.gen++
+	p.deadline = now.Add(s.timeout)
+	msg := p.batch.Msg()
+	msg.Reply = s.inbox + "." + strconv.FormatUint(p.batch.Seq, 10) + "." + strconv.Itoa(p.gen)
+	if err := s.nc.PublishMsg(msg); err != nil {
+		// Not connected now: the reconnect buffer is full or the connection
+		// closed. Treat it like a lost message; the deadline resends it.
+		p.lastErr = err
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return fmt.Errorf("sending batch %d of agency %d: %w", p.batch.Seq, p.batch.Agency, err)
+		}
+	}
+	return nil
+}
+
+// await handles one event: a reply, or the earliest deadline passing.
+func (s *Sender) await(ctx context.Context) error {
+	timer := time.NewTimer(time.Until(s.pending[0].deadline))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("sending batch %d of agency %d: %w", s.pending[0].batch.Seq, s.pending[0].batch.Agency, context.Cause(ctx))
+	case msg := <-s.replies:
+		return s.handleReply(ctx, msg)
+	case <-timer.C:
+		p := s.pending[0]
+		p.lastErr = fmt.Errorf("no reply in %v (the central may be busy or restarting)", s.timeout)
+		return s.retryFrom(ctx, 0)
+	}
+}
+
+func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
+	seq, gen, ok := s.parseReplySubject(msg.Subject)
+	i := s.find(seq)
+	if !ok || i < 0 {
+		return nil // a reply to a batch acknowledged already
+	}
+	p := s.pending[i]
+	if msg.Header.Get("Status") == "503" { // no responders: no central subscribed yet
+		if gen != p.gen {
+			return nil
+		}
+		p.lastErr = nats.ErrNoResponders
+		return s.retryFrom(ctx, i)
+	}
+	err := messages.ReplyError(msg)
+	if err == nil {
+		s.ack(i)
+		return nil
+	}
+	if gen != p.gen {
+		return nil // an error to an attempt superseded by a resend
+	}
+	p.lastErr = err
+	var werr *messages.Error
+	errors.As(err, &werr)
+	switch {
+	case werr != nil && werr.Code == messages.CodeOutOfOrder && werr.NextBatch > 0:
+		// The central has everything before NextBatch: those are acknowledged
+		// (their replies were lost); resend from NextBatch.
+		for len(s.pending) > 0 && s.pending[0].batch.Seq < werr.NextBatch {
+			s.ack(0)
+		}
+		if j := s.find(werr.NextBatch); j >= 0 {
+			return s.retryFrom(ctx, j)
+		}
+		if len(s.pending) > 0 && s.pending[0].batch.Seq > werr.NextBatch {
+			return fmt.Errorf("sending batch %d of agency %d: the central expects batch %d, which it had acknowledged: was its store replaced? %w",
+				seq, p.batch.Agency, werr.NextBatch, err)
+		}
+		return nil
+	case werr != nil && werr.Code.Retryable():
+		return s.retryFrom(ctx, i)
+	default:
+		return fmt.Errorf("sending batch %d of agency %d: %w", seq, p.batch.Agency, err)
+	}
+}
+
+// ack removes pending[i], acknowledged.
+func (s *Sender) ack(i int) {
+	p := s.pending[i]
+	s.Batches++
+	s.Bets += p.batch.Bets
+	s.RoundTrip = append(s.RoundTrip, time.Since(p.firstSent))
+	s.pending = append(s.pending[:i], s.pending[i+1:]...)
+	s.failures = 0
+}
+
+// retryFrom backs off, then resends pending[i:] in order. It gives up when
+// pending[i] has gone unacknowledged for longer than giveUp.
+func (s *Sender) retryFrom(ctx context.Context, i int) error {
+	p := s.pending[i]
+	if time.Since(p.firstSent) > s.giveUp {
+		return fmt.Errorf("sending batch %d of agency %d: unacknowledged for %v, giving up (last error: %v); run the agency again: the central ignores batches it already has",
+			p.batch.Seq, p.batch.Agency, s.giveUp, p.lastErr)
+	}
+	s.failures++
+	wait := Backoff(s.failures)
+	logline.Log(ctx, s.log, "reenviar_lote", logline.InProgress, "agency", p.batch.Agency, "batch", p.batch.Seq,
+		"batches", len(s.pending)-i, "wait_ms", wait.Milliseconds(), "error", p.lastErr)
+	if err := sleepCtx(ctx, wait); err != nil {
+		return fmt.Errorf("sending batch %d of agency %d: %w", p.batch.Seq, p.batch.Agency, err)
+	}
+	now := time.Now()
+	for _, q := range s.pending[i:] {
+		s.Resent++
+		if err := s.publish(q, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sender) find(seq uint64) int {
+	for i, p := range s.pending {
+		if p.batch.Seq == seq {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *Sender) parseReplySubject(subject string) (seq uint64, gen int, ok bool) {
+	rest, found := strings.CutPrefix(subject, s.inbox+".")
+	if !found {
+		return 0, 0, false
+	}
+	seqText, genText, found := strings.Cut(rest, ".")
+	seq, err1 := strconv.ParseUint(seqText, 10, 64)
+	gen, err2 := strconv.Atoi(genText)
+	return seq, gen, found && err1 == nil && err2 == nil
+}
+
+// Backoff is the wait before retry number n (1, 2, …): exponential from
+// 25 ms, capped at 2 s, half of it random so that agencies that failed
+// together do not retry together.
+func Backoff(n int) time.Duration {
+	const base, ceiling = 25 * time.Millisecond, 2 * time.Second
+	d := ceiling
+	if n < 8 {
+		d = min(base<<(n-1), ceiling)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

@@ -1,0 +1,167 @@
+package agency_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/agency"
+	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/services/natstest"
+)
+
+// fakeCentral applies one agency's batches in sequence, like the real
+// central, and misbehaves on cue: it loses a request, loses a reply after
+// storing, or answers "unavailable", each on a batch's first arrival.
+type fakeCentral struct {
+	mu       sync.Mutex
+	next     uint64
+	stored   [][]byte
+	arrivals map[uint64]int
+	script   map[uint64]string // seq → "lose request", "lose reply", "unavailable"
+}
+
+func (f *fakeCentral) handle(nc *nats.Conn) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		seq, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
+		f.arrivals[seq]++
+		action := ""
+		if f.arrivals[seq] == 1 {
+			action = f.script[seq]
+		}
+		fail := func(code messages.Code, next uint64) {
+			h := nats.Header{}
+			h.Set(micro.ErrorCodeHeader, strconv.Itoa(int(code)))
+			h.Set(micro.ErrorHeader, code.String())
+			if next > 0 {
+				h.Set(messages.HeaderNextBatch, strconv.FormatUint(next, 10))
+			}
+			m.RespondMsg(&nats.Msg{Header: h})
+		}
+		switch {
+		case action == "lose request":
+			return
+		case action == "unavailable":
+			fail(messages.CodeUnavailable, 0)
+			return
+		case seq > f.next:
+			fail(messages.CodeOutOfOrder, f.next)
+			return
+		case seq == f.next:
+			f.stored = append(f.stored, m.Data)
+			f.next++
+		}
+		if action == "lose reply" {
+			return
+		}
+		m.Respond([]byte(fmt.Sprintf(`{"agency":1,"batch":%d}`, seq)))
+	}
+}
+
+// Whatever is lost or refused on the way, every batch is stored once and in
+// order: the Sender resends on timeouts and errors, and the central's
+// sequence check drops the repeats.
+func TestSenderDeliversEachBatchOnceInOrder(t *testing.T) {
+	ns := natstest.StartServer(t)
+	nc := natstest.Connect(t, ns)
+	fake := &fakeCentral{next: 1, arrivals: map[uint64]int{}, script: map[uint64]string{
+		2: "lose reply", 3: "unavailable", 5: "lose request", 9: "lose reply", 10: "lose request",
+	}}
+	sub, err := nc.Subscribe(messages.BatchSubject(1), fake.handle(nc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	client := natstest.Connect(t, ns)
+	log, _ := logline.New(io.Discard, "INFO")
+	sender, err := agency.NewSender(client, 4, 100*time.Millisecond, 30*time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	enc := messages.NewBatchEncoder(1, 3)
+	var sent [][]byte
+	for i := range 40 {
+		b := messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: strconv.Itoa(i + 1), Number: i}
+		for {
+			ok, err := enc.Add(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				break
+			}
+			batch := enc.Flush()
+			sent = append(sent, batch.Payload)
+			if err := sender.Send(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	batch := enc.Flush()
+	sent = append(sent, batch.Payload)
+	if err := sender.Send(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := sender.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.stored) != len(sent) {
+		t.Fatalf("central stored %d batches, agency sent %d", len(fake.stored), len(sent))
+	}
+	for i := range sent {
+		if string(fake.stored[i]) != string(sent[i]) {
+			t.Fatalf("batch %d stored %q, sent %q", i+1, fake.stored[i], sent[i])
+		}
+	}
+	if sender.Batches != len(sent) || sender.Bets != 40 {
+		t.Errorf("sender counted %d batches, %d bets; want %d, 40", sender.Batches, sender.Bets, len(sent))
+	}
+	if sender.Resent == 0 {
+		t.Error("nothing was resent: the script did not bite")
+	}
+}
+
+// A central that refuses a batch for good (invalid bet) stops the agency
+// with an error that says which batch and why.
+func TestSenderStopsOnPermanentError(t *testing.T) {
+	ns := natstest.StartServer(t)
+	nc := natstest.Connect(t, ns)
+	sub, _ := nc.Subscribe(messages.BatchSubject(1), func(m *nats.Msg) {
+		h := nats.Header{}
+		h.Set(micro.ErrorCodeHeader, "422")
+		h.Set(micro.ErrorHeader, "row 1: birthdate bad")
+		m.RespondMsg(&nats.Msg{Header: h})
+	})
+	defer sub.Unsubscribe()
+	log, _ := logline.New(io.Discard, "INFO")
+	sender, _ := agency.NewSender(natstest.Connect(t, ns), 2, time.Second, 5*time.Second, log)
+	enc := messages.NewBatchEncoder(1, 10)
+	enc.Add(messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: "1"})
+	ctx := context.Background()
+	if err := sender.Send(ctx, enc.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	err := sender.Flush(ctx)
+	if messages.CodeOf(err) != messages.CodeInvalidBet || err == nil || !strings.Contains(err.Error(), "sending batch 1 of agency 1") {
+		t.Fatalf("Flush: %v; want the 422 error naming batch 1 of agency 1", err)
+	}
+}

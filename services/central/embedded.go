@@ -1,0 +1,43 @@
+package central
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// StartEmbeddedNATS starts a nats-server inside this process, listening on
+// addr (host:port; port 0 picks a free one), so that the central can run
+// alone. Shut it down with Shutdown and WaitForShutdown.
+func StartEmbeddedNATS(addr string) (*server.Server, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_LISTEN %q: want host:port: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("NATS_LISTEN %q: port %q is not a number from 0 to 65535", addr, portText)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "quiniela-embedded",
+		Host:       host,
+		Port:       port,
+		NoSigs:     true, // the central handles signals itself
+		NoLog:      true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring embedded NATS server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server did not start listening on %s (is the port in use? set NATS_LISTEN, or NATS_URL to use a running server)", addr)
+	}
+	return ns, nil
+}

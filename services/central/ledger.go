@@ -1,0 +1,365 @@
+package central
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/quiniela/quiniela/messages"
+)
+
+// Ledger is the central's durable, mutex-guarded store: bets.csv, with the
+// course's format untouched, and a sibling journal, bets.csv.journal, that
+// records what bets.csv holds.
+//
+// Every batch is appended to bets.csv, then a journal record names its
+// agency, sequence, bet count and the offset where it ends:
+//
+//	B,<agency>,<seq>,<bets>,<end offset>
+//	D,<agency>,<batches>     the agency is done
+//	W                        the draw ran
+//
+// A group commit writes whatever accumulated since the last one, fsyncs
+// bets.csv, then appends and fsyncs the journal, and only then calls the
+// callbacks that reply to agencies. So a journal record on disk means its
+// rows are on disk, and a reply means both are. On Open the journal's valid
+// prefix is the truth: bets.csv is cut back to the last recorded end (a torn
+// row or a batch the crash caught half-written goes), and the agencies'
+// sequences, the done set and the draw are read back.
+type Ledger struct {
+	path string
+
+	mu      sync.Mutex // guards the fields below; the course's StoreBets is not safe alone
+	data    bytes.Buffer
+	csv     *csv.Writer // writes rows into data
+	journal bytes.Buffer
+	waiting []func(error)
+	size    int64 // bytes of bets.csv, written or pending
+	err     error // first write or fsync failure: the ledger refuses all work after it
+	closed  bool
+
+	betsFile    *os.File
+	journalFile *os.File
+	kick        chan struct{} // wakes the committer
+	quit        chan struct{}
+	committed   chan struct{} // closed when the committer has flushed everything and stopped
+
+	fsyncs int64 // group commits done; read with Stats
+}
+
+// Progress is what the journal says of one agency.
+type Progress struct {
+	LastBatch uint64 // the highest batch sequence stored (batches are stored in order)
+	Bets      int64
+	Done      bool
+	Batches   uint64 // with Done: how many batches the agency said it sent
+}
+
+// Recovered is the state Open read back from the journal.
+type Recovered struct {
+	Agencies     map[int]*Progress
+	Drawn        bool
+	DroppedBytes int64 // torn or uncommitted tail cut from bets.csv
+}
+
+// JournalPath is where the journal of bets file path lives.
+func JournalPath(path string) string { return path + ".journal" }
+
+// OpenLedger opens (creating if needed) the store at path and recovers it.
+func OpenLedger(path string) (*Ledger, Recovered, error) {
+	rec := Recovered{Agencies: map[int]*Progress{}}
+	bf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, rec, fmt.Errorf("opening bets file: %w", err)
+	}
+	jf, err := os.OpenFile(JournalPath(path), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		bf.Close()
+		return nil, rec, fmt.Errorf("opening journal: %w", err)
+	}
+	l := &Ledger{
+		path: path, betsFile: bf, journalFile: jf,
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), committed: make(chan struct{}),
+	}
+	l.csv = csv.NewWriter(&l.data)
+	if err := l.recover(&rec); err != nil {
+		bf.Close()
+		jf.Close()
+		return nil, rec, err
+	}
+	go l.commitLoop()
+	return l, rec, nil
+}
+
+func (l *Ledger) recover(rec *Recovered) error {
+	valid, end, err := readJournal(l.journalFile, rec)
+	if err != nil {
+		return err
+	}
+	info, err := l.betsFile.Stat()
+	if err != nil {
+		return fmt.Errorf("reading bets file size: %w", err)
+	}
+	if info.Size() < end {
+		return fmt.Errorf("%s has %d bytes but its journal records %d: the file was cut or replaced; restore it or remove both it and %s to start over",
+			l.path, info.Size(), end, JournalPath(l.path))
+	}
+	rec.DroppedBytes = info.Size() - end
+	if err := cutAndSync(l.betsFile, end); err != nil {
+		return fmt.Errorf("recovering bets file: %w", err)
+	}
+	if err := cutAndSync(l.journalFile, valid); err != nil {
+		return fmt.Errorf("recovering journal: %w", err)
+	}
+	l.size = end
+	return nil
+}
+
+// readJournal reads the journal's records into rec and returns the length
+// of its valid prefix and the bets.csv offset that prefix covers. A record
+// that is torn, does not parse or does not follow from the ones before ends
+// the valid prefix: the crash cut it.
+func readJournal(f *os.File, rec *Recovered) (valid, end int64, err error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, 0, fmt.Errorf("reading journal: %w", err)
+	}
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadString('\n')
+		if err == io.EOF {
+			return valid, end, nil // a last line without newline is torn
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("reading journal: %w", err)
+		}
+		if !applyRecord(strings.TrimSuffix(line, "\n"), rec, &end) {
+			return valid, end, nil
+		}
+		valid += int64(len(line))
+	}
+}
+
+func applyRecord(line string, rec *Recovered, end *int64) bool {
+	f := strings.Split(line, ",")
+	num := func(i int) (int64, bool) {
+		if i >= len(f) {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		return n, err == nil && n >= 0
+	}
+	progress := func(agency int64) *Progress {
+		p := rec.Agencies[int(agency)]
+		if p == nil {
+			p = &Progress{}
+			rec.Agencies[int(agency)] = p
+		}
+		return p
+	}
+	switch {
+	case f[0] == "B" && len(f) == 5:
+		agency, ok1 := num(1)
+		seq, ok2 := num(2)
+		bets, ok3 := num(3)
+		off, ok4 := num(4)
+		if !(ok1 && ok2 && ok3 && ok4) || agency == 0 || off < *end {
+			return false
+		}
+		p := progress(agency)
+		if uint64(seq) != p.LastBatch+1 || p.Done {
+			return false
+		}
+		p.LastBatch, p.Bets, *end = uint64(seq), p.Bets+bets, off
+	case f[0] == "D" && len(f) == 3:
+		agency, ok1 := num(1)
+		batches, ok2 := num(2)
+		if !ok1 || !ok2 || agency == 0 {
+			return false
+		}
+		p := progress(agency)
+		p.Done, p.Batches = true, uint64(batches)
+	case line == "W":
+		rec.Drawn = true
+	default:
+		return false
+	}
+	return true
+}
+
+func cutAndSync(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if _, err := f.Seek(size, io.SeekStart); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// ErrLedgerClosed is returned for work handed to a closed ledger.
+var ErrLedgerClosed = errors.New("store is closed")
+
+// AppendBatch stores a batch of agency's bets. done is called, from the
+// committer's goroutine, once the batch is durable (nil) or has failed.
+// Batches of one agency must be appended in sequence order; the Lottery
+// sees to that.
+func (l *Ledger) AppendBatch(agency int, seq uint64, bets []messages.Bet, done func(error)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	before := l.data.Len()
+	if err := StoreBets(l.csv, bets); err != nil {
+		l.data.Truncate(before)
+		return fmt.Errorf("encoding batch %d of agency %d: %w", seq, agency, err)
+	}
+	l.size += int64(l.data.Len() - before)
+	fmt.Fprintf(&l.journal, "B,%d,%d,%d,%d\n", agency, seq, len(bets), l.size)
+	l.enqueue(done)
+	return nil
+}
+
+// MarkDone records that agency is done after batches batches.
+func (l *Ledger) MarkDone(agency int, batches uint64, done func(error)) error {
+	return l.record(fmt.Sprintf("D,%d,%d\n", agency, batches), done)
+}
+
+// MarkDrawn records that the draw ran.
+func (l *Ledger) MarkDrawn(done func(error)) error { return l.record("W\n", done) }
+
+// Sync calls done once everything appended so far is durable: a repeated
+// request is answered only when what it repeats is on disk.
+func (l *Ledger) Sync(done func(error)) error { return l.record("", done) }
+
+func (l *Ledger) record(rec string, done func(error)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	l.journal.WriteString(rec)
+	l.enqueue(done)
+	return nil
+}
+
+func (l *Ledger) usable() error {
+	if l.err != nil {
+		return l.err
+	}
+	if l.closed {
+		return ErrLedgerClosed
+	}
+	return nil
+}
+
+func (l *Ledger) enqueue(done func(error)) {
+	if done != nil {
+		l.waiting = append(l.waiting, done)
+	}
+	select {
+	case l.kick <- struct{}{}:
+	default: // the committer is already due to run
+	}
+}
+
+// commitLoop is the group commit: each round takes everything appended
+// since the last, writes and fsyncs it, and calls back. Agencies that append
+// while a round is on disk share the next round's fsync.
+func (l *Ledger) commitLoop() {
+	defer close(l.committed)
+	var data, journal bytes.Buffer
+	var waiting []func(error)
+	for {
+		select {
+		case <-l.kick:
+		case <-l.quit:
+			// Close: one last round for whatever is pending.
+		}
+		l.mu.Lock()
+		data, l.data = l.data, data
+		journal, l.journal = l.journal, journal
+		waiting, l.waiting = l.waiting, waiting[:0]
+		stop := l.closed
+		l.mu.Unlock()
+
+		if data.Len() > 0 || journal.Len() > 0 {
+			err := l.commit(data.Bytes(), journal.Bytes())
+			if err != nil {
+				l.mu.Lock()
+				l.err = fmt.Errorf("store failed, refusing all writes until restarted: %w", err)
+				l.mu.Unlock()
+			}
+			for _, done := range waiting {
+				done(err)
+			}
+		} else {
+			for _, done := range waiting {
+				done(nil)
+			}
+		}
+		data.Reset()
+		journal.Reset()
+		clear(waiting)
+		if stop {
+			return
+		}
+	}
+}
+
+func (l *Ledger) commit(data, journal []byte) error {
+	if len(data) > 0 {
+		if _, err := l.betsFile.Write(data); err != nil {
+			return fmt.Errorf("writing %s: %w", l.path, err)
+		}
+		if err := l.betsFile.Sync(); err != nil {
+			return fmt.Errorf("syncing %s: %w", l.path, err)
+		}
+	}
+	if len(journal) > 0 {
+		if _, err := l.journalFile.Write(journal); err != nil {
+			return fmt.Errorf("writing journal: %w", err)
+		}
+		if err := l.journalFile.Sync(); err != nil {
+			return fmt.Errorf("syncing journal: %w", err)
+		}
+	}
+	l.mu.Lock()
+	l.fsyncs++
+	l.mu.Unlock()
+	return nil
+}
+
+// Fsyncs is the number of group commits so far.
+func (l *Ledger) Fsyncs() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fsyncs
+}
+
+// Path is the bets file, for LoadBets.
+func (l *Ledger) Path() string { return l.path }
+
+// Close commits what is pending, calls its callbacks and closes the files.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrLedgerClosed
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.quit)
+	<-l.committed
+	err := errors.Join(l.betsFile.Close(), l.journalFile.Close())
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return errors.Join(l.err, err)
+}

@@ -1,0 +1,220 @@
+package central_test
+
+import (
+	"encoding/csv"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central"
+)
+
+func bet(agency, i int, first string) messages.Bet {
+	return messages.Bet{Agency: agency, FirstName: first, LastName: fmt.Sprintf("Apellido%d", i),
+		Document: fmt.Sprint(30000000 + i), Birthdate: time.Date(1980+i%20, time.Month(1+i%12), 1+i%28, 0, 0, 0, 0, time.UTC), Number: i % 10000}
+}
+
+func collect(t *testing.T, path string) []messages.Bet {
+	t.Helper()
+	var out []messages.Bet
+	for b, err := range central.LoadBets(path) {
+		if err != nil {
+			t.Fatalf("LoadBets: %v", err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// StoreBets writes the course's bets.csv; LoadBets reads back the same
+// bets in the order stored, quoting only where CSV needs it.
+func TestStoreBetsRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bets := []messages.Bet{bet(1, 1, "Santiago Lionel"), bet(2, 2, `Juan "el Tano", hijo`), bet(1, 3, "Ñandú")}
+	if err := central.StoreBets(csv.NewWriter(f), bets); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	data, _ := os.ReadFile(path)
+	wantText := "1,Santiago Lionel,Apellido1,30000001,1981-02-02,1\n" +
+		"2,\"Juan \"\"el Tano\"\", hijo\",Apellido2,30000002,1982-03-03,2\n" +
+		"1,Ñandú,Apellido3,30000003,1983-04-04,3\n"
+	if string(data) != wantText {
+		t.Errorf("bets.csv:\n%s\nwant:\n%s", data, wantText)
+	}
+	if got := collect(t, path); !slices.Equal(got, bets) {
+		t.Errorf("LoadBets = %v, want %v", got, bets)
+	}
+	if !central.HasWon(messages.Bet{Number: 7574}) || central.HasWon(messages.Bet{Number: 7575}) {
+		t.Error("HasWon must be number == 7574")
+	}
+}
+
+func TestLoadBetsReportsBadLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	os.WriteFile(path, []byte("1,A,B,1,1990-01-01,5\n1,A,B,1,1990-13-01,5\n"), 0o644)
+	var n int
+	var last error
+	for _, err := range central.LoadBets(path) {
+		if err != nil {
+			last = err
+			break
+		}
+		n++
+	}
+	if n != 1 || last == nil || !strings.Contains(last.Error(), "line 2") {
+		t.Errorf("read %d bets then %v; want 1 bet then an error naming line 2", n, last)
+	}
+}
+
+func appendSync(t *testing.T, l *central.Ledger, agency int, seq uint64, bets []messages.Bet) {
+	t.Helper()
+	errc := make(chan error, 1)
+	if err := l.AppendBatch(agency, seq, bets, func(err error) { errc <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openLedger(t *testing.T, path string) (*central.Ledger, central.Recovered) {
+	t.Helper()
+	l, rec, err := central.OpenLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, rec
+}
+
+// The journal is the truth after a crash: a torn row, a batch whose rows
+// were written but not its record, and a torn record are all dropped, and
+// the sequences and done set are read back.
+func TestLedgerRecoversFromTornTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	l, _ := openLedger(t, path)
+	b1 := []messages.Bet{bet(1, 1, "A"), bet(1, 2, "B")}
+	b2 := []messages.Bet{bet(2, 3, "C")}
+	appendSync(t, l, 1, 1, b1)
+	appendSync(t, l, 2, 1, b2)
+	done := make(chan error, 1)
+	l.MarkDone(2, 1, func(err error) { done <- err })
+	<-done
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	committed, _ := os.ReadFile(path)
+
+	cases := map[string]struct{ bets, journal string }{
+		"torn row":                       {bets: "1,Torn,Ro", journal: ""},
+		"rows of a batch without record": {bets: "1,X,Y,5,1990-01-01,5\n1,X,Y,6,1990-01-01,6\n", journal: ""},
+		"torn journal record":            {bets: "1,X,Y,5,1990-01-01,5\n", journal: "B,1,2,1,99"},
+		"record out of sequence":         {bets: "1,X,Y,5,1990-01-01,5\n", journal: fmt.Sprintf("B,1,5,1,%d\n", len(committed)+21)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "bets.csv")
+			copyFile(t, path, p, tc.bets)
+			copyFile(t, central.JournalPath(path), central.JournalPath(p), tc.journal)
+			l, rec := openLedger(t, p)
+			defer l.Close()
+			got := collect(t, p)
+			if want := append(slices.Clone(b1), b2...); !slices.Equal(got, want) {
+				t.Fatalf("after recovery LoadBets = %v, want %v", got, want)
+			}
+			if rec.DroppedBytes != int64(len(tc.bets)) {
+				t.Errorf("dropped %d bytes, want %d", rec.DroppedBytes, len(tc.bets))
+			}
+			want := map[int]central.Progress{1: {LastBatch: 1, Bets: 2}, 2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1}}
+			for agency, p := range want {
+				if *rec.Agencies[agency] != p {
+					t.Errorf("agency %d recovered as %+v, want %+v", agency, *rec.Agencies[agency], p)
+				}
+			}
+			// And it goes on: the next batch lands after the recovered ones.
+			appendSync(t, l, 1, 2, []messages.Bet{bet(1, 9, "Z")})
+			if got := collect(t, p); len(got) != 4 || got[3].FirstName != "Z" {
+				t.Errorf("after recovery and one more batch: %v", got)
+			}
+		})
+	}
+}
+
+func copyFile(t *testing.T, from, to, extra string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, append(data, extra...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLedgerRefusesFileShorterThanJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	l, _ := openLedger(t, path)
+	appendSync(t, l, 1, 1, []messages.Bet{bet(1, 1, "A")})
+	l.Close()
+	os.WriteFile(path, nil, 0o644)
+	_, _, err := central.OpenLedger(path)
+	if err == nil || !strings.Contains(err.Error(), "journal records") {
+		t.Fatalf("OpenLedger on a truncated bets file: %v, want an error that says the file was cut", err)
+	}
+}
+
+// Group commit: agencies appending at once share fsyncs, and every callback
+// comes after its batch is on disk.
+func TestLedgerGroupCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	l, _ := openLedger(t, path)
+	const agencies, batches = 8, 50
+	var wg sync.WaitGroup
+	for a := 1; a <= agencies; a++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := 1; s <= batches; s++ {
+				var cb sync.WaitGroup
+				cb.Add(1)
+				l.AppendBatch(a, uint64(s), []messages.Bet{bet(a, s, "N")}, func(err error) {
+					if err != nil {
+						t.Error(err)
+					}
+					cb.Done()
+				})
+				// Several in flight per agency, as the agencies do.
+				if s%4 == 0 {
+					cb.Wait()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(collect(t, path)); got != agencies*batches {
+		t.Fatalf("stored %d bets, want %d", got, agencies*batches)
+	}
+	if f := l.Fsyncs(); f >= agencies*batches {
+		t.Errorf("%d group commits for %d batches: fsyncs are not shared", f, agencies*batches)
+	}
+	if _, err := os.Stat(central.JournalPath(path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AppendBatch(1, 99, nil, nil); err == nil {
+		t.Error("AppendBatch on a closed ledger succeeded")
+	}
+}

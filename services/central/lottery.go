@@ -1,0 +1,235 @@
+package central
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/logline"
+)
+
+// Store is what the Lottery needs of its storage; *Ledger is the real one.
+// Each method calls done once its work is durable (or failed).
+type Store interface {
+	AppendBatch(agency int, seq uint64, bets []messages.Bet, done func(error)) error
+	MarkDone(agency int, batches uint64, done func(error)) error
+	MarkDrawn(done func(error)) error
+	Sync(done func(error)) error
+	Path() string
+}
+
+// Domain errors; the service turns them into wire codes in one table.
+var (
+	ErrUnknownAgency = errors.New("no such agency in this lottery")
+	ErrAgencyDone    = errors.New("agency already said it was done; no more batches accepted")
+	ErrDrawPending   = errors.New("draw pending: not every agency is done")
+)
+
+// OutOfOrderError refuses a batch (or a done) that does not follow what is
+// stored: the agency must resend from Next.
+type OutOfOrderError struct {
+	Agency int
+	Got    uint64
+	Next   uint64
+	Done   bool // the refused request was a done notification
+}
+
+func (e *OutOfOrderError) Error() string {
+	if e.Done {
+		return fmt.Sprintf("agency %d says it sent %d batches, but the central has batches 1 to %d: send batch %d next",
+			e.Agency, e.Got, e.Next-1, e.Next)
+	}
+	return fmt.Sprintf("batch %d of agency %d is out of order: the central expects batch %d", e.Got, e.Agency, e.Next)
+}
+
+// Lottery is the central's domain: it applies each agency's batches once and
+// in order, counts done notifications, runs the draw once when every agency
+// is done and answers winners from the draw's result. It knows nothing of
+// NATS; calls for different agencies run in parallel.
+type Lottery struct {
+	store    Store
+	log      *slog.Logger
+	agencies []agencyState // index agency-1
+
+	mu        sync.Mutex // guards doneCount
+	doneCount int
+
+	drawn   chan struct{} // closed when winners is set
+	winners [][]string    // documents of each agency's winners, index agency-1
+	drawErr error
+}
+
+type agencyState struct {
+	mu sync.Mutex // held across the sequence check and the append, so a batch is applied once
+	Progress
+}
+
+// NewLottery returns a lottery of n agencies, resumed from what the store
+// recovered. If every agency was already done it draws at once.
+func NewLottery(ctx context.Context, n int, store Store, rec Recovered, log *slog.Logger) (*Lottery, error) {
+	l := &Lottery{store: store, log: log, agencies: make([]agencyState, n), drawn: make(chan struct{})}
+	for agency, p := range rec.Agencies {
+		if agency < 1 || agency > n {
+			return nil, fmt.Errorf("the store holds bets of agency %d, but this lottery has agencies 1 to %d: set CENTRAL_AGENCIES or use another bets file", agency, n)
+		}
+		l.agencies[agency-1].Progress = *p
+		if p.Done {
+			l.doneCount++
+		}
+	}
+	if l.doneCount == n {
+		go l.draw(ctx, rec.Drawn)
+	}
+	return l, nil
+}
+
+// Agencies is the number of agencies of the lottery.
+func (l *Lottery) Agencies() int { return len(l.agencies) }
+
+func (l *Lottery) agency(n int) (*agencyState, error) {
+	if n < 1 || n > len(l.agencies) {
+		return nil, fmt.Errorf("agency %d: %w (agencies are 1 to %d)", n, ErrUnknownAgency, len(l.agencies))
+	}
+	return &l.agencies[n-1], nil
+}
+
+// StoreBatch applies batch seq of agency: the next one in sequence is stored,
+// one already stored is acknowledged again without storing it twice, one that
+// skips ahead is refused. When it returns nil, reply is called once the
+// outcome is durable, with repeat set for a batch stored before.
+func (l *Lottery) StoreBatch(agency int, seq uint64, bets []messages.Bet, reply func(repeat bool, err error)) error {
+	a, err := l.agency(agency)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case seq <= a.LastBatch:
+		return l.store.Sync(func(err error) { reply(true, err) })
+	case a.Done:
+		return ErrAgencyDone
+	case seq != a.LastBatch+1:
+		return &OutOfOrderError{Agency: agency, Got: seq, Next: a.LastBatch + 1}
+	}
+	if err := l.store.AppendBatch(agency, seq, bets, func(err error) { reply(false, err) }); err != nil {
+		return err
+	}
+	a.LastBatch = seq
+	a.Bets += int64(len(bets))
+	return nil
+}
+
+// Done records that agency sent all its batches, batches in all. It is
+// idempotent; when the last agency is done, the draw runs. reply is called
+// once the notification is durable.
+func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply func(messages.DoneReply, error)) error {
+	a, err := l.agency(agency)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if batches != a.LastBatch {
+		return &OutOfOrderError{Agency: agency, Got: batches, Next: a.LastBatch + 1, Done: true}
+	}
+	ack := messages.DoneReply{Agency: agency, Batches: batches, Bets: a.Bets}
+	if a.Done {
+		return l.store.Sync(func(err error) { reply(ack, err) })
+	}
+	if err := l.store.MarkDone(agency, batches, func(err error) {
+		if err == nil {
+			l.agencyDone(ctx)
+		}
+		reply(ack, err)
+	}); err != nil {
+		return err
+	}
+	a.Done = true
+	a.Batches = batches
+	return nil
+}
+
+func (l *Lottery) agencyDone(ctx context.Context) {
+	l.mu.Lock()
+	l.doneCount++
+	all := l.doneCount == len(l.agencies)
+	l.mu.Unlock()
+	if all {
+		go l.draw(ctx, false)
+	}
+}
+
+// DoneCount is how many agencies are done.
+func (l *Lottery) DoneCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.doneCount
+}
+
+// draw streams the store once, keeping only the winners' documents. It
+// runs once per process: when the last agency is done, or at start when a
+// restart finds every agency done (recovered: the draw had already run and
+// been logged).
+func (l *Lottery) draw(ctx context.Context, recovered bool) {
+	winners := make([][]string, len(l.agencies))
+	var total int64
+	var err error
+	for bet, e := range LoadBets(l.store.Path()) {
+		if e != nil {
+			err = e
+			break
+		}
+		total++
+		if HasWon(bet) {
+			winners[bet.Agency-1] = append(winners[bet.Agency-1], bet.Document)
+		}
+	}
+	if err == nil && !recovered {
+		mark := make(chan error, 1)
+		if err = l.store.MarkDrawn(func(e error) { mark <- e }); err == nil {
+			err = <-mark
+		}
+	}
+	if err != nil {
+		l.drawErr = fmt.Errorf("drawing: %w", err)
+		logline.Log(ctx, l.log, "sorteo", logline.Fail, "error", err)
+		close(l.drawn)
+		return
+	}
+	l.winners = winners
+	if recovered {
+		logline.Log(ctx, l.log, "sorteo_recuperado", logline.Success, "apuestas", total)
+	} else {
+		logline.Log(ctx, l.log, "sorteo", logline.Success)
+	}
+	close(l.drawn)
+}
+
+// WinnersFor returns the documents of agency's winners. Until the draw it
+// waits, up to ctx's deadline; then it fails with ErrDrawPending, and the
+// agency asks again. It never answers with partial data.
+func (l *Lottery) WinnersFor(ctx context.Context, agency int) ([]string, error) {
+	if _, err := l.agency(agency); err != nil {
+		return nil, err
+	}
+	select {
+	case <-l.drawn:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w (%d of %d done)", ErrDrawPending, l.DoneCount(), len(l.agencies))
+	}
+	if l.drawErr != nil {
+		return nil, l.drawErr
+	}
+	w := l.winners[agency-1]
+	if w == nil {
+		w = []string{}
+	}
+	return w, nil
+}
+
+// Drawn is closed once the draw has run.
+func (l *Lottery) Drawn() <-chan struct{} { return l.drawn }

@@ -1,0 +1,136 @@
+package central
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/services/envcfg"
+	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/services/natsconn"
+)
+
+// Config is the central's configuration, read from the environment.
+type Config struct {
+	NATSURL      string        `env:"NATS_URL"`                             // empty: start an embedded server
+	NATSListen   string        `env:"NATS_LISTEN, default=127.0.0.1:4222"`  // embedded server's address
+	LogLevel     string        `env:"LOG_LEVEL, default=INFO"`              // DEBUG, INFO, WARN, ERROR
+	Agencies     int           `env:"CENTRAL_AGENCIES, default=5"`          // the draw waits for agencies 1..N
+	BetsFile     string        `env:"CENTRAL_BETS_FILE, default=bets.csv"`  // journal beside it: <file>.journal
+	WinnersHold  time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
+	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
+	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
+}
+
+// MaxAgencies bounds CENTRAL_AGENCIES: a lane (goroutine and queue) each.
+const MaxAgencies = 100_000
+
+// LoadConfig reads the configuration through getenv; an empty value is unset.
+func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error) {
+	var cfg Config
+	if err := envcfg.Process(ctx, getenv, &cfg); err != nil {
+		return cfg, fmt.Errorf("reading configuration: %w", err)
+	}
+	if cfg.Agencies < 1 || cfg.Agencies > MaxAgencies {
+		return cfg, fmt.Errorf("CENTRAL_AGENCIES=%d: want 1 to %d", cfg.Agencies, MaxAgencies)
+	}
+	if cfg.WinnersHold <= 0 || cfg.DrainTimeout <= 0 {
+		return cfg, fmt.Errorf("CENTRAL_WINNERS_HOLD and CENTRAL_DRAIN_TIMEOUT must be positive")
+	}
+	return cfg, nil
+}
+
+// Run runs the central until ctx is cancelled (SIGTERM, SIGINT), then shuts
+// down gracefully: stop the service, finish in-flight batches, drain NATS,
+// close the store. It returns nil after a clean shutdown.
+func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err error) {
+	cfg, err := LoadConfig(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	log, err := logline.New(stdout, cfg.LogLevel)
+	if err != nil {
+		return fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			logline.Log(context.WithoutCancel(ctx), log, "central", logline.Fail, "error", err)
+		}
+	}()
+
+	url := cfg.NATSURL
+	if url == "" {
+		ns, err := StartEmbeddedNATS(cfg.NATSListen)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			logline.Log(ctx, log, "detener_nats_embebido", logline.Success)
+		}()
+		url = ns.ClientURL()
+		logline.Log(ctx, log, "nats_embebido", logline.Success, "url", url)
+	}
+
+	ledger, rec, err := OpenLedger(cfg.BetsFile)
+	if err != nil {
+		return err
+	}
+	ledgerOpen := true
+	defer func() {
+		if ledgerOpen {
+			ledger.Close()
+		}
+	}()
+	logline.Log(ctx, log, "abrir_apuestas", logline.Success, "file", cfg.BetsFile,
+		"agencies_with_bets", len(rec.Agencies), "dropped_bytes", rec.DroppedBytes)
+
+	lottery, err := NewLottery(ctx, cfg.Agencies, ledger, rec, log)
+	if err != nil {
+		return err
+	}
+
+	nc, closed, err := natsconn.Connect(ctx, url, "central", cfg.ConnectWait, cfg.DrainTimeout, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	svc, err := StartService(ctx, nc, lottery, ServiceConfig{WinnersHold: cfg.WinnersHold}, log)
+	if err != nil {
+		return err
+	}
+	logline.Log(ctx, log, "central_lista", logline.Success, "nats", nc.ConnectedUrlRedacted(),
+		"agencies", cfg.Agencies, "service", ServiceName)
+
+	<-ctx.Done()
+	bg := context.WithoutCancel(ctx)
+	logline.Log(bg, log, "apagado", logline.InProgress, "reason", context.Cause(ctx))
+
+	svc.Stop()
+	logline.Log(bg, log, "detener_servicio", logline.Success)
+
+	// Close the store before the drain: its last group commit replies to
+	// the batches still in flight, and those replies must go out first.
+	ledgerOpen = false
+	if err := ledger.Close(); err != nil {
+		return fmt.Errorf("closing store: %w", err)
+	}
+	logline.Log(bg, log, "cerrar_apuestas", logline.Success, "file", cfg.BetsFile, "fsyncs", ledger.Fsyncs())
+
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("draining NATS connection: %w", err)
+	}
+	select {
+	case <-closed:
+		logline.Log(bg, log, "drenar_nats", logline.Success)
+	case <-time.After(cfg.DrainTimeout + time.Second):
+		logline.Log(bg, log, "drenar_nats", logline.Fail, "error", "timed out")
+	}
+	return nil
+}

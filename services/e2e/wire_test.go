@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/natstest"
+)
+
+// request sends a raw request as a hostile or buggy peer would and returns
+// the reply's error code (0 for success) and data.
+func request(t *testing.T, nc *nats.Conn, subject string, headers map[string]string, body string) (messages.Code, *messages.Error, []byte) {
+	t.Helper()
+	msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: []byte(body)}
+	for k, v := range headers {
+		msg.Header.Set(k, v)
+	}
+	reply, err := nc.RequestMsg(msg, 5*time.Second)
+	if err != nil {
+		t.Fatalf("request on %s: %v", subject, err)
+	}
+	if err := messages.ReplyError(reply); err != nil {
+		e, ok := err.(*messages.Error)
+		if !ok {
+			t.Fatalf("reply on %s: %v", subject, err)
+		}
+		return e.Code, e, reply.Data
+	}
+	return 0, nil, reply.Data
+}
+
+func batchHeaders(agency, seq string) map[string]string {
+	return map[string]string{messages.HeaderAgency: agency, messages.HeaderBatch: seq}
+}
+
+const (
+	goodRow  = "Juan,Pérez,30123456,1990-05-17,7574\n"
+	goodRow2 = "Ana,Gómez,28999111,1985-12-01,1234\n"
+)
+
+// A hostile or buggy peer, with a plain NATS client: every bad request gets
+// an error code, nothing of it is stored, and the central keeps serving.
+func TestWireRejectsBadRequests(t *testing.T) {
+	ns := natstest.StartServer(t)
+	c := startCentral(t, ns.ClientURL(), t.TempDir(), map[string]string{"CENTRAL_AGENCIES": "3", "CENTRAL_WINNERS_HOLD": "20ms"})
+	nc := natstest.Connect(t, ns)
+
+	tooBig := strings.Repeat(goodRow, 8192/len(goodRow)+1)
+	cases := []struct {
+		name    string
+		subject string
+		headers map[string]string
+		body    string
+		want    messages.Code
+		inDesc  string
+	}{
+		{"garbage payload", "bets.agency.1", batchHeaders("1", "1"), "\x00\x01garbage", messages.CodeInvalidBet, "row 1"},
+		{"one bad row of three", "bets.agency.1", batchHeaders("1", "1"), goodRow + "Ana,Gómez,28999111,2023-02-30,1234\n" + goodRow2, messages.CodeInvalidBet, "row 2: birthdate"},
+		{"unbalanced quote", "bets.agency.1", batchHeaders("1", "1"), "\"Juan,Pérez,30123456,1990-05-17,7574\n", messages.CodeInvalidBet, "row 1"},
+		{"empty payload", "bets.agency.1", batchHeaders("1", "1"), "", messages.CodeMalformed, "empty"},
+		{"over 8 kB", "bets.agency.1", batchHeaders("1", "1"), tooBig, messages.CodeTooLarge, "8192"},
+		{"agency header differs from subject", "bets.agency.1", batchHeaders("2", "1"), goodRow, messages.CodeWrongAgency, "agency 1"},
+		{"no headers", "bets.agency.1", nil, goodRow, messages.CodeWrongAgency, ""},
+		{"sequence 0", "bets.agency.1", batchHeaders("1", "0"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"sequence abc", "bets.agency.1", batchHeaders("1", "abc"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"agency 0", "bets.agency.0", batchHeaders("0", "1"), goodRow, messages.CodeUnknownAgency, ""},
+		{"agency 99 of 3", "bets.agency.99", batchHeaders("99", "1"), goodRow, messages.CodeUnknownAgency, "1 to 3"},
+		{"agency abc", "bets.agency.abc", batchHeaders("abc", "1"), goodRow, messages.CodeUnknownAgency, ""},
+		{"skipped sequence", "bets.agency.1", batchHeaders("1", "2"), goodRow, messages.CodeOutOfOrder, "expects batch 1"},
+		{"done claiming batches never sent", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "3"}, "", messages.CodeOutOfOrder, "send batch 1"},
+		{"done without count", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1"}, "", messages.CodeMalformed, "Quiniela-Batches"},
+		{"done of agency 99", "bets.agency.99.done", map[string]string{messages.HeaderAgency: "99", messages.HeaderBatches: "0"}, "", messages.CodeUnknownAgency, ""},
+		{"winners of agency 99", "winners.agency.99", nil, "", messages.CodeUnknownAgency, ""},
+		{"winners before the draw", "winners.agency.1", nil, "", messages.CodeDrawPending, "0 of 3"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, e, data := request(t, nc, tc.subject, tc.headers, tc.body)
+			if code != tc.want {
+				t.Fatalf("code %v (%v), want %v", code, e, tc.want)
+			}
+			if !strings.Contains(e.Description, tc.inDesc) {
+				t.Errorf("description %q does not mention %q", e.Description, tc.inDesc)
+			}
+			if len(data) != 0 {
+				t.Errorf("error reply carries data %q", data)
+			}
+		})
+	}
+	if info, err := os.Stat(c.betsFile); err != nil || info.Size() != 0 {
+		t.Fatalf("bets file after only bad requests: %v, %v; want empty", info, err)
+	}
+	if got := c.log.Count("action: apuesta_recibida | result: fail | cantidad: 3"); got != 1 {
+		t.Errorf("fail line for the 3-row batch logged %d times, want once", got)
+	}
+	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "5"), goodRow); e.NextBatch != 1 {
+		t.Errorf("out-of-order reply names next batch %d, want 1", e.NextBatch)
+	}
+
+	// The central still serves: a good batch, a replay of it, done, done
+	// again, a batch after done.
+	var ack messages.BatchReply
+	for range 2 {
+		code, e, data := request(t, nc, "bets.agency.1", batchHeaders("1", "1"), goodRow+goodRow2)
+		if code != 0 {
+			t.Fatalf("good batch refused: %v", e)
+		}
+		var got messages.BatchReply
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if ack != (messages.BatchReply{}) && got != ack {
+			t.Errorf("replayed batch got %+v, first got %+v: want the same reply", got, ack)
+		}
+		ack = got
+	}
+	if ack != (messages.BatchReply{Agency: 1, Batch: 1, Bets: 2}) {
+		t.Errorf("batch reply %+v", ack)
+	}
+	done := map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "1"}
+	for range 2 {
+		if code, e, _ := request(t, nc, "bets.agency.1.done", done, ""); code != 0 {
+			t.Fatalf("done refused: %v", e)
+		}
+	}
+	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "2"), goodRow); code != messages.CodeAgencyDone {
+		t.Errorf("batch after done: code %v, want %v", code, messages.CodeAgencyDone)
+	}
+	// An agency with nothing to send may say done with 0 batches.
+	if code, e, _ := request(t, nc, "bets.agency.2.done", map[string]string{messages.HeaderAgency: "2", messages.HeaderBatches: "0"}, ""); code != 0 {
+		t.Errorf("done with 0 batches refused: %v", e)
+	}
+	c.stop(t)
+	if got := storedRows(t, c.betsFile); len(got) != 2 {
+		t.Errorf("stored %d rows, want the 2 of the one good batch, once: %v", len(got), got)
+	}
+	if n := c.log.Count("apuesta_repetida"); n != 1 {
+		t.Errorf("replay logged %d times as apuesta_repetida, want 1", n)
+	}
+}
+
+func lastError(t *testing.T, nc *nats.Conn, subject string, headers map[string]string, body string) *messages.Error {
+	t.Helper()
+	_, e, _ := request(t, nc, subject, headers, body)
+	if e == nil {
+		t.Fatalf("request on %s succeeded, want an error", subject)
+	}
+	return e
+}

@@ -1,0 +1,143 @@
+// Package logline writes and reads the operation lines that every process of
+// quiniela logs, in the course's format:
+//
+//	2026-11-24T08:00:00.123Z INFO action: apuesta_recibida | result: success | cantidad: 94
+//
+// One format for every line lets one parser (Parse) serve the tests, the local
+// runner and the benchmark.
+package logline
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// Results an operation line can report.
+const (
+	Success    = "success"
+	Fail       = "fail"
+	InProgress = "in_progress"
+)
+
+// New returns a logger that writes operation lines to w at the given level
+// ("DEBUG", "INFO", "WARN", "ERROR"; case-insensitive).
+func New(w io.Writer, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want DEBUG, INFO, WARN or ERROR", level)
+	}
+	return slog.New(&handler{w: w, mu: &sync.Mutex{}, level: lvl}), nil
+}
+
+// Log writes "action: A | result: R | k1: v1 | ..." at INFO, or at ERROR when
+// result is Fail. kv alternates keys and values.
+func Log(ctx context.Context, log *slog.Logger, action, result string, kv ...any) {
+	level := slog.LevelInfo
+	if result == Fail {
+		level = slog.LevelError
+	}
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	log.Log(ctx, level, Format(action, result, kv...))
+}
+
+// Format renders an operation line without prefix.
+func Format(action, result string, kv ...any) string {
+	var b strings.Builder
+	b.Grow(64)
+	b.WriteString("action: ")
+	b.WriteString(action)
+	b.WriteString(" | result: ")
+	b.WriteString(result)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, " | %v: %v", kv[i], kv[i+1])
+	}
+	return b.String()
+}
+
+// Line is a parsed operation line.
+type Line struct {
+	Action string
+	Result string
+	Fields map[string]string // the key: value pairs after result, in any order
+	Keys   []string          // the keys of Fields, in the order logged
+}
+
+// Parse finds an operation line in text (any prefix before "action: " is
+// ignored). ok is false when text holds no operation line.
+func Parse(text string) (line Line, ok bool) {
+	i := strings.Index(text, "action: ")
+	if i < 0 {
+		return Line{}, false
+	}
+	parts := strings.Split(strings.TrimRight(text[i:], "\r\n"), " | ")
+	line.Fields = make(map[string]string, len(parts))
+	for n, p := range parts {
+		k, v, found := strings.Cut(p, ": ")
+		if !found {
+			return Line{}, false
+		}
+		switch {
+		case n == 0 && k == "action":
+			line.Action = v
+		case n == 1 && k == "result":
+			line.Result = v
+		case n > 1:
+			line.Fields[k] = v
+			line.Keys = append(line.Keys, k)
+		default:
+			return Line{}, false
+		}
+	}
+	return line, line.Result != ""
+}
+
+// handler prints "TIME LEVEL message k=v ..." on one line; the message of an
+// operation line is printed as is, unquoted, so the line keeps the course's
+// exact text.
+type handler struct {
+	w     io.Writer
+	mu    *sync.Mutex
+	level slog.Level
+	attrs []slog.Attr
+}
+
+func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+
+func (h *handler) Handle(_ context.Context, r slog.Record) error {
+	buf := make([]byte, 0, 128)
+	buf = r.Time.UTC().AppendFormat(buf, "2006-01-02T15:04:05.000Z07:00")
+	buf = append(buf, ' ')
+	buf = append(buf, r.Level.String()...)
+	buf = append(buf, ' ')
+	buf = append(buf, r.Message...)
+	appendAttr := func(a slog.Attr) bool {
+		buf = fmt.Appendf(buf, " | %s: %v", a.Key, a.Value)
+		return true
+	}
+	for _, a := range h.attrs {
+		appendAttr(a)
+	}
+	r.Attrs(appendAttr)
+	buf = append(buf, '\n')
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := h.w.Write(buf)
+	return err
+}
+
+func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	h2 := *h
+	h2.attrs = append(append([]slog.Attr(nil), h.attrs...), attrs...)
+	return &h2
+}
+
+// WithGroup is not used by quiniela; groups are flattened.
+func (h *handler) WithGroup(string) slog.Handler { return h }
+
+var _ slog.Handler = (*handler)(nil)

@@ -1,0 +1,139 @@
+// Package natstest holds test helpers: an in-process NATS server, a log
+// buffer that parses operation lines, and the course's data set.
+package natstest
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/services/logline"
+)
+
+// StartServer starts a NATS server on a random loopback port and shuts it
+// down when the test ends.
+func StartServer(t testing.TB) *server.Server {
+	t.Helper()
+	return StartServerOn(t, server.RANDOM_PORT)
+}
+
+// StartServerOn starts a NATS server on the given loopback port (a restart
+// test reuses the port of the server it stopped).
+func StartServerOn(t testing.TB, port int) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatalf("configuring NATS server: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("NATS server not ready on port %d", port)
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
+}
+
+// Connect connects a plain client to ns, closed when the test ends.
+func Connect(t testing.TB, ns *server.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatalf("connecting to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Log collects what a process logs; safe for concurrent writers.
+type Log struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{} // closed and replaced on every write
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
+	return l.buf.Write(p)
+}
+
+// WaitFor waits until n lines with action and result have been logged, and
+// fails the test if that takes longer than timeout.
+func (l *Log) WaitFor(t testing.TB, action, result string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		if l.changed == nil {
+			l.changed = make(chan struct{})
+		}
+		changed := l.changed
+		l.mu.Unlock()
+		got := 0
+		for _, line := range l.Lines(action) {
+			if line.Result == result {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("waited %v for %d lines 'action: %s | result: %s', saw %d; log:\n%s", timeout, n, action, result, got, l.String())
+		}
+	}
+}
+
+// String is everything logged so far.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Lines returns the operation lines logged so far with this action.
+func (l *Log) Lines(action string) []logline.Line {
+	var out []logline.Line
+	for _, text := range strings.Split(l.String(), "\n") {
+		if line, ok := logline.Parse(text); ok && line.Action == action {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// Count counts the lines logged that contain text.
+func (l *Log) Count(text string) int { return strings.Count(l.String(), text) }
+
+// Env is a getenv built from a map, for the run functions.
+func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// CatedraDir is the course's official data set, beside the repository in
+// ../shared. A user's fresh clone has none: the test is skipped, saying so.
+func CatedraDir(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "datasets", "catedra")
+	if _, err := os.Stat(filepath.Join(dir, "agency-1.csv")); err != nil {
+		t.Skipf("SKIP: the course's data set is not at %s (it lives beside the repository, in ../shared; a fresh clone has none)", dir)
+	}
+	return dir
+}
