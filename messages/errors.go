@@ -20,6 +20,7 @@ const (
 	CodeUnknownAgency Code = 404 // the subject names no agency of this lottery (0, 99, abc)
 	CodeOutOfOrder    Code = 409 // a batch skips ahead, or done before every batch arrived
 	CodeAgencyDone    Code = 410 // a new batch after the agency said it was done
+	CodeBatchMismatch Code = 412 // a batch resent with other content than the one stored under its number
 	CodeTooLarge      Code = 413 // over the 8 kB rule
 	CodeInvalidBet    Code = 422 // a row fails validation; the description names it
 	CodeDrawPending   Code = 425 // winners asked before every agency is done: ask again
@@ -34,6 +35,7 @@ var codeNames = map[Code]string{
 	CodeUnknownAgency: "unknown agency",
 	CodeOutOfOrder:    "out of order",
 	CodeAgencyDone:    "agency done",
+	CodeBatchMismatch: "batch mismatch",
 	CodeTooLarge:      "too large",
 	CodeInvalidBet:    "invalid bet",
 	CodeDrawPending:   "draw pending",

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"strconv"
 
@@ -80,6 +81,11 @@ func batchHeader(agency int, seq uint64) nats.Header {
 	h.Set(HeaderBatch, strconv.FormatUint(seq, 10))
 	return h
 }
+
+// BatchSum is the checksum of a batch payload. The central keeps it per
+// (agency, batch) so that a resent batch is known to be the same batch, not
+// another one under a reused number.
+func BatchSum(payload []byte) uint32 { return crc32.ChecksumIEEE(payload) }
 
 // ErrBetTooLarge is returned for a bet whose row alone cannot fit in a
 // message. Bets that pass ParseBet always fit (see MaxRowBytes).

@@ -177,6 +177,7 @@ func (s *Sender) ack(i int) {
 	s.RoundTrip = append(s.RoundTrip, time.Since(p.firstSent))
 	s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	s.failures = 0
+	logline.Debug(context.Background(), s.log, "lote_confirmado", logline.Success, "agency", p.batch.Agency, "batch", p.batch.Seq, "bets", p.batch.Bets)
 }
 
 // retryFrom backs off, then resends pending[i:] in order. It gives up when

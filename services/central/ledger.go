@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ import (
 // Every batch is appended to bets.csv, then a journal record names its
 // agency, sequence, bet count and the offset where it ends:
 //
-//	B,<agency>,<seq>,<bets>,<end offset>
+//	B,<agency>,<seq>,<bets>,<end offset>,<checksum>
 //	D,<agency>,<batches>     the agency is done
 //	W                        the draw ran
 //
@@ -51,12 +52,33 @@ type Ledger struct {
 	quit        chan struct{}
 	committed   chan struct{} // closed when the committer has flushed everything and stopped
 
-	fsyncs int64 // group commits done; read with Stats
+	fsyncs int64 // group commits done; read with Fsyncs
+
+	failpoint func(stage string, round int64) // fault tests only: see WithFailpoint
+}
+
+// LedgerOption configures a Ledger.
+type LedgerOption func(*Ledger)
+
+// Commit stages, in order, at which a failpoint may stop the process.
+const (
+	StageBeforeWrite    = "before-write"    // nothing of the round written
+	StageDataWritten    = "data-written"    // rows written, not synced
+	StageDataSynced     = "data-synced"     // rows durable, journal not written
+	StageJournalWritten = "journal-written" // journal written, not synced
+	StageCommitted      = "committed"       // all durable, no reply sent yet
+)
+
+// WithFailpoint calls fn at each stage of each commit round (1, 2, …), so
+// that fault tests can kill the process at an exact point of a commit.
+func WithFailpoint(fn func(stage string, round int64)) LedgerOption {
+	return func(l *Ledger) { l.failpoint = fn }
 }
 
 // Progress is what the journal says of one agency.
 type Progress struct {
-	LastBatch uint64 // the highest batch sequence stored (batches are stored in order)
+	LastBatch uint64   // the highest batch sequence stored (batches are stored in order)
+	Sums      []uint32 // messages.BatchSum of batch i+1, to tell a resend from a reused number
 	Bets      int64
 	Done      bool
 	Batches   uint64 // with Done: how many batches the agency said it sent
@@ -73,7 +95,7 @@ type Recovered struct {
 func JournalPath(path string) string { return path + ".journal" }
 
 // OpenLedger opens (creating if needed) the store at path and recovers it.
-func OpenLedger(path string) (*Ledger, Recovered, error) {
+func OpenLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 	rec := Recovered{Agencies: map[int]*Progress{}}
 	bf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -89,6 +111,9 @@ func OpenLedger(path string) (*Ledger, Recovered, error) {
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), committed: make(chan struct{}),
 	}
 	l.csv = csv.NewWriter(&l.data)
+	for _, opt := range opts {
+		opt(l)
+	}
 	if err := l.recover(&rec); err != nil {
 		bf.Close()
 		jf.Close()
@@ -164,12 +189,13 @@ func applyRecord(line string, rec *Recovered, end *int64) bool {
 		return p
 	}
 	switch {
-	case f[0] == "B" && len(f) == 5:
+	case f[0] == "B" && len(f) == 6:
 		agency, ok1 := num(1)
 		seq, ok2 := num(2)
 		bets, ok3 := num(3)
 		off, ok4 := num(4)
-		if !(ok1 && ok2 && ok3 && ok4) || agency == 0 || off < *end {
+		sum, ok5 := num(5)
+		if !(ok1 && ok2 && ok3 && ok4 && ok5) || agency == 0 || off < *end || sum > math.MaxUint32 {
 			return false
 		}
 		p := progress(agency)
@@ -177,6 +203,7 @@ func applyRecord(line string, rec *Recovered, end *int64) bool {
 			return false
 		}
 		p.LastBatch, p.Bets, *end = uint64(seq), p.Bets+bets, off
+		p.Sums = append(p.Sums, uint32(sum))
 	case f[0] == "D" && len(f) == 3:
 		agency, ok1 := num(1)
 		batches, ok2 := num(2)
@@ -210,7 +237,7 @@ var ErrLedgerClosed = errors.New("store is closed")
 // committer's goroutine, once the batch is durable (nil) or has failed.
 // Batches of one agency must be appended in sequence order; the Lottery
 // sees to that.
-func (l *Ledger) AppendBatch(agency int, seq uint64, bets []messages.Bet, done func(error)) error {
+func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint32, bets []messages.Bet, done func(error)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {
@@ -222,7 +249,7 @@ func (l *Ledger) AppendBatch(agency int, seq uint64, bets []messages.Bet, done f
 		return fmt.Errorf("encoding batch %d of agency %d: %w", seq, agency, err)
 	}
 	l.size += int64(l.data.Len() - before)
-	fmt.Fprintf(&l.journal, "B,%d,%d,%d,%d\n", agency, seq, len(bets), l.size)
+	fmt.Fprintf(&l.journal, "B,%d,%d,%d,%d,%d\n", agency, seq, len(bets), l.size, sum)
 	l.enqueue(done)
 	return nil
 }
@@ -315,25 +342,36 @@ func (l *Ledger) commitLoop() {
 }
 
 func (l *Ledger) commit(data, journal []byte) error {
+	l.mu.Lock()
+	l.fsyncs++
+	round := l.fsyncs
+	l.mu.Unlock()
+	at := func(stage string) {
+		if l.failpoint != nil {
+			l.failpoint(stage, round)
+		}
+	}
+	at(StageBeforeWrite)
 	if len(data) > 0 {
 		if _, err := l.betsFile.Write(data); err != nil {
 			return fmt.Errorf("writing %s: %w", l.path, err)
 		}
+		at(StageDataWritten)
 		if err := l.betsFile.Sync(); err != nil {
 			return fmt.Errorf("syncing %s: %w", l.path, err)
 		}
 	}
+	at(StageDataSynced)
 	if len(journal) > 0 {
 		if _, err := l.journalFile.Write(journal); err != nil {
 			return fmt.Errorf("writing journal: %w", err)
 		}
+		at(StageJournalWritten)
 		if err := l.journalFile.Sync(); err != nil {
 			return fmt.Errorf("syncing journal: %w", err)
 		}
 	}
-	l.mu.Lock()
-	l.fsyncs++
-	l.mu.Unlock()
+	at(StageCommitted)
 	return nil
 }
 

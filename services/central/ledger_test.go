@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -80,7 +81,7 @@ func TestLoadBetsReportsBadLine(t *testing.T) {
 func appendSync(t *testing.T, l *central.Ledger, agency int, seq uint64, bets []messages.Bet) {
 	t.Helper()
 	errc := make(chan error, 1)
-	if err := l.AppendBatch(agency, seq, bets, func(err error) { errc <- err }); err != nil {
+	if err := l.AppendBatch(agency, seq, uint32(seq), bets, func(err error) { errc <- err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -118,8 +119,8 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 	cases := map[string]struct{ bets, journal string }{
 		"torn row":                       {bets: "1,Torn,Ro", journal: ""},
 		"rows of a batch without record": {bets: "1,X,Y,5,1990-01-01,5\n1,X,Y,6,1990-01-01,6\n", journal: ""},
-		"torn journal record":            {bets: "1,X,Y,5,1990-01-01,5\n", journal: "B,1,2,1,99"},
-		"record out of sequence":         {bets: "1,X,Y,5,1990-01-01,5\n", journal: fmt.Sprintf("B,1,5,1,%d\n", len(committed)+21)},
+		"torn journal record":            {bets: "1,X,Y,5,1990-01-01,5\n", journal: "B,1,2,1,99,0"},
+		"record out of sequence":         {bets: "1,X,Y,5,1990-01-01,5\n", journal: fmt.Sprintf("B,1,5,1,%d,0\n", len(committed)+21)},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -136,10 +137,10 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 			if rec.DroppedBytes != int64(len(tc.bets)) {
 				t.Errorf("dropped %d bytes, want %d", rec.DroppedBytes, len(tc.bets))
 			}
-			want := map[int]central.Progress{1: {LastBatch: 1, Bets: 2}, 2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1}}
+			want := map[int]central.Progress{1: {LastBatch: 1, Bets: 2, Sums: []uint32{1}}, 2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1, Sums: []uint32{1}}}
 			for agency, p := range want {
-				if *rec.Agencies[agency] != p {
-					t.Errorf("agency %d recovered as %+v, want %+v", agency, *rec.Agencies[agency], p)
+				if got := rec.Agencies[agency]; !reflect.DeepEqual(*got, p) {
+					t.Errorf("agency %d recovered as %+v, want %+v", agency, *got, p)
 				}
 			}
 			// And it goes on: the next batch lands after the recovered ones.
@@ -188,7 +189,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 			for s := 1; s <= batches; s++ {
 				var cb sync.WaitGroup
 				cb.Add(1)
-				l.AppendBatch(a, uint64(s), []messages.Bet{bet(a, s, "N")}, func(err error) {
+				l.AppendBatch(a, uint64(s), 0, []messages.Bet{bet(a, s, "N")}, func(err error) {
 					if err != nil {
 						t.Error(err)
 					}
@@ -214,7 +215,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 	if _, err := os.Stat(central.JournalPath(path)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.AppendBatch(1, 99, nil, nil); err == nil {
+	if err := l.AppendBatch(1, 99, 0, nil, nil); err == nil {
 		t.Error("AppendBatch on a closed ledger succeeded")
 	}
 }

@@ -14,7 +14,7 @@ import (
 // Store is what the Lottery needs of its storage; *Ledger is the real one.
 // Each method calls done once its work is durable (or failed).
 type Store interface {
-	AppendBatch(agency int, seq uint64, bets []messages.Bet, done func(error)) error
+	AppendBatch(agency int, seq uint64, sum uint32, bets []messages.Bet, done func(error)) error
 	MarkDone(agency int, batches uint64, done func(error)) error
 	MarkDrawn(done func(error)) error
 	Sync(done func(error)) error
@@ -26,6 +26,7 @@ var (
 	ErrUnknownAgency = errors.New("no such agency in this lottery")
 	ErrAgencyDone    = errors.New("agency already said it was done; no more batches accepted")
 	ErrDrawPending   = errors.New("draw pending: not every agency is done")
+	ErrBatchMismatch = errors.New("differs from the batch stored under that number: an agency must resend the same batches (same file, same batch.maxAmount); is another process using this agency's number, or did the file change?")
 )
 
 // OutOfOrderError refuses a batch (or a done) that does not follow what is
@@ -100,7 +101,7 @@ func (l *Lottery) agency(n int) (*agencyState, error) {
 // one already stored is acknowledged again without storing it twice, one that
 // skips ahead is refused. When it returns nil, reply is called once the
 // outcome is durable, with repeat set for a batch stored before.
-func (l *Lottery) StoreBatch(agency int, seq uint64, bets []messages.Bet, reply func(repeat bool, err error)) error {
+func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint32, bets []messages.Bet, reply func(repeat bool, err error)) error {
 	a, err := l.agency(agency)
 	if err != nil {
 		return err
@@ -108,6 +109,8 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, bets []messages.Bet, reply 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
+	case seq <= a.LastBatch && a.Sums[seq-1] != sum:
+		return fmt.Errorf("batch %d of agency %d %w", seq, agency, ErrBatchMismatch)
 	case seq <= a.LastBatch:
 		return l.store.Sync(func(err error) { reply(true, err) })
 	case a.Done:
@@ -115,10 +118,11 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, bets []messages.Bet, reply 
 	case seq != a.LastBatch+1:
 		return &OutOfOrderError{Agency: agency, Got: seq, Next: a.LastBatch + 1}
 	}
-	if err := l.store.AppendBatch(agency, seq, bets, func(err error) { reply(false, err) }); err != nil {
+	if err := l.store.AppendBatch(agency, seq, sum, bets, func(err error) { reply(false, err) }); err != nil {
 		return err
 	}
 	a.LastBatch = seq
+	a.Sums = append(a.Sums, sum)
 	a.Bets += int64(len(bets))
 	return nil
 }

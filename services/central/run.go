@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +28,10 @@ type Config struct {
 	WinnersHold  time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
 	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
 	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
+
+	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
+	// SIGKILL at that stage of that group commit (stages in ledger.go).
+	Failpoint string `env:"CENTRAL_FAILPOINT"`
 }
 
 // MaxAgencies bounds CENTRAL_AGENCIES: a lane (goroutine and queue) each.
@@ -77,7 +85,15 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		logline.Log(ctx, log, "nats_embebido", logline.Success, "url", url)
 	}
 
-	ledger, rec, err := OpenLedger(cfg.BetsFile)
+	var opts []LedgerOption
+	if cfg.Failpoint != "" {
+		fp, err := killAt(cfg.Failpoint)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, fp)
+	}
+	ledger, rec, err := OpenLedger(cfg.BetsFile, opts...)
 	if err != nil {
 		return err
 	}
@@ -133,4 +149,20 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		logline.Log(bg, log, "drenar_nats", logline.Fail, "error", "timed out")
 	}
 	return nil
+}
+
+// killAt parses CENTRAL_FAILPOINT ("data-written:3") into a failpoint that
+// kills this process, as kill -9 would, at that stage of that commit round.
+func killAt(spec string) (LedgerOption, error) {
+	stage, roundText, _ := strings.Cut(spec, ":")
+	round, err := strconv.ParseInt(roundText, 10, 64)
+	if err != nil || round < 1 {
+		return nil, fmt.Errorf("CENTRAL_FAILPOINT %q: want STAGE:ROUND, e.g. %s:3", spec, StageCommitted)
+	}
+	return WithFailpoint(func(s string, r int64) {
+		if s == stage && r == round {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}), nil
 }

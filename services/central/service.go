@@ -160,7 +160,7 @@ func (s *Service) handleBatch(req micro.Request, bets []messages.Bet) []messages
 		return bets
 	}
 	ack := messages.BatchReply{Agency: bh.Agency, Batch: bh.Seq, Bets: len(bets)}
-	err = s.lottery.StoreBatch(bh.Agency, bh.Seq, bets, func(repeat bool, err error) {
+	err = s.lottery.StoreBatch(bh.Agency, bh.Seq, messages.BatchSum(req.Data()), bets, func(repeat bool, err error) {
 		if err != nil {
 			s.failBatch(req, ack.Bets, err)
 			return
@@ -267,6 +267,7 @@ var errorCodes = []struct {
 }{
 	{ErrUnknownAgency, messages.CodeUnknownAgency},
 	{ErrAgencyDone, messages.CodeAgencyDone},
+	{ErrBatchMismatch, messages.CodeBatchMismatch},
 	{ErrDrawPending, messages.CodeDrawPending},
 	{errShuttingDown, messages.CodeUnavailable},
 	{ErrLedgerClosed, messages.CodeUnavailable},

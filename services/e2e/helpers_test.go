@@ -86,13 +86,18 @@ type agencyResult struct {
 // runAgencies runs agencies concurrently, agency i+1 reading files[i], and
 // returns when all have finished.
 func runAgencies(ctx context.Context, url string, files []string, env map[string]string) []agencyResult {
+	return runAgenciesFrom(ctx, url, 1, files, env)
+}
+
+// runAgenciesFrom is runAgencies for agencies first, first+1, ….
+func runAgenciesFrom(ctx context.Context, url string, first int, files []string, env map[string]string) []agencyResult {
 	results := make([]agencyResult, len(files))
 	var wg sync.WaitGroup
 	for i, file := range files {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = runAgency(ctx, url, i+1, file, env)
+			results[i] = runAgency(ctx, url, first+i, file, env)
 		}()
 	}
 	wg.Wait()

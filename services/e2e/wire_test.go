@@ -123,6 +123,10 @@ func TestWireRejectsBadRequests(t *testing.T) {
 	if ack != (messages.BatchReply{Agency: 1, Batch: 1, Bets: 2}) {
 		t.Errorf("batch reply %+v", ack)
 	}
+	// Batch 1 again, with other bets: not a resend, a reused number.
+	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "1"), goodRow2+goodRow); e.Code != messages.CodeBatchMismatch || !strings.Contains(e.Description, "batch 1 of agency 1 differs") {
+		t.Errorf("batch 1 resent with other content: %v, want %v", e, messages.CodeBatchMismatch)
+	}
 	done := map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "1"}
 	for range 2 {
 		if code, e, _ := request(t, nc, "bets.agency.1.done", done, ""); code != 0 {

@@ -46,6 +46,14 @@ func Log(ctx context.Context, log *slog.Logger, action, result string, kv ...any
 	log.Log(ctx, level, Format(action, result, kv...))
 }
 
+// Debug writes an operation line at DEBUG: detail an operator turns on
+// with LOG_LEVEL=DEBUG (and fault tests use to find their moment).
+func Debug(ctx context.Context, log *slog.Logger, action, result string, kv ...any) {
+	if log.Enabled(ctx, slog.LevelDebug) {
+		log.Log(ctx, slog.LevelDebug, Format(action, result, kv...))
+	}
+}
+
 // Format renders an operation line without prefix.
 func Format(action, result string, kv ...any) string {
 	var b strings.Builder
