@@ -92,6 +92,12 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 			return nil, fmt.Errorf("adding endpoint %s: %w", e.name, err)
 		}
 	}
+	// Ready means subscribed at the server: a request sent after
+	// StartService returns finds a responder.
+	if err := nc.FlushTimeout(10 * time.Second); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("registering endpoints with the NATS server: %w", err)
+	}
 	return s, nil
 }
 

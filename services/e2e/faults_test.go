@@ -128,6 +128,7 @@ func TestCentralKilledMidRunAndAfterDraw(t *testing.T) {
 
 	c = startProc(t, "central", centralEnv(ns.ClientURL(), betsFile))
 	c.log.WaitFor(t, "sorteo_recuperado", "success", 1, 30*time.Second)
+	c.log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
 	nc := natstest.Connect(t, ns)
 	for id := 1; id <= 5; id++ {
 		got, err := askWinners(t, nc, id)

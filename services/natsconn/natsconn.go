@@ -34,6 +34,13 @@ func Connect(ctx context.Context, url, name string, wait, drainTimeout time.Dura
 				log.Warn(logline.Format("nats_desconectado", logline.Fail, "error", err))
 			}
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn(logline.Format("nats_error", logline.Fail, "subject", subject, "error", err))
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info(logline.Format("nats_reconectado", logline.Success, "url", c.ConnectedUrlRedacted()))
 		}),
