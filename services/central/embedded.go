@@ -23,6 +23,11 @@ func StartEmbeddedNATS(addr string) (*server.Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if ln, err := net.Listen("tcp", addr); err != nil {
+		// The server would only log this and time out: say it now.
+		return nil, fmt.Errorf("NATS_LISTEN %s: %w (another server running? set NATS_URL to use it)", addr, err)
+	} else {
+		ln.Close()
 	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "quiniela-embedded",

@@ -1,0 +1,62 @@
+package central_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/natstest"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cfg, err := central.LoadConfig(context.Background(), natstest.Env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := central.Config{NATSListen: "127.0.0.1:4222", LogLevel: "INFO", Agencies: 5, BetsFile: "bets.csv",
+		WinnersHold: 2 * time.Second, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second}
+	if cfg != want {
+		t.Errorf("defaults %+v, want %+v", cfg, want)
+	}
+	for env, wantErr := range map[string]string{
+		"CENTRAL_AGENCIES=0":         "CENTRAL_AGENCIES=0",
+		"CENTRAL_AGENCIES=many":      "CENTRAL_AGENCIES",
+		"CENTRAL_AGENCIES=100001":    "1 to 100000",
+		"CENTRAL_WINNERS_HOLD=-1s":   "must be positive",
+		"CENTRAL_DRAIN_TIMEOUT=soon": "CENTRAL_DRAIN_TIMEOUT",
+	} {
+		k, v, _ := strings.Cut(env, "=")
+		_, err := central.LoadConfig(context.Background(), natstest.Env(map[string]string{k: v}))
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%s: error %v, want one mentioning %q", env, err, wantErr)
+		}
+	}
+}
+
+// Run fails at once, saying why, on a bad configuration, a busy port or an
+// unreadable store.
+func TestRunFailsClearly(t *testing.T) {
+	ns := natstest.StartServer(t)
+	busy := ns.Addr().String()
+	dir := t.TempDir()
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"bad log level":  {map[string]string{"LOG_LEVEL": "LOUD", "CENTRAL_BETS_FILE": dir + "/a.csv"}, "LOG_LEVEL"},
+		"port in use":    {map[string]string{"NATS_LISTEN": busy, "CENTRAL_BETS_FILE": dir + "/b.csv"}, "NATS_LISTEN"},
+		"bad listen":     {map[string]string{"NATS_LISTEN": "nowhere", "CENTRAL_BETS_FILE": dir + "/c.csv"}, "host:port"},
+		"bets file dir":  {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/missing/dir/bets.csv"}, "opening bets file"},
+		"failpoint typo": {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/d.csv", "CENTRAL_FAILPOINT": "committed"}, "STAGE:ROUND"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			log := &natstest.Log{}
+			err := central.Run(context.Background(), natstest.Env(tc.env), log)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run: %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
