@@ -3,6 +3,7 @@ package messages
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -18,13 +19,14 @@ type Bet struct {
 	Number    int
 }
 
-// Field limits. They bound every row so that one bet always fits in a
-// message (see MaxRowBytes), and they match what a real bet slip holds.
+// Field limits. They bound every row to a few hundred bytes, so that one
+// bet always fits in a message, and they match what a real bet slip holds.
 const (
 	Fields         = 5    // first_name,last_name,document,birthdate,number
 	MaxNameBytes   = 100  // first or last name, in UTF-8 bytes
 	MaxDocDigits   = 12   // DNIs have 7-8 digits; passports and CUITs fit in 12
 	MaxNumber      = 9999 // a quiniela number has four digits
+	MinBirthYear   = 1900
 	DateLayout     = "2006-01-02"
 	birthdateBytes = len(DateLayout)
 )
@@ -42,7 +44,11 @@ func (e *FieldError) Error() string {
 
 func fieldErr(field, value, reason string) *FieldError {
 	if len(value) > 40 {
-		value = value[:40] + "…"
+		cut := 40
+		for cut > 0 && !utf8.RuneStart(value[cut]) {
+			cut-- // do not split a character
+		}
+		value = value[:cut] + "…"
 	}
 	return &FieldError{Field: field, Value: value, Reason: reason}
 }
@@ -72,6 +78,9 @@ func ParseBet(agency int, fields []string) (Bet, error) {
 	if err != nil {
 		return Bet{}, fieldErr("birthdate", fields[3], "not a real date (want YYYY-MM-DD)")
 	}
+	if birth.Year() < MinBirthYear || birth.After(time.Now().AddDate(0, 0, 1)) {
+		return Bet{}, fieldErr("birthdate", fields[3], fmt.Sprintf("not a bettor's birthdate (want %d-01-01 to today)", MinBirthYear))
+	}
 	num := fields[4]
 	if num == "" || len(num) > 4 || !allDigits(num) {
 		return Bet{}, fieldErr("number", num, fmt.Sprintf("want an integer from 0 to %d", MaxNumber))
@@ -91,6 +100,8 @@ func checkName(field, s string) error {
 	switch {
 	case s == "":
 		return fieldErr(field, s, "empty")
+	case strings.TrimSpace(s) == "":
+		return fieldErr(field, s, "blank")
 	case len(s) > MaxNameBytes:
 		return fieldErr(field, s, fmt.Sprintf("%d bytes, at most %d", len(s), MaxNameBytes))
 	case !utf8.ValidString(s):

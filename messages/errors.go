@@ -85,6 +85,9 @@ func (e *Error) Headers() micro.Headers {
 // error headers, or nil for a success reply. nats.Conn.Request returns a
 // nil error for an error reply, so every reply goes through here.
 func ReplyError(msg *nats.Msg) error {
+	if msg == nil {
+		return errors.New("no reply")
+	}
 	code := msg.Header.Get(micro.ErrorCodeHeader)
 	if code == "" {
 		return nil

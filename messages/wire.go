@@ -2,10 +2,11 @@ package messages
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/csv"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"strconv"
 
@@ -82,13 +83,18 @@ func batchHeader(agency int, seq uint64) nats.Header {
 	return h
 }
 
-// BatchSum is the checksum of a batch payload. The central keeps it per
-// (agency, batch) so that a resent batch is known to be the same batch, not
-// another one under a reused number.
-func BatchSum(payload []byte) uint32 { return crc32.ChecksumIEEE(payload) }
+// BatchSum is the checksum of a batch payload: the first 8 bytes of its
+// SHA-256, big-endian. The central keeps it per (agency, batch) so that a
+// resent batch is known to be the same batch, not another one under a
+// reused number. (A CRC-32 was too weak: valid one-row batches collide.)
+func BatchSum(payload []byte) uint64 {
+	sum := sha256.Sum256(payload)
+	return binary.BigEndian.Uint64(sum[:8])
+}
 
 // ErrBetTooLarge is returned for a bet whose row alone cannot fit in a
-// message. Bets that pass ParseBet always fit (see MaxRowBytes).
+// message. Bets that pass ParseBet always fit: their fields are bounded
+// (MaxNameBytes, MaxDocDigits, MaxNumber) to a row of a few hundred bytes.
 var ErrBetTooLarge = errors.New("bet does not fit in one 8 kB message")
 
 // BatchEncoder cuts an agency's bets into batches of at most maxAmount bets
@@ -107,8 +113,7 @@ type BatchEncoder struct {
 	fields  []string
 }
 
-// NewBatchEncoder returns an encoder for agency's batches, the next of which
-// has sequence number nextSeq.
+// NewBatchEncoder returns an encoder for agency's batches, numbered from 1.
 func NewBatchEncoder(agency, maxAmount int) *BatchEncoder {
 	e := &BatchEncoder{agency: agency, maxAmount: max(maxAmount, 1), seq: 1}
 	e.csv = csv.NewWriter(&e.row)

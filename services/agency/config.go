@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quiniela/quiniela/services/envcfg"
+	"github.com/quiniela/quiniela/services/natsconn"
 	"gopkg.in/yaml.v3"
 )
 
@@ -43,6 +44,7 @@ type Config struct {
 	RetryFor       time.Duration `env:"AGENCY_RETRY_FOR, overwrite, default=2m"`        // give up on a request unanswered this long
 	WinnersWait    time.Duration `env:"AGENCY_WINNERS_WAIT, overwrite, default=30m"`    // how long to wait for the draw
 	ConnectWait    time.Duration `env:"AGENCY_CONNECT_TIMEOUT, overwrite, default=60s"` // how long to wait for NATS at start
+	Auth           natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS
 }
 
 // fileConfig is config.yaml. Unknown keys are errors, so a typo is caught.
@@ -73,7 +75,7 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	}
 	// The file's values, then the environment again: it overrides them.
 	cfg = Config{
-		ID: cfg.ID, ConfigFile: cfg.ConfigFile,
+		ID: cfg.ID, ConfigFile: cfg.ConfigFile, Auth: cfg.Auth,
 		MaxAmount: fc.Batch.MaxAmount, InFlight: fc.Batch.InFlight,
 		LogLevel: fc.Log.Level, NATSURL: fc.NATS.URL,
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/services/natsauth"
 	"github.com/quiniela/quiniela/services/natsconn"
 )
 
@@ -72,7 +73,10 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	}
 	defer bets.Close()
 
-	nc, _, err := natsconn.Connect(ctx, cfg.NATSURL, fmt.Sprintf("agency-%d", cfg.ID), cfg.ConnectWait, 2*time.Second, log)
+	nc, _, err := natsconn.Connect(ctx, cfg.NATSURL, natsconn.Options{
+		Name: natsauth.AgencyUser(cfg.ID), Auth: cfg.Auth, InboxPrefix: natsauth.InboxPrefix(cfg.ID),
+		ConnectWait: cfg.ConnectWait, DrainTimeout: 2 * time.Second,
+	}, log)
 	if err != nil {
 		return err
 	}

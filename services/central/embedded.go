@@ -12,7 +12,8 @@ import (
 // StartEmbeddedNATS starts a nats-server inside this process, listening on
 // addr (host:port; port 0 picks a free one), so that the central can run
 // alone. Shut it down with Shutdown and WaitForShutdown.
-func StartEmbeddedNATS(addr string) (*server.Server, error) {
+// users, when given, are the only clients allowed, each with its permissions.
+func StartEmbeddedNATS(addr string, users []*server.User) (*server.Server, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("NATS_LISTEN %q: want host:port: %w", addr, err)
@@ -35,6 +36,7 @@ func StartEmbeddedNATS(addr string) (*server.Server, error) {
 		Port:       port,
 		NoSigs:     true, // the central handles signals itself
 		NoLog:      true,
+		Users:      users,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configuring embedded NATS server: %w", err)

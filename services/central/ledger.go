@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -78,7 +77,7 @@ func WithFailpoint(fn func(stage string, round int64)) LedgerOption {
 // Progress is what the journal says of one agency.
 type Progress struct {
 	LastBatch uint64   // the highest batch sequence stored (batches are stored in order)
-	Sums      []uint32 // messages.BatchSum of batch i+1, to tell a resend from a reused number
+	Sums      []uint64 // messages.BatchSum of batch i+1, to tell a resend from a reused number
 	Bets      int64
 	Done      bool
 	Batches   uint64 // with Done: how many batches the agency said it sent
@@ -194,8 +193,8 @@ func applyRecord(line string, rec *Recovered, end *int64) bool {
 		seq, ok2 := num(2)
 		bets, ok3 := num(3)
 		off, ok4 := num(4)
-		sum, ok5 := num(5)
-		if !(ok1 && ok2 && ok3 && ok4 && ok5) || agency == 0 || off < *end || sum > math.MaxUint32 {
+		sum, err5 := strconv.ParseUint(f[5], 10, 64)
+		if !(ok1 && ok2 && ok3 && ok4) || err5 != nil || agency == 0 || off < *end {
 			return false
 		}
 		p := progress(agency)
@@ -203,7 +202,7 @@ func applyRecord(line string, rec *Recovered, end *int64) bool {
 			return false
 		}
 		p.LastBatch, p.Bets, *end = uint64(seq), p.Bets+bets, off
-		p.Sums = append(p.Sums, uint32(sum))
+		p.Sums = append(p.Sums, sum)
 	case f[0] == "D" && len(f) == 3:
 		agency, ok1 := num(1)
 		batches, ok2 := num(2)
@@ -237,7 +236,7 @@ var ErrLedgerClosed = errors.New("store is closed")
 // committer's goroutine, once the batch is durable (nil) or has failed.
 // Batches of one agency must be appended in sequence order; the Lottery
 // sees to that.
-func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint32, bets []messages.Bet, done func(error)) error {
+func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, done func(error)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {

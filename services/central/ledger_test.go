@@ -81,7 +81,7 @@ func TestLoadBetsReportsBadLine(t *testing.T) {
 func appendSync(t *testing.T, l *central.Ledger, agency int, seq uint64, bets []messages.Bet) {
 	t.Helper()
 	errc := make(chan error, 1)
-	if err := l.AppendBatch(agency, seq, uint32(seq), bets, func(err error) { errc <- err }); err != nil {
+	if err := l.AppendBatch(agency, seq, uint64(seq), bets, func(err error) { errc <- err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -137,7 +137,7 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 			if rec.DroppedBytes != int64(len(tc.bets)) {
 				t.Errorf("dropped %d bytes, want %d", rec.DroppedBytes, len(tc.bets))
 			}
-			want := map[int]central.Progress{1: {LastBatch: 1, Bets: 2, Sums: []uint32{1}}, 2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1, Sums: []uint32{1}}}
+			want := map[int]central.Progress{1: {LastBatch: 1, Bets: 2, Sums: []uint64{1}}, 2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1, Sums: []uint64{1}}}
 			for agency, p := range want {
 				if got := rec.Agencies[agency]; !reflect.DeepEqual(*got, p) {
 					t.Errorf("agency %d recovered as %+v, want %+v", agency, *got, p)

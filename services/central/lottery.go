@@ -14,7 +14,7 @@ import (
 // Store is what the Lottery needs of its storage; *Ledger is the real one.
 // Each method calls done once its work is durable (or failed).
 type Store interface {
-	AppendBatch(agency int, seq uint64, sum uint32, bets []messages.Bet, done func(error)) error
+	AppendBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, done func(error)) error
 	MarkDone(agency int, batches uint64, done func(error)) error
 	MarkDrawn(done func(error)) error
 	Sync(done func(error)) error
@@ -101,7 +101,7 @@ func (l *Lottery) agency(n int) (*agencyState, error) {
 // one already stored is acknowledged again without storing it twice, one that
 // skips ahead is refused. When it returns nil, reply is called once the
 // outcome is durable, with repeat set for a batch stored before.
-func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint32, bets []messages.Bet, reply func(repeat bool, err error)) error {
+func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, reply func(repeat bool, err error)) error {
 	a, err := l.agency(agency)
 	if err != nil {
 		return err

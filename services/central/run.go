@@ -13,8 +13,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/quiniela/quiniela/services/envcfg"
+
 	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/services/natsauth"
 	"github.com/quiniela/quiniela/services/natsconn"
 )
 
@@ -28,6 +31,8 @@ type Config struct {
 	WinnersHold  time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
 	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
 	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
+	UsersFile    string        `env:"CENTRAL_USERS_FILE"`                   // embedded server: users and permissions (natsauth); empty: no auth
+	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
 
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
 	// SIGKILL at that stage of that group commit (stages in ledger.go).
@@ -72,7 +77,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 
 	url := cfg.NATSURL
 	if url == "" {
-		ns, err := StartEmbeddedNATS(cfg.NATSListen)
+		users, err := embeddedUsers(&cfg)
+		if err != nil {
+			return err
+		}
+		ns, err := StartEmbeddedNATS(cfg.NATSListen, users)
 		if err != nil {
 			return err
 		}
@@ -111,7 +120,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		return err
 	}
 
-	nc, closed, err := natsconn.Connect(ctx, url, "central", cfg.ConnectWait, cfg.DrainTimeout, log)
+	nc, closed, err := natsconn.Connect(ctx, url, natsconn.Options{
+		Name: "central", Auth: cfg.Auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+	}, log)
 	if err != nil {
 		return err
 	}
@@ -165,4 +176,20 @@ func killAt(spec string) (LedgerOption, error) {
 			select {} // the signal is on its way
 		}
 	}), nil
+}
+
+// embeddedUsers reads the users of the embedded server, if any, and gives
+// the central its own credentials from them unless it was given some.
+func embeddedUsers(cfg *Config) ([]*server.User, error) {
+	if cfg.UsersFile == "" {
+		return nil, nil
+	}
+	u, err := natsauth.ReadUsers(cfg.UsersFile)
+	if err != nil {
+		return nil, fmt.Errorf("CENTRAL_USERS_FILE: %w", err)
+	}
+	if cfg.Auth == (natsconn.Auth{}) {
+		cfg.Auth = natsconn.Auth{User: natsauth.CentralUser, Password: u.Passwords[natsauth.CentralUser]}
+	}
+	return u.ServerUsers()
 }

@@ -1,10 +1,12 @@
 // Package natsconn opens the NATS connections of the central and the
 // agencies, with one policy: retry the first connect, reconnect forever,
-// bounded drain, reconnections logged.
+// bounded drain, reconnections and async errors logged, wrong credentials
+// fatal at once.
 package natsconn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,19 +16,36 @@ import (
 	"github.com/quiniela/quiniela/services/logline"
 )
 
-// Connect connects to NATS at url, retrying until it answers or wait runs
-// out, and returns once connected (a request sent before the first connect
-// would fail). closed is closed when the connection is, after a Drain.
-func Connect(ctx context.Context, url, name string, wait, drainTimeout time.Duration, log *slog.Logger) (nc *nats.Conn, closed <-chan struct{}, err error) {
+// Auth is how a client proves who it is. Everything empty: no auth.
+type Auth struct {
+	User     string `env:"NATS_USER"`
+	Password string `env:"NATS_PASSWORD"`
+	Creds    string `env:"NATS_CREDS"` // a .creds file (JWT and nkey seed), for operator-mode servers
+}
+
+// Options of a connection.
+type Options struct {
+	Name         string
+	Auth         Auth
+	InboxPrefix  string        // reply inboxes; empty: _INBOX
+	ConnectWait  time.Duration // give up if no server answers this long
+	DrainTimeout time.Duration
+}
+
+// Connect connects to NATS at url (one URL or several, comma-separated),
+// retrying until a server answers or ConnectWait runs out, and returns once
+// connected (a request sent before the first connect would fail). closed is
+// closed when the connection is, after a Drain.
+func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	connected := make(chan struct{})
 	closedCh := make(chan struct{})
-	nc, err = nats.Connect(url,
-		nats.Name(name),
+	opts := []nats.Option{
+		nats.Name(o.Name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.DrainTimeout(drainTimeout),
+		nats.DrainTimeout(o.DrainTimeout),
 		nats.ConnectHandler(func(*nats.Conn) { close(connected) }),
 		nats.ClosedHandler(func(*nats.Conn) { close(closedCh) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -44,23 +63,45 @@ func Connect(ctx context.Context, url, name string, wait, drainTimeout time.Dura
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info(logline.Format("nats_reconectado", logline.Success, "url", c.ConnectedUrlRedacted()))
 		}),
-	)
+	}
+	if o.Auth.User != "" || o.Auth.Password != "" {
+		opts = append(opts, nats.UserInfo(o.Auth.User, o.Auth.Password))
+	}
+	if o.Auth.Creds != "" {
+		opts = append(opts, nats.UserCredentials(o.Auth.Creds))
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	nc, err = nats.Connect(url, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}
 	if nc.IsConnected() {
 		return nc, closedCh, nil
 	}
-	timer := time.NewTimer(wait)
+	timer := time.NewTimer(o.ConnectWait)
 	defer timer.Stop()
 	select {
 	case <-connected:
 		return nc, closedCh, nil
+	case <-closedCh:
+		// The client gives up on its own only when the server refused the
+		// same credentials twice.
+		err = fmt.Errorf("connecting to NATS at %s as %q: %w", url, o.Auth.User, explain(nc.LastError()))
 	case <-timer.C:
-		err = fmt.Errorf("connecting to NATS at %s: no answer in %v: is the server running? (set NATS_URL)", url, wait)
+		err = fmt.Errorf("connecting to NATS at %s: no answer in %v (last error: %v): is the server running? (set NATS_URL)", url, o.ConnectWait, nc.LastError())
 	case <-ctx.Done():
 		err = fmt.Errorf("connecting to NATS at %s: %w", url, context.Cause(ctx))
 	}
 	nc.Close()
 	return nil, nil, err
+}
+
+// explain adds what to do to an authentication error.
+func explain(err error) error {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return fmt.Errorf("%w: the server refused these credentials; set NATS_USER and NATS_PASSWORD (or NATS_CREDS) to this service's (development ones are in .creds/)", err)
+	}
+	return err
 }

@@ -29,7 +29,19 @@ func StartServer(t testing.TB) *server.Server {
 // test reuses the port of the server it stopped).
 func StartServerOn(t testing.TB, port int) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	return StartServerWith(t, &server.Options{Port: port})
+}
+
+// StartServerWith starts a NATS server on loopback with opts (users, port…).
+func StartServerWith(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	o := *opts
+	o.Host, o.NoLog, o.NoSigs = "127.0.0.1", true, true
+	if o.Port == 0 {
+		o.Port = server.RANDOM_PORT
+	}
+	port := o.Port
+	ns, err := server.NewServer(&o)
 	if err != nil {
 		t.Fatalf("configuring NATS server: %v", err)
 	}

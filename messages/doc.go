@@ -1,0 +1,205 @@
+// Package messages is the wire contract of the quiniela between the
+// agencies and the central office: the NATS subjects, the headers and
+// payloads of every request, the replies, the error codes, the 8 kB rule and
+// the sequence rules. Both sides build and read their messages only through
+// this package, so this comment is the reference of the protocol; everything
+// in it can be tried with the nats CLI (see the last section).
+//
+// Every exchange is a NATS request with a reply: the agency publishes on its
+// subject with a reply inbox, and the central, a NATS micro service named
+// quiniela-central, answers on that inbox with a JSON body (success) or with
+// micro error headers (failure).
+//
+// # Subjects
+//
+// An agency N uses only subjects that end in its own number, so that the
+// broker can confine it to them (and the central checks the headers against
+// the subject too):
+//
+//	subject              request                              body
+//	bets.agency.N        a batch of bets of agency N          CSV rows
+//	bets.agency.N.done   agency N has sent all its batches    empty
+//	winners.agency.N     agency N asks for its winners        empty
+//
+// N is a positive decimal with no sign and no leading zeros: 1, 2, 10, never
+// 0, 01 or +1, so that each agency has exactly one spelling. [BatchSubject],
+// [DoneSubject] and [WinnersSubject] build the subjects; [AgencyFromSubject]
+// and [ParseAgency] read N back and refuse any other spelling. The central
+// subscribes to the wildcards [BatchSubjects] (bets.agency.*),
+// [DoneSubjects] (bets.agency.*.done) and [WinnersSubjects]
+// (winners.agency.*); since * is one token, bets.agency.* never sees a done.
+// A well-formed N that is not one of the lottery's agencies is refused with
+// 404.
+//
+// # Batch
+//
+// A batch request on bets.agency.N carries two headers and the bets as CSV:
+//
+//	Quiniela-Agency: N     the agency, the same N as the subject's
+//	Quiniela-Batch: S      the batch's sequence number: 1, 2, 3, … per agency
+//
+//	Juan,Perez,30123456,1990-05-17,7574
+//	"Perez, Juan","O""Brien",0001,2000-02-29,42
+//
+// The payload holds one row per bet, each ending in LF, with no header line
+// and the five fields
+//
+//	first_name,last_name,document,birthdate,number
+//
+// quoted the way encoding/csv writes them: only a field that holds a comma
+// or a double quote, or starts with a space, is quoted, and a quote inside
+// it is doubled. Readers also accept CRLF line ends, a last row without
+// its LF, and blank lines, which they skip. [BatchEncoder] writes the
+// payload and [Batch.Msg] the request; the central reads them with
+// [DecodeBatchHeader] and [DecodeBets].
+//
+// Every row must pass [ParseBet], the same rules at the agency, which skips
+// a bad row of its file, and at the central, which refuses a batch that
+// holds one:
+//
+//	field        rule
+//	first_name   1 to 100 bytes of valid UTF-8, no control characters (tab, CR, LF, …)
+//	last_name    the same
+//	document     1 to 12 ASCII digits; leading zeros are part of it
+//	birthdate    a real date as YYYY-MM-DD: 2024-02-29 yes, 2023-02-30 and 1999-3-17 no
+//	number       an integer from 0 to 9999 in at most 4 digits (0042 reads as 42)
+//
+// A batch is stored whole or not at all: one bad row refuses the batch with
+// 422, and the description names the row, counted from 1 among the rows
+// that are not blank, and the field; the description ends, for example, in
+//
+//	row 3: number "10000": want an integer from 0 to 9999
+//
+// Headers that cannot be read get 400 (a Quiniela-Batch that is missing,
+// zero, signed or not a number), and so does a payload without any row. A
+// Quiniela-Agency that is not exactly the subject's N gets 403.
+//
+// # Done
+//
+// When an agency has sent every batch, and each has been acknowledged, it
+// sends an empty request on bets.agency.N.done ([DoneMsg]) with
+//
+//	Quiniela-Agency: N
+//	Quiniela-Batches: B    how many batches it sent in all (0 or more)
+//
+// The central reads it with [DecodeDone]. B must be the number of batches
+// the central has stored for the agency (see the sequence rules).
+//
+// # Winners
+//
+// An agency asks for its winners with an empty request, without headers, on
+// winners.agency.N. Once every agency is done the central draws, and then
+// it answers with the documents of the winners of that agency, and only of
+// that agency. Asked before the draw, the central holds the request a while
+// and, if the draw still has not happened, answers 425: ask again later.
+//
+// # Replies
+//
+// A success reply has a JSON body and no error headers:
+//
+//	request   reply          example
+//	batch     BatchReply     {"agency":1,"batch":3,"bets":120}
+//	done      DoneReply      {"agency":1,"batches":3,"bets":250}
+//	winners   WinnersReply   {"agency":1,"winners":["30123456","27000111"]}
+//
+// [BatchReply] says the batch is on disk, with its number of bets; [DoneReply]
+// counts the bets stored for the agency in all; [WinnersReply] lists the
+// winners' documents (an empty list when the agency has none).
+//
+// An error reply is a NATS micro error: an empty body and the headers
+//
+//	Nats-Service-Error-Code: 409
+//	Nats-Service-Error: batch 7 of agency 1 is out of order: the central expects batch 4
+//	Quiniela-Next-Batch: 4
+//
+// Nats-Service-Error-Code is the [Code] in decimal and Nats-Service-Error a
+// description for people. Quiniela-Next-Batch ([HeaderNextBatch]) comes
+// only with 409: the batch the central expects next. nats.Conn.Request
+// returns a nil error for an error reply, so an agency passes every reply
+// to [ReplyError], which returns the [*Error] it carries (or nil), and
+// [CodeOf] finds the code in a wrapped error. The central builds the reply
+// from an [Error] with micro's Request.Error and [Error.Headers].
+//
+// The codes follow HTTP's meanings. Retryable ones ([Code.Retryable]) may
+// succeed if the same request is sent again later; the others will not
+// until the request changes:
+//
+//	code  name            meaning                                                  retry
+//	400   malformed       headers or payload cannot be read                        no
+//	403   wrong agency    Quiniela-Agency is not the subject's agency              no
+//	404   unknown agency  the subject names no agency of this lottery              no
+//	409   out of order    a batch skips ahead, or done names another count;        no: resend from
+//	                      Quiniela-Next-Batch says which batch comes next              Quiniela-Next-Batch
+//	410   agency done     a new batch after the agency said it was done            no
+//	412   batch mismatch  a batch number already stored with another payload       no
+//	413   too large       the request breaks the 8 kB rule                         no
+//	422   invalid bet     a row fails validation; the description names it         no
+//	425   draw pending    winners asked before every agency is done                yes
+//	429   busy            too many requests of this agency queued                  yes
+//	500   internal        the central failed to store                              yes
+//	503   unavailable     the central is shutting down                             yes
+//
+// # The 8 kB rule
+//
+// Nothing written to the wire for one request may exceed 8192 bytes
+// ([MaxMessageBytes]). That counts the whole publication as the client
+// writes it, not only the payload:
+//
+//	HPUB <subject> <reply> <header bytes> <total bytes>\r\n<headers><payload>\r\n
+//
+// where the header block is "NATS/1.0\r\n", one "Key: value\r\n" per header
+// value and a closing "\r\n", and the total is header bytes plus payload
+// bytes. The reply subject is the client's inbox, which the sender does not
+// choose; it is counted at [MaxReplyBytes], 128 bytes, whatever its real
+// length (nats.go's request inboxes have 38 bytes; a custom inbox prefix must
+// keep the reply subject within 128). [WireSize] computes the count and
+// [MaxPayloadBytes] the largest payload that keeps within it: for agency 1's
+// first batch the headers take 51 bytes and the payload may have 7982.
+//
+// [BatchEncoder] closes a batch when it holds maxAmount bets or when the
+// next row would break the rule, whichever comes first. Any bet that passes
+// [ParseBet] fits in a batch of its own (the longest row is 435 bytes: two
+// names of 100 double quotes, 12 digits, a date and 4 digits); a [Bet] built
+// by hand that cannot is refused with [ErrBetTooLarge]. The central measures
+// each request it receives the same way and refuses one over the limit with
+// 413.
+//
+// # Sequence rules
+//
+// Each agency numbers its batches 1, 2, 3, … and the central applies each
+// (agency, batch) exactly once, in that order, so that an agency can resend
+// anything it is unsure of:
+//
+//   - A batch already stored, resent with the same payload byte for byte
+//     (the central compares [BatchSum], a SHA-256 prefix of the payload), gets the
+//     same success reply again and is not stored twice: a retry after a
+//     timeout is always safe.
+//   - A batch number already stored with a different payload is refused
+//     with 412: the agency must resend the same batches (same file, same
+//     maxAmount).
+//   - A batch that skips ahead (batch 5 when the central has 1 to 3) is
+//     refused with 409 and Quiniela-Next-Batch: 4; the agency resends from
+//     there. An agency that keeps several batches in flight sees those
+//     that follow a refused batch refused with 409 too.
+//   - A new batch after the agency's done is refused with 410.
+//   - Done must name the number of batches the central has stored for the
+//     agency; otherwise it is refused with 409 and Quiniela-Next-Batch. A
+//     repeated done gets the same DoneReply.
+//
+// # Trying it with the nats CLI
+//
+// Every request and reply is readable text, so the nats CLI shows and sends
+// them (-H adds a header in K:V form; a last row may go without its LF):
+//
+//	nats sub 'bets.>'
+//	nats req bets.agency.1 'Juan,Perez,30123456,1990-05-17,7574' -H Quiniela-Agency:1 -H Quiniela-Batch:1
+//	nats req bets.agency.1.done '' -H Quiniela-Agency:1 -H Quiniela-Batches:1
+//	nats req winners.agency.1 ''
+//	nats micro ls
+//	nats micro info quiniela-central
+//	nats micro stats quiniela-central
+//
+// The first shows every batch and done as it goes by, headers included;
+// the next three are an agency's whole life with one bet; the last three
+// list the central's endpoints and their request and error counts.
+package messages

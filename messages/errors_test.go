@@ -1,0 +1,173 @@
+package messages_test
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/quiniela/quiniela/messages"
+)
+
+func TestCodeStringAndRetryable(t *testing.T) {
+	tests := []struct {
+		code      messages.Code
+		value     int
+		str       string
+		retryable bool
+	}{
+		{messages.CodeMalformed, 400, "400 malformed", false},
+		{messages.CodeWrongAgency, 403, "403 wrong agency", false},
+		{messages.CodeUnknownAgency, 404, "404 unknown agency", false},
+		{messages.CodeOutOfOrder, 409, "409 out of order", false},
+		{messages.CodeAgencyDone, 410, "410 agency done", false},
+		{messages.CodeBatchMismatch, 412, "412 batch mismatch", false},
+		{messages.CodeTooLarge, 413, "413 too large", false},
+		{messages.CodeInvalidBet, 422, "422 invalid bet", false},
+		{messages.CodeDrawPending, 425, "425 draw pending", true},
+		{messages.CodeBusy, 429, "429 busy", true},
+		{messages.CodeInternal, 500, "500 internal", true},
+		{messages.CodeUnavailable, 503, "503 unavailable", true},
+		{messages.Code(0), 0, "0", false},
+		{messages.Code(418), 418, "418", false},
+		{messages.Code(-1), -1, "-1", false},
+	}
+	known := map[messages.Code]bool{}
+	for _, tt := range tests {
+		known[tt.code] = true
+		if int(tt.code) != tt.value {
+			t.Errorf("%s = %d, want %d", tt.str, int(tt.code), tt.value)
+		}
+		if got := tt.code.String(); got != tt.str {
+			t.Errorf("Code(%d).String() = %q, want %q", tt.value, got, tt.str)
+		}
+		if got := tt.code.Retryable(); got != tt.retryable {
+			t.Errorf("Code(%d).Retryable() = %v, want %v", tt.value, got, tt.retryable)
+		}
+	}
+	// Every named code is in the table above (and in doc.go's table).
+	for c := messages.Code(0); c < 1000; c++ {
+		if c.String() != strconv.Itoa(int(c)) && !known[c] {
+			t.Errorf("code %v is not in this table", c)
+		}
+		if c.Retryable() && !known[c] {
+			t.Errorf("code %d is retryable and not in this table", int(c))
+		}
+	}
+}
+
+func TestBatchSum(t *testing.T) {
+	// The first 8 bytes of SHA-256("123456789").
+	if got := messages.BatchSum([]byte("123456789")); got != 0x15e2b0d3c33891eb {
+		t.Errorf("BatchSum(123456789) = %#x, want 0x15e2b0d3c33891eb", got)
+	}
+	a := []byte(goodRow)
+	b := []byte(strings.Replace(goodRow, "7574", "7575", 1))
+	if messages.BatchSum(a) == messages.BatchSum(b) {
+		t.Errorf("two payloads one digit apart have the same sum")
+	}
+	if messages.BatchSum(nil) != 0xe3b0c44298fc1c14 {
+		t.Errorf("BatchSum(nil) = %#x, want the SHA-256 of nothing", messages.BatchSum(nil))
+	}
+}
+
+func TestErrorMessage(t *testing.T) {
+	e := &messages.Error{Code: messages.CodeOutOfOrder, Description: "batch 5, expected 3", NextBatch: 3}
+	if got, want := e.Error(), "central replied 409 out of order: batch 5, expected 3"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	h := e.Headers()
+	if got := h[messages.HeaderNextBatch]; len(got) != 1 || got[0] != "3" {
+		t.Errorf("Headers() = %v, want %s: 3", h, messages.HeaderNextBatch)
+	}
+	if h := (&messages.Error{Code: messages.CodeBusy, Description: "x"}).Headers(); len(h) != 0 {
+		t.Errorf("Headers() without NextBatch = %v, want none", h)
+	}
+}
+
+// errorReply is the reply micro's Request.Error sends, with e's headers.
+func errorReply(code, description string, extra micro.Headers) *nats.Msg {
+	h := nats.Header{
+		micro.ErrorHeader:     []string{description},
+		micro.ErrorCodeHeader: []string{code},
+	}
+	for k, v := range extra {
+		h[k] = v
+	}
+	return &nats.Msg{Subject: "_INBOX.x", Header: h}
+}
+
+func TestReplyError(t *testing.T) {
+	t.Run("success replies", func(t *testing.T) {
+		for _, m := range []*nats.Msg{
+			{Subject: "_INBOX.x", Data: []byte(`{"agency":1,"batch":1,"bets":1}`)},
+			{Subject: "_INBOX.x", Header: nats.Header{"Other": []string{"1"}}},
+			{Subject: "_INBOX.x", Header: nats.Header{}},
+		} {
+			if err := messages.ReplyError(m); err != nil {
+				t.Errorf("ReplyError(%+v) = %v, want nil", m, err)
+			}
+		}
+	})
+	t.Run("error with next batch", func(t *testing.T) {
+		sent := &messages.Error{Code: messages.CodeOutOfOrder, Description: "batch 7 of agency 1: want batch 4", NextBatch: 4}
+		err := messages.ReplyError(errorReply("409", sent.Description, sent.Headers()))
+		var e *messages.Error
+		if !errors.As(err, &e) {
+			t.Fatalf("ReplyError = %v (%T), want *messages.Error", err, err)
+		}
+		if *e != *sent {
+			t.Errorf("ReplyError = %+v, want %+v", *e, *sent)
+		}
+	})
+	t.Run("codes", func(t *testing.T) {
+		for _, c := range []messages.Code{messages.CodeMalformed, messages.CodeInvalidBet, messages.CodeBusy, messages.CodeUnavailable, 418} {
+			err := messages.ReplyError(errorReply(fmt.Sprint(int(c)), "because", nil))
+			var e *messages.Error
+			if !errors.As(err, &e) || e.Code != c || e.Description != "because" || e.NextBatch != 0 {
+				t.Errorf("code %d: ReplyError = %#v", int(c), err)
+			}
+			if messages.CodeOf(err) != c {
+				t.Errorf("CodeOf = %v, want %v", messages.CodeOf(err), c)
+			}
+		}
+	})
+	t.Run("non-numeric code", func(t *testing.T) {
+		err := messages.ReplyError(errorReply("teapot", "short and stout", nil))
+		if err == nil {
+			t.Fatal("ReplyError = nil, want an error")
+		}
+		if !strings.Contains(err.Error(), "teapot") || !strings.Contains(err.Error(), "short and stout") {
+			t.Errorf("ReplyError = %q; want the code and description in it", err)
+		}
+		if c := messages.CodeOf(err); c != 0 {
+			t.Errorf("CodeOf = %v, want 0", c)
+		}
+	})
+}
+
+func TestCodeOf(t *testing.T) {
+	busy := &messages.Error{Code: messages.CodeBusy, Description: "later"}
+	tests := []struct {
+		name string
+		err  error
+		want messages.Code
+	}{
+		{"nil", nil, 0},
+		{"plain", errors.New("x"), 0},
+		{"direct", busy, messages.CodeBusy},
+		{"wrapped", fmt.Errorf("batch 3: %w", busy), messages.CodeBusy},
+		{"wrapped twice", fmt.Errorf("send: %w", fmt.Errorf("batch 3: %w", busy)), messages.CodeBusy},
+		{"joined", errors.Join(errors.New("x"), busy), messages.CodeBusy},
+		{"not wrapped", fmt.Errorf("batch 3: %v", busy), 0},
+		{"field error", &messages.FieldError{Field: "number"}, 0},
+	}
+	for _, tt := range tests {
+		if got := messages.CodeOf(tt.err); got != tt.want {
+			t.Errorf("%s: CodeOf(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/natsauth"
+	"github.com/quiniela/quiniela/services/natstest"
+)
+
+// authServer starts a server with the users natsauth generates for 3
+// agencies, as make run and the compose stack do.
+func authServer(t *testing.T) (*server.Server, natsauth.Users, string) {
+	t.Helper()
+	dir := t.TempDir()
+	users, err := natsauth.Generate(filepath.Join(dir, ".creds"), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	su, err := users.ServerUsers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return natstest.StartServerWith(t, &server.Options{Users: su}), users, dir
+}
+
+// connectAs connects as user, with the inbox prefix its service uses, and
+// collects the async permission errors the server sends it.
+func connectAs(t *testing.T, ns *server.Server, users natsauth.Users, user, inbox string) (*nats.Conn, <-chan error) {
+	t.Helper()
+	errc := make(chan error, 16)
+	opts := []nats.Option{nats.UserInfo(user, users.Passwords[user]), nats.PermissionErrOnSubscribe(true),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errc <- err })}
+	if inbox != "" {
+		opts = append(opts, nats.CustomInboxPrefix(inbox))
+	}
+	nc, err := nats.Connect(ns.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("connecting as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errc
+}
+
+func wantViolation(t *testing.T, errc <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Errorf("%s: async error %v, want a permissions violation", what, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s: the server reported no permissions violation", what)
+	}
+}
+
+func agencyEnv(users natsauth.Users, id int) map[string]string {
+	return map[string]string{"NATS_USER": natsauth.AgencyUser(id), "NATS_PASSWORD": users.Passwords[natsauth.AgencyUser(id)]}
+}
+
+// With authorization on, the lottery runs as usual, and the broker keeps
+// each agency on its own subjects.
+func TestAuthorization(t *testing.T) {
+	ns, users, dir := authServer(t)
+	c := startCentral(t, ns.ClientURL(), dir, map[string]string{"CENTRAL_AGENCIES": "3",
+		"NATS_USER": natsauth.CentralUser, "NATS_PASSWORD": users.Passwords[natsauth.CentralUser]})
+
+	agency1, errc := connectAs(t, ns, users, natsauth.AgencyUser(1), natsauth.InboxPrefix(1))
+
+	// Agency 1 sending a batch as agency 2: refused by the broker.
+	enc := messages.NewBatchEncoder(2, 10)
+	enc.Add(messages.Bet{Agency: 2, FirstName: "A", LastName: "B", Document: "1", Number: 7574})
+	if _, err := agency1.RequestMsg(enc.Flush().Msg(), 500*time.Millisecond); err == nil {
+		t.Error("agency 1 published a batch on bets.agency.2 and got a reply")
+	}
+	wantViolation(t, errc, "agency 1 publishing on bets.agency.2")
+	if _, err := agency1.Request(messages.WinnersSubject(2), nil, 500*time.Millisecond); err == nil {
+		t.Error("agency 1 asked winners.agency.2 and got a reply")
+	}
+	wantViolation(t, errc, "agency 1 asking winners.agency.2")
+	for _, subject := range []string{"bets.>", natsauth.InboxPrefix(2) + ".>", "_INBOX.>", "winners.agency.1"} {
+		if _, err := agency1.SubscribeSync(subject); err == nil {
+			if err := agency1.Flush(); err == nil {
+				wantViolation(t, errc, "agency 1 subscribing to "+subject)
+			}
+		}
+	}
+
+	// The inspector sees the service's stats but cannot send bets.
+	inspector, ierrc := connectAs(t, ns, users, natsauth.InspectorUser, "")
+	reply, err := inspector.Request("$SRV.STATS.quiniela-central", nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(reply.Data), `"name":"quiniela-central"`) {
+		t.Errorf("inspector asking micro stats: %v %s", err, reply.Data)
+	}
+	inspector.Publish(messages.BatchSubject(1), []byte("A,B,1,1990-01-01,1\n"))
+	inspector.Flush()
+	wantViolation(t, ierrc, "inspector publishing a batch")
+
+	// And the real agencies, each with its own credentials, run the lottery.
+	var files []string
+	for id := 1; id <= 3; id++ {
+		files = append(files, writeAgencyFile(t, dir, id, syntheticRows(id, 300)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	results := make([]agencyResult, 3)
+	done := make(chan struct{})
+	for i := range 3 {
+		go func() {
+			results[i] = runAgency(ctx, ns.ClientURL(), i+1, files[i], agencyEnv(users, i+1))
+			done <- struct{}{}
+		}()
+	}
+	for range 3 {
+		<-done
+	}
+	checkNoError(t, results)
+	c.stop(t)
+	compareRows(t, inputRows(t, files), storedRows(t, c.betsFile))
+
+	// Only the refused batch of "agency 2" was attempted; nothing else.
+	if n := len(storedRows(t, c.betsFile)); n != 900 {
+		t.Errorf("%d rows stored, want 900", n)
+	}
+	if strings.Contains(c.log.String(), "Permissions Violation") {
+		t.Errorf("the central itself hit a permissions violation:\n%s", c.log)
+	}
+}
+
+// An agency without credentials, or with wrong ones, fails at once and
+// says what to set.
+func TestAgencyWithBadCredentialsFailsFast(t *testing.T) {
+	ns, users, dir := authServer(t)
+	file := writeAgencyFile(t, dir, 1, syntheticRows(1, 10))
+	for name, env := range map[string]map[string]string{
+		"no credentials":       {},
+		"wrong password":       {"NATS_USER": "agency-1", "NATS_PASSWORD": "nope"},
+		"another agency's pwd": {"NATS_USER": "agency-1", "NATS_PASSWORD": users.Passwords["agency-2"]},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			start := time.Now()
+			r := runAgency(ctx, ns.ClientURL(), 1, file, env)
+			if r.err == nil || !strings.Contains(r.err.Error(), "NATS_USER") || !strings.Contains(strings.ToLower(r.err.Error()), "authorization") {
+				t.Fatalf("agency.Run: %v; want an authorization error that says to set NATS_USER", r.err)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %v to fail", d)
+			}
+		})
+	}
+}
+
+// The credentials generated for development are complete and private.
+func TestGeneratedCredentials(t *testing.T) {
+	dir := t.TempDir()
+	users, err := natsauth.Generate(dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := natsauth.Generate(dir, 2)
+	if err != nil || again.Passwords["central"] != users.Passwords["central"] {
+		t.Errorf("a second Generate changed the passwords (%v)", err)
+	}
+	for _, name := range []string{"users.json", "nats-server.conf", "central.env", "inspector.env", "agency-1.env", "agency-2.env"} {
+		info, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want a 0600 file", name, info, err)
+		}
+	}
+	conf, _ := os.ReadFile(filepath.Join(dir, "nats-server.conf"))
+	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats-server.conf"))
+	if err != nil || len(opts.Users) != 4 {
+		t.Fatalf("nats-server.conf does not load as 4 users: %v\n%s", err, conf)
+	}
+	var raw map[string]any
+	data, _ := os.ReadFile(filepath.Join(dir, "users.json"))
+	if err := json.Unmarshal(data, &raw); err != nil {
+		t.Fatal(err)
+	}
+}
