@@ -241,7 +241,7 @@ func TestDecodeBetsBadRow(t *testing.T) {
 		{"4 fields in row 2", goodRow + "Juan,Perez,1,1990-05-17\n", "row 2: ", "4 fields"},
 		{"6 fields in row 2", goodRow + "Juan,Perez,1,1990-05-17,1,1\n", "row 2: ", "6 fields"},
 		{"empty name in row 2", goodRow + ",Perez,1,1990-05-17,1\n", "row 2: ", "first_name"},
-		{"control char in a quoted name", goodRow + "\"Ju\nan\",Perez,1,1990-05-17,1\n", "row 2: ", "first_name"},
+		{"line break in a quoted name", goodRow + "\"Ju\nan\",Perez,1,1990-05-17,1\n", "row 2: ", "quoted-field"},
 		{"bare quote in row 2", goodRow + "Ju\"an,Perez,1,1990-05-17,1\n", "row 2: ", "quote"},
 		{"open quote in row 3", goodRow + goodRow + "\"Juan,Perez,1,1990-05-17,1\n", "row 3: ", "quote"},
 		{"a lone field in row 2", goodRow + " \n", "row 2: ", "1 fields"},

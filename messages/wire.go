@@ -107,16 +107,12 @@ type BatchEncoder struct {
 
 	seq     uint64
 	n       int
-	payload bytes.Buffer
-	row     bytes.Buffer
-	csv     *csv.Writer
-	fields  []string
+	payload []byte
 }
 
 // NewBatchEncoder returns an encoder for agency's batches, numbered from 1.
 func NewBatchEncoder(agency, maxAmount int) *BatchEncoder {
 	e := &BatchEncoder{agency: agency, maxAmount: max(maxAmount, 1), seq: 1}
-	e.csv = csv.NewWriter(&e.row)
 	e.setBudget()
 	return e
 }
@@ -147,19 +143,16 @@ func (e *BatchEncoder) Add(bet Bet) (bool, error) {
 	if e.n == e.maxAmount {
 		return false, nil
 	}
-	e.row.Reset()
-	e.fields = bet.AppendRow(e.fields[:0])
-	if err := e.csv.Write(e.fields); err != nil {
-		return false, err // cannot happen: writes go to a bytes.Buffer
-	}
-	e.csv.Flush()
-	if e.payload.Len()+e.row.Len() > e.budget {
+	before := len(e.payload)
+	e.payload = bet.AppendCSV(e.payload)
+	if len(e.payload) > e.budget {
+		size := len(e.payload) - before
+		e.payload = e.payload[:before]
 		if e.n == 0 {
-			return false, fmt.Errorf("%w: row of %d bytes, room for %d", ErrBetTooLarge, e.row.Len(), e.budget)
+			return false, fmt.Errorf("%w: row of %d bytes, room for %d", ErrBetTooLarge, size, e.budget)
 		}
 		return false, nil
 	}
-	e.payload.Write(e.row.Bytes())
 	e.n++
 	return true, nil
 }
@@ -177,9 +170,9 @@ func (e *BatchEncoder) Flush() *Batch {
 		Agency:  e.agency,
 		Seq:     e.seq,
 		Bets:    e.n,
-		Payload: bytes.Clone(e.payload.Bytes()),
+		Payload: bytes.Clone(e.payload),
 	}
-	e.payload.Reset()
+	e.payload = e.payload[:0]
 	e.n = 0
 	e.seq++
 	e.setBudget()
@@ -273,32 +266,35 @@ func NewRowReader(r io.Reader) *csv.Reader {
 }
 
 // DecodeBets parses a batch payload into bets of agency, appending them to
-// dst. It fails on the first bad row, naming it, and then returns no bets:
-// a batch is stored whole or not at all.
+// dst. It fails on the first bad row, naming its line, and then returns no
+// bets: a batch is stored whole or not at all.
 func DecodeBets(dst []Bet, agency int, payload []byte) ([]Bet, error) {
 	if len(payload) == 0 {
 		return dst, &Error{Code: CodeMalformed, Description: "empty batch: want one CSV row per bet"}
 	}
 	start := len(dst)
-	cr := NewRowReader(bytes.NewReader(payload))
-	for row := 1; ; row++ {
-		rec, err := cr.Read()
-		if err == io.EOF {
-			if len(dst) == start {
-				return dst, &Error{Code: CodeMalformed, Description: "batch holds no bets: want one CSV row per bet"}
-			}
-			return dst, nil
-		}
+	var fields [Fields + 1]string
+	var bad error
+	// One string for the whole payload: the bets' fields are slices of it.
+	Lines(string(payload), func(n int, line string) bool {
+		rec, err := SplitRow(fields[:0], line)
 		if err == nil {
 			var bet Bet
-			bet, err = ParseBet(agency, rec)
-			if err == nil {
+			if bet, err = ParseBet(agency, rec); err == nil {
 				dst = append(dst, bet)
-				continue
+				return true
 			}
 		}
-		return dst[:start], &Error{Code: CodeInvalidBet, Description: (&RowError{Row: row, Err: CSVReason(err)}).Error()}
+		bad = &Error{Code: CodeInvalidBet, Description: (&RowError{Row: n, Err: err}).Error()}
+		return false
+	})
+	switch {
+	case bad != nil:
+		return dst[:start], bad
+	case len(dst) == start:
+		return dst, &Error{Code: CodeMalformed, Description: "batch holds no bets: want one CSV row per bet"}
 	}
+	return dst, nil
 }
 
 // CSVReason drops encoding/csv's "record on line N" prefix: the caller

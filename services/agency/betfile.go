@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/quiniela/quiniela/messages"
 )
@@ -64,10 +63,10 @@ func (b *BetFile) Next() (messages.Bet, error) {
 		if len(line) == 0 {
 			continue
 		}
-		fields, err := b.split(line)
+		b.fields, err = messages.SplitRow(b.fields[:0], string(line))
 		if err == nil {
 			var bet messages.Bet
-			if bet, err = messages.ParseBet(b.agency, fields); err == nil {
+			if bet, err = messages.ParseBet(b.agency, b.fields); err == nil {
 				return bet, nil
 			}
 		}
@@ -103,27 +102,6 @@ func (b *BetFile) readLine() ([]byte, error) {
 	}
 	line = bytes.TrimSuffix(line, []byte{'\n'})
 	return bytes.TrimSuffix(line, []byte{'\r'}), nil
-}
-
-// split cuts a line into fields. A line without quotes is split on commas,
-// which is what CSV means for it; one with quotes goes through encoding/csv.
-func (b *BetFile) split(line []byte) ([]string, error) {
-	if bytes.IndexByte(line, '"') < 0 {
-		b.fields = b.fields[:0]
-		for f := range strings.SplitSeq(string(line), ",") {
-			b.fields = append(b.fields, f)
-		}
-		return b.fields, nil
-	}
-	cr := messages.NewRowReader(bytes.NewReader(line))
-	rec, err := cr.Read()
-	if err != nil {
-		return nil, messages.CSVReason(err)
-	}
-	if _, err := cr.Read(); err != io.EOF {
-		return nil, errors.New("quoted field holds a line break")
-	}
-	return rec, nil
 }
 
 // Line is the line number of the last line read.

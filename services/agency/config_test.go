@@ -40,7 +40,7 @@ func TestLoadConfig(t *testing.T) {
 			}, ""},
 		{"defaults without a file", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": ""},
 			func(c agency.Config) bool {
-				return c.MaxAmount == agency.DefaultMaxAmount && c.InFlight == 4 && c.LogLevel == "INFO" && c.NATSURL == "nats://127.0.0.1:4222"
+				return c.MaxAmount == agency.DefaultMaxAmount && c.InFlight == 8 && c.LogLevel == "INFO" && c.NATSURL == "nats://127.0.0.1:4222"
 			}, ""},
 		{"missing AGENCY_ID", map[string]string{"AGENCY_CONFIG": yaml}, nil, "AGENCY_ID"},
 		{"AGENCY_ID not a number", map[string]string{"AGENCY_ID": "abc", "AGENCY_CONFIG": yaml}, nil, "AGENCY_ID"},

@@ -2,12 +2,13 @@ package central
 
 import (
 	"bufio"
-	"encoding/csv"
+	"bytes"
 	"fmt"
 	"io"
 	"iter"
 	"os"
 	"strconv"
+	"unsafe"
 
 	"github.com/quiniela/quiniela/messages"
 )
@@ -23,73 +24,133 @@ const WinningNumber = 7574
 // HasWon reports whether bet wins the draw.
 func HasWon(bet messages.Bet) bool { return bet.Number == WinningNumber }
 
-// StoreBets appends bets as rows of bets.csv to w. Like the course's
-// store_bets it is not safe for concurrent use: the Ledger guards it.
-func StoreBets(w *csv.Writer, bets []messages.Bet) error {
-	var row [1 + messages.Fields]string
+// StoreBets appends bets as rows of bets.csv to w, in one write. Like the
+// course's store_bets it is not safe for concurrent use: the Ledger guards it.
+func StoreBets(w io.Writer, bets []messages.Bet) error {
+	rows := make([]byte, 0, 64*len(bets)) // a row is about 50 bytes
 	for _, b := range bets {
-		row[0] = strconv.Itoa(b.Agency)
-		b.AppendRow(row[:1])
-		if err := w.Write(row[:]); err != nil {
-			return err
-		}
+		rows = strconv.AppendInt(rows, int64(b.Agency), 10)
+		rows = append(rows, ',')
+		rows = b.AppendCSV(rows)
 	}
-	w.Flush()
-	return w.Error()
+	_, err := w.Write(rows)
+	return err
 }
 
 // LoadBets streams the bets stored in the file at path, in the order stored,
 // never holding more than one row in memory. A bad row ends the stream with
 // an error naming its line.
 func LoadBets(path string) iter.Seq2[messages.Bet, error] {
+	return loadRange(path, 0, -1, nil)
+}
+
+// loadRange streams the bets of the rows that start in [from, to) of the
+// file (to < 0: up to its end); from must be where a row starts. If keep is
+// not nil, rows it refuses are passed over unparsed (and not yielded).
+func loadRange(path string, from, to int64, keep func(row string) bool) iter.Seq2[messages.Bet, error] {
 	return func(yield func(messages.Bet, error) bool) {
+		fail := func(err error) { yield(messages.Bet{}, fmt.Errorf("loading bets from %s: %w", path, err)) }
 		f, err := os.Open(path)
 		if err != nil {
-			yield(messages.Bet{}, fmt.Errorf("loading bets: %w", err))
+			fail(err)
 			return
 		}
 		defer f.Close()
-		for bet, err := range readBets(bufio.NewReaderSize(f, 256<<10)) {
-			if err != nil {
-				err = fmt.Errorf("loading bets from %s: %w", path, err)
+		if _, err := f.Seek(from, io.SeekStart); err != nil {
+			fail(err)
+			return
+		}
+		r := bufio.NewReaderSize(f, 256<<10)
+		var fields []string
+		for line, pos := 1, from; to < 0 || pos < to; line++ {
+			where := func() string {
+				if from == 0 {
+					return fmt.Sprintf("line %d", line)
+				}
+				return fmt.Sprintf("row at byte %d", pos)
 			}
-			if !yield(bet, err) || err != nil {
+			row, err := r.ReadSlice('\n')
+			if err == io.EOF && len(row) == 0 {
+				return
+			}
+			if err != nil && err != io.EOF {
+				fail(fmt.Errorf("%s: %w", where(), err))
+				return
+			}
+			pos += int64(len(row))
+			row = bytes.TrimSuffix(bytes.TrimSuffix(row, []byte{'\n'}), []byte{'\r'})
+			if keep != nil && !keep(unsafeString(row)) {
+				continue
+			}
+			text := string(row)
+			var bet messages.Bet
+			fields, bet, err = parseStoredRow(fields[:0], text)
+			if err != nil {
+				fail(fmt.Errorf("%s: %w", where(), err))
+				return
+			}
+			if !yield(bet, nil) {
 				return
 			}
 		}
 	}
 }
 
-func readBets(r io.Reader) iter.Seq2[messages.Bet, error] {
-	return func(yield func(messages.Bet, error) bool) {
-		cr := messages.NewRowReader(r)
-		for {
-			rec, err := cr.Read()
-			if err == io.EOF {
-				return
+// unsafeString views b as a string without copying, for a look that ends
+// before b changes.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// parseStoredRow parses a row of bets.csv: the agency, then a bet. It
+// returns fields, grown, for the next row to reuse.
+func parseStoredRow(fields []string, text string) ([]string, messages.Bet, error) {
+	fields, err := messages.SplitRow(fields, text)
+	if err != nil {
+		return fields, messages.Bet{}, err
+	}
+	if len(fields) != 1+messages.Fields {
+		return fields, messages.Bet{}, fmt.Errorf("%d fields, want %d", len(fields), 1+messages.Fields)
+	}
+	agency, err := messages.ParseAgency(fields[0])
+	if err != nil {
+		return fields, messages.Bet{}, err
+	}
+	bet, err := messages.ParseBet(agency, fields[1:])
+	return fields, bet, err
+}
+
+// splitRows cuts the file at path into at most n ranges of about equal
+// size, each starting where a row starts, for a parallel scan.
+func splitRows(path string, n int) ([]int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := info.Size()
+	cuts := []int64{0}
+	buf := make([]byte, 4096)
+	for i := 1; i < n; i++ {
+		at := max(size*int64(i)/int64(n), cuts[len(cuts)-1])
+		// The row that starts after the first newline at or past at.
+		for at < size {
+			m, err := f.ReadAt(buf, at)
+			if k := bytes.IndexByte(buf[:m], '\n'); k >= 0 {
+				at += int64(k) + 1
+				break
 			}
 			if err != nil {
-				yield(messages.Bet{}, err)
-				return
+				at = size
+				break
 			}
-			line, _ := cr.FieldPos(0)
-			if len(rec) != 1+messages.Fields {
-				yield(messages.Bet{}, fmt.Errorf("line %d: %d fields, want %d", line, len(rec), 1+messages.Fields))
-				return
-			}
-			agency, err := messages.ParseAgency(rec[0])
-			if err == nil {
-				var bet messages.Bet
-				bet, err = messages.ParseBet(agency, rec[1:])
-				if err == nil {
-					if !yield(bet, nil) {
-						return
-					}
-					continue
-				}
-			}
-			yield(messages.Bet{}, fmt.Errorf("line %d: %w", line, err))
-			return
+			at += int64(m)
+		}
+		if at < size && at > cuts[len(cuts)-1] {
+			cuts = append(cuts, at)
 		}
 	}
+	return append(cuts, size), nil
 }

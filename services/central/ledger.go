@@ -3,7 +3,6 @@ package central
 import (
 	"bufio"
 	"bytes"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -36,9 +35,8 @@ import (
 type Ledger struct {
 	path string
 
-	mu      sync.Mutex // guards the fields below; the course's StoreBets is not safe alone
-	data    bytes.Buffer
-	csv     *csv.Writer // writes rows into data
+	mu      sync.Mutex   // guards the fields below; the course's StoreBets is not safe alone
+	data    bytes.Buffer // rows of bets.csv waiting for the next commit
 	journal bytes.Buffer
 	waiting []func(error)
 	size    int64 // bytes of bets.csv, written or pending
@@ -109,7 +107,6 @@ func OpenLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 		path: path, betsFile: bf, journalFile: jf,
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), committed: make(chan struct{}),
 	}
-	l.csv = csv.NewWriter(&l.data)
 	for _, opt := range opts {
 		opt(l)
 	}
@@ -243,7 +240,7 @@ func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, bets []messages
 		return err
 	}
 	before := l.data.Len()
-	if err := StoreBets(l.csv, bets); err != nil {
+	if err := StoreBets(&l.data, bets); err != nil {
 		l.data.Truncate(before)
 		return fmt.Errorf("encoding batch %d of agency %d: %w", seq, agency, err)
 	}

@@ -1,7 +1,6 @@
 package central_test
 
 import (
-	"encoding/csv"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,7 +41,7 @@ func TestStoreBetsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	bets := []messages.Bet{bet(1, 1, "Santiago Lionel"), bet(2, 2, `Juan "el Tano", hijo`), bet(1, 3, "Ñandú")}
-	if err := central.StoreBets(csv.NewWriter(f), bets); err != nil {
+	if err := central.StoreBets(f, bets); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
