@@ -32,7 +32,8 @@ type Options struct {
 	DrainTimeout time.Duration
 }
 
-// Connect connects to NATS at url (one URL or several, comma-separated),
+// Connect connects to NATS at url (one URL or several, comma-separated,
+// tried in order),
 // retrying until a server answers or ConnectWait runs out, and returns once
 // connected (a request sent before the first connect would fail). closed is
 // closed when the connection is, after a Drain.
@@ -42,6 +43,10 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 	opts := []nats.Option{
 		nats.Name(o.Name),
 		nats.RetryOnFailedConnect(true),
+		// The first URL of NATS_URL is the preferred node, the others (and
+		// those the cluster announces) fallbacks: this is how a deployment
+		// spreads agencies over nodes.
+		nats.DontRandomize(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),

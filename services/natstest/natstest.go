@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -148,4 +149,43 @@ func CatedraDir(t testing.TB) string {
 		t.Skipf("SKIP: the course's data set is not at %s (it lives beside the repository, in ../shared; a fresh clone has none)", dir)
 	}
 	return dir
+}
+
+// StartCluster starts n NATS servers on loopback, routed to each other as
+// one cluster, and returns once every route is up.
+func StartCluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	var nodes []*server.Server
+	for i := range n {
+		opts := &server.Options{ServerName: "node-" + strconv.Itoa(i+1)}
+		opts.Cluster.Name = "quiniela"
+		opts.Cluster.Host = "127.0.0.1"
+		opts.Cluster.Port = server.RANDOM_PORT
+		if i > 0 {
+			// Each routes to the first; the cluster gossips the rest.
+			opts.Routes = server.RoutesFromStr("nats://" + nodes[0].ClusterAddr().String())
+		}
+		nodes = append(nodes, StartServerWith(t, opts))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, ns := range nodes {
+		// A bounded wait on a condition the server offers no event for, as
+		// nats-server's own tests do (checkClusterFormed).
+		for ns.NumRoutes() < n-1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster not formed: %s has %d routes, want %d", ns.Name(), ns.NumRoutes(), n-1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nodes
+}
+
+// URLs is the comma-separated client URLs of servers, as NATS_URL takes them.
+func URLs(servers ...*server.Server) string {
+	urls := make([]string, len(servers))
+	for i, ns := range servers {
+		urls[i] = ns.ClientURL()
+	}
+	return strings.Join(urls, ",")
 }
