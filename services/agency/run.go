@@ -54,6 +54,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	start := time.Now()
 	cfg, err := LoadConfig(ctx, getenv)
 	if err != nil {
+		// No logger yet: report it in the same line format all the same.
+		log, _ := logline.New(stdout, "INFO")
+		logline.Log(ctx, log, "agencia", logline.Fail, "error", err)
 		return err
 	}
 	log, err := logline.New(stdout, cfg.LogLevel)

@@ -36,6 +36,7 @@ type Ledger struct {
 	path string
 
 	mu      sync.Mutex   // guards the fields below; the course's StoreBets is not safe alone
+	roomy   sync.Cond    // signalled when the committer takes data: appenders wait for room
 	data    bytes.Buffer // rows of bets.csv waiting for the next commit
 	journal bytes.Buffer
 	waiting []func(error)
@@ -107,6 +108,7 @@ func OpenLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 		path: path, betsFile: bf, journalFile: jf,
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), committed: make(chan struct{}),
 	}
+	l.roomy.L = &l.mu
 	for _, opt := range opts {
 		opt(l)
 	}
@@ -226,6 +228,9 @@ func cutAndSync(f *os.File, size int64) error {
 	return f.Sync()
 }
 
+// maxPendingBytes bounds the rows gathered for the next commit.
+const maxPendingBytes = 16 << 20
+
 // ErrLedgerClosed is returned for work handed to a closed ledger.
 var ErrLedgerClosed = errors.New("store is closed")
 
@@ -236,6 +241,11 @@ var ErrLedgerClosed = errors.New("store is closed")
 func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, done func(error)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// While a commit is on disk, the next one gathers here; past
+	// maxPendingBytes appenders wait, so memory stays flat whatever the load.
+	for l.data.Len() > maxPendingBytes && l.usable() == nil {
+		l.roomy.Wait()
+	}
 	if err := l.usable(); err != nil {
 		return err
 	}
@@ -311,6 +321,7 @@ func (l *Ledger) commitLoop() {
 		journal, l.journal = l.journal, journal
 		waiting, l.waiting = l.waiting, waiting[:0]
 		stop := l.closed
+		l.roomy.Broadcast()
 		l.mu.Unlock()
 
 		if data.Len() > 0 || journal.Len() > 0 {
@@ -318,6 +329,7 @@ func (l *Ledger) commitLoop() {
 			if err != nil {
 				l.mu.Lock()
 				l.err = fmt.Errorf("store failed, refusing all writes until restarted: %w", err)
+				l.roomy.Broadcast()
 				l.mu.Unlock()
 			}
 			for _, done := range waiting {
@@ -389,6 +401,7 @@ func (l *Ledger) Close() error {
 		return ErrLedgerClosed
 	}
 	l.closed = true
+	l.roomy.Broadcast()
 	l.mu.Unlock()
 	close(l.quit)
 	<-l.committed

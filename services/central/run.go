@@ -29,6 +29,7 @@ type Config struct {
 	Agencies     int           `env:"CENTRAL_AGENCIES, default=5"`          // the draw waits for agencies 1..N
 	BetsFile     string        `env:"CENTRAL_BETS_FILE, default=bets.csv"`  // journal beside it: <file>.journal
 	WinnersHold  time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
+	QueueBytes   int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
 	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
 	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
 	UsersFile    string        `env:"CENTRAL_USERS_FILE"`                   // embedded server: users and permissions (natsauth); empty: no auth
@@ -63,6 +64,9 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err error) {
 	cfg, err := LoadConfig(ctx, getenv)
 	if err != nil {
+		// No logger yet: report it in the same line format all the same.
+		log, _ := logline.New(stdout, "INFO")
+		logline.Log(ctx, log, "central", logline.Fail, "error", err)
 		return err
 	}
 	log, err := logline.New(stdout, cfg.LogLevel)
@@ -128,7 +132,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	}
 	defer nc.Close()
 
-	svc, err := StartService(ctx, nc, lottery, ServiceConfig{WinnersHold: cfg.WinnersHold}, log)
+	svc, err := StartService(ctx, nc, lottery, ServiceConfig{WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes}, log)
 	if err != nil {
 		return err
 	}

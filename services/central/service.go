@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,9 @@ const ServiceName = "quiniela-central"
 
 // Version of the service and of its wire format.
 const Version = "1.0.0"
+
+// DefaultQueueBytes is ServiceConfig.QueueBytes's default: 1,000 batches.
+const DefaultQueueBytes = 8 << 20
 
 // laneDepth bounds the requests queued for one agency. An agency keeps a few
 // batches in flight, far fewer; past this the central answers CodeBusy
@@ -39,10 +43,12 @@ type Service struct {
 	ctx     context.Context
 	svc     micro.Service
 
-	mu      sync.RWMutex // guards stopped and sends on lanes
-	stopped bool
-	lanes   []chan laneRequest
-	running sync.WaitGroup // lanes and held winners requests
+	mu        sync.RWMutex // guards stopped and sends on lanes
+	stopped   bool
+	lanes     []chan laneRequest
+	queued    atomic.Int64 // payload bytes waiting in lanes
+	maxQueued int64
+	running   sync.WaitGroup // lanes and held winners requests
 }
 
 type laneRequest struct {
@@ -55,11 +61,18 @@ type ServiceConfig struct {
 	// WinnersHold is how long a winners request waits for the draw before
 	// it is answered CodeDrawPending (and the agency asks again).
 	WinnersHold time.Duration
+	// QueueBytes bounds the batch payloads waiting in lanes, all agencies
+	// together: past it a batch is answered CodeBusy, so that a burst from
+	// a thousand agencies cannot grow the central's memory without bound.
+	QueueBytes int64
 }
 
 // StartService registers the central's micro service on nc.
 func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg ServiceConfig, log *slog.Logger) (*Service, error) {
-	s := &Service{lottery: lottery, log: log, hold: cfg.WinnersHold, ctx: ctx}
+	s := &Service{lottery: lottery, log: log, hold: cfg.WinnersHold, ctx: ctx, maxQueued: cfg.QueueBytes}
+	if s.maxQueued <= 0 {
+		s.maxQueued = DefaultQueueBytes
+	}
 	s.lanes = make([]chan laneRequest, lottery.Agencies())
 	for i := range s.lanes {
 		s.lanes[i] = make(chan laneRequest, laneDepth)
@@ -115,9 +128,16 @@ func (s *Service) route(done bool) micro.HandlerFunc {
 			s.fail(req, errShuttingDown)
 			return
 		}
+		size := int64(len(req.Data()))
+		if s.queued.Add(size) > s.maxQueued {
+			s.queued.Add(-size)
+			s.fail(req, errBusy)
+			return
+		}
 		select {
 		case s.lanes[agency-1] <- laneRequest{req: req, done: done}:
 		default:
+			s.queued.Add(-size)
 			s.fail(req, errBusy)
 		}
 	}
@@ -135,15 +155,22 @@ func (s *Service) agencyOf(subject string) (int, error) {
 	return agency, nil
 }
 
+// betSlices recycles the decoded bets of a batch among all lanes: the store
+// copies what it keeps, and a thousand idle lanes should not each hold one.
+var betSlices = sync.Pool{New: func() any { return new([]messages.Bet) }}
+
 func (s *Service) runLane(lane <-chan laneRequest) {
 	defer s.running.Done()
-	var bets []messages.Bet // reused: the store copies what it keeps
 	for r := range lane {
+		s.queued.Add(-int64(len(r.req.Data())))
 		if r.done {
 			s.handleDone(r.req)
-		} else {
-			bets = s.handleBatch(r.req, bets[:0])
+			continue
 		}
+		bets := betSlices.Get().(*[]messages.Bet)
+		*bets = s.handleBatch(r.req, (*bets)[:0])
+		clear(*bets) // drop the references to the payload
+		betSlices.Put(bets)
 	}
 }
 
@@ -263,7 +290,7 @@ func (s *Service) respond(req micro.Request, v any) {
 
 var (
 	errShuttingDown = errors.New("central is shutting down: retry in a moment")
-	errBusy         = errors.New("too many requests queued for this agency: retry in a moment")
+	errBusy         = errors.New("too many batches queued at the central: retry in a moment")
 )
 
 // errorCodes maps domain errors to wire codes: the one place that does.
