@@ -44,3 +44,5 @@ fuzz:
 
 clean:
 	rm -rf $(BIN) bets.csv bets.csv.journal
+
+include deploy/docker.mk

@@ -1,0 +1,1205 @@
+// Tests of the Docker deployment in deploy/: the Compose generator, which
+// needs only a compose binary, and the whole stack in containers, which
+// needs a Docker engine, a static busybox and the course's data set. Each
+// missing piece skips what needs it, saying so.
+package deploy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/services/natstest"
+)
+
+const (
+	agencies        = 5 // deploy/compose.yaml's
+	natsCLIVersion  = "v0.5.0"
+	cmdTimeout      = 2 * time.Minute // one docker, compose or go command
+	agenciesTimeout = 3 * time.Minute // the five agencies, from "up" to their exit
+)
+
+// composeVars are the variables compose.yaml reads; the tests set the ones
+// they need and clear the others, so the caller's environment cannot leak in.
+var composeVars = []string{
+	"NATS_IMAGE", "NATS_PORT", "CENTRAL_IMAGE", "AGENCY_IMAGE", "DATA_DIR", "LOG_LEVEL",
+	"BATCH_MAX_AMOUNT", "BATCH_IN_FLIGHT", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES",
+}
+
+// ---------------------------------------------------------------------------
+// The generator
+
+func TestGenerarCompose(t *testing.T) {
+	composes := installedComposes()
+	if len(composes) == 0 {
+		t.Skip("SKIP: neither docker compose (v2) nor docker-compose (v1) is installed")
+	}
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("SKIP: no bash for deploy/generar-compose.sh")
+	}
+	root := repoRoot(t)
+	for _, c := range composes {
+		// The checked-in file must be the generator's output for 5 agencies:
+		// compared after "config", which resolves relative paths, so files
+		// written in different directories compare equal.
+		shipped := c.config(t, filepath.Join(root, "deploy", "compose.yaml"))
+		checkStack(t, parseConfig(t, shipped), agencies, root)
+		for _, n := range []int{1, 5, 20} {
+			t.Run(fmt.Sprintf("%s/%d_agencies", strings.ReplaceAll(c.name, " ", "_"), n), func(t *testing.T) {
+				out := filepath.Join(t.TempDir(), "somewhere", "compose.yaml")
+				generate(t, out, strconv.Itoa(n))
+				text := c.config(t, out)
+				checkStack(t, parseConfig(t, text), n, root)
+				if n == agencies && text != shipped {
+					t.Errorf("deploy/compose.yaml differs from the generator's output for %d agencies: run deploy/generar-compose.sh deploy/compose.yaml %d", n, n)
+				}
+			})
+		}
+	}
+
+	t.Run("bad_arguments", func(t *testing.T) {
+		for _, args := range [][]string{{}, {"OUT"}, {"OUT", "0"}, {"OUT", "-1"}, {"OUT", "x"}, {"OUT", "100001"}, {"OUT", "5", "6"}} {
+			dir := t.TempDir()
+			for i, a := range args {
+				if a == "OUT" {
+					args[i] = filepath.Join(dir, "out.yaml")
+				}
+			}
+			cmd := exec.Command("bash", append([]string{filepath.Join(root, "deploy", "generar-compose.sh")}, args...)...)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "usage:") {
+				t.Errorf("generar-compose.sh %q: err %v, output %q; want exit status 2 and the usage", args, err, out)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+				t.Errorf("generar-compose.sh %q left %s behind", args, entries[0].Name())
+			}
+		}
+	})
+}
+
+// generate runs deploy/generar-compose.sh out n.
+func generate(t *testing.T, out, n string) {
+	t.Helper()
+	script := filepath.Join(repoRoot(t), "deploy", "generar-compose.sh")
+	if _, err := run(t.Context(), nil, "", "bash", script, out, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// composeConfig is the part of "compose config" the tests look at. It reads
+// both v1's output (short syntax) and v2's (long syntax).
+type composeConfig struct {
+	Services map[string]composeService `yaml:"services"`
+	Volumes  map[string]any            `yaml:"volumes"`
+}
+
+type composeService struct {
+	Image       string            `yaml:"image"`
+	Command     []string          `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+	DependsOn   map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
+	Volumes     []mount `yaml:"volumes"`
+	Ports       []port  `yaml:"ports"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	StopGracePeriod string `yaml:"stop_grace_period"`
+}
+
+type mount struct {
+	Type     string `yaml:"type"`
+	Source   string `yaml:"source"`
+	Target   string `yaml:"target"`
+	ReadOnly bool   `yaml:"read_only"`
+}
+
+// UnmarshalYAML reads "source:target[:mode]" (v1) or the long syntax (v2).
+func (m *mount) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		type plain mount
+		return n.Decode((*plain)(m))
+	}
+	parts := strings.Split(n.Value, ":")
+	if len(parts) < 2 {
+		return fmt.Errorf("volume %q: want source:target[:mode]", n.Value)
+	}
+	m.Source, m.Target = parts[0], parts[1]
+	m.ReadOnly = len(parts) > 2 && strings.Contains(parts[2], "ro")
+	m.Type = "volume"
+	if filepath.IsAbs(m.Source) {
+		m.Type = "bind"
+	}
+	return nil
+}
+
+type port struct {
+	HostIP    string `yaml:"host_ip"`
+	Published string `yaml:"published"`
+	Target    int    `yaml:"target"`
+}
+
+// UnmarshalYAML reads "ip:published:target[/proto]" (v1) or the long syntax (v2).
+func (p *port) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		type plain port
+		return n.Decode((*plain)(p))
+	}
+	spec, _, _ := strings.Cut(n.Value, "/")
+	parts := strings.Split(spec, ":")
+	if len(parts) != 3 {
+		return fmt.Errorf("port %q: want ip:published:target", n.Value)
+	}
+	target, err := strconv.Atoi(parts[2])
+	if err != nil {
+		return fmt.Errorf("port %q: %w", n.Value, err)
+	}
+	p.HostIP, p.Published, p.Target = parts[0], parts[1], target
+	return nil
+}
+
+func parseConfig(t *testing.T, text string) composeConfig {
+	t.Helper()
+	var cfg composeConfig
+	if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
+		t.Fatalf("parsing compose config: %v\n%s", err, text)
+	}
+	return cfg
+}
+
+// checkStack checks the stack for n agencies, with the defaults (no
+// variable set): NATS, the central and agency1..agencyN, wired as the
+// README says.
+func checkStack(t *testing.T, cfg composeConfig, n int, root string) {
+	t.Helper()
+	want := []string{"central", "nats"}
+	for i := 1; i <= n; i++ {
+		want = append(want, fmt.Sprintf("agency%d", i))
+	}
+	var got []string
+	for name := range cfg.Services {
+		got = append(got, name)
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("services %v, want %v", got, want)
+	}
+
+	nats := cfg.Services["nats"]
+	if name, tag, _ := strings.Cut(nats.Image, ":"); name != "nats" || tag == "" || tag == "latest" {
+		t.Errorf("nats image %q, want the official image with a pinned tag", nats.Image)
+	}
+	if !slices.Contains(nats.Healthcheck.Test, "http://localhost:8222/healthz") || !slices.Equal(nats.Command, []string{"-m", "8222"}) {
+		t.Errorf("nats: command %q, healthcheck %q; want monitoring on 8222 and its /healthz checked", nats.Command, nats.Healthcheck.Test)
+	}
+	if len(nats.Ports) != 1 || nats.Ports[0].HostIP != "127.0.0.1" || nats.Ports[0].Published != "4222" || nats.Ports[0].Target != 4222 {
+		t.Errorf("nats ports %+v, want 4222 published on 127.0.0.1:4222 only", nats.Ports)
+	}
+
+	c := cfg.Services["central"]
+	wantEnv := map[string]string{
+		"NATS_URL":              "nats://nats:4222",
+		"CENTRAL_AGENCIES":      strconv.Itoa(n),
+		"CENTRAL_BETS_FILE":     "/var/lib/quiniela/bets.csv",
+		"CENTRAL_DRAIN_TIMEOUT": "5s",
+	}
+	for k, v := range wantEnv {
+		if c.Environment[k] != v {
+			t.Errorf("central: %s=%q, want %q", k, c.Environment[k], v)
+		}
+	}
+	if len(c.Volumes) != 1 || c.Volumes[0].Type != "volume" || c.Volumes[0].Source != "central-data" || c.Volumes[0].Target != "/var/lib/quiniela" {
+		t.Errorf("central volumes %+v, want the named volume central-data on /var/lib/quiniela", c.Volumes)
+	}
+	if _, ok := cfg.Volumes["central-data"]; !ok {
+		t.Errorf("no top-level volume central-data: %v", cfg.Volumes)
+	}
+	grace, err := time.ParseDuration(c.StopGracePeriod)
+	drain, _ := time.ParseDuration(c.Environment["CENTRAL_DRAIN_TIMEOUT"])
+	if err != nil || grace <= drain {
+		t.Errorf("central stop_grace_period %q, want longer than the drain timeout %v", c.StopGracePeriod, drain)
+	}
+	checkDependsOnHealthyNATS(t, "central", c)
+
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("agency%d", i)
+		a := cfg.Services[name]
+		data := fmt.Sprintf("/data/agency-%d.csv", i)
+		if a.Environment["AGENCY_ID"] != strconv.Itoa(i) || a.Environment["AGENCY_DATA_FILE"] != data ||
+			a.Environment["NATS_URL"] != "nats://nats:4222" || a.Environment["AGENCY_CONFIG"] == "" {
+			t.Errorf("%s environment %v, want AGENCY_ID=%d, AGENCY_DATA_FILE=%s, NATS_URL, AGENCY_CONFIG", name, a.Environment, i, data)
+		}
+		wantMounts := []mount{
+			{Type: "bind", Source: filepath.Join(root, ".data", fmt.Sprintf("agency-%d.csv", i)), Target: data, ReadOnly: true},
+			{Type: "bind", Source: filepath.Join(root, "services", "agency", "config.yaml"), Target: a.Environment["AGENCY_CONFIG"], ReadOnly: true},
+		}
+		if !slices.Equal(a.Volumes, wantMounts) {
+			t.Errorf("%s volumes %+v, want %+v", name, a.Volumes, wantMounts)
+		}
+		checkDependsOnHealthyNATS(t, name, a)
+	}
+}
+
+func checkDependsOnHealthyNATS(t *testing.T, name string, s composeService) {
+	t.Helper()
+	if d, ok := s.DependsOn["nats"]; !ok || d.Condition != "service_healthy" {
+		t.Errorf("%s depends_on %+v, want nats with condition service_healthy", name, s.DependsOn)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The stack in containers
+
+// TestComposeStack runs deploy/compose.yaml on images built from this
+// repository: the lottery on the course's data set, a graceful stop, then
+// the central killed (SIGKILL) mid-ingestion and started again.
+func TestComposeStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIP: -short: the Docker stack test builds images and runs containers")
+	}
+	if _, err := run(t.Context(), nil, "", "docker", "info", "--format", "{{.ServerVersion}}"); err != nil {
+		t.Skipf("SKIP: no Docker engine: %v", err)
+	}
+	composes := installedComposes()
+	if len(composes) == 0 {
+		t.Skip("SKIP: neither docker compose (v2) nor docker-compose (v1) is installed")
+	}
+	busybox, err := staticBusybox()
+	if err != nil {
+		t.Skipf("SKIP: the test's NATS image needs a static busybox for its healthcheck (Debian: apt-get install busybox-static): %v", err)
+	}
+	data := natstest.CatedraDir(t)
+	want := readInput(t, data)
+	c := composes[0]
+	t.Logf("compose: %s; data: %s (%d bets)", c.name, data, len(want.rows))
+
+	// The nats CLI installs while the images build.
+	start := time.Now()
+	cliDir := t.TempDir()
+	type cliResult struct {
+		tool natsTool
+		err  error
+	}
+	cliDone := make(chan cliResult, 1)
+	go func() {
+		tool, err := natsCLI(t.Context(), cliDir)
+		cliDone <- cliResult{tool, err}
+	}()
+	imgs := buildImages(t, busybox)
+	cli := <-cliDone
+	t.Logf("images and nats CLI ready in %v", time.Since(start).Round(time.Millisecond))
+	if cli.err != nil {
+		t.Logf("SKIP (inspection with the nats CLI only): %v", cli.err)
+	}
+
+	t.Run("lottery", func(t *testing.T) {
+		start := time.Now()
+		s := newStack(t, c, imgs, data)
+
+		// NATS, the CLI's subscriber, the central, then the agencies: the
+		// subscriber sees every batch. The central goes first because the
+		// subscriber is interest on bets.>: a batch sent before the central
+		// subscribes gets no "no responders" reply, and its agency would
+		// wait a whole request timeout (5 s) before sending it again.
+		s.compose(t, "up", "-d", "nats")
+		s.waitHealthy(t, "nats", time.Minute)
+		var sub *subscriber
+		if cli.err == nil {
+			sub = startSub(t, cli.tool, s.natsURL, "bets.>")
+		}
+		s.compose(t, "up", "-d", "central")
+		waitLog(t, s.containerID(t, "central"), "central_lista", 1, time.Minute)
+		s.compose(t, "up", "-d")
+		s.waitAgencies(t, agenciesTimeout)
+		t.Logf("up to five agencies done: %v", time.Since(start).Round(time.Millisecond))
+
+		logs := checkLogs(t, s, want)
+		if n := len(linesOf(logs, "central_lista")); n != 1 {
+			t.Errorf("central_lista logged %d times, want once", n)
+		}
+		if cli.err == nil {
+			checkCLI(t, cli.tool, s.natsURL, want)
+			checkSub(t, sub, want)
+		}
+
+		// A graceful stop: SIGTERM, the shutdown steps, exit 0.
+		stopStart := time.Now()
+		s.compose(t, "stop", "-t", "10")
+		t.Logf("stop -t 10: %v", time.Since(stopStart).Round(time.Millisecond))
+		shutdown := s.logs(t, "central")
+		for _, step := range []string{"detener_servicio", "cerrar_apuestas", "drenar_nats"} {
+			if lines := linesOf(shutdown, step); len(lines) != 1 || lines[0].Result != logline.Success {
+				t.Errorf("central logged %s %+v at stop, want one success line", step, lines)
+			}
+		}
+		if len(linesOf(shutdown, "apagado")) != 1 {
+			t.Errorf("central did not log apagado once at stop")
+		}
+		if code := s.exitCode(t, "central"); code != 0 {
+			t.Errorf("central exited with %d after stop -t 10, want 0; log:\n%s", code, tail(shutdown, 20))
+		}
+
+		// "down" without -v keeps the named volume, and every bet in it:
+		// the next "up" recovers the draw, and the agencies, sending their
+		// bets again, are answered without storing them twice.
+		s.compose(t, "down")
+		compareRows(t, want.rows, s.storedRows(t))
+		againStart := time.Now()
+		s.compose(t, "up", "-d")
+		s.waitAgencies(t, agenciesTimeout)
+		t.Logf("down, then up again: agencies done in %v", time.Since(againStart).Round(time.Millisecond))
+		again := s.logs(t, "central")
+		if opened := linesOf(again, "abrir_apuestas"); len(opened) != 1 || opened[0].Fields["agencies_with_bets"] != strconv.Itoa(agencies) {
+			t.Errorf("after down and up, abrir_apuestas %+v, want the stored bets of %d agencies", opened, agencies)
+		}
+		// The draw ran once in this lottery's life: it is recovered, not run again.
+		if n := len(linesOf(again, "sorteo")); n != 0 {
+			t.Errorf("after down and up, sorteo logged %d times, want the draw recovered, not run again", n)
+		}
+		if n := len(linesOf(again, "apuesta_recibida")); n != 0 {
+			t.Errorf("after down and up, %d batches stored again, want none", n)
+		}
+		checkWinners(t, s, want)
+		compareRows(t, want.rows, s.storedRows(t))
+		t.Logf("lottery scenario: %v", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("central_killed", func(t *testing.T) {
+		start := time.Now()
+		// Small batches: many more of them, so the kill lands mid-ingestion.
+		s := newStack(t, c, imgs, data, "BATCH_MAX_AMOUNT=10")
+		s.compose(t, "up", "-d")
+		cid := s.containerID(t, "central")
+
+		const before = 30
+		stored := waitLog(t, cid, "apuesta_recibida", before, time.Minute)
+		if _, err := run(t.Context(), nil, "", "docker", "kill", "--signal", "KILL", cid); err != nil {
+			t.Fatal(err)
+		}
+		killedAt := time.Now()
+		// docker wait: the container is down, and its status is 128+9.
+		if code, err := run(t.Context(), nil, "", "docker", "wait", cid); err != nil || strings.TrimSpace(code) != "137" {
+			t.Errorf("central killed with SIGKILL: docker wait says %q, %v; want 137", code, err)
+		}
+		if _, err := run(t.Context(), nil, "", "docker", "start", cid); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("central killed (SIGKILL) at its apuesta_recibida line %d, started again in %v", stored, time.Since(killedAt).Round(time.Millisecond))
+		s.waitAgencies(t, agenciesTimeout)
+		t.Logf("up to five agencies done: %v", time.Since(start).Round(time.Millisecond))
+
+		logs := checkLogs(t, s, want)
+		ready := linesOf(logs, "central_lista")
+		if len(ready) != 2 {
+			t.Errorf("central_lista logged %d times, want twice (before and after the kill)", len(ready))
+		}
+		// The draw must come from the second run, or the kill tested nothing.
+		if i, j := strings.LastIndex(logs, "action: central_lista"), strings.Index(logs, "action: sorteo"); j < i {
+			t.Errorf("the draw was logged before the restart: the kill came too late to test recovery")
+		}
+		opened := linesOf(logs, "abrir_apuestas")
+		if len(opened) != 2 || opened[1].Fields["agencies_with_bets"] == "0" {
+			t.Errorf("abrir_apuestas lines %+v, want a second one recovering stored bets", opened)
+		}
+		resent := 0
+		for i := 1; i <= agencies; i++ {
+			for _, l := range linesOf(s.logs(t, fmt.Sprintf("agency%d", i)), "resumen") {
+				n, _ := strconv.Atoi(l.Fields["resent"])
+				resent += n
+			}
+		}
+		t.Logf("agencies resent %d batches", resent)
+
+		compareRows(t, want.rows, s.storedRows(t))
+		t.Logf("kill -9 scenario: %v", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// checkLogs checks what the stack logged for a finished lottery and returns
+// the central's log: every batch stored with success, one draw, each
+// agency's winners as many as its bets on the winning number.
+func checkLogs(t *testing.T, s *stack, want input) string {
+	t.Helper()
+	logs := s.logs(t, "central")
+	stored := linesOf(logs, "apuesta_recibida")
+	if len(stored) == 0 {
+		t.Errorf("central logged no apuesta_recibida line; log:\n%s", tail(logs, 20))
+	}
+	for _, l := range stored {
+		if l.Result != logline.Success || l.Fields["cantidad"] == "" {
+			t.Errorf("apuesta_recibida line %+v, want result success and cantidad", l)
+			break
+		}
+	}
+	if draws := linesOf(logs, "sorteo"); len(draws) != 1 || draws[0].Result != logline.Success {
+		t.Errorf("central logged sorteo %d times (%+v), want one success", len(draws), draws)
+	}
+	checkWinners(t, s, want)
+	return logs
+}
+
+// checkWinners checks that each agency logged its winners: as many as its
+// bets on the winning number.
+func checkWinners(t *testing.T, s *stack, want input) {
+	t.Helper()
+	for i := 1; i <= agencies; i++ {
+		agencyLog := s.logs(t, fmt.Sprintf("agency%d", i))
+		got := linesOf(agencyLog, "consulta_ganadores")
+		wantN := strconv.Itoa(len(want.winners[i]))
+		if len(got) != 1 || got[0].Result != logline.Success || got[0].Fields["cant_ganadores"] != wantN {
+			t.Errorf("agency %d logged consulta_ganadores %+v, want one success with cant_ganadores: %s; log:\n%s", i, got, wantN, tail(agencyLog, 20))
+		}
+	}
+}
+
+// checkCLI inspects the central with the nats CLI, as deploy/README.md shows.
+func checkCLI(t *testing.T, cli natsTool, url string, want input) {
+	t.Helper()
+	nats := func(args ...string) string {
+		t.Helper()
+		out, err := runNATS(t.Context(), cli, url, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if out := nats("micro", "ls"); !strings.Contains(out, central.ServiceName) {
+		t.Errorf("nats micro ls does not list %s:\n%s", central.ServiceName, out)
+	}
+	info := nats("micro", "info", central.ServiceName)
+	for _, s := range []string{"batch", "bets.agency.*", "done", "bets.agency.*.done", "winners", "winners.agency.*"} {
+		if !strings.Contains(info, s) {
+			t.Errorf("nats micro info %s does not show %q:\n%s", central.ServiceName, s, info)
+		}
+	}
+
+	var stats []struct {
+		Name      string `json:"name"`
+		Endpoints []struct {
+			Name        string `json:"name"`
+			NumRequests int    `json:"num_requests"`
+			NumErrors   int    `json:"num_errors"`
+		} `json:"endpoints"`
+	}
+	out := nats("micro", "stats", central.ServiceName, "--json")
+	if err := json.Unmarshal([]byte(out), &stats); err != nil || len(stats) != 1 {
+		t.Fatalf("nats micro stats --json: %v, %d services:\n%s", err, len(stats), out)
+	}
+	requests := map[string]int{}
+	for _, e := range stats[0].Endpoints {
+		requests[e.Name] = e.NumRequests
+	}
+	if requests["batch"] == 0 || requests["done"] < agencies || requests["winners"] < agencies {
+		t.Errorf("nats micro stats: requests per endpoint %v, want batches and at least %d done and winners", requests, agencies)
+	}
+	t.Logf("nats micro stats: requests per endpoint %v", requests)
+
+	// The winners of agency 1 after the draw: its documents on the winning number.
+	if out := nats("req", "winners.agency.1", ""); !strings.Contains(out, `"agency":1`) {
+		t.Errorf("nats req winners.agency.1 shows no winners JSON:\n%s", out)
+	}
+	var reply struct {
+		Agency  int      `json:"agency"`
+		Winners []string `json:"winners"`
+	}
+	raw := nats("req", "--raw", "winners.agency.1", "")
+	if err := json.Unmarshal([]byte(raw), &reply); err != nil {
+		t.Fatalf("nats req --raw winners.agency.1: %v: %q", err, raw)
+	}
+	slices.Sort(reply.Winners)
+	if reply.Agency != 1 || !slices.Equal(reply.Winners, want.winners[1]) {
+		t.Errorf("nats req winners.agency.1 = %+v, want agency 1's documents on %d: %v", reply, central.WinningNumber, want.winners[1])
+	}
+}
+
+// checkSub checks that the CLI's subscriber printed the batches readably:
+// their subjects, and the bets as the CSV rows of the agencies' files.
+func checkSub(t *testing.T, sub *subscriber, want input) {
+	t.Helper()
+	// An agency says done after its last batch is acknowledged, and NATS
+	// keeps one connection's order: once every done is printed, so is every batch.
+	var dones []string
+	for i := 1; i <= agencies; i++ {
+		dones = append(dones, fmt.Sprintf("bets.agency.%d.done", i))
+	}
+	out := sub.stop(t, dones, 30*time.Second)
+	// A resent batch is printed again: count distinct rows.
+	seen := map[string]bool{}
+	for line := range strings.SplitSeq(out, "\n") {
+		if line = strings.TrimRight(line, "\r"); want.lines[line] != 0 {
+			seen[line] = true
+		}
+	}
+	for i := 1; i <= agencies; i++ {
+		if subject := fmt.Sprintf("%q", fmt.Sprintf("bets.agency.%d", i)); !strings.Contains(out, subject) {
+			t.Errorf("nats sub 'bets.>' printed no batch on %s; output starts:\n%s", subject, head(out, 20))
+		}
+	}
+	if len(seen) != len(want.lines) {
+		t.Errorf("nats sub 'bets.>' printed %d of the %d bets as CSV rows; output starts:\n%s", len(seen), len(want.lines), head(out, 20))
+	}
+	t.Logf("nats sub 'bets.>' printed all %d bets as CSV rows (%d bytes)", len(seen), len(out))
+}
+
+// ---------------------------------------------------------------------------
+// Input and stored bets
+
+// input is what the agencies' files must produce.
+type input struct {
+	rows    []string         // "agency|first|last|document|birthdate|number", sorted
+	winners map[int][]string // agency → documents on the winning number, sorted
+	lines   map[string]int   // a file's row as sent, "first,last,…" → its agency
+}
+
+func readInput(t *testing.T, dir string) input {
+	t.Helper()
+	in := input{winners: map[int][]string{}, lines: map[string]int{}}
+	for i := 1; i <= agencies; i++ {
+		recs := readCSV(t, filepath.Join(dir, fmt.Sprintf("agency-%d.csv", i)), 5)
+		in.winners[i] = []string{}
+		for _, r := range recs {
+			in.rows = append(in.rows, strconv.Itoa(i)+"|"+strings.Join(r, "|"))
+			in.lines[strings.Join(r, ",")] = i
+			if n, err := strconv.Atoi(r[4]); err == nil && n == central.WinningNumber {
+				in.winners[i] = append(in.winners[i], r[2])
+			}
+		}
+		slices.Sort(in.winners[i])
+	}
+	slices.Sort(in.rows)
+	return in
+}
+
+func readCSV(t *testing.T, path string, fields int) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return parseCSV(t, f, path, fields)
+}
+
+func parseCSV(t *testing.T, r io.Reader, name string, fields int) [][]string {
+	t.Helper()
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = fields
+	recs, err := cr.ReadAll()
+	if err != nil {
+		t.Fatalf("reading %s: %v", name, err)
+	}
+	return recs
+}
+
+// compareRows fails the test unless stored holds exactly the input rows,
+// each once.
+func compareRows(t *testing.T, want, stored []string) {
+	t.Helper()
+	if slices.Equal(want, stored) {
+		t.Logf("bets.csv holds the %d bets, each once", len(stored))
+		return
+	}
+	missing, extra := diff(want, stored), diff(stored, want)
+	t.Errorf("bets.csv differs from the input: %d input, %d stored; %d missing (first %q), %d extra (first %q)",
+		len(want), len(stored), len(missing), first(missing), len(extra), first(extra))
+}
+
+// diff is the multiset a minus b, both sorted.
+func diff(a, b []string) []string {
+	var out []string
+	i, j := 0, 0
+	for i < len(a) {
+		switch {
+		case j < len(b) && a[i] == b[j]:
+			i++
+			j++
+		case j < len(b) && b[j] < a[i]:
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+		}
+	}
+	return out
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// ---------------------------------------------------------------------------
+// Images
+
+type images struct{ central, agency, nats string }
+
+// buildImages builds the three images with tags unique to this run, from
+// binaries built here, and removes the tags when the test ends.
+func buildImages(t *testing.T, busybox string) images {
+	t.Helper()
+	start := time.Now()
+	root := repoRoot(t)
+	tag := "test-" + randomID()
+	imgs := images{central: "quiniela-central:" + tag, agency: "quiniela-agency:" + tag, nats: "quiniela-nats:" + tag}
+
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "bin")
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if _, err := run(t.Context(), env, root, "go", "build", "-trimpath", "-o", bin+"/",
+		"./services/central/cmd/central", "./services/agency/cmd/agency", "github.com/nats-io/nats-server/v2"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("static binaries built in %v", time.Since(start).Round(time.Millisecond))
+
+	// One small context per image, laid out as the Dockerfiles say.
+	contexts := map[string]map[string]string{ // image → file in context → source
+		imgs.central: {"central": filepath.Join(bin, "central")},
+		imgs.agency:  {"agency": filepath.Join(bin, "agency")},
+		imgs.nats:    {"nats-server": filepath.Join(bin, "nats-server"), "busybox": busybox},
+	}
+	dockerfiles := map[string]string{imgs.central: "central.Dockerfile", imgs.agency: "agency.Dockerfile", imgs.nats: "nats.Dockerfile"}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		if _, err := run(ctx, nil, "", "docker", "rmi", imgs.central, imgs.agency, imgs.nats); err != nil {
+			t.Logf("removing test images: %v", err)
+		}
+	})
+	for _, img := range []string{imgs.central, imgs.agency, imgs.nats} {
+		dir := filepath.Join(tmp, strings.ReplaceAll(strings.ReplaceAll(img, ":", "_"), "/", "_"))
+		if err := os.MkdirAll(filepath.Join(dir, "var", "lib", "quiniela"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, src := range contexts[img] {
+			if err := copyFile(src, filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := run(t.Context(), nil, "", "docker", "build", "-q", "-t", img,
+			"-f", filepath.Join(root, "deploy", dockerfiles[img]), dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("images %s, %s, %s built in %v", imgs.central, imgs.agency, imgs.nats, time.Since(start).Round(time.Millisecond))
+	return imgs
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	return out.Close()
+}
+
+// staticBusybox finds a statically linked busybox: the NATS image has no
+// libc for a dynamic one.
+func staticBusybox() (string, error) {
+	path := "/bin/busybox"
+	if _, err := os.Stat(path); err != nil {
+		if path, err = exec.LookPath("busybox"); err != nil {
+			return "", errors.New("no busybox in /bin or on PATH")
+		}
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return "", fmt.Errorf("%s is dynamically linked", path)
+		}
+	}
+	return path, nil
+}
+
+// natsTool is the nats CLI, with a configuration directory of the test's
+// own: no saved context of the user's changes the server it talks to.
+type natsTool struct{ bin, config string }
+
+// natsCLI returns a nats CLI: the one on PATH if it has the micro commands,
+// else natscli@natsCLIVersion installed into dir.
+func natsCLI(ctx context.Context, dir string) (natsTool, error) {
+	tool := natsTool{config: filepath.Join(dir, "config")}
+	if path, err := exec.LookPath("nats"); err == nil && exec.CommandContext(ctx, path, "micro", "--help").Run() == nil {
+		tool.bin = path
+		return tool, nil
+	}
+	// GOFLAGS cleared: -mod=vendor and the like do not apply to pkg@version.
+	env := append(os.Environ(), "GOBIN="+filepath.Join(dir, "bin"), "GOFLAGS=")
+	if _, err := run(ctx, env, "", "go", "install", "github.com/nats-io/natscli/nats@"+natsCLIVersion); err != nil {
+		return tool, fmt.Errorf("installing the nats CLI: %w", err)
+	}
+	tool.bin = filepath.Join(dir, "bin", "nats")
+	return tool, nil
+}
+
+// command is the CLI against url with args.
+func (n natsTool) command(ctx context.Context, url string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--server", url}, args...)...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "XDG_CONFIG_HOME="+n.config)
+	return cmd
+}
+
+// runNATS runs the nats CLI against url and returns its standard output.
+func runNATS(ctx context.Context, cli natsTool, url string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := cli.command(ctx, url, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("nats %s: %w\n%s", strings.Join(args, " "), err, tail(stderr.String(), 30))
+	}
+	return stdout.String(), nil
+}
+
+// subscriber is "nats sub" running in the background.
+type subscriber struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{} // closed when the process has ended
+}
+
+func startSub(t *testing.T, cli natsTool, url, subject string) *subscriber {
+	t.Helper()
+	s := &subscriber{out: &syncBuffer{}, exited: make(chan struct{})}
+	// Ended by kill, not by a context: its output is read after it ends.
+	s.cmd = cli.command(context.Background(), url, "sub", subject)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("starting nats sub: %v", err)
+	}
+	go func() {
+		s.cmd.Wait() // its output is the result
+		close(s.exited)
+	}()
+	t.Cleanup(func() { s.kill() })
+	if !s.waitFor([]string{"Subscribing on " + subject}, 15*time.Second) {
+		t.Fatalf("nats sub %s did not subscribe in 15 s:\n%s", subject, s.out)
+	}
+	return s
+}
+
+// waitFor waits until the output holds every text, or the process ends or
+// the timeout passes; it reports whether it saw them all.
+func (s *subscriber) waitFor(texts []string, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		out := s.out.String()
+		if !slices.ContainsFunc(texts, func(text string) bool { return !strings.Contains(out, text) }) {
+			return true
+		}
+		select {
+		case <-s.exited:
+			return false
+		case <-deadline:
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// stop waits (bounded) until the output holds every text, then stops the
+// subscriber and returns what it printed.
+func (s *subscriber) stop(t *testing.T, texts []string, timeout time.Duration) string {
+	t.Helper()
+	if !s.waitFor(texts, timeout) {
+		t.Errorf("nats sub did not print all of %q in %v", texts, timeout)
+	}
+	s.kill()
+	return s.out.String()
+}
+
+func (s *subscriber) kill() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Kill() // an error means it has just exited: fine
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a process writing while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// ---------------------------------------------------------------------------
+// Compose
+
+// composeCmd is one installed Docker Compose.
+type composeCmd struct {
+	name string   // "docker compose" or "docker-compose"
+	argv []string // the command before its arguments
+}
+
+// installedComposes lists the Compose commands installed, v2 first.
+func installedComposes() []composeCmd {
+	var cs []composeCmd
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		cs = append(cs, composeCmd{"docker compose", []string{"docker", "compose"}})
+	}
+	if path, err := exec.LookPath("docker-compose"); err == nil {
+		cs = append(cs, composeCmd{"docker-compose", []string{path}})
+	}
+	return cs
+}
+
+// config runs "config" on file with none of compose.yaml's variables set.
+func (c composeCmd) config(t *testing.T, file string) string {
+	t.Helper()
+	args := append(slices.Clone(c.argv[1:]), "-p", "quiniela-config-test", "-f", file, "config")
+	out, err := run(t.Context(), composeEnv(nil), "", c.argv[0], args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// composeEnv is the environment without compose.yaml's variables, plus vars.
+func composeEnv(vars []string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(composeVars, k) {
+			env = append(env, kv)
+		}
+	}
+	return append(env, vars...)
+}
+
+// stack is deploy/compose.yaml run under a project name of its own, taken
+// down with its volumes when the test ends, whatever happened.
+type stack struct {
+	c       composeCmd
+	project string
+	file    string
+	env     []string
+	natsURL string
+	nats    string // the NATS image, which also reads the store's volume
+}
+
+func newStack(t *testing.T, c composeCmd, imgs images, data string, vars ...string) *stack {
+	t.Helper()
+	port := freePort(t)
+	s := &stack{
+		c:       c,
+		project: "quiniela-test-" + randomID(),
+		file:    filepath.Join(repoRoot(t), "deploy", "compose.yaml"),
+		natsURL: fmt.Sprintf("nats://127.0.0.1:%d", port),
+		nats:    imgs.nats,
+	}
+	s.env = composeEnv(append([]string{
+		"NATS_IMAGE=" + imgs.nats,
+		"CENTRAL_IMAGE=" + imgs.central,
+		"AGENCY_IMAGE=" + imgs.agency,
+		"DATA_DIR=" + data,
+		"NATS_PORT=" + strconv.Itoa(port),
+		"LOG_LEVEL=INFO",
+	}, vars...))
+	t.Logf("project %s, NATS on %s", s.project, s.natsURL)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		if t.Failed() {
+			out, _ := s.run(ctx, "logs", "--no-color", "--tail", "40")
+			t.Logf("last lines of the stack's logs:\n%s", out)
+		}
+		if _, err := s.run(ctx, "down", "-v", "--remove-orphans", "-t", "1"); err != nil {
+			t.Errorf("removing the stack: %v", err)
+		}
+		// "down -v" removes the volumes the file declares; anything else
+		// labelled with this project would be a leak.
+		if out, err := run(ctx, nil, "", "docker", "volume", "ls", "-q", "--filter", "label=com.docker.compose.project="+s.project); err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("volumes left by %s: %q %v", s.project, out, err)
+		}
+	})
+	return s
+}
+
+func (s *stack) run(ctx context.Context, args ...string) (string, error) {
+	argv := append(slices.Clone(s.c.argv[1:]), "-p", s.project, "-f", s.file)
+	return run(ctx, s.env, "", s.c.argv[0], append(argv, args...)...)
+}
+
+// compose runs a compose command that must succeed.
+func (s *stack) compose(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), cmdTimeout)
+	defer cancel()
+	out, err := s.run(ctx, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// logs is a service's log, across restarts of its container.
+func (s *stack) logs(t *testing.T, service string) string {
+	t.Helper()
+	return s.compose(t, "logs", "--no-color", service)
+}
+
+// containerID finds a service's container by the labels both Compose
+// versions set: simpler than two "ps" dialects, and it finds exited ones.
+func (s *stack) containerID(t *testing.T, service string) string {
+	t.Helper()
+	out, err := run(t.Context(), nil, "", "docker", "ps", "-aq",
+		"--filter", "label=com.docker.compose.project="+s.project,
+		"--filter", "label=com.docker.compose.service="+service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := strings.Fields(out)
+	if len(ids) != 1 {
+		t.Fatalf("service %s has containers %q, want one", service, ids)
+	}
+	return ids[0]
+}
+
+func (s *stack) exitCode(t *testing.T, service string) int {
+	t.Helper()
+	out, err := run(t.Context(), nil, "", "docker", "inspect", "-f", "{{.State.ExitCode}}", s.containerID(t, service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("exit code %q: %v", out, err)
+	}
+	return code
+}
+
+// waitHealthy waits for a service's healthcheck to pass.
+func (s *stack) waitHealthy(t *testing.T, service string, timeout time.Duration) {
+	t.Helper()
+	id := s.containerID(t, service)
+	var status string
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		out, err := run(t.Context(), nil, "", "docker", "inspect", "-f", "{{.State.Health.Status}}", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status = strings.TrimSpace(out); status == "healthy" {
+			return
+		}
+	}
+	t.Fatalf("%s not healthy after %v (status %q)", service, timeout, status)
+}
+
+// waitAgencies waits until every agency's container has exited, and fails
+// as soon as one exits with another status than 0.
+func (s *stack) waitAgencies(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	ids := make([]string, agencies)
+	for i := range ids {
+		ids[i] = s.containerID(t, fmt.Sprintf("agency%d", i+1))
+	}
+	var states []string
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		out, err := run(t.Context(), nil, "", "docker", append([]string{"inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}"}, ids...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = strings.Split(strings.TrimSpace(out), "\n")
+		exited := 0
+		for i, st := range states {
+			status, code, _ := strings.Cut(st, " ")
+			if status != "exited" {
+				continue
+			}
+			if code != "0" {
+				service := fmt.Sprintf("agency%d", i+1)
+				t.Fatalf("%s exited with %s, want 0; log:\n%s", service, code, tail(s.logs(t, service), 30))
+			}
+			exited++
+		}
+		if exited == agencies {
+			return
+		}
+	}
+	t.Fatalf("agencies not done after %v: states %q", timeout, states)
+}
+
+// storedRows reads bets.csv from the central's named volume, through the
+// NATS image's busybox (the central's image has no shell).
+func (s *stack) storedRows(t *testing.T) []string {
+	t.Helper()
+	out, err := run(t.Context(), nil, "", "docker", "volume", "ls", "-q",
+		"--filter", "label=com.docker.compose.project="+s.project,
+		"--filter", "label=com.docker.compose.volume=central-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vols := strings.Fields(out)
+	if len(vols) != 1 {
+		t.Fatalf("volume central-data of %s: found %q, want one", s.project, vols)
+	}
+	csvText, err := run(t.Context(), nil, "", "docker", "run", "--rm", "-v", vols[0]+":/data:ro",
+		"--entrypoint", "/bin/busybox", s.nats, "cat", "/data/bets.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := parseCSV(t, strings.NewReader(csvText), "bets.csv in volume "+vols[0], 6)
+	rows := make([]string, len(recs))
+	for i, r := range recs {
+		rows[i] = strings.Join(r, "|")
+	}
+	slices.Sort(rows)
+	return rows
+}
+
+// waitLog waits until a container has logged at least n lines with action,
+// and returns how many it had then. It follows the log as it is written
+// ("docker logs -f"), so the caller acts within milliseconds of the n-th line.
+func waitLog(t *testing.T, id, action string, n int, timeout time.Duration) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", "logs", "-f", id)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("docker logs -f %s: %v", id, err)
+	}
+	defer func() {
+		cancel() // kills docker logs -f
+		cmd.Wait()
+	}()
+	got := 0
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if l, ok := logline.Parse(sc.Text()); ok && l.Action == action {
+			if got++; got >= n {
+				return got
+			}
+		}
+	}
+	t.Fatalf("container %s logged %d %s lines in %v, want %d (%v)", id, got, action, timeout, n, ctx.Err())
+	return 0
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+// run runs a command bounded by cmdTimeout and returns its standard output;
+// the error carries the command line and its standard error. A nil env
+// inherits the test's.
+func run(ctx context.Context, env []string, dir, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env, cmd.Dir = env, dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(stderr.String(), 30))
+	}
+	return stdout.String(), nil
+}
+
+// linesOf parses the operation lines with action in a log (a compose or
+// docker log: any prefix before "action: " is ignored).
+func linesOf(log, action string) []logline.Line {
+	var out []logline.Line
+	for text := range strings.SplitSeq(log, "\n") {
+		if l, ok := logline.Parse(text); ok && l.Action == action {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..") // go test runs in deploy/
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// freePort is a loopback TCP port free a moment ago, for NATS_PORT.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// randomID names this run's images and projects: lower case, as Docker wants.
+func randomID() string { return fmt.Sprintf("%08x", rand.Uint32()) }
+
+func head(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
