@@ -57,8 +57,14 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 			Responses: true,
 		}, nil
 	case InspectorUser:
-		// `nats micro ls/info/stats`: requests on $SRV, replies on _INBOX.
-		return Permissions{Publish: []string{"$SRV.>"}, Subscribe: []string{"_INBOX.>"}}, nil
+		// Read-only: `nats micro ls/info/stats` (requests on $SRV),
+		// `nats sub 'bets.>'` (watch batches go by), `nats req
+		// winners.agency.N ''` (what an agency sees); replies on _INBOX. It
+		// cannot send bets or done.
+		return Permissions{
+			Publish:   []string{"$SRV.>", messages.WinnersSubjects},
+			Subscribe: []string{"_INBOX.>", "bets.>"},
+		}, nil
 	}
 	n, found := strings.CutPrefix(user, "agency-")
 	agency, err := messages.ParseAgency(n)
