@@ -1,0 +1,180 @@
+package lottery
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func touch(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestFindAgencyFilesSortsByNumber(t *testing.T) {
+	dir := t.TempDir()
+	touch(t, dir, "agency-10.csv", "agency-2.csv", "agency-1.csv", "notes.txt", "agency-01.csv", "agency-x.csv", "agency-0.csv")
+	for i := 3; i <= 9; i++ {
+		touch(t, dir, AgencyName(i)+".csv")
+	}
+	if err := os.Mkdir(filepath.Join(dir, "agency-11.csv"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files, err := FindAgencyFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 10 {
+		t.Fatalf("%d files, want 10: %v", len(files), files)
+	}
+	for i, f := range files {
+		if f.ID != i+1 || filepath.Base(f.Path) != AgencyName(i+1)+".csv" {
+			t.Errorf("files[%d] = %+v", i, f)
+		}
+	}
+}
+
+func TestFindAgencyFilesReportsGaps(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files []string
+		want  string
+	}{
+		{"two gaps", []string{"agency-1.csv", "agency-3.csv", "agency-5.csv"},
+			"numbered 1..5 without gaps: missing agency-2.csv, agency-4.csv"},
+		{"no agency 1", []string{"agency-2.csv"}, "numbered 1..2 without gaps: missing agency-1.csv"},
+		{"huge gap", []string{"agency-1.csv", "agency-100.csv"},
+			"missing agency-2.csv, agency-3.csv, agency-4.csv, agency-5.csv, agency-6.csv, agency-7.csv, agency-8.csv, agency-9.csv, agency-10.csv, agency-11.csv and 88 more"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			touch(t, dir, tc.files...)
+			_, err := FindAgencyFiles(dir)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestFindAgencyFilesNone(t *testing.T) {
+	empty := t.TempDir()
+	touch(t, empty, "bets.csv")
+	for _, dir := range []string{empty, filepath.Join(empty, "missing")} {
+		_, err := FindAgencyFiles(dir)
+		if !errors.Is(err, ErrNoAgencyFiles) || !strings.Contains(err.Error(), "make data") {
+			t.Errorf("%s: err = %v, want ErrNoAgencyFiles with a hint to run make data", dir, err)
+		}
+	}
+}
+
+func TestCountBetsSkipsBlankLines(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) AgencyFile {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return AgencyFile{Path: path}
+	}
+	long := strings.Repeat("y", 300<<10) // longer than the reader's buffer
+	files := []AgencyFile{
+		write("a", "a\r\nb\r\n\r\n\nc"),   // 3: CRLF, blank CRLF, blank LF, last line unterminated
+		write("b", ""),                    // 0
+		write("c", "\n\n"),                // 0
+		write("d", long+"\n"+long+"\n\n"), // 2
+		write("e", long),                  // 1
+	}
+	n, err := CountBets(files)
+	if err != nil || n != 6 {
+		t.Fatalf("CountBets = %d, %v; want 6", n, err)
+	}
+	rows, err := CountRows(files[0].Path)
+	if err != nil || rows != 5 {
+		t.Fatalf("CountRows = %d, %v; want 5 (blank lines count in the bets file)", rows, err)
+	}
+	if _, err := CountRows(filepath.Join(dir, "nope")); err == nil {
+		t.Fatal("CountRows of a missing file: no error")
+	}
+}
+
+func TestAgencyLog(t *testing.T) {
+	var a AgencyLog
+	if _, err := a.Resumen(); err == nil {
+		t.Fatal("resumen before any line")
+	}
+	a.Observe("2026-11-24T08:09:59.100Z ERROR action: enviar_apuestas | result: fail | error: boom")
+	a.Observe("not an operation line")
+	a.Observe("2026-11-24T08:09:59.271Z INFO action: resumen | result: success | agency: 1 | bets: 26936 | batches: 229 | skipped: 0 | resent: 4 | winners: 2 | rtt_p50_ms: 2.11 | rtt_p99_ms: 5.04 | seconds: 0.156")
+	r, err := a.Resumen()
+	want := Resumen{Agency: 1, Bets: 26936, Batches: 229, Resent: 4, Winners: 2, RTTP50ms: 2.11, RTTP99ms: 5.04, Seconds: 0.156}
+	if err != nil || r != want {
+		t.Fatalf("Resumen = %+v, %v; want %+v", r, err, want)
+	}
+	if got := a.LastError(); got != "enviar_apuestas: boom" {
+		t.Fatalf("LastError = %q", got)
+	}
+
+	var bad AgencyLog
+	bad.Observe("INFO action: resumen | result: success | agency: 1 | bets: many")
+	if _, err := bad.Resumen(); err == nil || !strings.Contains(err.Error(), "bets") {
+		t.Fatalf("a malformed resumen: err = %v, want one naming the bad field", err)
+	}
+}
+
+func TestCentralLog(t *testing.T) {
+	c := NewCentralLog()
+	select {
+	case <-c.Ready():
+		t.Fatal("ready before central_lista")
+	default:
+	}
+	c.Observe("2026-11-24T08:09:59.271Z INFO action: central_lista | result: success | nats: nats://127.0.0.1:41234 | agencies: 5 | service: quiniela-central")
+	c.Observe("2026-11-24T08:09:59.271Z INFO action: central_lista | result: success | nats: nats://other:1 | agencies: 5")
+	select {
+	case <-c.Ready():
+	default:
+		t.Fatal("not ready after central_lista")
+	}
+	if c.URL() != "nats://127.0.0.1:41234" {
+		t.Errorf("URL = %q, want the first central_lista's", c.URL())
+	}
+	if _, ok := c.Fsyncs(); ok {
+		t.Error("fsyncs before cerrar_apuestas")
+	}
+	c.Observe("INFO action: sorteo | result: success")
+	c.Observe("INFO action: sorteo_detalle | result: success | apuestas: 3")
+	c.Observe("ERROR action: sorteo | result: fail | error: disk")
+	c.Observe("INFO action: cerrar_apuestas | result: success | file: bets.csv | fsyncs: 67")
+	if c.Sorteos() != 1 {
+		t.Errorf("Sorteos = %d, want 1", c.Sorteos())
+	}
+	if n, ok := c.Fsyncs(); !ok || n != 67 {
+		t.Errorf("Fsyncs = %d, %v; want 67", n, ok)
+	}
+	if c.LastError() != "sorteo: disk" {
+		t.Errorf("LastError = %q", c.LastError())
+	}
+}
+
+func TestCheckBinaries(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "central"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, dir, "agency") // not executable
+	if err := CheckBinaries(dir, "build them", "central"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"agency", "nats-server"} {
+		if err := CheckBinaries(dir, "build them", name); err == nil || !strings.Contains(err.Error(), "build them") {
+			t.Errorf("%s: err = %v, want one with the hint", name, err)
+		}
+	}
+}

@@ -1,0 +1,174 @@
+package lottery
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/quiniela/quiniela/services/logline"
+)
+
+// Resumen is an agency's closing line, action: resumen.
+type Resumen struct {
+	Agency, Bets, Batches, Skipped, Resent, Winners int
+	RTTP50ms, RTTP99ms, Seconds                     float64
+}
+
+// ParseResumen reads a resumen line's fields; a missing or malformed one is
+// an error, so a change of the agency's format is noticed, not read as 0.
+func ParseResumen(l logline.Line) (Resumen, error) {
+	var r Resumen
+	var errs []error
+	num := func(key string, dst *int) {
+		v, err := strconv.Atoi(l.Fields[key])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q", key, l.Fields[key]))
+		}
+		*dst = v
+	}
+	float := func(key string, dst *float64) {
+		v, err := strconv.ParseFloat(l.Fields[key], 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q", key, l.Fields[key]))
+		}
+		*dst = v
+	}
+	num("agency", &r.Agency)
+	num("bets", &r.Bets)
+	num("batches", &r.Batches)
+	num("skipped", &r.Skipped)
+	num("resent", &r.Resent)
+	num("winners", &r.Winners)
+	float("rtt_p50_ms", &r.RTTP50ms)
+	float("rtt_p99_ms", &r.RTTP99ms)
+	float("seconds", &r.Seconds)
+	if len(errs) > 0 {
+		return r, fmt.Errorf("resumen line: bad fields %v", errs)
+	}
+	return r, nil
+}
+
+// AgencyLog follows an agency's stdout: its resumen and its last failure.
+// Observe is called from the output goroutine, the getters from others.
+type AgencyLog struct {
+	mu        sync.Mutex
+	resumen   *Resumen
+	badLine   error  // a resumen line that did not parse
+	lastError string // the error of the last fail line
+}
+
+// Observe takes one line of the agency's stdout.
+func (a *AgencyLog) Observe(text string) {
+	l, ok := logline.Parse(text)
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case l.Action == "resumen" && l.Result == logline.Success:
+		r, err := ParseResumen(l)
+		if err != nil {
+			a.badLine = err
+			return
+		}
+		a.resumen = &r
+	case l.Result == logline.Fail:
+		a.lastError = l.Action + ": " + l.Fields["error"]
+	}
+}
+
+// Resumen returns the agency's resumen; an error says why there is none.
+func (a *AgencyLog) Resumen() (Resumen, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.resumen != nil:
+		return *a.resumen, nil
+	case a.badLine != nil:
+		return Resumen{}, a.badLine
+	default:
+		return Resumen{}, fmt.Errorf("no resumen line")
+	}
+}
+
+// LastError is the error of the agency's last fail line, or "".
+func (a *AgencyLog) LastError() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastError
+}
+
+// CentralLog follows the central's stdout: when it is ready and at which
+// NATS URL, how many times it drew, and its fsyncs at shutdown.
+type CentralLog struct {
+	ready     chan struct{} // closed at the first central_lista
+	mu        sync.Mutex
+	url       string
+	sorteos   int
+	fsyncs    int
+	hasFsyncs bool
+	lastError string
+}
+
+// NewCentralLog returns an empty CentralLog.
+func NewCentralLog() *CentralLog { return &CentralLog{ready: make(chan struct{})} }
+
+// Observe takes one line of the central's stdout.
+func (c *CentralLog) Observe(text string) {
+	l, ok := logline.Parse(text)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case l.Action == "central_lista" && l.Result == logline.Success:
+		if c.url == "" {
+			c.url = l.Fields["nats"]
+			close(c.ready)
+		}
+	case l.Action == "sorteo" && l.Result == logline.Success:
+		c.sorteos++
+	case l.Action == "cerrar_apuestas" && l.Result == logline.Success:
+		c.fsyncs, c.hasFsyncs = atoiOK(l.Fields["fsyncs"])
+	case l.Result == logline.Fail:
+		c.lastError = l.Action + ": " + l.Fields["error"]
+	}
+}
+
+func atoiOK(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	return n, err == nil
+}
+
+// Ready is closed once the central said it is ready.
+func (c *CentralLog) Ready() <-chan struct{} { return c.ready }
+
+// URL is the NATS URL of the central_lista line, for the agencies.
+func (c *CentralLog) URL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.url
+}
+
+// Sorteos is how many times the central logged a successful draw.
+func (c *CentralLog) Sorteos() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sorteos
+}
+
+// Fsyncs is the fsyncs of the cerrar_apuestas line; ok is false without one.
+func (c *CentralLog) Fsyncs() (n int, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fsyncs, c.hasFsyncs
+}
+
+// LastError is the error of the central's last fail line, or "".
+func (c *CentralLog) LastError() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastError
+}
