@@ -133,7 +133,7 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 	}
 
 	start := time.Now()
-	agencies, err := lottery.StartAgencies(o.bin, files, o.config, url, sink)
+	agencies, err := lottery.StartAgencies(o.bin, files, o.config, url, nil, sink)
 	if err != nil {
 		return res, logPath, err
 	}

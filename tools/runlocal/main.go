@@ -45,8 +45,8 @@ var errUsage = errors.New("usage")
 
 // options are the command-line flags.
 type options struct {
-	bin, data, config, betsFile, listen string
-	timeout                             time.Duration
+	bin, data, config, betsFile, listen, creds string
+	timeout                                    time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -56,6 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.bin, "bin", "bin", "directory holding the central and agency binaries")
 	fs.StringVar(&o.data, "data", ".data", "directory holding agency-1.csv ... agency-K.csv")
 	fs.StringVar(&o.config, "config", "services/agency/config.yaml", "the agencies' config file (AGENCY_CONFIG)")
+	fs.StringVar(&o.creds, "creds", ".creds", "folder for development NATS credentials (made if missing); empty: no authorization")
 	fs.StringVar(&o.betsFile, "bets-file", "bets.csv", "the central's bets file (CENTRAL_BETS_FILE); deleted first, with its journal")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "address of the central's embedded NATS server (port 0: any free port)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run; then every process is killed")

@@ -7,10 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/quiniela/quiniela/services/natsauth"
 	"github.com/quiniela/quiniela/tools/internal/lottery"
 	"github.com/quiniela/quiniela/tools/internal/procs"
 )
@@ -51,12 +53,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, timedOut)
 	defer cancel()
 
-	central, err := lottery.StartCentral(o.bin, []string{
+	centralEnv := []string{
 		"NATS_URL=", // empty: the central starts its embedded server
 		"NATS_LISTEN=" + o.listen,
 		"CENTRAL_AGENCIES=" + strconv.Itoa(len(files)),
 		"CENTRAL_BETS_FILE=" + o.betsFile,
-	}, sink)
+	}
+	agencyEnv := func(int) []string { return nil }
+	if o.creds != "" {
+		// Each agency may use only its own subjects: the embedded server
+		// gets the users, each agency its own password.
+		users, err := natsauth.Generate(o.creds, len(files))
+		if err != nil {
+			return err
+		}
+		centralEnv = append(centralEnv, "CENTRAL_USERS_FILE="+filepath.Join(o.creds, "users.json"))
+		agencyEnv = func(id int) []string {
+			user := natsauth.AgencyUser(id)
+			return []string{"NATS_USER=" + user, "NATS_PASSWORD=" + users.Passwords[user]}
+		}
+		say("authorization on: a NATS user per agency, credentials in %s (inspect as %s: see %s)", o.creds, natsauth.InspectorUser, filepath.Join(o.creds, natsauth.InspectorUser+".env"))
+	}
+	central, err := lottery.StartCentral(o.bin, centralEnv, sink)
 	if err != nil {
 		return err
 	}
@@ -68,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	say("central ready at %s: starting %d agencies", url, len(files))
 
 	start := time.Now()
-	agencies, err := lottery.StartAgencies(o.bin, files, o.config, url, sink)
+	agencies, err := lottery.StartAgencies(o.bin, files, o.config, url, agencyEnv, sink)
 	if err != nil {
 		return err
 	}

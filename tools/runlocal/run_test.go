@@ -90,6 +90,7 @@ func runArgs(t *testing.T, data string) ([]string, string) {
 	return []string{
 		"-bin", buildBinaries(t), "-data", data, "-bets-file", betsFile,
 		"-config", "../../services/agency/config.yaml", "-listen", "127.0.0.1:0", "-timeout", "60s",
+		"-creds", filepath.Join(t.TempDir(), "creds"), // authorization on, as in make run
 	}, betsFile
 }
 

@@ -111,20 +111,20 @@ type Agency struct {
 }
 
 // StartAgencies starts binDir/agency once per file, all at once, against
-// the NATS server at natsURL. If one cannot start, those started are
-// killed.
-func StartAgencies(binDir string, files []AgencyFile, config, natsURL string, sink *procs.Sink) ([]*Agency, error) {
+// the NATS server at natsURL, adding env(ID) to each agency's environment
+// (env may be nil). If one cannot start, those started are killed.
+func StartAgencies(binDir string, files []AgencyFile, config, natsURL string, env func(id int) []string, sink *procs.Sink) ([]*Agency, error) {
 	agencies := make([]*Agency, 0, len(files))
 	for _, f := range files {
 		log := &AgencyLog{}
 		p, err := procs.Start(procs.Spec{
 			Name: AgencyName(f.ID), Path: filepath.Join(binDir, "agency"), Sink: sink, OnLine: log.Observe,
-			Env: []string{
+			Env: append([]string{
 				"AGENCY_ID=" + strconv.Itoa(f.ID),
 				"AGENCY_DATA_FILE=" + f.Path,
 				"AGENCY_CONFIG=" + config,
 				"NATS_URL=" + natsURL,
-			},
+			}, agencyEnv(env, f.ID)...),
 		})
 		if err != nil {
 			for _, a := range agencies {
@@ -162,4 +162,11 @@ func KillAgencies(agencies []*Agency) {
 	for _, a := range agencies {
 		a.Kill()
 	}
+}
+
+func agencyEnv(env func(int) []string, id int) []string {
+	if env == nil {
+		return nil
+	}
+	return env(id)
 }
