@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/natsauth"
@@ -189,4 +190,32 @@ func TestGeneratedCredentials(t *testing.T) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// In production an agency may prove who it is with an nkey seed file
+// instead of a password.
+func TestAgencyWithNkeySeed(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	dir := t.TempDir()
+	seedFile := filepath.Join(dir, "agency-1.nk")
+	os.WriteFile(seedFile, seed, 0o600)
+	ns := natstest.StartServerWith(t, &server.Options{Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+	file := writeAgencyFile(t, dir, 1, syntheticRows(1, 30))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	bad := runAgency(ctx, ns.ClientURL(), 1, file, nil)
+	if bad.err == nil || !strings.Contains(bad.err.Error(), "NATS_NKEY_SEED") {
+		t.Fatalf("without the seed: %v, want an authorization error naming NATS_NKEY_SEED", bad.err)
+	}
+	c := startCentral(t, ns.ClientURL(), dir, map[string]string{"CENTRAL_AGENCIES": "1", "NATS_NKEY_SEED": seedFile})
+	r := runAgency(ctx, ns.ClientURL(), 1, file, map[string]string{"NATS_NKEY_SEED": seedFile})
+	checkNoError(t, []agencyResult{r})
+	c.stop(t)
+	compareRows(t, inputRows(t, []string{file}), storedRows(t, c.betsFile))
 }

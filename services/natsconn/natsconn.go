@@ -20,7 +20,8 @@ import (
 type Auth struct {
 	User     string `env:"NATS_USER"`
 	Password string `env:"NATS_PASSWORD"`
-	Creds    string `env:"NATS_CREDS"` // a .creds file (JWT and nkey seed), for operator-mode servers
+	Creds    string `env:"NATS_CREDS"`     // a .creds file (JWT and nkey seed), for operator-mode servers
+	NkeySeed string `env:"NATS_NKEY_SEED"` // a file holding an nkey seed (SU…), for servers that list nkey users
 }
 
 // Options of a connection.
@@ -75,6 +76,13 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 	if o.Auth.Creds != "" {
 		opts = append(opts, nats.UserCredentials(o.Auth.Creds))
 	}
+	if o.Auth.NkeySeed != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.Auth.NkeySeed)
+		if err != nil {
+			return nil, nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
+		}
+		opts = append(opts, opt)
+	}
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
@@ -93,7 +101,7 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 	case <-closedCh:
 		// The client gives up on its own only when the server refused the
 		// same credentials twice.
-		err = fmt.Errorf("connecting to NATS at %s as %q: %w", url, o.Auth.User, explain(nc.LastError()))
+		err = fmt.Errorf("connecting to NATS at %s: %w", url, explain(nc.LastError()))
 	case <-timer.C:
 		err = fmt.Errorf("connecting to NATS at %s: no answer in %v (last error: %v): is the server running? (set NATS_URL)", url, o.ConnectWait, nc.LastError())
 	case <-ctx.Done():
@@ -106,7 +114,7 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 // explain adds what to do to an authentication error.
 func explain(err error) error {
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
-		return fmt.Errorf("%w: the server refused these credentials; set NATS_USER and NATS_PASSWORD (or NATS_CREDS) to this service's (development ones are in .creds/)", err)
+		return fmt.Errorf("%w: the server refused these credentials; set NATS_USER and NATS_PASSWORD (or NATS_CREDS, or NATS_NKEY_SEED) to this service's (development ones are in .creds/)", err)
 	}
 	return err
 }
