@@ -7,7 +7,6 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -254,16 +253,6 @@ type RowError struct {
 
 func (e *RowError) Error() string { return fmt.Sprintf("row %d: %v", e.Row, e.Err) }
 func (e *RowError) Unwrap() error { return e.Err }
-
-// NewRowReader returns a CSV reader configured as both sides read bets:
-// any number of fields (ParseBet counts them, with a clearer message) and
-// records reused, since every field is copied into a Bet.
-func NewRowReader(r io.Reader) *csv.Reader {
-	cr := csv.NewReader(r)
-	cr.FieldsPerRecord = -1
-	cr.ReuseRecord = true
-	return cr
-}
 
 // DecodeBets parses a batch payload into bets of agency, appending them to
 // dst. It fails on the first bad row, naming its line, and then returns no

@@ -367,6 +367,3 @@ func (s *Service) closeLanes() {
 		close(lane)
 	}
 }
-
-// Info is the micro service's info, for tests and logs.
-func (s *Service) Info() micro.Info { return s.svc.Info() }
