@@ -1,6 +1,7 @@
 package central
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -13,7 +14,8 @@ import (
 // addr (host:port; port 0 picks a free one), so that the central can run
 // alone. Shut it down with Shutdown and WaitForShutdown.
 // users, when given, are the only clients allowed, each with its permissions.
-func StartEmbeddedNATS(addr string, users []*server.User) (*server.Server, error) {
+// tlsConfig, when given, makes clients connect with TLS.
+func StartEmbeddedNATS(addr string, users []*server.User, tlsConfig *tls.Config) (*server.Server, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("NATS_LISTEN %q: want host:port: %w", addr, err)
@@ -37,6 +39,8 @@ func StartEmbeddedNATS(addr string, users []*server.User) (*server.Server, error
 		NoSigs:     true, // the central handles signals itself
 		NoLog:      true,
 		Users:      users,
+		TLSConfig:  tlsConfig,
+		TLS:        tlsConfig != nil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configuring embedded NATS server: %w", err)

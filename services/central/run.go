@@ -2,6 +2,7 @@ package central
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +33,9 @@ type Config struct {
 	QueueBytes   int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
 	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
 	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
-	UsersFile    string        `env:"CENTRAL_USERS_FILE"`                   // embedded server: users and permissions (natsauth); empty: no auth
+	TLSCert      string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
+	TLSKey       string        `env:"CENTRAL_TLS_KEY"`
+	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
 	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
 
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
@@ -85,7 +88,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		if err != nil {
 			return err
 		}
-		ns, err := StartEmbeddedNATS(cfg.NATSListen, users)
+		tlsConfig, err := embeddedTLS(cfg)
+		if err != nil {
+			return err
+		}
+		ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig)
 		if err != nil {
 			return err
 		}
@@ -196,4 +203,16 @@ func embeddedUsers(cfg *Config) ([]*server.User, error) {
 		cfg.Auth = natsconn.Auth{User: natsauth.CentralUser, Password: u.Passwords[natsauth.CentralUser]}
 	}
 	return u.ServerUsers()
+}
+
+// embeddedTLS is the embedded server's TLS configuration, if any.
+func embeddedTLS(cfg Config) (*tls.Config, error) {
+	if cfg.TLSCert == "" && cfg.TLSKey == "" {
+		return nil, nil
+	}
+	c, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+	if err != nil {
+		return nil, fmt.Errorf("CENTRAL_TLS_CERT, CENTRAL_TLS_KEY: %w", err)
+	}
+	return c, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central"
 	"github.com/quiniela/quiniela/services/natsauth"
 	"github.com/quiniela/quiniela/services/natstest"
 )
@@ -218,4 +219,44 @@ func TestAgencyWithNkeySeed(t *testing.T) {
 	checkNoError(t, []agencyResult{r})
 	c.stop(t)
 	compareRows(t, inputRows(t, []string{file}), storedRows(t, c.betsFile))
+}
+
+// With TLS on the embedded server, agencies that trust its CA run the
+// lottery; one that does not is refused, saying why.
+func TestTLS(t *testing.T) {
+	ca, cert, key := natstest.TLSFiles(t)
+	dir := t.TempDir()
+	log := &natstest.Log{}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- central.Run(ctx, natstest.Env(map[string]string{
+			"NATS_LISTEN": "127.0.0.1:0", "CENTRAL_AGENCIES": "2", "CENTRAL_BETS_FILE": filepath.Join(dir, "bets.csv"),
+			"CENTRAL_TLS_CERT": cert, "CENTRAL_TLS_KEY": key, "NATS_TLS_CA": ca,
+		}), log)
+	}()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("central: %v", err)
+		}
+	}()
+	log.WaitFor(t, "central_lista", "success", 1, 10*time.Second)
+	url := log.Lines("central_lista")[0].Fields["nats"]
+	if !strings.HasPrefix(url, "tls://") {
+		t.Fatalf("central listens on %s, want tls://", url)
+	}
+	tctx, tcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer tcancel()
+	file := writeAgencyFile(t, dir, 2, syntheticRows(2, 20))
+	untrusting := runAgency(tctx, url, 2, file, map[string]string{"AGENCY_CONNECT_TIMEOUT": "2s"})
+	if untrusting.err == nil || !strings.Contains(untrusting.err.Error(), "certificate") {
+		t.Errorf("an agency without the CA: %v, want a certificate error", untrusting.err)
+	}
+	var files []string
+	for id := 1; id <= 2; id++ {
+		files = append(files, writeAgencyFile(t, dir, id, syntheticRows(id, 50)))
+	}
+	checkNoError(t, runAgencies(tctx, url, files, map[string]string{"NATS_TLS_CA": ca}))
+	compareRows(t, inputRows(t, files), storedRows(t, filepath.Join(dir, "bets.csv")))
 }

@@ -22,6 +22,12 @@ type Auth struct {
 	Password string `env:"NATS_PASSWORD"`
 	Creds    string `env:"NATS_CREDS"`     // a .creds file (JWT and nkey seed), for operator-mode servers
 	NkeySeed string `env:"NATS_NKEY_SEED"` // a file holding an nkey seed (SU…), for servers that list nkey users
+
+	// TLS: the CA that signed the server's certificate (with a tls://
+	// URL), and a client certificate for servers that verify clients.
+	TLSCA   string `env:"NATS_TLS_CA"`
+	TLSCert string `env:"NATS_TLS_CERT"`
+	TLSKey  string `env:"NATS_TLS_KEY"`
 }
 
 // Options of a connection.
@@ -82,6 +88,12 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 			return nil, nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
 		}
 		opts = append(opts, opt)
+	}
+	if o.Auth.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.Auth.TLSCA))
+	}
+	if o.Auth.TLSCert != "" || o.Auth.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(o.Auth.TLSCert, o.Auth.TLSKey))
 	}
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
