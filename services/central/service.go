@@ -176,20 +176,20 @@ func (s *Service) runLane(lane <-chan laneRequest) {
 
 func (s *Service) handleBatch(req micro.Request, bets []messages.Bet) []messages.Bet {
 	h := nats.Header(req.Headers())
-	count := countRows(req.Data())
+	count := func() int { return countRows(req.Data()) } // only a failure needs it
 	if size := messages.WireSize(req.Subject(), h, len(req.Data())); size > messages.MaxMessageBytes {
-		s.failBatch(req, count, &messages.Error{Code: messages.CodeTooLarge,
+		s.failBatch(req, count(), &messages.Error{Code: messages.CodeTooLarge,
 			Description: fmt.Sprintf("message of %d bytes, over the %d-byte limit: send fewer bets per batch", size, messages.MaxMessageBytes)})
 		return bets
 	}
 	bh, err := messages.DecodeBatchHeader(req.Subject(), h)
 	if err != nil {
-		s.failBatch(req, count, err)
+		s.failBatch(req, count(), err)
 		return bets
 	}
 	bets, err = messages.DecodeBets(bets, bh.Agency, req.Data())
 	if err != nil {
-		s.failBatch(req, count, fmt.Errorf("batch %d of agency %d: %w", bh.Seq, bh.Agency, err))
+		s.failBatch(req, count(), fmt.Errorf("batch %d of agency %d: %w", bh.Seq, bh.Agency, err))
 		return bets
 	}
 	ack := messages.BatchReply{Agency: bh.Agency, Batch: bh.Seq, Bets: len(bets)}
