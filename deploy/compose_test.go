@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,18 +24,21 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"gopkg.in/yaml.v3"
 
 	"github.com/quiniela/quiniela/services/central"
 	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/services/natsauth"
 	"github.com/quiniela/quiniela/services/natstest"
 )
 
 const (
-	agencies        = 5 // deploy/compose.yaml's
+	agencies        = 5 // deploy/compose.yaml's and deploy/compose-cluster.yaml's
 	natsCLIVersion  = "v0.5.0"
 	cmdTimeout      = 2 * time.Minute // one docker, compose or go command
 	agenciesTimeout = 3 * time.Minute // the five agencies, from "up" to their exit
@@ -43,9 +47,39 @@ const (
 // composeVars are the variables compose.yaml reads; the tests set the ones
 // they need and clear the others, so the caller's environment cannot leak in.
 var composeVars = []string{
-	"NATS_IMAGE", "NATS_PORT", "CENTRAL_IMAGE", "AGENCY_IMAGE", "DATA_DIR", "LOG_LEVEL",
+	"NATS_IMAGE", "NATS_PORT", "NATS_PORT_2", "NATS_PORT_3", "CENTRAL_IMAGE", "AGENCY_IMAGE", "DATA_DIR", "CREDS_DIR", "LOG_LEVEL",
 	"BATCH_MAX_AMOUNT", "BATCH_IN_FLIGHT", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES",
 }
+
+// The two stacks the generator writes: one NATS server, or a cluster of
+// three nodes.
+type variant struct {
+	name    string
+	file    string   // the checked-in output for 5 agencies, in deploy/
+	flags   []string // generar-compose.sh's
+	cluster bool
+}
+
+var (
+	single  = variant{name: "single", file: "compose.yaml"}
+	cluster = variant{name: "cluster", file: "compose-cluster.yaml", flags: []string{"--cluster"}, cluster: true}
+)
+
+// natsNodes are the cluster's nodes: agency i prefers natsNodes[(i-1)%3].
+var natsNodes = []string{"nats1", "nats2", "nats3"}
+
+// nodeURLs lists the client URLs of every node, natsNodes[first] first,
+// then round the ring: the NATS_URL the generator gives.
+func nodeURLs(first int) string {
+	var urls []string
+	for k := range natsNodes {
+		urls = append(urls, "nats://"+natsNodes[(first+k)%len(natsNodes)]+":4222")
+	}
+	return strings.Join(urls, ",")
+}
+
+// credsConf is where the NATS servers read the users' file.
+const credsConf = "/etc/nats/nats-server.conf"
 
 // ---------------------------------------------------------------------------
 // The generator
@@ -59,27 +93,43 @@ func TestGenerarCompose(t *testing.T) {
 		t.Skip("SKIP: no bash for deploy/generar-compose.sh")
 	}
 	root := repoRoot(t)
+	// Compose reads the env_file entries (v1 even for "config"): credentials
+	// for 20 agencies serve every N below.
+	creds := t.TempDir()
+	users, err := natsauth.Generate(creds, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range composes {
-		// The checked-in file must be the generator's output for 5 agencies:
-		// compared after "config", which resolves relative paths, so files
-		// written in different directories compare equal.
-		shipped := c.config(t, filepath.Join(root, "deploy", "compose.yaml"))
-		checkStack(t, parseConfig(t, shipped), agencies, root)
-		for _, n := range []int{1, 5, 20} {
-			t.Run(fmt.Sprintf("%s/%d_agencies", strings.ReplaceAll(c.name, " ", "_"), n), func(t *testing.T) {
-				out := filepath.Join(t.TempDir(), "somewhere", "compose.yaml")
-				generate(t, out, strconv.Itoa(n))
-				text := c.config(t, out)
-				checkStack(t, parseConfig(t, text), n, root)
-				if n == agencies && text != shipped {
-					t.Errorf("deploy/compose.yaml differs from the generator's output for %d agencies: run deploy/generar-compose.sh deploy/compose.yaml %d", n, n)
-				}
-			})
+		for _, v := range []variant{single, cluster} {
+			// The checked-in file must be the generator's output for 5
+			// agencies: compared after "config", which resolves relative
+			// paths, so files written in different directories compare equal.
+			shippedFile := filepath.Join(root, "deploy", v.file)
+			shipped := c.config(t, shippedFile, creds)
+			checkStack(t, parseConfig(t, shipped), v, agencies, root, creds, users)
+			checkCredsRefs(t, shippedFile, v, agencies, "..")
+			for _, n := range []int{1, 5, 20} {
+				t.Run(fmt.Sprintf("%s/%s/%d_agencies", strings.ReplaceAll(c.name, " ", "_"), v.name, n), func(t *testing.T) {
+					out := filepath.Join(t.TempDir(), "somewhere", v.file)
+					generate(t, out, append(slices.Clone(v.flags), strconv.Itoa(n))...)
+					text := c.config(t, out, creds)
+					checkStack(t, parseConfig(t, text), v, n, root, creds, users)
+					checkCredsRefs(t, out, v, n, relPath(t, filepath.Dir(out), root))
+					if n == agencies && text != shipped {
+						t.Errorf("deploy/%s differs from the generator's output for %d agencies: run deploy/generar-compose.sh %sdeploy/%s %d",
+							v.file, n, strings.Join(append(slices.Clone(v.flags), ""), " "), v.file, n)
+					}
+				})
+			}
 		}
 	}
 
 	t.Run("bad_arguments", func(t *testing.T) {
-		for _, args := range [][]string{{}, {"OUT"}, {"OUT", "0"}, {"OUT", "-1"}, {"OUT", "x"}, {"OUT", "100001"}, {"OUT", "5", "6"}} {
+		for _, args := range [][]string{
+			{}, {"OUT"}, {"OUT", "0"}, {"OUT", "-1"}, {"OUT", "x"}, {"OUT", "100001"}, {"OUT", "5", "6"},
+			{"--cluster"}, {"--cluster", "OUT"}, {"--cluster", "OUT", "0"}, {"--clust", "OUT", "5"}, {"OUT", "--cluster", "5"}, {"OUT", "5", "--cluster"},
+		} {
 			dir := t.TempDir()
 			for i, a := range args {
 				if a == "OUT" {
@@ -99,13 +149,76 @@ func TestGenerarCompose(t *testing.T) {
 	})
 }
 
-// generate runs deploy/generar-compose.sh out n.
-func generate(t *testing.T, out, n string) {
+// generate runs deploy/generar-compose.sh [flags] out n.
+func generate(t *testing.T, out string, flagsAndN ...string) {
 	t.Helper()
 	script := filepath.Join(repoRoot(t), "deploy", "generar-compose.sh")
-	if _, err := run(t.Context(), nil, "", "bash", script, out, n); err != nil {
+	args := append([]string{script}, flagsAndN[:len(flagsAndN)-1]...)
+	args = append(args, out, flagsAndN[len(flagsAndN)-1])
+	if _, err := run(t.Context(), nil, "", "bash", args...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// relPath is target relative to dir, symbolic links resolved as the
+// generator's "realpath" does.
+func relPath(t *testing.T, dir, target string) string {
+	t.Helper()
+	var err error
+	if dir, err = filepath.EvalSymlinks(dir); err != nil {
+		t.Fatal(err)
+	}
+	if target, err = filepath.EvalSymlinks(target); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(dir, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
+}
+
+// checkCredsRefs checks the file as written, before Compose resolves it:
+// every service takes its credentials from ${CREDS_DIR}, by default the
+// repository's .creds (root, relative to the file's directory).
+func checkCredsRefs(t *testing.T, file string, v variant, n int, root string) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Services map[string]struct {
+			EnvFile []string `yaml:"env_file"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	dir := "${CREDS_DIR:-" + root + "/.creds}/"
+	for _, node := range natsServices(v) {
+		if mount := dir + "nats-server.conf:" + credsConf + ":ro"; !slices.Equal(raw.Services[node].Volumes, []string{mount}) {
+			t.Errorf("%s: %s volumes %q, want [%s]", file, node, raw.Services[node].Volumes, mount)
+		}
+	}
+	wantEnvFile := map[string]string{"central": natsauth.CentralUser}
+	for i := 1; i <= n; i++ {
+		wantEnvFile[fmt.Sprintf("agency%d", i)] = natsauth.AgencyUser(i)
+	}
+	for service, user := range wantEnvFile {
+		if got := raw.Services[service].EnvFile; !slices.Equal(got, []string{dir + user + ".env"}) {
+			t.Errorf("%s: %s env_file %q, want [%s%s.env]", file, service, got, dir, user)
+		}
+	}
+}
+
+// natsServices are a variant's NATS services.
+func natsServices(v variant) []string {
+	if v.cluster {
+		return natsNodes
+	}
+	return []string{"nats"}
 }
 
 // composeConfig is the part of "compose config" the tests look at. It reads
@@ -191,11 +304,12 @@ func parseConfig(t *testing.T, text string) composeConfig {
 }
 
 // checkStack checks the stack for n agencies, with the defaults (no
-// variable set): NATS, the central and agency1..agencyN, wired as the
-// README says.
-func checkStack(t *testing.T, cfg composeConfig, n int, root string) {
+// variable set but CREDS_DIR=creds): NATS (one server or three nodes), the
+// central and agency1..agencyN, wired as the README says.
+func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds string, users natsauth.Users) {
 	t.Helper()
-	want := []string{"central", "nats"}
+	nodes := natsServices(v)
+	want := append([]string{"central"}, nodes...)
 	for i := 1; i <= n; i++ {
 		want = append(want, fmt.Sprintf("agency%d", i))
 	}
@@ -209,29 +323,60 @@ func checkStack(t *testing.T, cfg composeConfig, n int, root string) {
 		t.Fatalf("services %v, want %v", got, want)
 	}
 
-	nats := cfg.Services["nats"]
-	if name, tag, _ := strings.Cut(nats.Image, ":"); name != "nats" || tag == "" || tag == "latest" {
-		t.Errorf("nats image %q, want the official image with a pinned tag", nats.Image)
+	confMount := mount{Type: "bind", Source: filepath.Join(creds, "nats-server.conf"), Target: credsConf, ReadOnly: true}
+	for k, name := range nodes {
+		nats := cfg.Services[name]
+		if img, tag, _ := strings.Cut(nats.Image, ":"); img != "nats" || tag == "" || tag == "latest" {
+			t.Errorf("%s image %q, want the official image with a pinned tag", name, nats.Image)
+		}
+		wantCommand := []string{"-c", credsConf, "-m", "8222"}
+		if v.cluster {
+			var routes []string
+			for _, node := range natsNodes {
+				routes = append(routes, "nats://"+node+":6222")
+			}
+			wantCommand = append(wantCommand, "--name", name, "--cluster_name", "quiniela",
+				"--cluster", "nats://0.0.0.0:6222", "--routes", strings.Join(routes, ","))
+		}
+		if !slices.Contains(nats.Healthcheck.Test, "http://localhost:8222/healthz") || !slices.Equal(nats.Command, wantCommand) {
+			t.Errorf("%s: command %q, healthcheck %q; want %q and /healthz checked", name, nats.Command, nats.Healthcheck.Test, wantCommand)
+		}
+		if !slices.Equal(nats.Volumes, []mount{confMount}) {
+			t.Errorf("%s volumes %+v, want the users' file %+v", name, nats.Volumes, confMount)
+		}
+		published := strconv.Itoa(4222 + k) // nats1 (or nats) 4222, nats2 4223, nats3 4224
+		if len(nats.Ports) != 1 || nats.Ports[0].HostIP != "127.0.0.1" || nats.Ports[0].Published != published || nats.Ports[0].Target != 4222 {
+			t.Errorf("%s ports %+v, want 4222 published on 127.0.0.1:%s only", name, nats.Ports, published)
+		}
 	}
-	if !slices.Contains(nats.Healthcheck.Test, "http://localhost:8222/healthz") || !slices.Equal(nats.Command, []string{"-m", "8222"}) {
-		t.Errorf("nats: command %q, healthcheck %q; want monitoring on 8222 and its /healthz checked", nats.Command, nats.Healthcheck.Test)
-	}
-	if len(nats.Ports) != 1 || nats.Ports[0].HostIP != "127.0.0.1" || nats.Ports[0].Published != "4222" || nats.Ports[0].Target != 4222 {
-		t.Errorf("nats ports %+v, want 4222 published on 127.0.0.1:4222 only", nats.Ports)
+
+	// Each service's credentials, from its env_file.
+	checkCreds := func(service, user string) {
+		t.Helper()
+		env := cfg.Services[service].Environment
+		if env["NATS_USER"] != user || env["NATS_PASSWORD"] == "" || env["NATS_PASSWORD"] != users.Passwords[user] {
+			t.Errorf("%s: NATS_USER=%q and NATS_PASSWORD (set: %t), want user %s's credentials from %s.env",
+				service, env["NATS_USER"], env["NATS_PASSWORD"] != "", user, user)
+		}
 	}
 
 	c := cfg.Services["central"]
+	centralURL := "nats://nats:4222"
+	if v.cluster {
+		centralURL = nodeURLs(0)
+	}
 	wantEnv := map[string]string{
-		"NATS_URL":              "nats://nats:4222",
+		"NATS_URL":              centralURL,
 		"CENTRAL_AGENCIES":      strconv.Itoa(n),
 		"CENTRAL_BETS_FILE":     "/var/lib/quiniela/bets.csv",
 		"CENTRAL_DRAIN_TIMEOUT": "5s",
 	}
-	for k, v := range wantEnv {
-		if c.Environment[k] != v {
-			t.Errorf("central: %s=%q, want %q", k, c.Environment[k], v)
+	for key, val := range wantEnv {
+		if c.Environment[key] != val {
+			t.Errorf("central: %s=%q, want %q", key, c.Environment[key], val)
 		}
 	}
+	checkCreds("central", natsauth.CentralUser)
 	if len(c.Volumes) != 1 || c.Volumes[0].Type != "volume" || c.Volumes[0].Source != "central-data" || c.Volumes[0].Target != "/var/lib/quiniela" {
 		t.Errorf("central volumes %+v, want the named volume central-data on /var/lib/quiniela", c.Volumes)
 	}
@@ -243,16 +388,21 @@ func checkStack(t *testing.T, cfg composeConfig, n int, root string) {
 	if err != nil || grace <= drain {
 		t.Errorf("central stop_grace_period %q, want longer than the drain timeout %v", c.StopGracePeriod, drain)
 	}
-	checkDependsOnHealthyNATS(t, "central", c)
+	checkDependsOnHealthyNATS(t, "central", c, nodes)
 
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("agency%d", i)
 		a := cfg.Services[name]
 		data := fmt.Sprintf("/data/agency-%d.csv", i)
-		if a.Environment["AGENCY_ID"] != strconv.Itoa(i) || a.Environment["AGENCY_DATA_FILE"] != data ||
-			a.Environment["NATS_URL"] != "nats://nats:4222" || a.Environment["AGENCY_CONFIG"] == "" {
-			t.Errorf("%s environment %v, want AGENCY_ID=%d, AGENCY_DATA_FILE=%s, NATS_URL, AGENCY_CONFIG", name, a.Environment, i, data)
+		url := "nats://nats:4222"
+		if v.cluster {
+			url = nodeURLs((i - 1) % len(natsNodes))
 		}
+		if a.Environment["AGENCY_ID"] != strconv.Itoa(i) || a.Environment["AGENCY_DATA_FILE"] != data ||
+			a.Environment["NATS_URL"] != url || a.Environment["AGENCY_CONFIG"] == "" {
+			t.Errorf("%s environment %v, want AGENCY_ID=%d, AGENCY_DATA_FILE=%s, NATS_URL=%s, AGENCY_CONFIG", name, a.Environment, i, data, url)
+		}
+		checkCreds(name, natsauth.AgencyUser(i))
 		wantMounts := []mount{
 			{Type: "bind", Source: filepath.Join(root, ".data", fmt.Sprintf("agency-%d.csv", i)), Target: data, ReadOnly: true},
 			{Type: "bind", Source: filepath.Join(root, "services", "agency", "config.yaml"), Target: a.Environment["AGENCY_CONFIG"], ReadOnly: true},
@@ -260,14 +410,21 @@ func checkStack(t *testing.T, cfg composeConfig, n int, root string) {
 		if !slices.Equal(a.Volumes, wantMounts) {
 			t.Errorf("%s volumes %+v, want %+v", name, a.Volumes, wantMounts)
 		}
-		checkDependsOnHealthyNATS(t, name, a)
+		checkDependsOnHealthyNATS(t, name, a, nodes)
 	}
 }
 
-func checkDependsOnHealthyNATS(t *testing.T, name string, s composeService) {
+// checkDependsOnHealthyNATS checks that a service starts once every NATS
+// server is healthy.
+func checkDependsOnHealthyNATS(t *testing.T, name string, s composeService, nodes []string) {
 	t.Helper()
-	if d, ok := s.DependsOn["nats"]; !ok || d.Condition != "service_healthy" {
-		t.Errorf("%s depends_on %+v, want nats with condition service_healthy", name, s.DependsOn)
+	for _, node := range nodes {
+		if d, ok := s.DependsOn[node]; !ok || d.Condition != "service_healthy" {
+			t.Errorf("%s depends_on %+v, want %s with condition service_healthy", name, s.DependsOn, node)
+		}
+	}
+	if len(s.DependsOn) != len(nodes) {
+		t.Errorf("%s depends_on %+v, want only %v", name, s.DependsOn, nodes)
 	}
 }
 
@@ -275,8 +432,10 @@ func checkDependsOnHealthyNATS(t *testing.T, name string, s composeService) {
 // The stack in containers
 
 // TestComposeStack runs deploy/compose.yaml on images built from this
-// repository: the lottery on the course's data set, a graceful stop, then
-// the central killed (SIGKILL) mid-ingestion and started again.
+// repository, with NATS authorization on: the lottery on the course's data
+// set, what each user may not do, a graceful stop; the central killed
+// (SIGKILL) mid-ingestion and started again; then deploy/compose-cluster.yaml
+// with the central's NATS node killed mid-ingestion.
 func TestComposeStack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SKIP: -short: the Docker stack test builds images and runs containers")
@@ -315,10 +474,19 @@ func TestComposeStack(t *testing.T) {
 	if cli.err != nil {
 		t.Logf("SKIP (inspection with the nats CLI only): %v", cli.err)
 	}
+	// Development credentials, as make docker-compose-up writes them into
+	// .creds: the stacks read them from CREDS_DIR.
+	creds := t.TempDir()
+	users, err := natsauth.Generate(creds, agencies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CLI as the README shows it: the read-only inspector.
+	inspector := cli.tool.as(natsauth.InspectorUser, users.Passwords[natsauth.InspectorUser])
 
 	t.Run("lottery", func(t *testing.T) {
 		start := time.Now()
-		s := newStack(t, c, imgs, data)
+		s := newStack(t, c, imgs, data, creds, single)
 
 		// NATS, the CLI's subscriber, the central, then the agencies: the
 		// subscriber sees every batch. The central goes first because the
@@ -329,7 +497,7 @@ func TestComposeStack(t *testing.T) {
 		s.waitHealthy(t, "nats", time.Minute)
 		var sub *subscriber
 		if cli.err == nil {
-			sub = startSub(t, cli.tool, s.natsURL, "bets.>")
+			sub = startSub(t, inspector, s.natsURL, "bets.>")
 		}
 		s.compose(t, "up", "-d", "central")
 		waitLog(t, s.containerID(t, "central"), "central_lista", 1, time.Minute)
@@ -342,8 +510,12 @@ func TestComposeStack(t *testing.T) {
 			t.Errorf("central_lista logged %d times, want once", n)
 		}
 		if cli.err == nil {
-			checkCLI(t, cli.tool, s.natsURL, want)
+			checkCLI(t, inspector, s.natsURL, want)
 			checkSub(t, sub, want)
+		}
+		checkAuth(t, s.natsURL, users)
+		if cli.err == nil {
+			checkAuthCLI(t, inspector, s.natsURL)
 		}
 
 		// A graceful stop: SIGTERM, the shutdown steps, exit 0.
@@ -391,15 +563,14 @@ func TestComposeStack(t *testing.T) {
 	t.Run("central_killed", func(t *testing.T) {
 		start := time.Now()
 		// Small batches: many more of them, so the kill lands mid-ingestion.
-		s := newStack(t, c, imgs, data, "BATCH_MAX_AMOUNT=10")
-		s.compose(t, "up", "-d")
+		s := newStack(t, c, imgs, data, creds, single, "BATCH_MAX_AMOUNT=10")
+		s.compose(t, "up", "-d", "central")
 		cid := s.containerID(t, "central")
 
 		const before = 30
-		stored := waitLog(t, cid, "apuesta_recibida", before, time.Minute)
-		if _, err := run(t.Context(), nil, "", "docker", "kill", "--signal", "KILL", cid); err != nil {
-			t.Fatal(err)
-		}
+		killed := killAtBatch(t, cid, cid, before, nil)
+		s.startAgencies(t)
+		stored := killed()
 		killedAt := time.Now()
 		// docker wait: the container is down, and its status is 128+9.
 		if code, err := run(t.Context(), nil, "", "docker", "wait", cid); err != nil || strings.TrimSpace(code) != "137" {
@@ -425,6 +596,10 @@ func TestComposeStack(t *testing.T) {
 		if len(opened) != 2 || opened[1].Fields["agencies_with_bets"] == "0" {
 			t.Errorf("abrir_apuestas lines %+v, want a second one recovering stored bets", opened)
 		}
+		if i := strings.LastIndex(logs, "action: abrir_apuestas"); i >= 0 {
+			t.Logf("the central had logged %d of its %d apuesta_recibida lines when killed",
+				len(linesOf(logs[:i], "apuesta_recibida")), len(linesOf(logs, "apuesta_recibida")))
+		}
 		resent := 0
 		for i := 1; i <= agencies; i++ {
 			for _, l := range linesOf(s.logs(t, fmt.Sprintf("agency%d", i)), "resumen") {
@@ -437,6 +612,252 @@ func TestComposeStack(t *testing.T) {
 		compareRows(t, want.rows, s.storedRows(t))
 		t.Logf("kill -9 scenario: %v", time.Since(start).Round(time.Millisecond))
 	})
+
+	t.Run("cluster", func(t *testing.T) {
+		start := time.Now()
+		// Small batches, as above, two in flight: a slower ingestion (about
+		// five seconds), so the kill below lands early in it.
+		s := newStack(t, c, imgs, data, creds, cluster, "BATCH_MAX_AMOUNT=10", "BATCH_IN_FLIGHT=2")
+		// The nodes first, until they form the cluster, then the rest.
+		s.compose(t, append([]string{"up", "-d"}, natsNodes...)...)
+		for _, node := range natsNodes {
+			s.waitHealthy(t, node, time.Minute)
+		}
+		s.checkRoutes(t, 15*time.Second)
+		// The central, then its node: the host in central_lista's URL.
+		s.compose(t, "up", "-d", "central")
+		cid := s.containerID(t, "central")
+		var node string
+		followLog(t, cid, time.Minute, func(l logline.Line) bool {
+			if l.Action == "central_lista" {
+				node = l.Fields["nats"]
+			}
+			return node != ""
+		}, func() string { return "no central_lista line" })
+		node = nodeOf(t, node)
+		nodeID := s.containerID(t, node)
+
+		// Then the agencies; the node is killed at the 30th batch stored,
+		// or later, once every agency has started: those on the node move
+		// too (a few hundred of the 7,872 batches here).
+		const before = 30
+		started := make(chan struct{})
+		killed := killAtBatch(t, cid, nodeID, before, started)
+		s.startAgencies(t)
+		close(started)
+		stored := killed()
+		t.Logf("%s, the central's node, killed at the central's apuesta_recibida line %d, the agencies started", node, stored)
+		s.waitAgencies(t, agenciesTimeout)
+		t.Logf("up to five agencies done: %v", time.Since(start).Round(time.Millisecond))
+
+		logs := checkLogs(t, s, want)
+		// The central lived through it: one start, then a reconnection to
+		// another node, before the draw.
+		if n := len(linesOf(logs, "central_lista")); n != 1 {
+			t.Errorf("central_lista logged %d times, want once: the central must not restart", n)
+		}
+		reconnected := linesOf(logs, "nats_reconectado")
+		if len(reconnected) == 0 {
+			t.Fatalf("the central logged no nats_reconectado after %s was killed; log:\n%s", node, tail(logs, 30))
+		}
+		for _, l := range reconnected {
+			if to := nodeOf(t, l.Fields["url"]); to == node {
+				t.Errorf("central reconnected to %s, the killed node: %+v", to, l)
+			}
+		}
+		lost := strings.Index(logs, "action: nats_desconectado")
+		t.Logf("central reconnected to %s after storing %d of %d batches", reconnected[0].Fields["url"],
+			len(linesOf(logs[:max(lost, 0)], "apuesta_recibida")), len(linesOf(logs, "apuesta_recibida")))
+		if i, j := strings.Index(logs, "action: nats_reconectado"), strings.Index(logs, "action: sorteo"); j < i {
+			t.Errorf("the draw was logged before the central's reconnection: the kill came too late to test failover")
+		}
+		// The agencies connected to the killed node moved to another. (One
+		// that started after the kill connected to its next node at once,
+		// and one done before it did not move: an agency does not log the
+		// node it first connects to, so neither is asserted.)
+		var moved []string
+		for i := 1; i <= agencies; i++ {
+			service := fmt.Sprintf("agency%d", i)
+			for _, l := range linesOf(s.logs(t, service), "nats_reconectado") {
+				if to := nodeOf(t, l.Fields["url"]); to == node {
+					t.Errorf("%s reconnected to %s, the killed node: %+v", service, to, l)
+				}
+				moved = append(moved, service+" to "+l.Fields["url"])
+			}
+		}
+		t.Logf("agencies reconnected: %v", moved)
+		// A request the killed node delivered cannot be answered through
+		// another: the central's permission to reply (allow_responses) is
+		// the delivering server's. Its agency times out and sends it again.
+		if refused := linesOf(logs, "nats_error"); len(refused) > 0 {
+			t.Logf("central's replies refused after the failover: %d (first: %s)", len(refused), refused[0].Fields["error"])
+		}
+		resent := 0
+		for i := 1; i <= agencies; i++ {
+			for _, l := range linesOf(s.logs(t, fmt.Sprintf("agency%d", i)), "resumen") {
+				n, _ := strconv.Atoi(l.Fields["resent"])
+				resent += n
+			}
+		}
+		t.Logf("agencies resent %d batches", resent)
+
+		compareRows(t, want.rows, s.storedRows(t))
+		t.Logf("cluster scenario: %v", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// killAtBatch follows the central's log in the background and kills the
+// container target (SIGKILL) within milliseconds of the central's n-th
+// apuesta_recibida line (and once after is closed, unless nil): the whole
+// ingestion takes about a second here, less than "up" takes to start five
+// containers, so the test cannot wait for "up" first. The function it
+// returns waits for the kill and returns the lines seen until then.
+func killAtBatch(t *testing.T, central, target string, n int, after <-chan struct{}) func() int {
+	t.Helper()
+	var stored atomic.Int64
+	type result struct {
+		seen int64 // lines when the kill was sent
+		err  error
+	}
+	killed := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		// Following on while waiting for after, to count the lines.
+		reached := make(chan struct{})
+		followed := make(chan error, 1)
+		go func() {
+			followed <- follow(ctx, central, func(l logline.Line) bool {
+				if l.Action == "apuesta_recibida" && stored.Add(1) == int64(n) {
+					close(reached)
+				}
+				return false
+			})
+		}()
+		var err error
+		select {
+		case <-reached:
+			if after != nil {
+				select {
+				case <-after:
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+			}
+		case err = <-followed:
+		}
+		seen := stored.Load()
+		if err == nil {
+			_, err = run(ctx, nil, "", "docker", "kill", "--signal", "KILL", target)
+		}
+		killed <- result{seen, err}
+	}()
+	return func() int {
+		t.Helper()
+		r := <-killed
+		if r.err != nil {
+			t.Fatalf("killing %s at the central's apuesta_recibida line %d (seen %d): %v", target, n, r.seen, r.err)
+		}
+		return int(r.seen)
+	}
+}
+
+// nodeOf is the cluster node of a client URL a service logged
+// ("nats://nats1:4222" → nats1).
+func nodeOf(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil || !slices.Contains(natsNodes, u.Hostname()) {
+		t.Fatalf("NATS URL %q (%v): want one of the nodes %v", raw, err, natsNodes)
+	}
+	return u.Hostname()
+}
+
+// checkAuth checks, with a Go client, what the users may not do: the
+// inspector send a batch, agency 1 send agency 2's or read the others'
+// batches and replies, anyone connect with a wrong password or none.
+func checkAuth(t *testing.T, url string, users natsauth.Users) {
+	t.Helper()
+	connect := func(user, password string, opts ...nats.Option) (*nats.Conn, error) {
+		opts = append(opts, nats.Name("deploy-test"), nats.UserInfo(user, password), nats.Timeout(5*time.Second))
+		return nats.Connect(url, opts...)
+	}
+	// A publish or subscription the user may not make: the server answers
+	// -ERR 'Permissions Violation ...', asynchronously, and keeps the
+	// connection open.
+	violation := func(user, what string, do func(*nats.Conn) error) {
+		t.Helper()
+		errs := make(chan error, 4)
+		nc, err := connect(user, users.Passwords[user], nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+		if err != nil {
+			t.Errorf("connecting as %s: %v", user, err)
+			return
+		}
+		defer nc.Close()
+		if err := do(nc); err != nil {
+			t.Errorf("%s: %s: %v", user, what, err)
+			return
+		}
+		nc.Flush() // the -ERR comes before the PONG
+		select {
+		case err := <-errs:
+			if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), what) {
+				t.Errorf("%s: %s: got %v, want a permissions violation", user, what, err)
+			} else {
+				t.Logf("%s refused: %v", user, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: %s: allowed, want a permissions violation", user, what)
+		}
+	}
+	agency1 := natsauth.AgencyUser(1)
+	violation(natsauth.InspectorUser, `Publish to "bets.agency.1"`, func(nc *nats.Conn) error {
+		return nc.Publish("bets.agency.1", []byte("x"))
+	})
+	violation(agency1, `Publish to "bets.agency.2"`, func(nc *nats.Conn) error {
+		return nc.Publish("bets.agency.2", []byte("x"))
+	})
+	violation(agency1, `Subscription to "bets.>"`, func(nc *nats.Conn) error {
+		_, err := nc.SubscribeSync("bets.>")
+		return err
+	})
+	violation(agency1, `Subscription to "_INBOX.>"`, func(nc *nats.Conn) error {
+		_, err := nc.SubscribeSync("_INBOX.>")
+		return err
+	})
+
+	for _, c := range []struct{ user, password string }{
+		{natsauth.InspectorUser, "wrong"},
+		{agency1, users.Passwords[natsauth.AgencyUser(2)]},
+		{"", ""},
+	} {
+		nc, err := connect(c.user, c.password)
+		if err == nil {
+			nc.Close()
+			t.Errorf("user %q with a wrong password: connected, want refused", c.user)
+		} else if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("user %q with a wrong password: %v, want %v", c.user, err, nats.ErrAuthorization)
+		}
+	}
+}
+
+// checkAuthCLI checks what the README shows: the nats CLI, as the
+// inspector, cannot send a batch, and a wrong password is refused.
+func checkAuthCLI(t *testing.T, inspector natsTool, url string) {
+	t.Helper()
+	_, err := runNATS(t.Context(), inspector, url, "pub", "bets.agency.1", "x")
+	if err == nil || !strings.Contains(err.Error(), `Permissions Violation for Publish to "bets.agency.1"`) {
+		t.Errorf("nats pub bets.agency.1 as the inspector: %v, want a permissions violation", err)
+	}
+	_, err = runNATS(t.Context(), inspector.as(inspector.user, "wrong"), url, "micro", "ls")
+	if err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
+		t.Errorf("nats micro ls with a wrong password: %v, want an authorization violation", err)
+	}
 }
 
 // checkLogs checks what the stack logged for a finished lottery and returns
@@ -751,7 +1172,13 @@ func staticBusybox() (string, error) {
 
 // natsTool is the nats CLI, with a configuration directory of the test's
 // own: no saved context of the user's changes the server it talks to.
-type natsTool struct{ bin, config string }
+type natsTool struct{ bin, config, user, password string }
+
+// as is the CLI connecting as user.
+func (n natsTool) as(user, password string) natsTool {
+	n.user, n.password = user, password
+	return n
+}
 
 // natsCLI returns a nats CLI: the one on PATH if it has the micro commands,
 // else natscli@natsCLIVersion installed into dir.
@@ -772,7 +1199,11 @@ func natsCLI(ctx context.Context, dir string) (natsTool, error) {
 
 // command is the CLI against url with args.
 func (n natsTool) command(ctx context.Context, url string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--server", url}, args...)...)
+	flags := []string{"--server", url}
+	if n.user != "" {
+		flags = append(flags, "--user", n.user, "--password", n.password)
+	}
+	cmd := exec.CommandContext(ctx, n.bin, append(flags, args...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
 			cmd.Env = append(cmd.Env, kv)
@@ -904,11 +1335,12 @@ func installedComposes() []composeCmd {
 	return cs
 }
 
-// config runs "config" on file with none of compose.yaml's variables set.
-func (c composeCmd) config(t *testing.T, file string) string {
+// config runs "config" on file with none of compose.yaml's variables set
+// but CREDS_DIR=creds: Compose reads the env_file entries.
+func (c composeCmd) config(t *testing.T, file, creds string) string {
 	t.Helper()
 	args := append(slices.Clone(c.argv[1:]), "-p", "quiniela-config-test", "-f", file, "config")
-	out, err := run(t.Context(), composeEnv(nil), "", c.argv[0], args...)
+	out, err := run(t.Context(), composeEnv([]string{"CREDS_DIR=" + creds}), "", c.argv[0], args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -927,36 +1359,48 @@ func composeEnv(vars []string) []string {
 	return append(env, vars...)
 }
 
-// stack is deploy/compose.yaml run under a project name of its own, taken
-// down with its volumes when the test ends, whatever happened.
+// stack is deploy/compose.yaml (or compose-cluster.yaml) run under a
+// project name of its own, taken down with its volumes when the test ends,
+// whatever happened.
 type stack struct {
 	c       composeCmd
 	project string
 	file    string
 	env     []string
-	natsURL string
+	natsURL string // NATS on the host: the server, or the cluster's nats1
 	nats    string // the NATS image, which also reads the store's volume
 }
 
-func newStack(t *testing.T, c composeCmd, imgs images, data string, vars ...string) *stack {
+// newStack prepares a stack of variant v on the credentials in creds.
+func newStack(t *testing.T, c composeCmd, imgs images, data, creds string, v variant, vars ...string) *stack {
 	t.Helper()
-	port := freePort(t)
 	s := &stack{
 		c:       c,
 		project: "quiniela-test-" + randomID(),
-		file:    filepath.Join(repoRoot(t), "deploy", "compose.yaml"),
-		natsURL: fmt.Sprintf("nats://127.0.0.1:%d", port),
+		file:    filepath.Join(repoRoot(t), "deploy", v.file),
 		nats:    imgs.nats,
 	}
-	s.env = composeEnv(append([]string{
+	env := []string{
 		"NATS_IMAGE=" + imgs.nats,
 		"CENTRAL_IMAGE=" + imgs.central,
 		"AGENCY_IMAGE=" + imgs.agency,
 		"DATA_DIR=" + data,
-		"NATS_PORT=" + strconv.Itoa(port),
+		"CREDS_DIR=" + creds,
 		"LOG_LEVEL=INFO",
-	}, vars...))
-	t.Logf("project %s, NATS on %s", s.project, s.natsURL)
+	}
+	var urls []string
+	for k := range natsServices(v) {
+		port := freePort(t)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", port))
+		if k == 0 {
+			env = append(env, "NATS_PORT="+strconv.Itoa(port))
+		} else {
+			env = append(env, fmt.Sprintf("NATS_PORT_%d=%d", k+1, port))
+		}
+	}
+	s.natsURL = urls[0]
+	s.env = composeEnv(append(env, vars...))
+	t.Logf("project %s (%s), NATS on %s", s.project, v.file, strings.Join(urls, ", "))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 		defer cancel()
@@ -969,8 +1413,11 @@ func newStack(t *testing.T, c composeCmd, imgs images, data string, vars ...stri
 		}
 		// "down -v" removes the volumes the file declares; anything else
 		// labelled with this project would be a leak.
-		if out, err := run(ctx, nil, "", "docker", "volume", "ls", "-q", "--filter", "label=com.docker.compose.project="+s.project); err != nil || strings.TrimSpace(out) != "" {
-			t.Errorf("volumes left by %s: %q %v", s.project, out, err)
+		for _, kind := range [][]string{{"volume", "ls", "-q"}, {"network", "ls", "-q"}, {"ps", "-aq"}} {
+			args := append(kind, "--filter", "label=com.docker.compose.project="+s.project)
+			if out, err := run(ctx, nil, "", "docker", args...); err != nil || strings.TrimSpace(out) != "" {
+				t.Errorf("docker %s: left by %s: %q %v", strings.Join(kind[:2], " "), s.project, out, err)
+			}
 		}
 	})
 	return s
@@ -1046,6 +1493,60 @@ func (s *stack) waitHealthy(t *testing.T, service string, timeout time.Duration)
 	t.Fatalf("%s not healthy after %v (status %q)", service, timeout, status)
 }
 
+// startAgencies starts the agencies alone ("--no-deps"): "up" leaves the
+// other services as they are, even one just killed on purpose, which a
+// plain "up" would start again or wait for.
+func (s *stack) startAgencies(t *testing.T) {
+	t.Helper()
+	args := []string{"up", "-d", "--no-deps"}
+	for i := 1; i <= agencies; i++ {
+		args = append(args, fmt.Sprintf("agency%d", i))
+	}
+	s.compose(t, args...)
+}
+
+// checkRoutes waits until each node of the cluster has routes to the other
+// two, as its monitoring endpoint (/routez) shows.
+func (s *stack) checkRoutes(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	var routez struct {
+		Routes []struct {
+			RemoteName string `json:"remote_name"`
+		} `json:"routes"`
+	}
+	deadline := time.Now().Add(timeout)
+	for _, node := range natsNodes {
+		id := s.containerID(t, node)
+		var peers []string
+		for {
+			out, err := run(t.Context(), nil, "", "docker", "exec", id, "wget", "-q", "-O", "-", "http://localhost:8222/routez")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(out), &routez); err != nil {
+				t.Fatalf("%s /routez: %v\n%s", node, err, out)
+			}
+			// Routes come in pools: several connections to one peer.
+			peers = peers[:0]
+			for _, r := range routez.Routes {
+				if !slices.Contains(peers, r.RemoteName) {
+					peers = append(peers, r.RemoteName)
+				}
+			}
+			slices.Sort(peers)
+			others := slices.DeleteFunc(slices.Clone(natsNodes), func(n string) bool { return n == node })
+			if slices.Equal(peers, others) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s has routes to %v after %v, want %v", node, peers, timeout, others)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	t.Logf("cluster formed: each node routed to the other two")
+}
+
 // waitAgencies waits until every agency's container has exited, and fails
 // as soon as one exits with another status than 0.
 func (s *stack) waitAgencies(t *testing.T, timeout time.Duration) {
@@ -1113,31 +1614,56 @@ func (s *stack) storedRows(t *testing.T) []string {
 // ("docker logs -f"), so the caller acts within milliseconds of the n-th line.
 func waitLog(t *testing.T, id, action string, n int, timeout time.Duration) int {
 	t.Helper()
+	got := 0
+	followLog(t, id, timeout, func(l logline.Line) bool {
+		if l.Action == action {
+			got++
+		}
+		return got >= n
+	}, func() string { return fmt.Sprintf("%d %s lines, want %d", got, action, n) })
+	return got
+}
+
+// followLog follows a container's log ("docker logs -f") and calls done on
+// each operation line as it is written, until done returns true; after the
+// timeout it fails the test, saying what it saw.
+func followLog(t *testing.T, id string, timeout time.Duration, done func(logline.Line) bool, saw func() string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
+	if err := follow(ctx, id, done); err != nil {
+		t.Fatalf("container %s logged %s in %v: %v", id, saw(), timeout, err)
+	}
+}
+
+// follow is followLog for any goroutine: it returns nil once done returned
+// true, else why it stopped.
+func follow(ctx context.Context, id string, done func(logline.Line) bool) error {
+	ctx, cancel := context.WithCancel(ctx)
 	cmd := exec.CommandContext(ctx, "docker", "logs", "-f", id)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		cancel()
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("docker logs -f %s: %v", id, err)
+		cancel()
+		return fmt.Errorf("docker logs -f %s: %w", id, err)
 	}
 	defer func() {
 		cancel() // kills docker logs -f
 		cmd.Wait()
 	}()
-	got := 0
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
-		if l, ok := logline.Parse(sc.Text()); ok && l.Action == action {
-			if got++; got >= n {
-				return got
-			}
+		if l, ok := logline.Parse(sc.Text()); ok && done(l) {
+			return nil
 		}
 	}
-	t.Fatalf("container %s logged %d %s lines in %v, want %d (%v)", id, got, action, timeout, n, ctx.Err())
-	return 0
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("the log ended")
 }
 
 // ---------------------------------------------------------------------------

@@ -51,8 +51,11 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 	switch user {
 	case CentralUser:
 		// It only answers: requests on the agencies' subjects, and micro's
-		// PING/INFO/STATS.
+		// PING/INFO/STATS. Its right to answer a request is held by the node
+		// that delivered it, so after a failover to another node replies
+		// to agencies would be refused: it may publish to their inboxes.
 		return Permissions{
+			Publish:   []string{"_INBOX_agency_*.>"},
 			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, "$SRV.>"},
 			Responses: true,
 		}, nil

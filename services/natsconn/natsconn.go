@@ -103,12 +103,14 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}
 	if nc.IsConnected() {
+		logConnected(log, nc)
 		return nc, closedCh, nil
 	}
 	timer := time.NewTimer(o.ConnectWait)
 	defer timer.Stop()
 	select {
 	case <-connected:
+		logConnected(log, nc)
 		return nc, closedCh, nil
 	case <-closedCh:
 		// The client gives up on its own only when the server refused the
@@ -129,4 +131,8 @@ func explain(err error) error {
 		return fmt.Errorf("%w: the server refused these credentials; set NATS_USER and NATS_PASSWORD (or NATS_CREDS, or NATS_NKEY_SEED) to this service's (development ones are in .creds/)", err)
 	}
 	return err
+}
+
+func logConnected(log *slog.Logger, nc *nats.Conn) {
+	log.Info(logline.Format("nats_conectado", logline.Success, "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName()))
 }
