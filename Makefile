@@ -5,8 +5,9 @@ BIN     ?= bin
 AGENCIES ?= 5
 BETS     ?= 0
 SEED     ?= 1
-# make bench
+# make bench: SCENARIO=official|scale|many|all (or several, comma-separated)
 RUNS     ?= 7
+SCENARIO ?= official
 
 .PHONY: all build nats-server data run test test-short bench fuzz clean
 
@@ -32,9 +33,10 @@ run: build data
 test:
 	$(GO) test -race -count=1 -timeout 9m ./...
 
-## bench: real processes (nats-server, central, agencies), median of RUNS runs
+## bench: real processes (nats-server, central, agencies), median of RUNS runs of each SCENARIO
+# (`make bench SCENARIO=all RUNS=3`); the data of scale and many is generated once into $(BIN)/bench-data
 bench: build nats-server
-	$(GO) run ./tools/bench -bin $(BIN) -runs $(RUNS)
+	$(GO) run ./tools/bench -bin $(BIN) -scenario $(SCENARIO) -runs $(RUNS)
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/quiniela/quiniela/tools/internal/lottery"
@@ -21,16 +22,15 @@ const (
 	natsTimeout  = 10 * time.Second // for nats-server to accept connections
 	readyTimeout = 15 * time.Second // for the central's central_lista
 	centralGrace = 15 * time.Second // from SIGTERM to a forced kill of the central
+	natsGrace    = 5 * time.Second  // same, for nats-server
 	logTail      = 200              // lines of a failed run's log shown
+	logBuffer    = 256 << 10        // bytes of the processes' log held before a write
 )
 
-// run is the whole command.
+// run is the whole command. A scenario that fails is reported and the
+// next one still runs; the error says which failed.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
-	if err != nil {
-		return err
-	}
-	files, err := lottery.FindAgencyFiles(o.data)
 	if err != nil {
 		return err
 	}
@@ -40,58 +40,118 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(o.config); err != nil {
 		return fmt.Errorf("agency config (-config): %w", err)
 	}
-	bets, err := lottery.CountBets(files)
-	if err != nil {
-		return err
-	}
 
-	fmt.Fprintf(stdout, "bench: %d runs; %d agencies, %d bets from %s; run directories in %s\n",
-		o.runs, len(files), bets, o.data, o.tmp)
-	fmt.Fprintln(stdout, "wall time: agencies launched → all agencies exited, with nats-server and central already up")
-	results := make([]result, 0, o.runs)
+	names := make([]string, len(o.scenarios))
+	for i, s := range o.scenarios {
+		names[i] = s.name
+	}
+	fmt.Fprintf(stdout, "bench: scenarios %s, %s each; each run's directory (bets file, log) in %s, removed after it\n",
+		strings.Join(names, ", "), plural(o.runs, "run"), o.tmp)
+	fmt.Fprintln(stdout, wallCovers)
+	var done []scenarioResult
+	var errs []error
+	for _, s := range o.scenarios {
+		sr, err := benchScenario(ctx, o, s, stdout, stderr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
+			if ctx.Err() != nil {
+				break // interrupted or out of time: the rest would fail alike
+			}
+			continue
+		}
+		done = append(done, sr)
+	}
+	writeSummary(stdout, done)
+	if len(done) > 0 {
+		fmt.Fprintln(stdout)
+		writeNotes(stdout)
+	}
+	return errors.Join(errs...)
+}
+
+// benchScenario prepares a scenario's data and runs the lottery on it
+// o.runs times, printing a line per run and then the table.
+func benchScenario(ctx context.Context, o options, s scenario, stdout, stderr io.Writer) (scenarioResult, error) {
+	sr := scenarioResult{scenario: s}
+	fmt.Fprintf(stdout, "\n== %s\n", s.name)
+	gen := func(ctx context.Context, dir string, agencies, bets int) error {
+		fmt.Fprintf(stdout, "%s: generating %d agencies × %d bets into %s, once: later benches reuse them\n", s.name, agencies, bets, dir)
+		start := time.Now()
+		if err := o.gen(ctx, dir, agencies, bets); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: generated in %.1f s\n", s.name, time.Since(start).Seconds())
+		return nil
+	}
+	ds, err := prepareData(ctx, s, o.data, o.cache, gen)
+	if err != nil {
+		return sr, err
+	}
+	sr.data = ds
+	if err := ensureOpenFiles(len(ds.files)); err != nil {
+		return sr, err
+	}
+	fmt.Fprintf(stdout, "%s: %d agencies, %d bets from %s\n", s.name, len(ds.files), ds.bets, ds.dir)
 	for i := range o.runs {
-		r, logPath, err := runOnce(ctx, o, files, bets)
+		r, logPath, err := runOnce(ctx, o, ds.files, ds.bets)
 		if err != nil {
 			if logPath != "" {
-				fmt.Fprintf(stderr, "processes' output of run %d, last %d lines (all of it in %s):\n", i+1, logTail, logPath)
+				fmt.Fprintf(stderr, "processes' output of %s run %d, last %d lines (all of it in %s):\n", s.name, i+1, logTail, logPath)
 				printTail(stderr, logPath, logTail)
 			}
-			return fmt.Errorf("run %d/%d: %w", i+1, o.runs, err)
+			return sr, fmt.Errorf("run %d/%d: %w", i+1, o.runs, err)
 		}
-		fmt.Fprintf(stdout, "run %d/%d: %s\n", i+1, o.runs, r)
-		results = append(results, r)
+		fmt.Fprintf(stdout, "%s run %d/%d: %s\n", s.name, i+1, o.runs, r)
+		sr.runs = append(sr.runs, r)
 	}
-	writeTable(stdout, results)
-	return nil
+	writeTable(stdout, sr)
+	return sr, nil
 }
 
 // result is what one run measured.
 type result struct {
 	Wall     time.Duration // agencies launched → all agencies exited
+	Launch   time.Duration // starting every agency process, within Wall
 	Bets     int           // bets the agencies sent, checked against the bets file
 	Batches  int           // batches the agencies sent
+	Resent   int           // batches the agencies sent again after a timeout
 	RTTP50ms float64       // median of the agencies' rtt_p50_ms
 	RTTP99ms float64       // max of the agencies' rtt_p99_ms
 	Fsyncs   int           // the central's group commits
+	Draw     time.Duration // by the central's log: last agency done → sorteo
+	// Peak resident set sizes; AgencyRSS is the largest agency's.
+	CentralRSS, AgencyRSS, NATSRSS procs.RSS
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("wall %.1f ms, %.0f bets/s, %d batches, rtt p50 %.2f ms, p99 %.2f ms, %d fsyncs",
-		ms(r.Wall), betsPerSecond(r.Bets, r.Wall), r.Batches, r.RTTP50ms, r.RTTP99ms, r.Fsyncs)
+	return fmt.Sprintf("wall %.1f ms (launch %.1f), %.0f bets/s, %d batches, %.0f batches/s, rtt p50 %.2f ms, p99 %.2f ms, "+
+		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %s MiB, agency %s MiB, nats-server %s MiB",
+		ms(r.Wall), ms(r.Launch), perSecond(r.Bets, r.Wall), r.Batches, perSecond(r.Batches, r.Wall), r.RTTP50ms, r.RTTP99ms,
+		r.Fsyncs, r.Resent, ms(r.Draw), rssText(r.CentralRSS), rssText(r.AgencyRSS), rssText(r.NATSRSS))
+}
+
+// rssText is a peak RSS in MiB, marked "≤" when it is only a bound.
+func rssText(rss procs.RSS) string {
+	s := fmt.Sprintf("%.1f", mib(rss.Bytes))
+	if !rss.Exact {
+		s = "≤" + s
+	}
+	return s
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func betsPerSecond(bets int, wall time.Duration) float64 {
+func perSecond(n int, wall time.Duration) float64 {
 	if wall <= 0 {
 		return 0
 	}
-	return float64(bets) / wall.Seconds()
+	return float64(n) / wall.Seconds()
 }
 
 // runOnce runs the lottery once in a fresh directory under o.tmp and checks
 // it. The processes' output goes to a log file there, whose path is
-// returned; the directory is removed after a good run and kept otherwise.
+// returned. The directory is removed after a good run; after a failed one
+// only the log is kept (the bets file can be hundreds of MB).
 func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBets int) (res result, logPath string, err error) {
 	dir, err := os.MkdirTemp(o.tmp, "quiniela-bench-")
 	if err != nil {
@@ -100,15 +160,21 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 	logPath = filepath.Join(dir, "processes.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
+		os.RemoveAll(dir)
 		return res, "", fmt.Errorf("log file: %w", err)
 	}
+	// Buffered: the central logs a line per batch (about 85 000 for 10 M
+	// bets), and a write syscall per line would take CPU from the processes
+	// measured. The sink serializes its writes, so the buffer needs no lock.
+	logBuf := bufio.NewWriterSize(logFile, logBuffer)
 	defer func() {
+		// Deferred first, so it runs last: every process has exited by then
+		// (the deferred kills below), and all their lines are in the buffer.
+		logBuf.Flush()
 		logFile.Close()
-		if err == nil {
-			os.RemoveAll(dir)
-		}
+		cleanRunDir(dir, logPath, err == nil)
 	}()
-	sink := procs.NewSink(logFile, lottery.Names(files, natsName)...)
+	sink := procs.NewSink(logBuf, lottery.Names(files, natsName)...)
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("run timed out after %v (-timeout)", o.timeout))
 	defer cancel()
 
@@ -116,7 +182,7 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 	if err != nil {
 		return res, logPath, err
 	}
-	defer nats.Kill() // nothing of it is measured or checked: no need to be gentle
+	defer nats.Kill() // on an early return; a no-op once it has exited
 
 	betsFile := filepath.Join(dir, "bets.csv")
 	central, err := lottery.StartCentral(o.bin, []string{
@@ -132,11 +198,19 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 		return res, logPath, err
 	}
 
-	start := time.Now()
-	agencies, err := lottery.StartAgencies(o.bin, files, o.config, url, nil, sink)
+	// Prepared first: the spawner that starts them (see procs.Prepare) is
+	// the bench's cost, not the lottery's.
+	batch, err := lottery.PrepareAgencies(o.bin, files, o.config, url, nil, sink)
 	if err != nil {
 		return res, logPath, err
 	}
+	defer batch.Abort() // on an early return; a no-op once started
+	start := time.Now()
+	agencies, err := batch.Start()
+	if err != nil {
+		return res, logPath, err
+	}
+	res.Launch = time.Since(start)
 	defer lottery.KillAgencies(agencies)
 	if err := lottery.WaitAgencies(ctx, agencies); err != nil {
 		return res, logPath, err
@@ -149,10 +223,50 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 	if err := checkStored(betsFile, wantBets, res.Bets); err != nil {
 		return res, logPath, err
 	}
-	if res.Fsyncs, err = stopCentral(central); err != nil {
+	if err := stopCentral(central, &res); err != nil {
+		return res, logPath, err
+	}
+	// Stopped now for its peak RSS, known once it has exited. How it exits
+	// is not checked: nothing of the lottery depends on it any more.
+	nats.Stop(natsGrace)
+	if res.NATSRSS, err = peakRSS(nats); err != nil {
 		return res, logPath, err
 	}
 	return res, logPath, nil
+}
+
+// cleanRunDir removes a run's directory after a good run; after a failed
+// one it keeps only the log, for the user to read.
+func cleanRunDir(dir, logPath string, ok bool) {
+	if ok {
+		os.RemoveAll(dir)
+		return
+	}
+	entries, _ := os.ReadDir(dir) // what cannot be listed cannot be removed either
+	for _, e := range entries {
+		if p := filepath.Join(dir, e.Name()); p != logPath {
+			os.RemoveAll(p)
+		}
+	}
+}
+
+// peakRSS is p's peak RSS once it has exited.
+func peakRSS(p *procs.Proc) (procs.RSS, error) {
+	rss, ok := p.PeakRSS()
+	if !ok {
+		return rss, fmt.Errorf("no peak RSS for %s (%s): the bench needs getrusage, as on Linux", p.Name, p.Exit())
+	}
+	return rss, nil
+}
+
+// largest is the larger of two peaks. When an exact figure is the largest,
+// the largest true peak is that figure: the others are at most their
+// bounds. On a tie the exact one is kept for that reason.
+func largest(a, b procs.RSS) procs.RSS {
+	if b.Bytes > a.Bytes || (b.Bytes == a.Bytes && b.Exact) {
+		return b
+	}
+	return a
 }
 
 // startNATS starts bin/nats-server on a free local port and waits until it
@@ -232,6 +346,12 @@ func agencyTotals(agencies []*lottery.Agency, res result) (result, error) {
 		}
 		res.Bets += r.Bets
 		res.Batches += r.Batches
+		res.Resent += r.Resent
+		rss, err := peakRSS(a.Proc)
+		if err != nil {
+			return res, err
+		}
+		res.AgencyRSS = largest(res.AgencyRSS, rss)
 		p50s = append(p50s, r.RTTP50ms)
 		res.RTTP99ms = max(res.RTTP99ms, r.RTTP99ms)
 	}
@@ -262,20 +382,29 @@ func checkStored(betsFile string, wantBets, sentBets int) error {
 }
 
 // stopCentral shuts the central down with SIGTERM and checks what it said:
-// one draw, and its fsyncs, which it returns. Both are read after it
-// exited, when all its lines have been read.
-func stopCentral(central *lottery.Central) (int, error) {
+// one draw, and its fsyncs and draw time, which go to res with its peak
+// RSS. All are read after it exited, when all its lines have been read.
+func stopCentral(central *lottery.Central, res *result) error {
 	if err := central.Shutdown(centralGrace); err != nil {
-		return 0, err
+		return err
 	}
 	if n := central.Log.Sorteos(); n != 1 {
-		return 0, fmt.Errorf("sorteo logged %d times, want once", n)
+		return fmt.Errorf("sorteo logged %d times, want once", n)
 	}
 	fsyncs, ok := central.Log.Fsyncs()
 	if !ok {
-		return 0, errors.New("the central logged no cerrar_apuestas line with its fsyncs")
+		return errors.New("the central logged no cerrar_apuestas line with its fsyncs")
 	}
-	return fsyncs, nil
+	draw, ok := central.Log.DrawTime()
+	if !ok {
+		return errors.New("the central's log does not time the draw: no timestamped agencia_terminada done: K/K and sorteo lines")
+	}
+	rss, err := peakRSS(central.Proc)
+	if err != nil {
+		return err
+	}
+	res.Fsyncs, res.Draw, res.CentralRSS = fsyncs, draw, rss
+	return nil
 }
 
 // printTail copies the last n lines of the file at path to w.

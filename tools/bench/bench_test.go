@@ -3,18 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/quiniela/quiniela/tools/internal/procs"
 )
 
 // binDir holds the three binaries, built once in TestMain.
 var binDir string
 
 func TestMain(m *testing.M) {
+	procs.RunSpawnerIfChild() // as the bench's main does
 	dir, err := os.MkdirTemp("", "bench-bin-")
 	if err == nil {
 		err = build(dir)
@@ -80,30 +85,97 @@ func TestBenchRuns(t *testing.T) {
 	}
 	out := stdout.String()
 	for _, want := range []string{
-		"bench: 2 runs; 3 agencies, 600 bets from " + data,
-		"run 1/2: wall ", "run 2/2: wall ", "2 runs, 600 bets each:",
+		"bench: scenarios official, 2 runs each",
+		"official: 3 agencies, 600 bets from " + data,
+		// 200 bets = 2 batches of 118 max, 3 agencies
+		"official run 1/2: wall ", "official run 2/2: wall ", " 6 batches, ",
+		"official: 2 runs, 600 bets each:",
 		"agencies launched → all agencies exited, with nats-server and central already up",
+		"summary, medians of each scenario's runs:",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if got := tableRow(t, out, "batches"); got[0] != "6" {
-		t.Errorf("batches row %q, want a median of 6 (200 bets = 2 batches of 118 max, 3 agencies)", got)
+	// Peak RSS comes from the kernel: any Go process has a few MiB.
+	for _, name := range []string{"central peak RSS (MiB)", "agency peak RSS (MiB)", "nats-server peak RSS (MiB)"} {
+		if row := tableRow(t, out, name); !plausibleMiB(row[1]) {
+			t.Errorf("%s: %q, want a few MiB", name, row)
+		}
+	}
+	summary := out[strings.Index(out, "summary,"):]
+	if row := tableRow(t, summary, "official"); row[0] != "2" || row[1] != "3" || row[2] != "600" || row[len(row)-2] != "PASS" {
+		t.Errorf("summary row %q", row)
 	}
 	if strings.Contains(out, "action:") || stderr.Len() > 0 {
 		t.Errorf("processes' output reached the terminal:\nstdout:\n%s\nstderr:\n%s", out, stderr.String())
 	}
 }
 
+func plausibleMiB(s string) bool {
+	x, err := strconv.ParseFloat(s, 64)
+	return err == nil && x >= 1 && x < 1024
+}
+
 func TestBenchFailsAndShowsTheLog(t *testing.T) {
 	data := writeData(t, 2, 20, "Bad,Row,x,1985-01-01,1\n")
+	args := benchArgs(t, data, 3)
+	tmp := args[len(args)-1]
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), benchArgs(t, data, 3), &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "run 1/3: agency-2 exited with exit status 3") {
+	err := run(context.Background(), args, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "official: run 1/3: agency-2 exited with exit status 3") {
 		t.Fatalf("err = %v, want run 1 to fail on agency-2's exit 3", err)
 	}
 	if !strings.Contains(stderr.String(), "agency-2 | ") || !strings.Contains(stderr.String(), "action: leer_apuesta | result: fail") {
 		t.Errorf("stderr does not show the processes' log:\n%s", stderr.String())
+	}
+	// Only the log is kept: a bets file can be hundreds of MB.
+	left, _ := filepath.Glob(filepath.Join(tmp, "*", "*"))
+	if len(left) != 1 || filepath.Base(left[0]) != "processes.log" {
+		t.Errorf("left behind %q, want the log alone", left)
+	}
+}
+
+func TestPrepareDataGeneratesOnceThenReuses(t *testing.T) {
+	cache := t.TempDir()
+	s := scenario{name: "tiny", agencies: 3, bets: 40}
+	ds, err := prepareData(context.Background(), s, "", cache, runGendata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ds.generated || len(ds.files) != 3 || ds.bets != 120 || ds.dir != filepath.Join(cache, "tiny-3x40-seed1") {
+		t.Fatalf("first prepareData = %+v", ds)
+	}
+	noGen := func(context.Context, string, int, int) error {
+		t.Error("generator called although the files are there")
+		return nil
+	}
+	again, err := prepareData(context.Background(), s, "", cache, noGen)
+	if err != nil || again.generated || again.bets != 120 {
+		t.Fatalf("second prepareData = %+v, %v", again, err)
+	}
+
+	// A missing file is generated again; a file that is not what gendata
+	// writes is reported, not used.
+	os.Remove(ds.files[1].Path)
+	if _, err := prepareData(context.Background(), s, "", cache, runGendata); err != nil {
+		t.Fatalf("after removing a file: %v", err)
+	}
+	os.WriteFile(ds.files[2].Path, []byte("Ana,Gomez,1,1985-01-01,1\n"), 0o644)
+	if _, err := prepareData(context.Background(), s, "", cache, noGen); err == nil || !strings.Contains(err.Error(), "remove the directory") {
+		t.Fatalf("with a short file: err = %v", err)
+	}
+}
+
+func TestPrepareDataOfficialAndGenerationFailure(t *testing.T) {
+	data := writeData(t, 2, 10, "")
+	ds, err := prepareData(context.Background(), scenario{name: "official"}, data, "unused", nil)
+	if err != nil || ds.dir != data || len(ds.files) != 2 || ds.bets != 20 {
+		t.Fatalf("official: %+v, %v", ds, err)
+	}
+	boom := errors.New("boom")
+	failGen := func(context.Context, string, int, int) error { return boom }
+	if _, err := prepareData(context.Background(), scenario{name: "x", agencies: 2, bets: 5}, "", t.TempDir(), failGen); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the generator's", err)
 	}
 }

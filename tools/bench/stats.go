@@ -4,7 +4,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
+
+	"github.com/quiniela/quiniela/tools/internal/procs"
 )
 
 // median is the middle of xs, the mean of the two middle ones for an even
@@ -22,6 +27,80 @@ func median(xs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// metric is one figure of a run, a row of a scenario's table and a column
+// of the summary.
+type metric struct {
+	name   string // the row's label
+	short  string // the summary's column header and the goal's name
+	format string
+	value  func(result) float64
+}
+
+var (
+	mWall          = metric{"wall time (ms)", "wall ms", "%.1f", func(r result) float64 { return ms(r.Wall) }}
+	mLaunch        = metric{"launch (ms)", "launch ms", "%.1f", func(r result) float64 { return ms(r.Launch) }}
+	mBetsPerSecond = metric{"bets/s", "bets/s", "%.0f", func(r result) float64 { return perSecond(r.Bets, r.Wall) }}
+	mBatchesPerSec = metric{"batches/s", "batches/s", "%.0f", func(r result) float64 { return perSecond(r.Batches, r.Wall) }}
+	mRTTP50        = metric{"rtt p50 (ms)", "p50 ms", "%.2f", func(r result) float64 { return r.RTTP50ms }}
+	mRTTP99        = metric{"rtt p99 (ms)", "p99 ms", "%.2f", func(r result) float64 { return r.RTTP99ms }}
+	mFsyncs        = metric{"fsyncs", "fsyncs", "%.0f", func(r result) float64 { return float64(r.Fsyncs) }}
+	mResent        = metric{"batches resent", "resent", "%.0f", func(r result) float64 { return float64(r.Resent) }}
+	mDraw          = metric{"draw (ms)", "draw ms", "%.0f", func(r result) float64 { return ms(r.Draw) }}
+	mCentralRSS    = metric{"central peak RSS (MiB)", "central MiB", "%.1f", func(r result) float64 { return mib(r.CentralRSS.Bytes) }}
+	mAgencyRSS     = metric{"agency peak RSS (MiB)", "agency MiB", "%.1f", func(r result) float64 { return mib(r.AgencyRSS.Bytes) }}
+	mNATSRSS       = metric{"nats-server peak RSS (MiB)", "nats MiB", "%.1f", func(r result) float64 { return mib(r.NATSRSS.Bytes) }}
+)
+
+// metrics are the rows of a scenario's table, in order.
+var metrics = []*metric{
+	&mWall, &mLaunch, &mBetsPerSecond, &mBatchesPerSec, &mRTTP50, &mRTTP99, &mFsyncs, &mResent, &mDraw,
+	&mCentralRSS, &mAgencyRSS, &mNATSRSS,
+}
+
+func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
+
+// goal is a bound a metric's median over the runs must keep.
+type goal struct {
+	metric  *metric
+	limit   float64
+	atLeast bool // the median must be ≥ limit; else ≤ limit
+}
+
+func (g goal) String() string {
+	op := "≤"
+	if g.atLeast {
+		op = "≥"
+	}
+	return op + " " + trimFloat(g.limit)
+}
+
+// met reports whether x keeps the goal.
+func (g goal) met(x float64) bool {
+	if g.atLeast {
+		return x >= g.limit
+	}
+	return x <= g.limit
+}
+
+func trimFloat(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+
+// verdict is how a goal fared on a scenario's runs.
+type verdict struct {
+	goal
+	median float64
+	pass   bool
+}
+
+// evaluate holds each goal of the scenario to the median of its runs.
+func evaluate(goals []goal, rs []result) []verdict {
+	out := make([]verdict, len(goals))
+	for i, g := range goals {
+		m := median(column(rs, g.metric.value))
+		out[i] = verdict{goal: g, median: m, pass: g.met(m)}
+	}
+	return out
+}
+
 // column takes one figure of every run.
 func column(rs []result, f func(result) float64) []float64 {
 	xs := make([]float64, len(rs))
@@ -31,29 +110,146 @@ func column(rs []result, f func(result) float64) []float64 {
 	return xs
 }
 
-// writeTable prints the median, min and max over the runs of each figure.
-func writeTable(w io.Writer, rs []result) {
+// scenarioResult is what a scenario's runs measured.
+type scenarioResult struct {
+	scenario
+	data dataSet
+	runs []result
+}
+
+// writeTable prints, for each figure, the median, min and max over the
+// scenario's runs, and the goal it is held to with PASS or FAIL.
+func writeTable(w io.Writer, sr scenarioResult) {
+	rs := sr.runs
 	if len(rs) == 0 {
 		return
 	}
-	walls := column(rs, func(r result) float64 { return ms(r.Wall) })
-	rate := func(wallMS float64) float64 { return float64(rs[0].Bets) / (wallMS / 1000) }
-
-	fmt.Fprintf(w, "\n%d runs, %d bets each:\n", len(rs), rs[0].Bets)
+	verdicts := evaluate(sr.goals, rs)
+	fmt.Fprintf(w, "\n%s: %s, %d bets each:\n", sr.name, plural(len(rs), "run"), rs[0].Bets)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tmedian\tmin\tmax\t")
-	row := func(name, format string, xs []float64) {
-		fmt.Fprintf(tw, "%s\t"+format+"\t"+format+"\t"+format+"\t\n", name, median(xs), slices.Min(xs), slices.Max(xs))
+	width := 0
+	for _, m := range metrics {
+		width = max(width, utf8.RuneCountInString(m.name))
 	}
-	row("wall time (ms)", "%.1f", walls)
-	// bets/s follows the wall time: its median is at the median wall time,
-	// its min at the longest run.
-	fmt.Fprintf(tw, "bets/s\t%.0f\t%.0f\t%.0f\t\n", rate(median(walls)), rate(slices.Max(walls)), rate(slices.Min(walls)))
-	row("batches", "%.0f", column(rs, func(r result) float64 { return float64(r.Batches) }))
-	row("rtt p50 (ms)", "%.2f", column(rs, func(r result) float64 { return r.RTTP50ms }))
-	row("rtt p99 (ms)", "%.2f", column(rs, func(r result) float64 { return r.RTTP99ms }))
-	row("fsyncs", "%.0f", column(rs, func(r result) float64 { return float64(r.Fsyncs) }))
+	fmt.Fprintln(tw, "\tmedian\tmin\tmax\tgoal\t\t")
+	for _, m := range metrics {
+		xs := column(rs, m.value)
+		fmt.Fprintf(tw, "%s\t"+m.format+"\t"+m.format+"\t"+m.format+"\t", padRight(m.name, width), median(xs), slices.Min(xs), slices.Max(xs))
+		if i := slices.IndexFunc(verdicts, func(v verdict) bool { return v.metric == m }); i >= 0 {
+			fmt.Fprintf(tw, "%s\t%s\t\n", verdicts[i].goal, passFail(verdicts[i].pass))
+		} else {
+			fmt.Fprint(tw, "\t\t\n")
+		}
+	}
 	tw.Flush()
-	fmt.Fprintln(w, "wall time: agencies launched → all agencies exited, with nats-server and central already up")
-	fmt.Fprintln(w, "rtt p50: a run's median of the agencies' rtt_p50_ms; rtt p99: a run's max of their rtt_p99_ms")
+	for _, b := range []struct {
+		name string
+		rss  func(result) procs.RSS
+	}{
+		{mCentralRSS.name, func(r result) procs.RSS { return r.CentralRSS }},
+		{mAgencyRSS.name, func(r result) procs.RSS { return r.AgencyRSS }},
+		{mNATSRSS.name, func(r result) procs.RSS { return r.NATSRSS }},
+	} {
+		if n := boundsOnly(rs, b.rss); n > 0 {
+			fmt.Fprintf(w, "note: %s is only a bound in %d of %d runs (the starting process's own peak was higher)\n", b.name, n, len(rs))
+		}
+	}
+}
+
+// boundsOnly counts the runs whose figure is only a bound.
+func boundsOnly(rs []result, rss func(result) procs.RSS) int {
+	n := 0
+	for _, r := range rs {
+		if !rss(r).Exact {
+			n++
+		}
+	}
+	return n
+}
+
+// padRight pads s with spaces to width runes: the tables align right,
+// which suits figures, and labels padded alike read as left-aligned.
+func padRight(s string, width int) string {
+	return s + strings.Repeat(" ", max(0, width-utf8.RuneCountInString(s)))
+}
+
+// plural is "1 run", "3 runs".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func passFail(pass bool) string {
+	if pass {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+// summaryMetrics are the summary's columns.
+var summaryMetrics = []*metric{
+	&mWall, &mBetsPerSecond, &mBatchesPerSec, &mRTTP50, &mRTTP99, &mFsyncs, &mDraw,
+	&mCentralRSS, &mAgencyRSS, &mNATSRSS,
+}
+
+// writeSummary prints one row per scenario: the medians of its runs and
+// how it fared against its goals.
+func writeSummary(w io.Writer, srs []scenarioResult) {
+	if len(srs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nsummary, medians of each scenario's runs:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	width := len("scenario")
+	for _, sr := range srs {
+		width = max(width, utf8.RuneCountInString(sr.name))
+	}
+	head := []string{padRight("scenario", width), "runs", "agencies", "bets"}
+	for _, m := range summaryMetrics {
+		head = append(head, m.short)
+	}
+	fmt.Fprintln(tw, strings.Join(append(head, "goals"), "\t")+"\t")
+	for _, sr := range srs {
+		row := []string{padRight(sr.name, width), fmt.Sprint(len(sr.runs)), fmt.Sprint(len(sr.data.files)), fmt.Sprint(sr.data.bets)}
+		for _, m := range summaryMetrics {
+			row = append(row, fmt.Sprintf(m.format, median(column(sr.runs, m.value))))
+		}
+		fmt.Fprintln(tw, strings.Join(append(row, goalsSummary(evaluate(sr.goals, sr.runs))), "\t")+"\t")
+	}
+	tw.Flush()
+}
+
+// goalsSummary is "PASS 4/4", or "FAIL 2/4: bets/s, central MiB" naming
+// the goals missed.
+func goalsSummary(vs []verdict) string {
+	var failed []string
+	for _, v := range vs {
+		if !v.pass {
+			failed = append(failed, v.metric.short)
+		}
+	}
+	if len(failed) == 0 {
+		return fmt.Sprintf("PASS %d/%d", len(vs), len(vs))
+	}
+	return fmt.Sprintf("FAIL %d/%d: %s", len(vs)-len(failed), len(vs), strings.Join(failed, ", "))
+}
+
+// wallCovers says what the wall time measures.
+const wallCovers = "wall time: agencies launched → all agencies exited, with nats-server and central already up"
+
+// writeNotes says how the figures were taken.
+func writeNotes(w io.Writer) {
+	for _, l := range []string{
+		wallCovers + "; bets/s and batches/s are over it",
+		"launch: forking and executing every agency process, within the wall time",
+		"rtt p50: a run's median of the agencies' rtt_p50_ms; rtt p99: a run's max of their rtt_p99_ms",
+		"draw: the central's log, timestamp of sorteo − timestamp of agencia_terminada done: K/K (millisecond resolution)",
+		"peak RSS: ru_maxrss of the exited process, which a small spawner process starts so that the figure is the process's own",
+		"  (a child's ru_maxrss is at least its parent's peak at its start); agency: the largest over a run's agencies; MiB = 2^20 bytes",
+		"goals: held to the median of the runs",
+	} {
+		fmt.Fprintln(w, l)
+	}
 }

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"errors"
+	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quiniela/quiniela/tools/internal/lottery"
+	"github.com/quiniela/quiniela/tools/internal/procs"
 )
 
 func TestMedian(t *testing.T) {
@@ -42,49 +47,165 @@ func tableRow(t *testing.T, out, name string) []string {
 	return nil
 }
 
-func TestWriteTable(t *testing.T) {
-	rs := []result{
-		{Wall: 100 * time.Millisecond, Bets: 1000, Batches: 9, RTTP50ms: 1, RTTP99ms: 5, Fsyncs: 10},
-		{Wall: 400 * time.Millisecond, Bets: 1000, Batches: 9, RTTP50ms: 3, RTTP99ms: 9, Fsyncs: 30},
-		{Wall: 200 * time.Millisecond, Bets: 1000, Batches: 9, RTTP50ms: 2, RTTP99ms: 7, Fsyncs: 20},
+// runs3 are three runs of a 10 M bets scenario: one under every goal,
+// one over, one between.
+func runs3() []result {
+	const mb = 1 << 20
+	return []result{
+		{Wall: 8 * time.Second, Launch: 100 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 0,
+			RTTP50ms: 1, RTTP99ms: 5, Fsyncs: 100, Draw: 300 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 50 * mb, Exact: true}, AgencyRSS: procs.RSS{Bytes: 20 * mb, Exact: true}, NATSRSS: procs.RSS{Bytes: 30 * mb, Exact: true}},
+		{Wall: 20 * time.Second, Launch: 300 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 4,
+			RTTP50ms: 3, RTTP99ms: 9, Fsyncs: 300, Draw: 2500 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 90 * mb, Exact: true}, AgencyRSS: procs.RSS{Bytes: 40 * mb, Exact: true}, NATSRSS: procs.RSS{Bytes: 50 * mb, Exact: true}},
+		{Wall: 10 * time.Second, Launch: 200 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 1,
+			RTTP50ms: 2, RTTP99ms: 7, Fsyncs: 200, Draw: 1500 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 70 * mb, Exact: true}, AgencyRSS: procs.RSS{Bytes: 30 * mb, Exact: true}, NATSRSS: procs.RSS{Bytes: 40 * mb, Exact: true}},
 	}
+}
+
+func scenarioNamed(t *testing.T, name string) scenario {
+	t.Helper()
+	ss, err := selectScenarios(name)
+	if err != nil || len(ss) != 1 {
+		t.Fatalf("selectScenarios(%q) = %v, %v", name, ss, err)
+	}
+	return ss[0]
+}
+
+func TestWriteTable(t *testing.T) {
 	var out bytes.Buffer
-	writeTable(&out, rs)
+	writeTable(&out, scenarioResult{scenario: scenarioNamed(t, "scale"), runs: runs3()})
 	text := out.String()
 	for name, want := range map[string][]string{
-		"wall time (ms)": {"200.0", "100.0", "400.0"},
-		"bets/s":         {"5000", "2500", "10000"},
-		"batches":        {"9", "9", "9"},
-		"rtt p50 (ms)":   {"2.00", "1.00", "3.00"},
-		"rtt p99 (ms)":   {"7.00", "5.00", "9.00"},
-		"fsyncs":         {"20", "10", "30"},
+		"wall time (ms)":             {"10000.0", "8000.0", "20000.0"},
+		"launch (ms)":                {"200.0", "100.0", "300.0"},
+		"bets/s":                     {"1000000", "500000", "1250000", "≥", "1000000", "PASS"},
+		"batches/s":                  {"8480", "4240", "10600"},
+		"rtt p50 (ms)":               {"2.00", "1.00", "3.00"},
+		"rtt p99 (ms)":               {"7.00", "5.00", "9.00"},
+		"fsyncs":                     {"200", "100", "300"},
+		"batches resent":             {"1", "0", "4"},
+		"draw (ms)":                  {"1500", "300", "2500", "≤", "2000", "PASS"},
+		"central peak RSS (MiB)":     {"70.0", "50.0", "90.0", "≤", "64", "FAIL"},
+		"agency peak RSS (MiB)":      {"30.0", "20.0", "40.0", "≤", "32", "PASS"},
+		"nats-server peak RSS (MiB)": {"40.0", "30.0", "50.0"},
 	} {
 		if got := tableRow(t, text, name); !slices.Equal(got, want) {
 			t.Errorf("%s: %q, want %q", name, got, want)
 		}
 	}
-	if !strings.Contains(text, "agencies launched → all agencies exited, with nats-server and central already up") {
-		t.Errorf("the table does not say what the wall time covers:\n%s", text)
+	if !strings.Contains(text, "scale: 3 runs, 10000000 bets each:") {
+		t.Errorf("no heading:\n%s", text)
+	}
+}
+
+func TestWriteSummary(t *testing.T) {
+	official := scenarioResult{scenario: scenarioNamed(t, "official"), runs: runs3()[:1],
+		data: dataSet{files: make([]lottery.AgencyFile, 5), bets: 10_000_000}}
+	scale := scenarioResult{scenario: scenarioNamed(t, "scale"), runs: runs3(),
+		data: dataSet{files: make([]lottery.AgencyFile, 50), bets: 10_000_000}}
+	var out bytes.Buffer
+	writeSummary(&out, []scenarioResult{official, scale})
+	text := out.String()
+	if got, want := tableRow(t, text, "scenario"), []string{"runs", "agencies", "bets", "wall", "ms", "bets/s", "batches/s",
+		"p50", "ms", "p99", "ms", "fsyncs", "draw", "ms", "central", "MiB", "agency", "MiB", "nats", "MiB", "goals"}; !slices.Equal(got, want) {
+		t.Errorf("header %q, want %q", got, want)
+	}
+	if got, want := tableRow(t, text, "official"), []string{"1", "5", "10000000", "8000.0", "1250000", "10600", "1.00", "5.00",
+		"100", "300", "50.0", "20.0", "30.0", "PASS", "2/2"}; !slices.Equal(got, want) {
+		t.Errorf("official %q, want %q", got, want)
+	}
+	if got, want := tableRow(t, text, "scale"), []string{"3", "50", "10000000", "10000.0", "1000000", "8480", "2.00", "7.00",
+		"200", "1500", "70.0", "30.0", "40.0", "FAIL", "3/4:", "central", "MiB"}; !slices.Equal(got, want) {
+		t.Errorf("scale %q, want %q", got, want)
+	}
+}
+
+func TestGoals(t *testing.T) {
+	for _, tc := range []struct {
+		g    goal
+		x    float64
+		want bool
+		text string
+	}{
+		{throughputGoal, 1_000_000, true, "≥ 1000000"},
+		{throughputGoal, 999_999.9, false, "≥ 1000000"},
+		{drawGoal, 2000, true, "≤ 2000"},
+		{drawGoal, 2001, false, "≤ 2000"},
+		{centralRSSGoal, 63.9, true, "≤ 64"},
+		{agencyRSSGoal, 32.5, false, "≤ 32"},
+	} {
+		if got := tc.g.met(tc.x); got != tc.want || tc.g.String() != tc.text {
+			t.Errorf("%s %s met(%v) = %v, want %v (%s)", tc.g.metric.name, tc.g, tc.x, got, tc.want, tc.text)
+		}
+	}
+	// Each goal is held to the median of the runs, not to the best one.
+	vs := evaluate(scenarioNamed(t, "scale").goals, runs3())
+	got := map[string]bool{}
+	for _, v := range vs {
+		got[v.metric.short] = v.pass
+	}
+	want := map[string]bool{"bets/s": true, "draw ms": true, "central MiB": false, "agency MiB": true}
+	if !maps.Equal(got, want) {
+		t.Errorf("verdicts %v, want %v", got, want)
+	}
+	if s := goalsSummary(vs); s != "FAIL 3/4: central MiB" {
+		t.Errorf("goalsSummary = %q", s)
+	}
+	if s := goalsSummary(vs[:1]); s != "PASS 1/1" {
+		t.Errorf("goalsSummary = %q", s)
 	}
 }
 
 func TestResultLine(t *testing.T) {
-	r := result{Wall: 250 * time.Millisecond, Bets: 1000, Batches: 9, RTTP50ms: 1.5, RTTP99ms: 4.25, Fsyncs: 7}
-	want := "wall 250.0 ms, 4000 bets/s, 9 batches, rtt p50 1.50 ms, p99 4.25 ms, 7 fsyncs"
+	r := result{Wall: 250 * time.Millisecond, Launch: 10 * time.Millisecond, Bets: 1000, Batches: 9, Resent: 2,
+		RTTP50ms: 1.5, RTTP99ms: 4.25, Fsyncs: 7, Draw: 12 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 30 << 20, Exact: true}, AgencyRSS: procs.RSS{Bytes: 12 << 20, Exact: true}, NATSRSS: procs.RSS{Bytes: 15 << 19, Exact: true}}
+	want := "wall 250.0 ms (launch 10.0), 4000 bets/s, 9 batches, 36 batches/s, rtt p50 1.50 ms, p99 4.25 ms, 7 fsyncs, 2 resent, " +
+		"draw 12 ms, peak RSS central 30.0 MiB, agency 12.0 MiB, nats-server 7.5 MiB"
 	if got := r.String(); got != want {
-		t.Errorf("got %q, want %q", got, want)
+		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }
 
 func TestParseFlags(t *testing.T) {
 	var stderr bytes.Buffer
-	for _, args := range [][]string{{"-runs", "0"}, {"extra"}, {"-timeout", "-1s"}} {
+	for _, args := range [][]string{{"-runs", "0"}, {"extra"}, {"-timeout", "-1s"}, {"-scenario", "huge"}} {
 		if _, err := parseFlags(args, &stderr); !errors.Is(err, errUsage) {
 			t.Errorf("%q: err = %v, want a usage error", args, err)
 		}
 	}
 	o, err := parseFlags([]string{"-runs", "3", "-data", "d"}, &stderr)
-	if err != nil || o.runs != 3 || o.data != "d" || o.bin != "bin" {
+	if err != nil || o.runs != 3 || o.data != "d" || o.bin != "bin" || o.cache != filepath.Join("bin", "bench-data") ||
+		len(o.scenarios) != 1 || o.scenarios[0].name != "official" {
 		t.Errorf("parseFlags = %+v, %v", o, err)
+	}
+}
+
+func TestSelectScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		want []string
+	}{
+		{"official", []string{"official"}},
+		{"all", []string{"official", "scale", "many"}},
+		{"many,scale", []string{"many", "scale"}},
+		{"scale, scale,all", []string{"scale", "official", "many"}},
+	} {
+		ss, err := selectScenarios(tc.spec)
+		var got []string
+		for _, s := range ss {
+			got = append(got, s.name)
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("selectScenarios(%q) = %q, %v; want %q", tc.spec, got, err, tc.want)
+		}
+	}
+	for _, spec := range []string{"", "bogus", "scale,", "Scale"} {
+		if _, err := selectScenarios(spec); err == nil || !strings.Contains(err.Error(), "official|scale|many|all") {
+			t.Errorf("selectScenarios(%q): err = %v, want one listing the scenarios", spec, err)
+		}
+	}
+	// The scenarios asked for by the issue.
+	scale, many := scenarioNamed(t, "scale"), scenarioNamed(t, "many")
+	if scale.agencies*scale.bets != 10_000_000 || scale.agencies != 50 || many.agencies != 1000 || many.bets != 1000 {
+		t.Errorf("scale %+v, many %+v", scale, many)
 	}
 }

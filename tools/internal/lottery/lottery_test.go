@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func touch(t *testing.T, dir string, names ...string) {
@@ -176,5 +177,67 @@ func TestCheckBinaries(t *testing.T) {
 		if err := CheckBinaries(dir, "build them", name); err == nil || !strings.Contains(err.Error(), "build them") {
 			t.Errorf("%s: err = %v, want one with the hint", name, err)
 		}
+	}
+}
+
+func TestCentralLogDrawTime(t *testing.T) {
+	c := NewCentralLog()
+	if _, ok := c.DrawTime(); ok {
+		t.Fatal("DrawTime before any line: ok")
+	}
+	for _, l := range []string{
+		"2026-11-24T08:54:48.000Z INFO action: agencia_terminada | result: success | agency: 2 | batches: 9 | bets: 1000 | done: 1/3",
+		"2026-11-24T08:54:49.100Z INFO action: agencia_terminada | result: success | agency: 1 | batches: 9 | bets: 1000 | done: 2/3",
+		"2026-11-24T08:54:49.300Z ERROR action: agencia_terminada | result: fail | agency: 3 | error: boom",
+		// Two agencies done together both read 3/3: the draw started before
+		// the first of them logged.
+		"2026-11-24T08:54:49.627Z INFO action: agencia_terminada | result: success | agency: 3 | batches: 9 | bets: 1000 | done: 3/3",
+		"2026-11-24T08:54:49.700Z INFO action: agencia_terminada | result: success | agency: 4 | batches: 9 | bets: 1000 | done: 3/3",
+	} {
+		c.Observe(l)
+	}
+	if _, ok := c.DrawTime(); ok {
+		t.Fatal("DrawTime before the sorteo line: ok")
+	}
+	c.Observe("2026-11-24T08:54:51.040Z INFO action: sorteo | result: success")
+	c.Observe("2026-11-24T08:54:59.000Z INFO action: sorteo | result: success") // a second draw is reported by Sorteos
+	if d, ok := c.DrawTime(); !ok || d != 1413*time.Millisecond {
+		t.Fatalf("DrawTime = %v, %v; want 1.413s", d, ok)
+	}
+}
+
+func TestCentralLogDrawTimeEdges(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		lines  []string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"sorteo logged first", []string{ // a draw over few bets can beat the log line
+			"2026-11-24T08:54:49.627Z INFO action: sorteo | result: success",
+			"2026-11-24T08:54:49.628Z INFO action: agencia_terminada | result: success | agency: 1 | done: 1/1",
+		}, 0, true},
+		{"no timestamps", []string{
+			"INFO action: agencia_terminada | result: success | agency: 1 | done: 1/1",
+			"INFO action: sorteo | result: success",
+		}, 0, false},
+		{"bad done", []string{
+			"2026-11-24T08:54:49.000Z INFO action: agencia_terminada | result: success | agency: 1 | done: all",
+			"2026-11-24T08:54:49.500Z INFO action: sorteo | result: success",
+		}, 0, false},
+		{"draw failed", []string{
+			"2026-11-24T08:54:49.000Z INFO action: agencia_terminada | result: success | agency: 1 | done: 1/1",
+			"2026-11-24T08:54:49.500Z ERROR action: sorteo | result: fail | error: disk",
+		}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCentralLog()
+			for _, l := range tc.lines {
+				c.Observe(l)
+			}
+			if d, ok := c.DrawTime(); d != tc.want || ok != tc.wantOK {
+				t.Fatalf("DrawTime = %v, %v; want %v, %v", d, ok, tc.want, tc.wantOK)
+			}
+		})
 	}
 }

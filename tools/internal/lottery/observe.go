@@ -3,7 +3,9 @@ package lottery
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/quiniela/quiniela/services/logline"
 )
@@ -100,7 +102,8 @@ func (a *AgencyLog) LastError() string {
 }
 
 // CentralLog follows the central's stdout: when it is ready and at which
-// NATS URL, how many times it drew, and its fsyncs at shutdown.
+// NATS URL, how many times it drew and how long the draw took, and its
+// fsyncs at shutdown.
 type CentralLog struct {
 	ready     chan struct{} // closed at the first central_lista
 	mu        sync.Mutex
@@ -109,6 +112,8 @@ type CentralLog struct {
 	fsyncs    int
 	hasFsyncs bool
 	lastError string
+	allDoneAt time.Time // the first agencia_terminada that says done: K/K
+	sorteoAt  time.Time // the first successful sorteo
 }
 
 // NewCentralLog returns an empty CentralLog.
@@ -128,8 +133,18 @@ func (c *CentralLog) Observe(text string) {
 			c.url = l.Fields["nats"]
 			close(c.ready)
 		}
+	case l.Action == "agencia_terminada" && l.Result == logline.Success:
+		// The first K/K line, not the last agencia_terminada: two agencies
+		// finishing together can both read K/K, and the draw started
+		// before either logged.
+		if done, total, ok := parseDone(l.Fields["done"]); ok && done == total && c.allDoneAt.IsZero() {
+			c.allDoneAt, _ = lineTime(text)
+		}
 	case l.Action == "sorteo" && l.Result == logline.Success:
 		c.sorteos++
+		if c.sorteos == 1 {
+			c.sorteoAt, _ = lineTime(text)
+		}
 	case l.Action == "cerrar_apuestas" && l.Result == logline.Success:
 		c.fsyncs, c.hasFsyncs = atoiOK(l.Fields["fsyncs"])
 	case l.Result == logline.Fail:
@@ -140,6 +155,40 @@ func (c *CentralLog) Observe(text string) {
 func atoiOK(s string) (int, bool) {
 	n, err := strconv.Atoi(s)
 	return n, err == nil
+}
+
+// parseDone reads agencia_terminada's done field, "3/5".
+func parseDone(s string) (done, total int, ok bool) {
+	d, t, found := strings.Cut(s, "/")
+	if !found {
+		return 0, 0, false
+	}
+	done, okD := atoiOK(d)
+	total, okT := atoiOK(t)
+	return done, total, okD && okT && total > 0
+}
+
+// lineTime reads the timestamp that starts an operation line,
+// "2026-11-24T08:54:49.627Z INFO action: ...".
+func lineTime(text string) (time.Time, bool) {
+	stamp, _, _ := strings.Cut(text, " ")
+	t, err := time.Parse(time.RFC3339Nano, stamp)
+	return t, err == nil
+}
+
+// DrawTime is how long the draw took by the central's own clock: from the
+// line saying every agency is done (agencia_terminada with done: K/K) to
+// the sorteo line. ok is false unless both were logged with timestamps.
+// The timestamps have millisecond resolution, and the central starts the
+// draw just before it logs the last agency done, so a draw shorter than
+// that logging can come out as 0 but never negative.
+func (c *CentralLog) DrawTime() (d time.Duration, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.allDoneAt.IsZero() || c.sorteoAt.IsZero() {
+		return 0, false
+	}
+	return max(0, c.sorteoAt.Sub(c.allDoneAt)), true
 }
 
 // Ready is closed once the central said it is ready.

@@ -114,28 +114,62 @@ type Agency struct {
 // the NATS server at natsURL, adding env(ID) to each agency's environment
 // (env may be nil). If one cannot start, those started are killed.
 func StartAgencies(binDir string, files []AgencyFile, config, natsURL string, env func(id int) []string, sink *procs.Sink) ([]*Agency, error) {
-	agencies := make([]*Agency, 0, len(files))
-	for _, f := range files {
-		log := &AgencyLog{}
-		p, err := procs.Start(procs.Spec{
-			Name: AgencyName(f.ID), Path: filepath.Join(binDir, "agency"), Sink: sink, OnLine: log.Observe,
+	b, err := PrepareAgencies(binDir, files, config, natsURL, env, sink)
+	if err != nil {
+		return nil, err
+	}
+	return b.Start()
+}
+
+// AgencyBatch is agencies ready to be started together by Start.
+type AgencyBatch struct {
+	files []AgencyFile
+	logs  []*AgencyLog
+	batch *procs.Batch
+}
+
+// PrepareAgencies readies the agencies StartAgencies starts, so that what
+// can be done before (see procs.Prepare) is not timed with their start.
+// The batch must be started or aborted.
+func PrepareAgencies(binDir string, files []AgencyFile, config, natsURL string, env func(id int) []string, sink *procs.Sink) (*AgencyBatch, error) {
+	b := &AgencyBatch{files: files, logs: make([]*AgencyLog, len(files))}
+	specs := make([]procs.Spec, len(files))
+	for i, f := range files {
+		b.logs[i] = &AgencyLog{}
+		specs[i] = procs.Spec{
+			Name: AgencyName(f.ID), Path: filepath.Join(binDir, "agency"), Sink: sink, OnLine: b.logs[i].Observe,
 			Env: append([]string{
 				"AGENCY_ID=" + strconv.Itoa(f.ID),
 				"AGENCY_DATA_FILE=" + f.Path,
 				"AGENCY_CONFIG=" + config,
 				"NATS_URL=" + natsURL,
 			}, agencyEnv(env, f.ID)...),
-		})
-		if err != nil {
-			for _, a := range agencies {
-				a.Kill()
-			}
-			return nil, err
 		}
-		agencies = append(agencies, &Agency{ID: f.ID, Proc: p, Log: log})
+	}
+	var err error
+	if b.batch, err = procs.Prepare(specs); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Start starts the agencies, all at once. If one cannot start, those
+// started are killed.
+func (b *AgencyBatch) Start() ([]*Agency, error) {
+	ps, err := b.batch.Start()
+	if err != nil {
+		return nil, err
+	}
+	agencies := make([]*Agency, len(b.files))
+	for i, f := range b.files {
+		agencies[i] = &Agency{ID: f.ID, Proc: ps[i], Log: b.logs[i]}
 	}
 	return agencies, nil
 }
+
+// Abort releases agencies that will not be started; after Start it does
+// nothing.
+func (b *AgencyBatch) Abort() { b.batch.Abort() }
 
 // WaitAgencies waits for every agency to exit, or for ctx to end.
 func WaitAgencies(ctx context.Context, agencies []*Agency) error {

@@ -18,11 +18,33 @@ import (
 // The test binary doubles as the child process: with PROCS_HELPER set it
 // plays the part named there instead of running the tests.
 func TestMain(m *testing.M) {
+	if os.Getenv(spawnerEnv) != "" {
+		if os.Getenv("PROCS_SPAWNER_HANGS") != "" {
+			time.Sleep(time.Hour) // a spawner that never gets ready
+		}
+		RunSpawnerIfChild() // serves and exits
+	}
 	if part := os.Getenv("PROCS_HELPER"); part != "" {
 		helper(part)
 		return
 	}
 	os.Exit(m.Run())
+}
+
+// eachWay runs test twice: processes started directly, then through a
+// spawner.
+func eachWay(t *testing.T, test func(t *testing.T)) {
+	for _, spawner := range []bool{false, true} {
+		name := "direct"
+		if spawner {
+			name = "spawner"
+		}
+		t.Run(name, func(t *testing.T) {
+			hooked.Store(spawner)
+			t.Cleanup(func() { hooked.Store(false) })
+			test(t)
+		})
+	}
 }
 
 func helper(part string) {
@@ -43,6 +65,16 @@ func helper(part string) {
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ready")
 		time.Sleep(time.Hour)
+	case "env": // prints PROCS_VAR
+		fmt.Println(os.Getenv("PROCS_VAR"))
+		os.Exit(0)
+	case "alloc": // peaks at 32 MiB more than it starts with
+		ballast := make([]byte, 32<<20)
+		for i := range ballast {
+			ballast[i] = 1
+		}
+		fmt.Println(len(ballast))
+		os.Exit(0)
 	}
 	os.Exit(100)
 }
@@ -152,56 +184,64 @@ func TestSinkPrintfSplitsLines(t *testing.T) {
 }
 
 func TestProcLinesAndExitCode(t *testing.T) {
-	var out bytes.Buffer
-	var stdout []string
-	p := startHelper(t, "lines", NewSink(&out, "lines"), func(l string) { stdout = append(stdout, l) })
-	within(t, p.Done(), "exit")
-	if want := []string{"one", "two", "partial"}; !slices.Equal(stdout, want) {
-		t.Errorf("stdout lines %q, want %q", stdout, want)
-	}
-	for _, want := range []string{"lines | one\n", "lines | oops\n", "lines | partial\n"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output %q lacks %q", out.String(), want)
+	eachWay(t, func(t *testing.T) {
+		var out bytes.Buffer
+		var stdout []string
+		p := startHelper(t, "lines", NewSink(&out, "lines"), func(l string) { stdout = append(stdout, l) })
+		within(t, p.Done(), "exit")
+		if want := []string{"one", "two", "partial"}; !slices.Equal(stdout, want) {
+			t.Errorf("stdout lines %q, want %q", stdout, want)
 		}
-	}
-	if p.ExitCode() != 3 || p.Exit() != "exit status 3" {
-		t.Errorf("exit %d %q, want 3 %q", p.ExitCode(), p.Exit(), "exit status 3")
-	}
+		for _, want := range []string{"lines | one\n", "lines | oops\n", "lines | partial\n"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("output %q lacks %q", out.String(), want)
+			}
+		}
+		if p.ExitCode() != 3 || p.Exit() != "exit status 3" {
+			t.Errorf("exit %d %q, want 3 %q", p.ExitCode(), p.Exit(), "exit status 3")
+		}
+	})
 }
 
 func TestProcStopGraceful(t *testing.T) {
-	onLine, ready := waitLine("ready")
-	p := startHelper(t, "wait-term", nil, onLine)
-	within(t, ready, "ready line")
-	if killed := p.Stop(20 * time.Second); killed {
-		t.Fatalf("killed, want a clean exit on SIGTERM (%s)", p.Exit())
-	}
-	if p.ExitCode() != 0 {
-		t.Fatalf("exit %s, want 0", p.Exit())
-	}
+	eachWay(t, func(t *testing.T) {
+		onLine, ready := waitLine("ready")
+		p := startHelper(t, "wait-term", nil, onLine)
+		within(t, ready, "ready line")
+		if killed := p.Stop(20 * time.Second); killed {
+			t.Fatalf("killed, want a clean exit on SIGTERM (%s)", p.Exit())
+		}
+		if p.ExitCode() != 0 {
+			t.Fatalf("exit %s, want 0", p.Exit())
+		}
+	})
 }
 
 func TestProcStopKillsAfterGrace(t *testing.T) {
-	onLine, ready := waitLine("ready")
-	p := startHelper(t, "ignore-term", nil, onLine)
-	within(t, ready, "ready line")
+	eachWay(t, func(t *testing.T) {
+		onLine, ready := waitLine("ready")
+		p := startHelper(t, "ignore-term", nil, onLine)
+		within(t, ready, "ready line")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := p.Wait(ctx); err == nil {
-		t.Fatal("Wait with a cancelled context returned nil while the process runs")
-	}
-	if killed := p.Stop(50 * time.Millisecond); !killed {
-		t.Fatalf("not killed, but it ignores SIGTERM (%s)", p.Exit())
-	}
-	if p.ExitCode() != -1 || p.Exit() != "signal: killed" {
-		t.Fatalf("exit %d %q, want -1 %q", p.ExitCode(), p.Exit(), "signal: killed")
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := p.Wait(ctx); err == nil {
+			t.Fatal("Wait with a cancelled context returned nil while the process runs")
+		}
+		if killed := p.Stop(50 * time.Millisecond); !killed {
+			t.Fatalf("not killed, but it ignores SIGTERM (%s)", p.Exit())
+		}
+		if p.ExitCode() != -1 || p.Exit() != "signal: killed" {
+			t.Fatalf("exit %d %q, want -1 %q", p.ExitCode(), p.Exit(), "signal: killed")
+		}
+	})
 }
 
 func TestStartMissingBinary(t *testing.T) {
-	_, err := Start(Spec{Name: "ghost", Path: t.TempDir() + "/ghost"})
-	if err == nil || !strings.Contains(err.Error(), "starting ghost") {
-		t.Fatalf("err = %v, want one naming the process", err)
-	}
+	eachWay(t, func(t *testing.T) {
+		_, err := Start(Spec{Name: "ghost", Path: t.TempDir() + "/ghost"})
+		if err == nil || !strings.Contains(err.Error(), "starting ghost") {
+			t.Fatalf("err = %v, want one naming the process", err)
+		}
+	})
 }
