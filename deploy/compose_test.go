@@ -1040,39 +1040,9 @@ func parseCSV(t *testing.T, r io.Reader, name string, fields int) [][]string {
 // each once.
 func compareRows(t *testing.T, want, stored []string) {
 	t.Helper()
-	if slices.Equal(want, stored) {
+	if natstest.CompareRows(t, want, stored) {
 		t.Logf("bets.csv holds the %d bets, each once", len(stored))
-		return
 	}
-	missing, extra := diff(want, stored), diff(stored, want)
-	t.Errorf("bets.csv differs from the input: %d input, %d stored; %d missing (first %q), %d extra (first %q)",
-		len(want), len(stored), len(missing), first(missing), len(extra), first(extra))
-}
-
-// diff is the multiset a minus b, both sorted.
-func diff(a, b []string) []string {
-	var out []string
-	i, j := 0, 0
-	for i < len(a) {
-		switch {
-		case j < len(b) && a[i] == b[j]:
-			i++
-			j++
-		case j < len(b) && b[j] < a[i]:
-			j++
-		default:
-			out = append(out, a[i])
-			i++
-		}
-	}
-	return out
-}
-
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[0]
 }
 
 // ---------------------------------------------------------------------------

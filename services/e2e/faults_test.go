@@ -112,13 +112,7 @@ func TestCentralKilledMidRunAndAfterDraw(t *testing.T) {
 	go func() { resultc <- runAgencies(ctx, ns.ClientURL(), files, faultEnv) }()
 
 	var logs strings.Builder
-	for _, after := range []int{1, 40, 90, 170} {
-		c := startProc(t, "central", centralEnv(ns.ClientURL(), betsFile))
-		c.log.WaitFor(t, "apuesta_recibida", "success", after, 30*time.Second)
-		c.signal(t, syscall.SIGKILL)
-		c.wait(t, 10*time.Second)
-		logs.WriteString(c.log.String())
-	}
+	interruptCentral(t, centralEnv(ns.ClientURL(), betsFile), []int{1, 40, 90, 170}, syscall.SIGKILL, &logs)
 	c := startProc(t, "central", centralEnv(ns.ClientURL(), betsFile))
 	results := <-resultc
 	c.signal(t, syscall.SIGKILL) // after the draw
@@ -218,19 +212,15 @@ func TestCentralSIGTERMMidBatch(t *testing.T) {
 	go func() { resultc <- runAgencies(ctx, ns.ClientURL(), files, faultEnv) }()
 
 	var logs strings.Builder
-	for _, after := range []int{20, 150} {
-		c := startProc(t, "central", centralEnv(ns.ClientURL(), betsFile))
-		c.log.WaitFor(t, "apuesta_recibida", "success", after, 30*time.Second)
-		c.signal(t, syscall.SIGTERM)
-		if code := c.wait(t, 15*time.Second); code != 0 {
-			t.Fatalf("central exited %d on SIGTERM; log:\n%s", code, c.log)
+	for _, c := range interruptCentral(t, centralEnv(ns.ClientURL(), betsFile), []int{20, 150}, syscall.SIGTERM, &logs) {
+		if c.exit != 0 {
+			t.Fatalf("central exited %d on SIGTERM; log:\n%s", c.exit, c.log)
 		}
 		for _, step := range []string{"detener_servicio", "cerrar_apuestas", "drenar_nats"} {
 			if len(c.log.Lines(step)) != 1 || c.log.Lines(step)[0].Result != "success" {
 				t.Errorf("shutdown step %s not logged as success; log:\n%s", step, c.log)
 			}
 		}
-		logs.WriteString(c.log.String())
 	}
 	c := startProc(t, "central", centralEnv(ns.ClientURL(), betsFile))
 	results := <-resultc
@@ -240,4 +230,26 @@ func TestCentralSIGTERMMidBatch(t *testing.T) {
 	}
 	logs.WriteString(c.log.String())
 	checkOutcome(t, files, betsFile, logs.String(), results)
+}
+
+// stoppedCentral is a central process that interruptCentral stopped.
+type stoppedCentral struct {
+	log  *natstest.Log
+	exit int // -1: killed by the signal
+}
+
+// interruptCentral runs the central once per entry of after, each time
+// sending sig once it has stored that many batches and waiting for it to
+// exit; its logs are appended to logs.
+func interruptCentral(t *testing.T, env map[string]string, after []int, sig syscall.Signal, logs *strings.Builder) []stoppedCentral {
+	t.Helper()
+	var out []stoppedCentral
+	for _, n := range after {
+		c := startProc(t, "central", env)
+		c.log.WaitFor(t, "apuesta_recibida", "success", n, 30*time.Second)
+		c.signal(t, sig)
+		out = append(out, stoppedCentral{log: c.log, exit: c.wait(t, 15*time.Second)})
+		logs.WriteString(c.log.String())
+	}
+	return out
 }

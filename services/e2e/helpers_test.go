@@ -169,38 +169,9 @@ func storedRows(t *testing.T, path string) []string {
 // compareRows fails the test unless stored holds exactly the input rows.
 func compareRows(t *testing.T, want, got []string) {
 	t.Helper()
-	if slices.Equal(want, got) {
-		return
+	if !natstest.CompareRows(t, want, got) {
+		t.FailNow()
 	}
-	missing, extra := diff(want, got), diff(got, want)
-	t.Fatalf("stored rows differ from input: %d input, %d stored; %d missing (first: %q), %d extra (first: %q)",
-		len(want), len(got), len(missing), first(missing), len(extra), first(extra))
-}
-
-// diff is the multiset a minus b, both sorted.
-func diff(a, b []string) []string {
-	var out []string
-	i, j := 0, 0
-	for i < len(a) {
-		switch {
-		case j < len(b) && a[i] == b[j]:
-			i++
-			j++
-		case j < len(b) && b[j] < a[i]:
-			j++
-		default:
-			out = append(out, a[i])
-			i++
-		}
-	}
-	return out
-}
-
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[0]
 }
 
 // winningDocs are the documents of the bets on the winning number in an

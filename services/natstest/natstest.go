@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,4 +235,44 @@ func TLSFiles(t testing.TB) (ca, cert, key string) {
 		return path
 	}
 	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server-key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+// CompareRows fails the test unless got holds exactly the rows of want,
+// as multisets; both are sorted. It names the first missing and the first
+// extra row.
+func CompareRows(t testing.TB, want, got []string) bool {
+	t.Helper()
+	if slices.Equal(want, got) {
+		return true
+	}
+	missing, extra := minus(want, got), minus(got, want)
+	t.Errorf("stored rows differ from input: %d input, %d stored; %d missing (first: %q), %d extra (first: %q)",
+		len(want), len(got), len(missing), first(missing), len(extra), first(extra))
+	return false
+}
+
+// minus is the multiset a minus b, both sorted.
+func minus(a, b []string) []string {
+	var out []string
+	i, j := 0, 0
+	for i < len(a) {
+		switch {
+		case j < len(b) && a[i] == b[j]:
+			i++
+			j++
+		case j < len(b) && b[j] < a[i]:
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+		}
+	}
+	return out
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
 }

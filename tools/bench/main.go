@@ -33,16 +33,15 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"github.com/quiniela/quiniela/tools/internal/cli"
 
 	"github.com/quiniela/quiniela/tools/internal/procs"
 )
@@ -51,22 +50,8 @@ func main() {
 	// First: run again as the spawner of the processes measured, this
 	// returns only in the bench itself (see procs.StartAll).
 	procs.RunSpawnerIfChild()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	cli.Main("bench", run)
 }
-
-// errUsage marks bad command-line arguments (already reported by flag).
-var errUsage = errors.New("usage")
 
 // courseData is where the course's data set lives next to the repository
 // on the course's machines; elsewhere .data is used.
@@ -99,23 +84,23 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, fmt.Errorf("%w: %w", errUsage, err)
+		return o, fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	switch {
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
 		fs.Usage()
-		return o, errUsage
+		return o, cli.ErrUsage
 	case o.runs < 1:
 		fmt.Fprintf(stderr, "bench: -runs %d: want at least 1\n", o.runs)
-		return o, errUsage
+		return o, cli.ErrUsage
 	case o.timeout <= 0:
 		fmt.Fprintf(stderr, "bench: -timeout %v: want a positive duration\n", o.timeout)
-		return o, errUsage
+		return o, cli.ErrUsage
 	}
 	if o.scenarios, err = selectScenarios(scenarioSpec); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
-		return o, errUsage
+		return o, cli.ErrUsage
 	}
 	if o.cache == "" {
 		o.cache = filepath.Join(o.bin, "bench-data")

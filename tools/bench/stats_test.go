@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"github.com/quiniela/quiniela/tools/internal/cli"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -168,7 +169,7 @@ func TestResultLine(t *testing.T) {
 func TestParseFlags(t *testing.T) {
 	var stderr bytes.Buffer
 	for _, args := range [][]string{{"-runs", "0"}, {"extra"}, {"-timeout", "-1s"}, {"-scenario", "huge"}} {
-		if _, err := parseFlags(args, &stderr); !errors.Is(err, errUsage) {
+		if _, err := parseFlags(args, &stderr); !errors.Is(err, cli.ErrUsage) {
 			t.Errorf("%q: err = %v, want a usage error", args, err)
 		}
 	}

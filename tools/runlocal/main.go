@@ -13,35 +13,18 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/quiniela/quiniela/tools/internal/cli"
 )
 
 func main() {
-	// The signals cancel run's context; run then stops the children itself.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "runlocal:", err)
-		os.Exit(1)
-	}
+	cli.Main("runlocal", run)
 }
-
-// errUsage marks bad command-line arguments (already reported by flag).
-var errUsage = errors.New("usage")
 
 // options are the command-line flags.
 type options struct {
@@ -64,16 +47,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, fmt.Errorf("%w: %w", errUsage, err)
+		return o, fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	switch {
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "runlocal: unexpected arguments %q\n", fs.Args())
 		fs.Usage()
-		return o, errUsage
+		return o, cli.ErrUsage
 	case o.timeout <= 0:
 		fmt.Fprintf(stderr, "runlocal: -timeout %v: want a positive duration\n", o.timeout)
-		return o, errUsage
+		return o, cli.ErrUsage
 	}
 	return o, nil
 }

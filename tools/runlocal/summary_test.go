@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/quiniela/quiniela/tools/internal/cli"
 	"slices"
 	"strings"
 	"testing"
@@ -122,7 +123,7 @@ func TestSummaryCatchesLostOrDuplicatedRows(t *testing.T) {
 func TestParseFlagsRejectsArguments(t *testing.T) {
 	var stderr bytes.Buffer
 	for _, args := range [][]string{{"extra"}, {"-timeout", "0s"}, {"-nope"}} {
-		if _, err := parseFlags(args, &stderr); !errors.Is(err, errUsage) {
+		if _, err := parseFlags(args, &stderr); !errors.Is(err, cli.ErrUsage) {
 			t.Errorf("%q: err = %v, want a usage error", args, err)
 		}
 	}
