@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/quiniela/quiniela/services/central"
 	"github.com/quiniela/quiniela/services/natstest"
 )
@@ -63,15 +64,7 @@ func checkOutcome(t *testing.T, files []string, betsFile string, centralLogs str
 // the run, restarting it each time: the agencies' retries and the journal's
 // recovery leave every bet stored exactly once.
 func TestCentralKilledAtEveryCommitStage(t *testing.T) {
-	ns := natstest.StartServer(t)
-	dir := t.TempDir()
-	files := lotteryFiles(t, dir)
-	betsFile := filepath.Join(dir, "bets.csv")
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	resultc := make(chan []agencyResult, 1)
-	go func() { resultc <- runAgencies(ctx, ns.ClientURL(), files, faultEnv) }()
+	ns, files, betsFile, resultc := startAgenciesForFaults(t)
 
 	var logs strings.Builder
 	stages := []string{central.StageBeforeWrite, central.StageDataWritten, central.StageDataSynced, central.StageJournalWritten, central.StageCommitted}
@@ -102,14 +95,7 @@ func TestCentralKilledAtEveryCommitStage(t *testing.T) {
 // progress (not by the central's code), several times, then after the draw:
 // a restart still answers winners, from the recovered draw.
 func TestCentralKilledMidRunAndAfterDraw(t *testing.T) {
-	ns := natstest.StartServer(t)
-	dir := t.TempDir()
-	files := lotteryFiles(t, dir)
-	betsFile := filepath.Join(dir, "bets.csv")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	resultc := make(chan []agencyResult, 1)
-	go func() { resultc <- runAgencies(ctx, ns.ClientURL(), files, faultEnv) }()
+	ns, files, betsFile, resultc := startAgenciesForFaults(t)
 
 	var logs strings.Builder
 	interruptCentral(t, centralEnv(ns.ClientURL(), betsFile), []int{1, 40, 90, 170}, syscall.SIGKILL, &logs)
@@ -202,14 +188,7 @@ func TestNATSServerRestart(t *testing.T) {
 // SIGTERM the central while batches are in flight: it exits 0 after
 // answering or refusing them, and a restart completes the run exactly.
 func TestCentralSIGTERMMidBatch(t *testing.T) {
-	ns := natstest.StartServer(t)
-	dir := t.TempDir()
-	files := lotteryFiles(t, dir)
-	betsFile := filepath.Join(dir, "bets.csv")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	resultc := make(chan []agencyResult, 1)
-	go func() { resultc <- runAgencies(ctx, ns.ClientURL(), files, faultEnv) }()
+	ns, files, betsFile, resultc := startAgenciesForFaults(t)
 
 	var logs strings.Builder
 	for _, c := range interruptCentral(t, centralEnv(ns.ClientURL(), betsFile), []int{20, 150}, syscall.SIGTERM, &logs) {
@@ -252,4 +231,20 @@ func interruptCentral(t *testing.T, env map[string]string, after []int, sig sysc
 		logs.WriteString(c.log.String())
 	}
 	return out
+}
+
+// startAgenciesForFaults starts a NATS server and five agencies in the
+// background (retrying until a central answers), and returns the server,
+// their files, the bets file a central should use, and where their results
+// arrive.
+func startAgenciesForFaults(t *testing.T) (*server.Server, []string, string, <-chan []agencyResult) {
+	t.Helper()
+	ns := natstest.StartServer(t)
+	dir := t.TempDir()
+	files := lotteryFiles(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	resultc := make(chan []agencyResult, 1)
+	go func() { resultc <- runAgencies(ctx, ns.ClientURL(), files, faultEnv) }()
+	return ns, files, filepath.Join(dir, "bets.csv"), resultc
 }
