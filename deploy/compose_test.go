@@ -600,14 +600,7 @@ func TestComposeStack(t *testing.T) {
 			t.Logf("the central had logged %d of its %d apuesta_recibida lines when killed",
 				len(linesOf(logs[:i], "apuesta_recibida")), len(linesOf(logs, "apuesta_recibida")))
 		}
-		resent := 0
-		for i := 1; i <= agencies; i++ {
-			for _, l := range linesOf(s.logs(t, fmt.Sprintf("agency%d", i)), "resumen") {
-				n, _ := strconv.Atoi(l.Fields["resent"])
-				resent += n
-			}
-		}
-		t.Logf("agencies resent %d batches", resent)
+		t.Logf("agencies resent %d batches", s.resentBatches(t, agencies))
 
 		compareRows(t, want.rows, s.storedRows(t))
 		t.Logf("kill -9 scenario: %v", time.Since(start).Round(time.Millisecond))
@@ -692,14 +685,7 @@ func TestComposeStack(t *testing.T) {
 		if refused := linesOf(logs, "nats_error"); len(refused) > 0 {
 			t.Logf("central's replies refused after the failover: %d (first: %s)", len(refused), refused[0].Fields["error"])
 		}
-		resent := 0
-		for i := 1; i <= agencies; i++ {
-			for _, l := range linesOf(s.logs(t, fmt.Sprintf("agency%d", i)), "resumen") {
-				n, _ := strconv.Atoi(l.Fields["resent"])
-				resent += n
-			}
-		}
-		t.Logf("agencies resent %d batches", resent)
+		t.Logf("agencies resent %d batches", s.resentBatches(t, agencies))
 
 		compareRows(t, want.rows, s.storedRows(t))
 		t.Logf("cluster scenario: %v", time.Since(start).Round(time.Millisecond))
@@ -1038,6 +1024,19 @@ func parseCSV(t *testing.T, r io.Reader, name string, fields int) [][]string {
 
 // compareRows fails the test unless stored holds exactly the input rows,
 // each once.
+// resentBatches adds up the batches the agencies resent (their resumen lines).
+func (s *stack) resentBatches(t *testing.T, agencies int) int {
+	t.Helper()
+	resent := 0
+	for i := 1; i <= agencies; i++ {
+		for _, l := range linesOf(s.logs(t, fmt.Sprintf("agency%d", i)), "resumen") {
+			n, _ := strconv.Atoi(l.Fields["resent"])
+			resent += n
+		}
+	}
+	return resent
+}
+
 func compareRows(t *testing.T, want, stored []string) {
 	t.Helper()
 	if natstest.CompareRows(t, want, stored) {

@@ -78,14 +78,7 @@ func TestCentralKilledAtEveryCommitStage(t *testing.T) {
 			logs.WriteString(c.log.String())
 		}
 	}
-	final := startProc(t, "central", centralEnv(ns.ClientURL(), betsFile))
-	results := <-resultc
-	final.signal(t, syscall.SIGTERM)
-	if code := final.wait(t, 15*time.Second); code != 0 {
-		t.Fatalf("central exited %d after SIGTERM; log:\n%s", code, final.log)
-	}
-	logs.WriteString(final.log.String())
-	checkOutcome(t, files, betsFile, logs.String(), results)
+	finishWithCentral(t, ns.ClientURL(), files, betsFile, resultc, &logs)
 	if !strings.Contains(logs.String(), "dropped_bytes: ") {
 		t.Error("no recovery line logged")
 	}
@@ -201,14 +194,7 @@ func TestCentralSIGTERMMidBatch(t *testing.T) {
 			}
 		}
 	}
-	c := startProc(t, "central", centralEnv(ns.ClientURL(), betsFile))
-	results := <-resultc
-	c.signal(t, syscall.SIGTERM)
-	if code := c.wait(t, 15*time.Second); code != 0 {
-		t.Fatalf("central exited %d; log:\n%s", code, c.log)
-	}
-	logs.WriteString(c.log.String())
-	checkOutcome(t, files, betsFile, logs.String(), results)
+	finishWithCentral(t, ns.ClientURL(), files, betsFile, resultc, &logs)
 }
 
 // stoppedCentral is a central process that interruptCentral stopped.
@@ -247,4 +233,19 @@ func startAgenciesForFaults(t *testing.T) (*server.Server, []string, string, <-c
 	resultc := make(chan []agencyResult, 1)
 	go func() { resultc <- runAgencies(ctx, ns.ClientURL(), files, faultEnv) }()
 	return ns, files, filepath.Join(dir, "bets.csv"), resultc
+}
+
+// finishWithCentral runs a central without faults until the agencies are
+// done, stops it with SIGTERM (it must exit 0), and checks the outcome over
+// all the centrals' logs.
+func finishWithCentral(t *testing.T, url string, files []string, betsFile string, resultc <-chan []agencyResult, logs *strings.Builder) {
+	t.Helper()
+	c := startProc(t, "central", centralEnv(url, betsFile))
+	results := <-resultc
+	c.signal(t, syscall.SIGTERM)
+	if code := c.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("central exited %d after SIGTERM; log:\n%s", code, c.log)
+	}
+	logs.WriteString(c.log.String())
+	checkOutcome(t, files, betsFile, logs.String(), results)
 }
