@@ -31,10 +31,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"gopkg.in/yaml.v3"
 
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natsauth"
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/central"
-	"github.com/quiniela/quiniela/services/logline"
-	"github.com/quiniela/quiniela/services/natsauth"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 const (

@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/quiniela/quiniela/services/envcfg"
-	"github.com/quiniela/quiniela/services/natsconn"
+	"github.com/quiniela/quiniela/internal/envcfg"
+	"github.com/quiniela/quiniela/internal/natsconn"
 	"gopkg.in/yaml.v3"
 )
 

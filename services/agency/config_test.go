@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/agency"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 func writeFile(t *testing.T, name, content string) string {

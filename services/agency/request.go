@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/logline"
 )
 
 // request sends msg and decodes the JSON reply into out. It resends, after

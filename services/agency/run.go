@@ -11,10 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natsauth"
+	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/logline"
-	"github.com/quiniela/quiniela/services/natsauth"
-	"github.com/quiniela/quiniela/services/natsconn"
 )
 
 // Exit codes of the agency command.

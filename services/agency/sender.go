@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/logline"
 )
 
 // Sender sends an agency's batches in order with up to `window` of them in

@@ -13,10 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/agency"
-	"github.com/quiniela/quiniela/services/logline"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 // fakeCentral applies one agency's batches in sequence, like the real

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/logline"
 )
 
 // Store is what the Lottery needs of its storage; *Ledger is the real one.

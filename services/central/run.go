@@ -15,11 +15,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/quiniela/quiniela/services/envcfg"
+	"github.com/quiniela/quiniela/internal/envcfg"
 
-	"github.com/quiniela/quiniela/services/logline"
-	"github.com/quiniela/quiniela/services/natsauth"
-	"github.com/quiniela/quiniela/services/natsconn"
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natsauth"
+	"github.com/quiniela/quiniela/internal/natsconn"
 )
 
 // Config is the central's configuration, read from the environment.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/central"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 func TestLoadConfig(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/logline"
 )
 
 // ServiceName is the micro service name: `nats micro info quiniela-central`.

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central"
-	"github.com/quiniela/quiniela/services/logline"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 // meetingStore is a Store in which agency 1's first batch does not return

@@ -14,10 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/quiniela/quiniela/internal/natsauth"
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central"
-	"github.com/quiniela/quiniela/services/natsauth"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 // authServer starts a server with the users natsauth generates for 3

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/agency"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 // An agency file with bad rows: the agency sends every valid row, sends no

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/quiniela/quiniela/services/natstest"
+	"github.com/quiniela/quiniela/internal/natstest"
 )
 
 // On a 3-node cluster, with agencies spread over the nodes, the lottery

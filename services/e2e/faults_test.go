@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/central"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 // faultEnv makes agencies send small batches (many commit rounds to break)

@@ -18,10 +18,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/agency"
 	"github.com/quiniela/quiniela/services/central"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 // agencyConfig is the config.yaml the project ships for agencies.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/natstest"
 )
 
 // The whole lottery on the course's data set: five agencies at once through

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quiniela/quiniela/services/natstest"
+	"github.com/quiniela/quiniela/internal/natstest"
 )
 
 // binDir holds bin/central and bin/agency built once for the tests that

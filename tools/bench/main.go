@@ -41,7 +41,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/quiniela/quiniela/tools/internal/cli"
+	"github.com/quiniela/quiniela/internal/cli"
 
 	"github.com/quiniela/quiniela/tools/internal/procs"
 )

@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
-	"github.com/quiniela/quiniela/tools/internal/cli"
+	"github.com/quiniela/quiniela/internal/cli"
 	"maps"
 	"path/filepath"
 	"slices"

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/quiniela/quiniela/services/natsauth"
+	"github.com/quiniela/quiniela/internal/natsauth"
 )
 
 func main() {

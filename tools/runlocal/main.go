@@ -19,7 +19,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/quiniela/quiniela/tools/internal/cli"
+	"github.com/quiniela/quiniela/internal/cli"
 )
 
 func main() {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/quiniela/quiniela/services/natsauth"
+	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/tools/internal/lottery"
 	"github.com/quiniela/quiniela/tools/internal/procs"
 )

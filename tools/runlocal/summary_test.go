@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/quiniela/quiniela/tools/internal/cli"
+	"github.com/quiniela/quiniela/internal/cli"
 	"slices"
 	"strings"
 	"testing"

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/internal/logline"
 )
 
 // Resumen is an agency's closing line, action: resumen.

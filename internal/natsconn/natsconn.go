@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/internal/logline"
 )
 
 // Auth is how a client proves who it is. Everything empty: no auth.

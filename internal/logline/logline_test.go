@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/internal/logline"
 )
 
 func TestLinesRoundTrip(t *testing.T) {

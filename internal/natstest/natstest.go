@@ -25,7 +25,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/quiniela/quiniela/services/logline"
+	"github.com/quiniela/quiniela/internal/logline"
 )
 
 // StartServer starts a NATS server on a random loopback port and shuts it
