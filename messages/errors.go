@@ -68,6 +68,12 @@ type Error struct {
 	Code        Code
 	Description string
 	NextBatch   uint64 // with CodeOutOfOrder: the batch the central expects
+	// Agency and Batch name the request the reply answers (headers
+	// Quiniela-Agency, Quiniela-Batch), when the central could read them,
+	// so that an agency can tell a reply to its own request from one a peer
+	// made the central send to its inbox.
+	Agency int
+	Batch  uint64
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("central replied %v: %s", e.Code, e.Description) }
@@ -77,6 +83,12 @@ func (e *Error) Headers() micro.Headers {
 	h := micro.Headers{}
 	if e.NextBatch > 0 {
 		h[HeaderNextBatch] = []string{strconv.FormatUint(e.NextBatch, 10)}
+	}
+	if e.Agency > 0 {
+		h[HeaderAgency] = []string{strconv.Itoa(e.Agency)}
+	}
+	if e.Batch > 0 {
+		h[HeaderBatch] = []string{strconv.FormatUint(e.Batch, 10)}
 	}
 	return h
 }
@@ -98,6 +110,8 @@ func ReplyError(msg *nats.Msg) error {
 	}
 	e := &Error{Code: Code(n), Description: msg.Header.Get(micro.ErrorHeader)}
 	e.NextBatch, _ = strconv.ParseUint(msg.Header.Get(HeaderNextBatch), 10, 64)
+	e.Agency, _ = strconv.Atoi(msg.Header.Get(HeaderAgency))
+	e.Batch, _ = strconv.ParseUint(msg.Header.Get(HeaderBatch), 10, 64)
 	return e
 }
 

@@ -23,3 +23,29 @@ type WinnersReply struct {
 	Agency  int      `json:"agency"`
 	Winners []string `json:"winners"`
 }
+
+// StatusReply answers StatusSubject: what the central has stored of each
+// agency and where the draw stands. After the draw it gives the number of
+// winners per agency, never their documents.
+type StatusReply struct {
+	// Agencies lists the agencies that have stored a batch or are done, in
+	// order, up to StatusListMax of them.
+	Agencies []AgencyStatus `json:"agencies"`
+	Bets     int64          `json:"bets"`              // bets stored, all agencies
+	Done     int            `json:"done"`              // agencies done
+	Of       int            `json:"of"`                // agencies in the lottery
+	Drawn    bool           `json:"drawn"`             // the draw has run
+	Winners  map[string]int `json:"winners,omitempty"` // after the draw: agency → number of winners
+}
+
+// StatusListMax bounds StatusReply.Agencies so that the reply stays far under
+// the broker's payload limit whatever CENTRAL_AGENCIES is.
+const StatusListMax = 1000
+
+// AgencyStatus is one agency's progress in a StatusReply.
+type AgencyStatus struct {
+	Agency  int    `json:"agency"`
+	Batches uint64 `json:"batches"` // batches stored
+	Bets    int64  `json:"bets"`    // bets stored
+	Done    bool   `json:"done"`
+}

@@ -18,6 +18,10 @@ const (
 	BatchSubjects   = betsPrefix + "*"
 	DoneSubjects    = betsPrefix + "*" + doneSuffix
 	WinnersSubjects = winnersPrefix + "*"
+
+	// StatusSubject is the central's status endpoint: progress of every
+	// agency and the draw (StatusReply). For operators, not for agencies.
+	StatusSubject = "quiniela.status"
 )
 
 // BatchSubject is where agency sends its batches: bets.agency.N.
