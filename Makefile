@@ -9,7 +9,7 @@ SEED     ?= 1
 RUNS     ?= 7
 SCENARIO ?= official
 
-.PHONY: all build nats-server data run test test-short bench fuzz clean
+.PHONY: all build nats-server data run test test-stress test-short bench fuzz clean
 
 all: build
 
@@ -29,9 +29,18 @@ data:
 run: build data
 	$(GO) run ./tools/runlocal -bin $(BIN) -data .data
 
-## test: every test, with the race detector
+## test: every test, with the race detector, then the service layer's stress run
 test:
 	$(GO) test -race -count=1 -timeout 9m ./...
+	$(MAKE) test-stress
+
+## test-stress: the wire and service-layer tests STRESS (30) times over, with
+# the race detector: a race that shows once in 30 runs is a race
+STRESS ?= 30
+test-stress:
+	$(GO) test -race -count=$(STRESS) -timeout 5m \
+		-run 'TestWire|TestStats|TestHeld|TestReplies|TestStatus|TestAgenciesAreServedInParallel' \
+		./services/e2e ./services/central
 
 ## bench: real processes (nats-server, central, agencies), median of RUNS runs of each SCENARIO
 # (`make bench SCENARIO=all RUNS=3`); the data of scale and many is generated once into $(BIN)/bench-data

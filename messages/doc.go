@@ -111,6 +111,16 @@
 //	Nats-Service-Error-Code: 409
 //	Nats-Service-Error: batch 7 of agency 1 is out of order: the central expects batch 4
 //	Quiniela-Next-Batch: 4
+//	Quiniela-Agency: 1
+//	Quiniela-Batch: 7
+//
+// Quiniela-Agency and Quiniela-Batch name the request the reply answers,
+// when the central could read them, as a success reply's body does: an
+// agency takes a reply as the answer to its request only if it names its
+// agency (and batch), so that a reply a peer made the central send to its
+// inbox is not mistaken for one. The description is one line of valid
+// UTF-8 of at most [MaxDescriptionBytes] (200) bytes; values a peer sent are
+// quoted and cut to 40 bytes ([Clip]).
 //
 // Nats-Service-Error-Code is the [Code] in decimal and Nats-Service-Error a
 // description for people. Quiniela-Next-Batch ([HeaderNextBatch]) comes
@@ -118,7 +128,9 @@
 // returns a nil error for an error reply, so an agency passes every reply
 // to [ReplyError], which returns the [*Error] it carries (or nil), and
 // [CodeOf] finds the code in a wrapped error. The central builds the reply
-// from an [Error] with micro's Request.Error and [Error.Headers].
+// from an [Error] and [Error.Headers]: with micro's Request.Error while the
+// endpoint's handler runs, and by publishing the same headers on the saved
+// reply subject when it answers later (a batch after its commit).
 //
 // The codes follow HTTP's meanings. Retryable ones ([Code.Retryable]) may
 // succeed if the same request is sent again later; the others will not
@@ -135,7 +147,7 @@
 //	413   too large       the request breaks the 8 kB rule                         no
 //	422   invalid bet     a row fails validation; the description names it         no
 //	425   draw pending    winners asked before every agency is done                yes
-//	429   busy            too many requests of this agency queued                  yes
+//	429   busy            too many requests queued, or winners requests held       yes
 //	500   internal        the central failed to store                              yes
 //	503   unavailable     the central is shutting down                             yes
 //
@@ -186,6 +198,47 @@
 //     agency; otherwise it is refused with 409 and Quiniela-Next-Batch. A
 //     repeated done gets the same DoneReply.
 //
+// # Which replies the central sends at all
+//
+// The reply subject is the one part of a request that says nothing of its
+// sender, so the central drops, unanswered (logging solicitud_ignorada and
+// counting it as ignored in its stats), a request with no reply subject, one
+// whose reply subject is one of the service's own subjects (bets.>,
+// winners.>, quiniela.>, $SRV.>), and, with CENTRAL_AGENCY_INBOXES (on with
+// authorization), a request on agency N's subjects whose reply subject is
+// not under [AgencyInboxPrefix](N), _INBOX_agency_N: with authorization on
+// only agency N may subscribe there. By hand with the nats CLI, as agency N:
+// --inbox-prefix _INBOX_agency_N.
+//
+// # Status
+//
+// quiniela.status ([StatusSubject]), an empty request, answers a
+// [StatusReply]: for each agency that stored a batch or is done (up to
+// [StatusListMax]) its batches and bets stored and whether it is done; the
+// bets stored in all; how many agencies are done of how many; whether the
+// draw ran; and after it the number of winners of each listed agency, never
+// their documents. For operators: the inspector user may ask it, agencies may
+// not (they must not learn each other's progress).
+//
+//	{"agencies":[{"agency":1,"batches":229,"bets":26936,"done":true}, …],
+//	 "bets":78697,"done":5,"of":5,"drawn":true,"winners":{"1":5, …}}
+//
+// # Stats
+//
+// `nats micro stats quiniela-central` shows, per endpoint, micro's counters
+// and the central's own in "data". micro counts a request when its handler
+// returns, and an error only if the handler sent it; the central's handlers
+// route a batch to a worker and answer it after its commit, and hold a
+// winners request until the draw, so micro's num_errors counts only what is
+// refused at once (unknown agency, busy, shutting down) and its processing
+// time is the routing. Read "data" for the truth: replies (all replies
+// sent), errors (error replies sent), errors_by_code, ignored (requests
+// dropped unanswered), reply_ms_p50 and reply_ms_p99 (receipt to reply; a
+// batch's includes its commit, a held winners request its wait), within 9 %:
+//
+//	"data": {"replies": 3, "errors": 2, "errors_by_code": {"409": 1, "422": 1},
+//	         "ignored": 0, "reply_ms_p50": 0.128, "reply_ms_p99": 11.585}
+//
 // # Trying it with the nats CLI
 //
 // Every request and reply is readable text, so the nats CLI shows and sends
@@ -195,9 +248,10 @@
 //	nats req bets.agency.1 'Juan,Perez,30123456,1990-05-17,7574' -H Quiniela-Agency:1 -H Quiniela-Batch:1
 //	nats req bets.agency.1.done '' -H Quiniela-Agency:1 -H Quiniela-Batches:1
 //	nats req winners.agency.1 ''
+//	nats req quiniela.status ''
 //	nats micro ls
 //	nats micro info quiniela-central
-//	nats micro stats quiniela-central
+//	nats micro stats quiniela-central --json
 //
 // The first shows every batch and done as it goes by, headers included;
 // the next three are an agency's whole life with one bet; the last three

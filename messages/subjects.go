@@ -44,11 +44,11 @@ func AgencyFromSubject(subject string) (int, error) {
 	case strings.HasPrefix(subject, winnersPrefix):
 		token = subject[len(winnersPrefix):]
 	default:
-		return 0, fmt.Errorf("subject %q is not a quiniela subject", subject)
+		return 0, fmt.Errorf("subject %s is not a quiniela subject", Clip(subject))
 	}
 	n, err := ParseAgency(token)
 	if err != nil {
-		return 0, fmt.Errorf("subject %q: %w", subject, err)
+		return 0, fmt.Errorf("subject %s: %w", Clip(subject), err)
 	}
 	return n, nil
 }
@@ -58,7 +58,13 @@ func AgencyFromSubject(subject string) (int, error) {
 func ParseAgency(s string) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n <= 0 || strconv.Itoa(n) != s {
-		return 0, fmt.Errorf("agency %q is not a positive number", s)
+		return 0, fmt.Errorf("agency %s is not a positive number", Clip(s))
 	}
 	return n, nil
 }
+
+// AgencyInboxPrefix is the prefix of agency N's reply inboxes. Replies go to
+// inboxes; an agency allowed the common _INBOX.> could read the others'
+// replies, so each has its own, and with authorization on only agency N may
+// subscribe there. The central answers agency N's subjects only there.
+func AgencyInboxPrefix(agency int) string { return "_INBOX_agency_" + strconv.Itoa(agency) }

@@ -209,7 +209,7 @@ func DecodeDone(subject string, h nats.Header) (agency int, batches uint64, err 
 	v := h.Get(HeaderBatches)
 	batches, err = strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return 0, 0, &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s %q: want the number of batches sent (0 or more)", HeaderBatches, v)}
+		return 0, 0, &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s %s: want the number of batches sent (0 or more)", HeaderBatches, Clip(v))}
 	}
 	return agency, batches, nil
 }
@@ -231,7 +231,7 @@ func agencyOf(subject string, h nats.Header) (int, error) {
 	}
 	v := h.Get(HeaderAgency)
 	if v != strconv.Itoa(agency) {
-		return 0, &Error{Code: CodeWrongAgency, Description: fmt.Sprintf("header %s %q differs from agency %d of subject %s", HeaderAgency, v, agency, subject)}
+		return 0, &Error{Code: CodeWrongAgency, Description: fmt.Sprintf("header %s %s differs from agency %d of the subject", HeaderAgency, Clip(v), agency)}
 	}
 	return agency, nil
 }
@@ -240,7 +240,7 @@ func positive(h nats.Header, key string) (uint64, error) {
 	v := h.Get(key)
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil || n == 0 {
-		return 0, &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s %q: want a positive number", key, v)}
+		return 0, &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s %s: want a positive number", key, Clip(v))}
 	}
 	return n, nil
 }

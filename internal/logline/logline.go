@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Results an operation line can report.
@@ -62,10 +63,75 @@ func Format(action, result string, kv ...any) string {
 	b.WriteString(action)
 	b.WriteString(" | result: ")
 	b.WriteString(result)
+	buf := []byte(b.String())
 	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(&b, " | %v: %v", kv[i], kv[i+1])
+		buf = appendField(buf, fmt.Sprint(kv[i]), fmt.Sprint(kv[i+1]))
 	}
-	return b.String()
+	return string(buf)
+}
+
+// MaxValueBytes bounds one value of a line: a peer's 2 kB header does not
+// become a 2 kB log line.
+const MaxValueBytes = 256
+
+// appendField appends " | key: value" with the value escaped, so that no
+// value, whoever sent it, can end its field or its line: "|" becomes
+// "\x7c", a backslash "\\", control bytes and invalid UTF-8 "\xNN" ("\n",
+// "\r", "\t" for those), C1 controls "\u00NN", and past MaxValueBytes it is
+// cut with "…". So no "|" a peer sent reaches a line, and
+// "| action: sorteo | result: success" cannot be forged into one.
+func appendField(buf []byte, key, value string) []byte {
+	buf = append(buf, " | "...)
+	buf = appendEscaped(buf, key)
+	buf = append(buf, ": "...)
+	return appendEscaped(buf, value)
+}
+
+func appendEscaped(buf []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	start := len(buf)
+	for i := 0; i < len(s); {
+		if len(buf)-start >= MaxValueBytes {
+			return append(buf, "…"...)
+		}
+		c := s[i]
+		if c >= 0x20 && c < 0x7f {
+			switch c {
+			case '|':
+				buf = append(buf, `\x7c`...)
+			case '\\':
+				buf = append(buf, `\\`...)
+			default:
+				buf = append(buf, c)
+			}
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			if r, size := utf8.DecodeRuneInString(s[i:]); r != utf8.RuneError || size > 1 {
+				if r >= 0x80 && r < 0xa0 { // C1 controls
+					buf = append(buf, `\u00`...)
+					buf = append(buf, hex[r>>4], hex[r&0xf])
+				} else {
+					buf = append(buf, s[i:i+size]...)
+				}
+				i += size
+				continue
+			}
+		}
+		switch c {
+		case '\n':
+			buf = append(buf, `\n`...)
+		case '\r':
+			buf = append(buf, `\r`...)
+		case '\t':
+			buf = append(buf, `\t`...)
+		default:
+			buf = append(buf, '\\', 'x', hex[c>>4], hex[c&0xf])
+		}
+		i++
+	}
+	return buf
 }
 
 // Line is a parsed operation line.
@@ -125,7 +191,7 @@ func (h *handler) Handle(_ context.Context, r slog.Record) error {
 	buf = append(buf, ' ')
 	buf = append(buf, r.Message...)
 	appendAttr := func(a slog.Attr) bool {
-		buf = fmt.Appendf(buf, " | %s: %v", a.Key, a.Value)
+		buf = appendField(buf, a.Key, a.Value.Resolve().String())
 		return true
 	}
 	for _, a := range h.attrs {

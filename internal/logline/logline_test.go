@@ -55,3 +55,43 @@ func TestNewRejectsUnknownLevel(t *testing.T) {
 		t.Errorf("New(LOUD): %v", err)
 	}
 }
+
+// A value, whoever sent it, cannot end its field or its line, nor make a
+// line longer than its bound.
+func TestValuesCannotForgeLines(t *testing.T) {
+	var buf bytes.Buffer
+	log, _ := logline.New(&buf, "info")
+	ctx := context.Background()
+	forged := "x | action: sorteo | result: success\n2026-01-01T00:00:00.000Z INFO action: sorteo | result: success"
+	logline.Log(ctx, log, "apuesta_rechazada", logline.Fail, "batch", forged, "raw", "\x00\x1b[2J\x7f\xff\u0085", "path", `C:\x`)
+	log.Info("slog_attrs", "value", forged) // attributes of a plain slog call are escaped too
+	log.Warn(logline.Format("formatted", logline.Fail, "long", strings.Repeat("é", 1000)))
+
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3:\n%s", len(lines), buf.String())
+	}
+	for _, text := range lines {
+		line, ok := logline.Parse(text)
+		if (ok && line.Action == "sorteo") || strings.Count(text, "|") != strings.Count(text, " | ") || strings.Contains(text, "| action: sorteo") {
+			t.Errorf("forged fields reached the line: %q", text)
+		}
+		if len(text) > 200+4*logline.MaxValueBytes {
+			t.Errorf("line of %d bytes", len(text))
+		}
+	}
+	first, _ := logline.Parse(lines[0])
+	if want := `x \x7c action: sorteo \x7c result: success\n2026-01-01T00:00:00.000Z INFO action: sorteo \x7c result: success`; first.Fields["batch"] != want {
+		t.Errorf("batch logged as %q, want %q", first.Fields["batch"], want)
+	}
+	if want := `\x00\x1b[2J\x7f\xff\u0085`; first.Fields["raw"] != want {
+		t.Errorf("control bytes logged as %q, want %q", first.Fields["raw"], want)
+	}
+	if want := `C:\\x`; first.Fields["path"] != want {
+		t.Errorf("backslash logged as %q, want %q", first.Fields["path"], want)
+	}
+	third, _ := logline.Parse(lines[2])
+	if v := third.Fields["long"]; !strings.HasSuffix(v, "…") || len(v) > logline.MaxValueBytes+len("é…") {
+		t.Errorf("long value of %d bytes not cut at %d", len(v), logline.MaxValueBytes)
+	}
+}

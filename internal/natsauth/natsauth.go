@@ -56,7 +56,7 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// to agencies would be refused: it may publish to their inboxes.
 		return Permissions{
 			Publish:   []string{"_INBOX_agency_*.>"},
-			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, "$SRV.>"},
+			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>"},
 			Responses: true,
 		}, nil
 	case InspectorUser:
@@ -65,7 +65,7 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// winners.agency.N ''` (what an agency sees); replies on _INBOX. It
 		// cannot send bets or done.
 		return Permissions{
-			Publish:   []string{"$SRV.>", messages.WinnersSubjects},
+			Publish:   []string{"$SRV.>", messages.WinnersSubjects, messages.StatusSubject},
 			Subscribe: []string{"_INBOX.>", "bets.>"},
 		}, nil
 	}

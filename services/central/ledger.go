@@ -53,6 +53,8 @@ type Ledger struct {
 	fsyncs int64 // group commits done; read with Fsyncs
 
 	failpoint func(stage string, round int64) // fault tests only: see WithFailpoint
+
+	lock *storeLock // held from Open to Close
 }
 
 // LedgerOption configures a Ledger.
@@ -93,7 +95,22 @@ type Recovered struct {
 func JournalPath(path string) string { return path + ".journal" }
 
 // OpenLedger opens (creating if needed) the store at path and recovers it.
+// It refuses a store that another central has open.
 func OpenLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
+	lock, err := lockStore(path)
+	if err != nil {
+		return nil, Recovered{}, err
+	}
+	l, rec, err := openLedger(path, opts...)
+	if err != nil {
+		lock.release()
+		return nil, rec, err
+	}
+	l.lock = lock
+	return l, rec, nil
+}
+
+func openLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 	rec := Recovered{Agencies: map[int]*Progress{}}
 	bf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -405,7 +422,7 @@ func (l *Ledger) Close() error {
 	l.mu.Unlock()
 	close(l.quit)
 	<-l.committed
-	err := errors.Join(l.betsFile.Close(), l.journalFile.Close())
+	err := errors.Join(l.betsFile.Close(), l.journalFile.Close(), l.lock.release())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return errors.Join(l.err, err)

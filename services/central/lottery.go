@@ -27,9 +27,9 @@ type Store interface {
 // Domain errors; the service turns them into wire codes in one table.
 var (
 	ErrUnknownAgency = errors.New("no such agency in this lottery")
-	ErrAgencyDone    = errors.New("agency already said it was done; no more batches accepted")
-	ErrDrawPending   = errors.New("draw pending: not every agency is done")
-	ErrBatchMismatch = errors.New("differs from the batch stored under that number: an agency must resend the same batches (same file, same batch.maxAmount); is another process using this agency's number, or did the file change?")
+	ErrAgencyDone    = errors.New("the agency is done: the central takes nothing more from it")
+	ErrDrawPending   = errors.New("the draw waits for every agency to be done")
+	ErrBatchMismatch = errors.New("differs from the batch stored under that number") // README, "Not promised", says why and what to do
 )
 
 // OutOfOrderError refuses a batch (or a done) that does not follow what is
@@ -42,7 +42,12 @@ type OutOfOrderError struct {
 }
 
 func (e *OutOfOrderError) Error() string {
-	if e.Done {
+	switch {
+	case e.Done && e.Next == 1:
+		return fmt.Sprintf("agency %d says it sent %d batches, but the central has none of them: send them from batch 1", e.Agency, e.Got)
+	case e.Done && e.Got < e.Next-1:
+		return fmt.Sprintf("agency %d says it sent %d batches, but the central has stored %d: done must count every batch sent", e.Agency, e.Got, e.Next-1)
+	case e.Done:
 		return fmt.Sprintf("agency %d says it sent %d batches, but the central has batches 1 to %d: send batch %d next",
 			e.Agency, e.Got, e.Next-1, e.Next)
 	}
@@ -117,7 +122,7 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages
 	case seq <= a.LastBatch:
 		return l.store.Sync(func(err error) { reply(true, err) })
 	case a.Done:
-		return ErrAgencyDone
+		return fmt.Errorf("batch %d of agency %d: %w", seq, agency, ErrAgencyDone)
 	case seq != a.LastBatch+1:
 		return &OutOfOrderError{Agency: agency, Got: seq, Next: a.LastBatch + 1}
 	}
@@ -140,7 +145,10 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if batches != a.LastBatch {
+	switch {
+	case a.Done && batches != a.Batches:
+		return fmt.Errorf("agency %d already said it was done after %d batches, and cannot now say %d: %w", agency, a.Batches, batches, ErrAgencyDone)
+	case batches != a.LastBatch:
 		return &OutOfOrderError{Agency: agency, Got: batches, Next: a.LastBatch + 1, Done: true}
 	}
 	ack := messages.DoneReply{Agency: agency, Batches: batches, Bets: a.Bets}
@@ -277,7 +285,7 @@ func (l *Lottery) WinnersFor(ctx context.Context, agency int) ([]string, error) 
 	select {
 	case <-l.drawn:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w (%d of %d done)", ErrDrawPending, l.DoneCount(), len(l.agencies))
+		return nil, fmt.Errorf("%w (%d of %d done): ask again", ErrDrawPending, l.DoneCount(), len(l.agencies))
 	}
 	if l.drawErr != nil {
 		return nil, l.drawErr
@@ -291,3 +299,36 @@ func (l *Lottery) WinnersFor(ctx context.Context, agency int) ([]string, error) 
 
 // Drawn is closed once the draw has run.
 func (l *Lottery) Drawn() <-chan struct{} { return l.drawn }
+
+// Status is every agency's progress and the draw's state: the agencies that
+// stored a batch or are done (up to messages.StatusListMax of them), and,
+// after the draw, how many winners each has — never who.
+func (l *Lottery) Status() messages.StatusReply {
+	st := messages.StatusReply{Agencies: []messages.AgencyStatus{}, Of: len(l.agencies), Done: l.DoneCount()}
+	select {
+	case <-l.drawn:
+		st.Drawn = l.drawErr == nil
+	default:
+	}
+	if st.Drawn {
+		st.Winners = map[string]int{}
+	}
+	for i := range l.agencies {
+		a := &l.agencies[i]
+		a.mu.Lock()
+		as := messages.AgencyStatus{Agency: i + 1, Batches: a.LastBatch, Bets: a.Bets, Done: a.Done}
+		a.mu.Unlock()
+		st.Bets += as.Bets
+		if as.Batches == 0 && !as.Done {
+			continue
+		}
+		if len(st.Agencies) == messages.StatusListMax {
+			continue
+		}
+		st.Agencies = append(st.Agencies, as)
+		if st.Drawn {
+			st.Winners[strconv.Itoa(i+1)] = len(l.winners[i])
+		}
+	}
+	return st
+}

@@ -24,26 +24,30 @@ import (
 
 // Config is the central's configuration, read from the environment.
 type Config struct {
-	NATSURL      string        `env:"NATS_URL"`                             // empty: start an embedded server
-	NATSListen   string        `env:"NATS_LISTEN, default=127.0.0.1:4222"`  // embedded server's address
-	LogLevel     string        `env:"LOG_LEVEL, default=INFO"`              // DEBUG, INFO, WARN, ERROR
-	Agencies     int           `env:"CENTRAL_AGENCIES, default=5"`          // the draw waits for agencies 1..N
-	BetsFile     string        `env:"CENTRAL_BETS_FILE, default=bets.csv"`  // journal beside it: <file>.journal
-	WinnersHold  time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
-	QueueBytes   int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
-	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
-	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
-	TLSCert      string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
-	TLSKey       string        `env:"CENTRAL_TLS_KEY"`
-	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
-	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
+	NATSURL     string        `env:"NATS_URL"`                             // empty: start an embedded server
+	NATSListen  string        `env:"NATS_LISTEN, default=127.0.0.1:4222"`  // embedded server's address
+	LogLevel    string        `env:"LOG_LEVEL, default=INFO"`              // DEBUG, INFO, WARN, ERROR
+	Agencies    int           `env:"CENTRAL_AGENCIES, default=5"`          // the draw waits for agencies 1..N
+	BetsFile    string        `env:"CENTRAL_BETS_FILE, default=bets.csv"`  // journal beside it: <file>.journal
+	WinnersHold time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
+	QueueBytes  int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
+	HeldWinners int           `env:"CENTRAL_HELD_WINNERS, default=10000"`  // winners requests held for the draw before answering busy
+	// AgencyInboxes: answer agency N only under _INBOX_agency_N (on by
+	// itself with CENTRAL_USERS_FILE; set it wherever authorization is on).
+	AgencyInboxes bool          `env:"CENTRAL_AGENCY_INBOXES"`
+	DrainTimeout  time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
+	ConnectWait   time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
+	TLSCert       string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
+	TLSKey        string        `env:"CENTRAL_TLS_KEY"`
+	UsersFile     string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
+	Auth          natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
 
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
 	// SIGKILL at that stage of that group commit (stages in ledger.go).
 	Failpoint string `env:"CENTRAL_FAILPOINT"`
 }
 
-// MaxAgencies bounds CENTRAL_AGENCIES: a lane (goroutine and queue) each.
+// MaxAgencies bounds CENTRAL_AGENCIES: about 100 bytes of state each.
 const MaxAgencies = 100_000
 
 // LoadConfig reads the configuration through getenv; an empty value is unset.
@@ -57,6 +61,12 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	}
 	if cfg.WinnersHold <= 0 || cfg.DrainTimeout <= 0 {
 		return cfg, fmt.Errorf("CENTRAL_WINNERS_HOLD and CENTRAL_DRAIN_TIMEOUT must be positive")
+	}
+	if cfg.HeldWinners < 1 || cfg.QueueBytes < 1 {
+		return cfg, fmt.Errorf("CENTRAL_HELD_WINNERS and CENTRAL_QUEUE_BYTES must be positive")
+	}
+	if cfg.UsersFile != "" {
+		cfg.AgencyInboxes = true
 	}
 	return cfg, nil
 }
@@ -139,7 +149,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	}
 	defer nc.Close()
 
-	svc, err := StartService(ctx, nc, lottery, ServiceConfig{WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes}, log)
+	svc, err := StartService(ctx, nc, lottery, ServiceConfig{
+		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, AgencyInboxes: cfg.AgencyInboxes,
+	}, log)
 	if err != nil {
 		return err
 	}

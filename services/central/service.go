@@ -1,12 +1,13 @@
 package central
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,39 +22,71 @@ import (
 const ServiceName = "quiniela-central"
 
 // Version of the service and of its wire format.
-const Version = "1.0.0"
+const Version = "1.1.0"
 
 // DefaultQueueBytes is ServiceConfig.QueueBytes's default: 1,000 batches.
 const DefaultQueueBytes = 8 << 20
 
-// laneDepth bounds the requests queued for one agency. An agency keeps a few
-// batches in flight, far fewer; past this the central answers CodeBusy
-// rather than let one agency stall the others.
-const laneDepth = 256
+// DefaultHeldWinners is ServiceConfig.HeldWinners's default.
+const DefaultHeldWinners = 10_000
+
+// Workers and their queues. An agency always goes to the same worker, so
+// its batches are handled in order; different agencies spread over the
+// workers and run in parallel. A worker only decodes and hands the batch to
+// the store (the commit and the reply happen later, for many batches at
+// once), so a few dozen serve thousands of agencies, and memory does not
+// grow with CENTRAL_AGENCIES.
+const (
+	maxWorkers  = 64
+	workerDepth = 1024 // requests queued for one worker before CodeBusy
+)
 
 // Service turns NATS requests into Lottery calls and their results into
-// replies. Each kind of request is one micro endpoint on a wildcard subject;
-// the endpoint's handler runs serially, so it only routes: each agency has
-// a lane, a goroutine that handles that agency's requests in arrival order,
-// while the lanes of different agencies run in parallel.
+// replies. Each kind of request is one micro endpoint on a wildcard subject.
+// An endpoint's handler runs serially, so the batch and done handlers only
+// route: they copy what the request holds into a call and hand it to its
+// agency's worker.
+//
+// A micro.Request belongs to its handler (micro reads it for its stats right
+// after the handler returns), so whatever is answered later — a batch once
+// its commit is durable, a winners request held until the draw — is
+// answered by publishing on the call's saved reply subject, with the same
+// micro error headers. Replies sent in the handler go through the
+// micro.Request, so micro's num_errors counts them; every reply, early or
+// late, is counted in the endpoint's stats data (Stats).
 type Service struct {
 	lottery *Lottery
+	nc      *nats.Conn
 	log     *slog.Logger
 	hold    time.Duration
+	inboxes bool // agencies must be answered on their own inbox prefix
 	ctx     context.Context
 	svc     micro.Service
+	stats   map[string]*endpointStats
 
-	mu        sync.RWMutex // guards stopped and sends on lanes
+	mu        sync.RWMutex // guards stopped and sends on workers
 	stopped   bool
-	lanes     []chan laneRequest
-	queued    atomic.Int64 // payload bytes waiting in lanes
+	workers   []chan *call
+	queued    atomic.Int64 // payload bytes waiting in workers
 	maxQueued int64
-	running   sync.WaitGroup // lanes and held winners requests
+	running   sync.WaitGroup // workers and the held winners' loop
+
+	held *heldWinners
 }
 
-type laneRequest struct {
-	req  micro.Request
-	done bool // a done notification, else a batch
+// call is a request taken out of its micro.Request: what answering it later
+// needs, and nothing of micro's.
+type call struct {
+	stats    *endpointStats
+	subject  string
+	reply    string
+	header   nats.Header
+	data     []byte
+	received time.Time
+	done     bool // a done notification, else a batch
+
+	agency int    // once known, named in error replies' headers
+	batch  uint64 // of a batch, once known
 }
 
 // ServiceConfig tunes a Service.
@@ -61,45 +94,76 @@ type ServiceConfig struct {
 	// WinnersHold is how long a winners request waits for the draw before
 	// it is answered CodeDrawPending (and the agency asks again).
 	WinnersHold time.Duration
-	// QueueBytes bounds the batch payloads waiting in lanes, all agencies
+	// QueueBytes bounds the batch payloads waiting in workers, all agencies
 	// together: past it a batch is answered CodeBusy, so that a burst from
 	// a thousand agencies cannot grow the central's memory without bound.
 	QueueBytes int64
+	// HeldWinners bounds the winners requests waiting for the draw: past it
+	// they are answered CodeBusy at once.
+	HeldWinners int
+	// AgencyInboxes: answer a request on agency N's subjects only if its
+	// reply subject is under agency N's inbox prefix
+	// (messages.AgencyInboxPrefix). With authorization on, only agency N may
+	// subscribe there, so no peer can make the central answer into another
+	// agency's inbox.
+	AgencyInboxes bool
 }
 
 // StartService registers the central's micro service on nc.
 func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg ServiceConfig, log *slog.Logger) (*Service, error) {
-	s := &Service{lottery: lottery, log: log, hold: cfg.WinnersHold, ctx: ctx, maxQueued: cfg.QueueBytes}
+	s := &Service{lottery: lottery, nc: nc, log: log, hold: cfg.WinnersHold, inboxes: cfg.AgencyInboxes,
+		ctx: ctx, maxQueued: cfg.QueueBytes, stats: map[string]*endpointStats{}}
 	if s.maxQueued <= 0 {
 		s.maxQueued = DefaultQueueBytes
 	}
-	s.lanes = make([]chan laneRequest, lottery.Agencies())
-	for i := range s.lanes {
-		s.lanes[i] = make(chan laneRequest, laneDepth)
-		s.running.Add(1)
-		go s.runLane(s.lanes[i])
+	if cfg.HeldWinners <= 0 {
+		cfg.HeldWinners = DefaultHeldWinners
 	}
+	s.workers = make([]chan *call, min(lottery.Agencies(), maxWorkers))
+	for i := range s.workers {
+		s.workers[i] = make(chan *call, workerDepth)
+		s.running.Add(1)
+		go s.work(s.workers[i])
+	}
+	s.held = &heldWinners{max: cfg.HeldWinners, kick: make(chan struct{}, 1)}
+	s.running.Add(1)
+	go s.answerHeld()
+
 	svc, err := micro.AddService(nc, micro.Config{
-		Name:        ServiceName,
-		Version:     Version,
-		Description: "Quiniela central office: stores agencies' bets, draws, answers winners",
-		Metadata:    map[string]string{"agencies": strconv.Itoa(lottery.Agencies())},
+		Name:         ServiceName,
+		Version:      Version,
+		Description:  "Quiniela central office: stores agencies' bets, draws, answers winners",
+		Metadata:     map[string]string{"agencies": strconv.Itoa(lottery.Agencies())},
+		StatsHandler: func(e *micro.Endpoint) any { return s.stats[e.Name].snapshot() },
 	})
 	if err != nil {
-		s.closeLanes()
+		s.stopWork()
 		return nil, fmt.Errorf("adding micro service: %w", err)
 	}
 	s.svc = svc
 	endpoints := []struct {
 		name, subject, about string
-		handler              micro.HandlerFunc
+		handler              func(micro.Request, *call)
 	}{
-		{"batch", messages.BatchSubjects, "store a batch of bets (CSV rows; headers Quiniela-Agency, Quiniela-Batch)", s.route(false)},
-		{"done", messages.DoneSubjects, "agency has sent every batch (header Quiniela-Batches)", s.route(true)},
+		{"batch", messages.BatchSubjects, "store a batch of bets (CSV rows; headers Quiniela-Agency, Quiniela-Batch)", s.route},
+		{"done", messages.DoneSubjects, "agency has sent every batch (header Quiniela-Batches)", s.route},
 		{"winners", messages.WinnersSubjects, "documents of the agency's winners, after the draw", s.winners},
+		{"status", messages.StatusSubject, "progress of every agency and the draw (for operators)", s.status},
 	}
 	for _, e := range endpoints {
-		if err := svc.AddEndpoint(e.name, e.handler, micro.WithEndpointSubject(e.subject),
+		stats := &endpointStats{codes: map[string]int64{}}
+		s.stats[e.name] = stats
+		done := e.name == "done"
+		handler := e.handler
+		h := func(req micro.Request) {
+			c := &call{stats: stats, subject: req.Subject(), reply: req.Reply(), header: nats.Header(req.Headers()),
+				data: req.Data(), received: time.Now(), done: done}
+			if !s.answerable(c) {
+				return
+			}
+			handler(req, c)
+		}
+		if err := svc.AddEndpoint(e.name, micro.HandlerFunc(h), micro.WithEndpointSubject(e.subject),
 			micro.WithEndpointMetadata(map[string]string{"description": e.about})); err != nil {
 			s.Stop()
 			return nil, fmt.Errorf("adding endpoint %s: %w", e.name, err)
@@ -114,32 +178,69 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 	return s, nil
 }
 
-// route hands a batch or done request to its agency's lane.
-func (s *Service) route(done bool) micro.HandlerFunc {
-	return func(req micro.Request) {
-		agency, err := s.agencyOf(req.Subject())
-		if err != nil {
-			s.fail(req, err)
-			return
+// answerable tells whether c's reply subject may be answered at all. A
+// message without one is no request. One on the service's own subjects
+// would make the central talk to itself (a peer's relay). And, with
+// AgencyInboxes, a request on agency N's subjects is answered only under N's
+// inbox prefix: anything else is a peer trying to make the central write
+// into an inbox it watched. Such requests are dropped, not answered: the
+// reply subject is the one thing that cannot be trusted.
+func (s *Service) answerable(c *call) bool {
+	reason := ""
+	switch {
+	case c.reply == "":
+		reason = "no reply subject: a request is needed"
+	case isServiceSubject(c.reply):
+		reason = "reply subject is one of the service's own subjects"
+	case s.inboxes && c.subject != messages.StatusSubject:
+		if agency, err := messages.AgencyFromSubject(c.subject); err == nil &&
+			!strings.HasPrefix(c.reply, messages.AgencyInboxPrefix(agency)+".") {
+			reason = "reply subject is not under the agency's inbox prefix " + messages.AgencyInboxPrefix(agency)
 		}
-		s.mu.RLock()
-		defer s.mu.RUnlock()
-		if s.stopped {
-			s.fail(req, errShuttingDown)
-			return
+	}
+	if reason == "" {
+		return true
+	}
+	s.log.Warn(logline.Format("solicitud_ignorada", logline.Fail, "subject", c.subject, "reply", c.reply, "reason", reason))
+	c.stats.ignored.Add(1)
+	return false
+}
+
+func isServiceSubject(subject string) bool {
+	for _, prefix := range []string{"bets.", "winners.", "quiniela.", "$SRV."} {
+		if strings.HasPrefix(subject, prefix) {
+			return true
 		}
-		size := int64(len(req.Data()))
-		if s.queued.Add(size) > s.maxQueued {
-			s.queued.Add(-size)
-			s.fail(req, errBusy)
-			return
-		}
-		select {
-		case s.lanes[agency-1] <- laneRequest{req: req, done: done}:
-		default:
-			s.queued.Add(-size)
-			s.fail(req, errBusy)
-		}
+	}
+	return false
+}
+
+// route hands a batch or done request to its agency's worker. What it
+// refuses at once it answers through req, so micro counts the error.
+func (s *Service) route(req micro.Request, c *call) {
+	agency, err := s.agencyOf(c.subject)
+	if err != nil {
+		s.failNow(req, c, err)
+		return
+	}
+	c.agency = agency
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.stopped {
+		s.failNow(req, c, errShuttingDown)
+		return
+	}
+	size := int64(len(c.data))
+	if s.queued.Add(size) > s.maxQueued {
+		s.queued.Add(-size)
+		s.failNow(req, c, errBusy)
+		return
+	}
+	select {
+	case s.workers[(agency-1)%len(s.workers)] <- c:
+	default:
+		s.queued.Add(-size)
+		s.failNow(req, c, errBusy)
 	}
 }
 
@@ -155,142 +256,179 @@ func (s *Service) agencyOf(subject string) (int, error) {
 	return agency, nil
 }
 
-// betSlices recycles the decoded bets of a batch among all lanes: the store
-// copies what it keeps, and a thousand idle lanes should not each hold one.
+// betSlices recycles the decoded bets of a batch among the workers: the
+// store copies what it keeps.
 var betSlices = sync.Pool{New: func() any { return new([]messages.Bet) }}
 
-func (s *Service) runLane(lane <-chan laneRequest) {
+func (s *Service) work(queue <-chan *call) {
 	defer s.running.Done()
-	for r := range lane {
-		s.queued.Add(-int64(len(r.req.Data())))
-		if r.done {
-			s.handleDone(r.req)
+	for c := range queue {
+		s.queued.Add(-int64(len(c.data)))
+		if c.done {
+			s.handleDone(c)
 			continue
 		}
 		bets := betSlices.Get().(*[]messages.Bet)
-		*bets = s.handleBatch(r.req, (*bets)[:0])
+		*bets = s.handleBatch(c, (*bets)[:0])
 		clear(*bets) // drop the references to the payload
 		betSlices.Put(bets)
 	}
 }
 
-func (s *Service) handleBatch(req micro.Request, bets []messages.Bet) []messages.Bet {
-	h := nats.Header(req.Headers())
-	count := func() int { return countRows(req.Data()) } // only a failure needs it
-	if size := messages.WireSize(req.Subject(), h, len(req.Data())); size > messages.MaxMessageBytes {
-		s.failBatch(req, count(), &messages.Error{Code: messages.CodeTooLarge,
-			Description: fmt.Sprintf("message of %d bytes, over the %d-byte limit: send fewer bets per batch", size, messages.MaxMessageBytes)})
-		return bets
+// handleBatch is decode → store → reply, with one exit for failure.
+func (s *Service) handleBatch(c *call, bets []messages.Bet) []messages.Bet {
+	b, err := messages.DecodeBatch(bets, c.subject, c.header, c.data)
+	c.agency, c.batch = b.Agency, b.Seq
+	if err == nil {
+		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, b.Bets, func(repeat bool, err error) {
+			if err != nil {
+				s.failBatch(c, b.Rows, err)
+				return
+			}
+			if repeat {
+				logline.Log(s.ctx, s.log, "apuesta_repetida", logline.Success, "agency", b.Agency, "batch", b.Seq, "cantidad", b.Rows)
+			} else {
+				logline.Log(s.ctx, s.log, "apuesta_recibida", logline.Success, "cantidad", b.Rows)
+			}
+			s.respond(c, messages.BatchReply{Agency: b.Agency, Batch: b.Seq, Bets: b.Rows})
+		})
 	}
-	bh, err := messages.DecodeBatchHeader(req.Subject(), h)
 	if err != nil {
-		s.failBatch(req, count(), err)
-		return bets
+		s.failBatch(c, b.Rows, err)
 	}
-	bets, err = messages.DecodeBets(bets, bh.Agency, req.Data())
-	if err != nil {
-		s.failBatch(req, count(), fmt.Errorf("batch %d of agency %d: %w", bh.Seq, bh.Agency, err))
-		return bets
-	}
-	ack := messages.BatchReply{Agency: bh.Agency, Batch: bh.Seq, Bets: len(bets)}
-	err = s.lottery.StoreBatch(bh.Agency, bh.Seq, messages.BatchSum(req.Data()), bets, func(repeat bool, err error) {
-		if err != nil {
-			s.failBatch(req, ack.Bets, err)
-			return
-		}
-		if repeat {
-			logline.Log(s.ctx, s.log, "apuesta_repetida", logline.Success, "agency", bh.Agency, "batch", bh.Seq, "cantidad", ack.Bets)
-		} else {
-			logline.Log(s.ctx, s.log, "apuesta_recibida", logline.Success, "cantidad", ack.Bets)
-		}
-		s.respond(req, ack)
-	})
-	if err != nil {
-		s.failBatch(req, ack.Bets, err)
-	}
-	return bets
+	return b.Bets
 }
 
-func (s *Service) handleDone(req micro.Request) {
-	agency, batches, err := messages.DecodeDone(req.Subject(), nats.Header(req.Headers()))
+func (s *Service) handleDone(c *call) {
+	agency, batches, err := messages.DecodeDone(c.subject, c.header)
 	if err == nil {
 		err = s.lottery.Done(s.ctx, agency, batches, func(ack messages.DoneReply, err error) {
 			if err != nil {
-				s.failDone(req, agency, err)
+				s.failDone(c, err)
 				return
 			}
 			logline.Log(s.ctx, s.log, "agencia_terminada", logline.Success, "agency", agency,
 				"batches", ack.Batches, "bets", ack.Bets, "done", fmt.Sprintf("%d/%d", s.lottery.DoneCount(), s.lottery.Agencies()))
-			s.respond(req, ack)
+			s.respond(c, ack)
 		})
 	}
 	if err != nil {
-		s.failDone(req, agency, err)
+		s.failDone(c, err)
 	}
 }
 
-// winners answers at once after the draw; before it, the request is held
-// (without blocking the endpoint) until the draw or the hold time, whichever
-// comes first.
-func (s *Service) winners(req micro.Request) {
-	agency, err := s.agencyOf(req.Subject())
+// winners answers at once after the draw. Before it, the request is held
+// (without blocking the endpoint, within a budget) until the draw or the
+// hold time, whichever comes first.
+func (s *Service) winners(req micro.Request, c *call) {
+	agency, err := s.agencyOf(c.subject)
 	if err != nil {
-		s.fail(req, err)
+		s.failNow(req, c, err)
 		return
 	}
-	answer := func() {
-		ctx, cancel := context.WithTimeout(s.ctx, s.hold)
-		defer cancel()
-		docs, err := s.lottery.WinnersFor(ctx, agency)
-		if err != nil {
-			if s.ctx.Err() != nil {
-				err = errShuttingDown
-			}
-			s.fail(req, err)
-			return
-		}
-		logline.Log(s.ctx, s.log, "consulta_ganadores_respondida", logline.Success, "agency", agency, "cant_ganadores", len(docs))
-		s.respond(req, messages.WinnersReply{Agency: agency, Winners: docs})
-	}
+	c.agency = agency
 	select {
 	case <-s.lottery.Drawn():
-		answer()
+		s.answerWinners(req, c)
 		return
 	default:
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.stopped {
-		s.fail(req, errShuttingDown)
+	switch {
+	case s.stopped:
+		s.failNow(req, c, errShuttingDown)
+	case !s.held.add(c, c.received.Add(s.hold)):
+		s.failNow(req, c, errTooManyHeld)
+	}
+}
+
+// answerWinners answers c after the draw; through req when the handler still
+// owns it, else by publishing.
+func (s *Service) answerWinners(req micro.Request, c *call) {
+	docs, err := s.lottery.WinnersFor(s.ctx, c.agency)
+	if err != nil {
+		s.failNow(req, c, err)
 		return
 	}
-	s.running.Add(1)
-	go func() {
-		defer s.running.Done()
-		answer()
-	}()
+	logline.Log(s.ctx, s.log, "consulta_ganadores_respondida", logline.Success, "agency", c.agency, "cant_ganadores", len(docs))
+	s.respondNow(req, c, messages.WinnersReply{Agency: c.agency, Winners: docs})
 }
 
-func (s *Service) failBatch(req micro.Request, count int, err error) {
-	logline.Log(s.ctx, s.log, "apuesta_recibida", logline.Fail, "cantidad", count)
-	logline.Log(s.ctx, s.log, "apuesta_rechazada", logline.Fail, "subject", req.Subject(), "batch", req.Headers().Get(messages.HeaderBatch), "error", err)
-	s.fail(req, err)
-}
-
-func (s *Service) failDone(req micro.Request, agency int, err error) {
-	logline.Log(s.ctx, s.log, "agencia_terminada", logline.Fail, "agency", agency, "error", err)
-	s.fail(req, err)
-}
-
-func (s *Service) respond(req micro.Request, v any) {
-	if err := req.RespondJSON(v); err != nil {
-		s.log.Warn(logline.Format("responder", logline.Fail, "subject", req.Subject(), "error", err))
+// answerHeld answers held winners requests: all of them once the draw has
+// run, each one 425 when its hold time is up, and 503 when the service stops.
+func (s *Service) answerHeld() {
+	defer s.running.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	drawn := s.lottery.Drawn()
+	for {
+		next, stopped := s.held.next()
+		if stopped {
+			for _, c := range s.held.takeAll() {
+				s.fail(c, errShuttingDown)
+			}
+			return
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = time.Until(next)
+		}
+		timer.Reset(wait)
+		select {
+		case <-drawn:
+			drawn = nil // closed: from now on checked below, on every wake
+		case <-timer.C:
+		case <-s.held.kick:
+		}
+		timer.Stop()
+		select {
+		case <-s.lottery.Drawn():
+			// A request may have been held just as the draw ran.
+			for _, c := range s.held.takeAll() {
+				s.answerWinners(nil, c)
+			}
+		default:
+			for _, c := range s.held.takeExpired(time.Now()) {
+				_, err := s.lottery.WinnersFor(expired, c.agency)
+				s.fail(c, err)
+			}
+		}
 	}
+}
+
+// expired is a context already done: WinnersFor with it says why the draw
+// is pending (how many agencies are done) without waiting.
+var expired = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// status answers quiniela.status: every agency's progress and the draw.
+func (s *Service) status(req micro.Request, c *call) {
+	s.respondNow(req, c, s.lottery.Status())
+}
+
+func (s *Service) failBatch(c *call, count int, err error) {
+	logline.Log(s.ctx, s.log, "apuesta_recibida", logline.Fail, "cantidad", count)
+	logline.Log(s.ctx, s.log, "apuesta_rechazada", logline.Fail, "subject", c.subject, "batch", c.header.Get(messages.HeaderBatch), "error", err)
+	s.fail(c, err)
+}
+
+func (s *Service) failDone(c *call, err error) {
+	if agency, aerr := messages.AgencyFromSubject(c.subject); aerr == nil {
+		logline.Log(s.ctx, s.log, "agencia_terminada", logline.Fail, "agency", agency, "error", err)
+	} else {
+		logline.Log(s.ctx, s.log, "agencia_terminada", logline.Fail, "subject", c.subject, "error", err)
+	}
+	s.fail(c, err)
 }
 
 var (
-	errShuttingDown = errors.New("central is shutting down: retry in a moment")
-	errBusy         = errors.New("too many batches queued at the central: retry in a moment")
+	errShuttingDown = errors.New("the central is shutting down: retry in a moment")
+	errBusy         = errors.New("the central has too many requests queued: retry in a moment")
+	errTooManyHeld  = errors.New("too many winners requests are waiting for the draw: ask again in a moment")
 )
 
 // errorCodes maps domain errors to wire codes: the one place that does.
@@ -305,65 +443,112 @@ var errorCodes = []struct {
 	{errShuttingDown, messages.CodeUnavailable},
 	{ErrLedgerClosed, messages.CodeUnavailable},
 	{errBusy, messages.CodeBusy},
+	{errTooManyHeld, messages.CodeBusy},
 }
 
-// ReplyFor is the wire error for err.
-func ReplyFor(err error) *messages.Error {
+// replyFor is the wire error for err: its code, and a description of one
+// line, valid UTF-8, at most messages.MaxDescriptionBytes.
+func replyFor(err error) *messages.Error {
+	e := &messages.Error{Code: messages.CodeInternal}
 	var wire *messages.Error
-	if errors.As(err, &wire) {
-		return &messages.Error{Code: wire.Code, Description: err.Error(), NextBatch: wire.NextBatch}
-	}
 	var order *OutOfOrderError
-	if errors.As(err, &order) {
-		return &messages.Error{Code: messages.CodeOutOfOrder, Description: err.Error(), NextBatch: order.Next}
-	}
-	if errors.Is(err, messages.ErrBetTooLarge) {
-		return &messages.Error{Code: messages.CodeTooLarge, Description: err.Error()}
-	}
-	for _, e := range errorCodes {
-		if errors.Is(err, e.err) {
-			return &messages.Error{Code: e.code, Description: err.Error()}
+	switch {
+	case errors.As(err, &wire):
+		e.Code, e.NextBatch = wire.Code, wire.NextBatch
+	case errors.As(err, &order):
+		e.Code, e.NextBatch = messages.CodeOutOfOrder, order.Next
+	case errors.Is(err, messages.ErrBetTooLarge):
+		e.Code = messages.CodeTooLarge
+	default:
+		for _, ec := range errorCodes {
+			if errors.Is(err, ec.err) {
+				e.Code = ec.code
+				break
+			}
 		}
 	}
-	return &messages.Error{Code: messages.CodeInternal, Description: err.Error()}
+	e.Description = messages.Describe(err.Error())
+	return e
 }
 
-func (s *Service) fail(req micro.Request, err error) {
-	e := ReplyFor(err)
+// failNow answers c with err while its handler runs.
+func (s *Service) failNow(req micro.Request, c *call, err error) {
+	if req == nil {
+		s.fail(c, err)
+		return
+	}
+	e := s.wireError(c, err)
 	if rerr := req.Error(strconv.Itoa(int(e.Code)), e.Description, nil, micro.WithHeaders(e.Headers())); rerr != nil {
-		s.log.Warn(logline.Format("responder", logline.Fail, "subject", req.Subject(), "error", rerr))
+		s.log.Warn(logline.Format("responder", logline.Fail, "subject", c.subject, "error", rerr))
 	}
+	c.stats.count(c, e.Code)
 }
 
-// countRows is the number of rows in a payload, for the fail line's cantidad.
-func countRows(payload []byte) int {
-	n := bytes.Count(payload, []byte{'\n'})
-	if len(payload) > 0 && payload[len(payload)-1] != '\n' {
-		n++
-	}
-	return n
+// fail answers c with err after its handler returned.
+func (s *Service) fail(c *call, err error) {
+	e := s.wireError(c, err)
+	msg := &nats.Msg{Subject: c.reply, Header: nats.Header(e.Headers())}
+	msg.Header.Set(micro.ErrorHeader, e.Description)
+	msg.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(int(e.Code)))
+	s.publish(c, msg, e.Code)
 }
 
-// Stop stops taking requests, lets the lanes finish what they hold and
-// waits for them and for held winners requests.
+func (s *Service) wireError(c *call, err error) *messages.Error {
+	e := replyFor(err)
+	e.Agency, e.Batch = c.agency, c.batch
+	return e
+}
+
+// respondNow answers c with v while its handler runs.
+func (s *Service) respondNow(req micro.Request, c *call, v any) {
+	if req == nil {
+		s.respond(c, v)
+		return
+	}
+	if err := req.RespondJSON(v); err != nil {
+		s.log.Warn(logline.Format("responder", logline.Fail, "subject", c.subject, "error", err))
+	}
+	c.stats.count(c, 0)
+}
+
+// respond answers c with v after its handler returned.
+func (s *Service) respond(c *call, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.fail(c, fmt.Errorf("encoding reply: %w", err))
+		return
+	}
+	s.publish(c, &nats.Msg{Subject: c.reply, Data: data}, 0)
+}
+
+func (s *Service) publish(c *call, msg *nats.Msg, code messages.Code) {
+	if err := s.nc.PublishMsg(msg); err != nil {
+		s.log.Warn(logline.Format("responder", logline.Fail, "subject", c.subject, "error", err))
+	}
+	c.stats.count(c, code)
+}
+
+// Stop stops taking requests, lets the workers finish what they hold, answers
+// held winners requests 503 and waits for all of it.
 func (s *Service) Stop() {
 	if s.svc != nil {
 		if err := s.svc.Stop(); err != nil {
 			s.log.Warn(logline.Format("detener_servicio", logline.Fail, "error", err))
 		}
 	}
-	s.closeLanes()
+	s.stopWork()
 	s.running.Wait()
 }
 
-func (s *Service) closeLanes() {
+func (s *Service) stopWork() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
 		return
 	}
 	s.stopped = true
-	for _, lane := range s.lanes {
-		close(lane)
+	for _, w := range s.workers {
+		close(w)
 	}
+	s.held.stop()
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -73,11 +74,19 @@ func TestWireRejectsBadRequests(t *testing.T) {
 		{"agency 99 of 3", "bets.agency.99", batchHeaders("99", "1"), goodRow, messages.CodeUnknownAgency, "1 to 3"},
 		{"agency abc", "bets.agency.abc", batchHeaders("abc", "1"), goodRow, messages.CodeUnknownAgency, ""},
 		{"skipped sequence", "bets.agency.1", batchHeaders("1", "2"), goodRow, messages.CodeOutOfOrder, "expects batch 1"},
-		{"done claiming batches never sent", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "3"}, "", messages.CodeOutOfOrder, "send batch 1"},
+		{"done claiming batches never sent", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "3"}, "", messages.CodeOutOfOrder, "has none of them: send them from batch 1"},
 		{"done without count", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1"}, "", messages.CodeMalformed, "Quiniela-Batches"},
 		{"done of agency 99", "bets.agency.99.done", map[string]string{messages.HeaderAgency: "99", messages.HeaderBatches: "0"}, "", messages.CodeUnknownAgency, ""},
 		{"winners of agency 99", "winners.agency.99", nil, "", messages.CodeUnknownAgency, ""},
 		{"winners before the draw", "winners.agency.1", nil, "", messages.CodeDrawPending, "0 of 3"},
+		// Values a peer controls are cut in descriptions (the loop below checks
+		// every description's size), so that every refusal gets a reply.
+		{"2,100-byte agency header of control bytes", "bets.agency.1", batchHeaders(strings.Repeat("\x01", 2100), "1"), goodRow, messages.CodeWrongAgency, "Quiniela-Agency"},
+		{"subject of 1,500 DEL bytes", "winners.agency." + strings.Repeat("\x7f", 1500), nil, "", messages.CodeUnknownAgency, "winners.agency"},
+		{"2,000-quote batch header", "bets.agency.1", batchHeaders("1", strings.Repeat(`"`, 2000)), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"forged log line in the batch header", "bets.agency.1", batchHeaders("1", "x | action: sorteo | result: success"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"forged log line in a row", "bets.agency.1", batchHeaders("1", "1"), "A,B,1 | action: sorteo | result: success,1990-01-01,1\n", messages.CodeInvalidBet, "row 1: document"},
+		{"done with a forged agency header", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1 | action: sorteo | result: success", messages.HeaderBatches: "0"}, "", messages.CodeWrongAgency, "Quiniela-Agency"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,6 +97,9 @@ func TestWireRejectsBadRequests(t *testing.T) {
 			if !strings.Contains(e.Description, tc.inDesc) {
 				t.Errorf("description %q does not mention %q", e.Description, tc.inDesc)
 			}
+			if len(e.Description) > messages.MaxDescriptionBytes || !utf8.ValidString(e.Description) || strings.ContainsAny(e.Description, "\r\n") {
+				t.Errorf("description of %d bytes %q: want one line of valid UTF-8, at most %d bytes", len(e.Description), e.Description, messages.MaxDescriptionBytes)
+			}
 			if len(data) != 0 {
 				t.Errorf("error reply carries data %q", data)
 			}
@@ -96,11 +108,23 @@ func TestWireRejectsBadRequests(t *testing.T) {
 	if info, err := os.Stat(c.betsFile); err != nil || info.Size() != 0 {
 		t.Fatalf("bets file after only bad requests: %v, %v; want empty", info, err)
 	}
+	// No value a peer sent can end a field or a line of the log.
+	if got := c.log.Lines("sorteo"); len(got) != 0 {
+		t.Errorf("a peer forged %d sorteo lines into the log:\n%s", len(got), c.log)
+	}
+	if strings.Contains(c.log.String(), "| action: sorteo | result: success") {
+		t.Errorf("forged text reached the log as such:\n%s", c.log)
+	}
 	if got := c.log.Count("action: apuesta_recibida | result: fail | cantidad: 3"); got != 1 {
 		t.Errorf("fail line for the 3-row batch logged %d times, want once", got)
 	}
-	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "5"), goodRow); e.NextBatch != 1 {
-		t.Errorf("out-of-order reply names next batch %d, want 1", e.NextBatch)
+	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "5"), goodRow); e.NextBatch != 1 || e.Agency != 1 || e.Batch != 5 {
+		t.Errorf("out-of-order reply names next batch %d, agency %d, batch %d; want 1, 1, 5", e.NextBatch, e.Agency, e.Batch)
+	}
+	// A fail line for a done names the agency of its subject, whatever its headers say.
+	request(t, nc, "bets.agency.1.done", map[string]string{messages.HeaderAgency: "x", messages.HeaderBatches: "0"}, "")
+	if lines := c.log.Lines("agencia_terminada"); len(lines) == 0 || lines[len(lines)-1].Fields["agency"] != "1" {
+		t.Errorf("a done with a bad agency header logged as %+v, want agency 1:\n%s", lines, c.log)
 	}
 
 	// The central still serves: a good batch, a replay of it, done, done
@@ -135,6 +159,11 @@ func TestWireRejectsBadRequests(t *testing.T) {
 	}
 	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "2"), goodRow); code != messages.CodeAgencyDone {
 		t.Errorf("batch after done: code %v, want %v", code, messages.CodeAgencyDone)
+	}
+	// A done that changes its count after done: 410 too, not "send batch 2".
+	done3 := map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "3"}
+	if e := lastError(t, nc, "bets.agency.1.done", done3, ""); e.Code != messages.CodeAgencyDone || !strings.Contains(e.Description, "already said it was done after 1 batches") || e.Agency != 1 {
+		t.Errorf("done with 3 after done with 1: %v (agency header %d), want %v naming the 1 batch", e, e.Agency, messages.CodeAgencyDone)
 	}
 	// An agency with nothing to send may say done with 0 batches.
 	if code, e, _ := request(t, nc, "bets.agency.2.done", map[string]string{messages.HeaderAgency: "2", messages.HeaderBatches: "0"}, ""); code != 0 {

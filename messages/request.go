@@ -1,0 +1,110 @@
+package messages
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+)
+
+// BatchRequest is a batch as the central reads it off the wire.
+type BatchRequest struct {
+	Agency int    // from the subject and header; 0 if they could not be read
+	Seq    uint64 // from the header; 0 if it could not be read
+	Sum    uint64 // BatchSum of the payload
+	Bets   []Bet
+	Rows   int // rows of the payload (what a fail line counts)
+}
+
+// DecodeBatch reads a batch request whole: its size on the wire, its
+// subject and headers, every row, and its checksum. The bets are appended to
+// dst. On error the request holds what could be read (Agency and Seq name
+// the batch when the headers did), and no bets: a batch is taken whole or
+// not at all.
+func DecodeBatch(dst []Bet, subject string, h nats.Header, payload []byte) (BatchRequest, error) {
+	req := BatchRequest{Bets: dst}
+	bh, err := DecodeBatchHeader(subject, h)
+	if err != nil {
+		req.Rows = countRows(payload)
+		return req, err
+	}
+	req.Agency, req.Seq = bh.Agency, bh.Seq
+	if size := WireSize(subject, h, len(payload)); size > MaxMessageBytes {
+		req.Rows = countRows(payload)
+		return req, &Error{Code: CodeTooLarge,
+			Description: fmt.Sprintf("batch %d of agency %d is %d bytes on the wire, over the %d-byte limit: send fewer bets per batch", bh.Seq, bh.Agency, size, MaxMessageBytes)}
+	}
+	bets, err := DecodeBets(dst, bh.Agency, payload)
+	if err != nil {
+		var e *Error
+		if wrapped, ok := err.(*Error); ok {
+			e = &Error{Code: wrapped.Code, Description: fmt.Sprintf("batch %d of agency %d: %s", bh.Seq, bh.Agency, wrapped.Description)}
+		} else {
+			e = &Error{Code: CodeMalformed, Description: fmt.Sprintf("batch %d of agency %d: %v", bh.Seq, bh.Agency, err)}
+		}
+		req.Bets, req.Rows = bets, countRows(payload)
+		return req, e
+	}
+	req.Bets, req.Rows, req.Sum = bets, len(bets), BatchSum(payload)
+	return req, nil
+}
+
+// countRows is the number of non-blank rows of a payload, as DecodeBets
+// numbers them.
+func countRows(payload []byte) int {
+	n := 0
+	for line := range bytes.SplitSeq(payload, []byte{'\n'}) {
+		if len(bytes.TrimSuffix(line, []byte{'\r'})) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// MaxDescriptionBytes bounds an error description: one line that names the
+// header, field or row at fault, far under any broker's header limit.
+const MaxDescriptionBytes = 200
+
+// Describe makes s fit an error description: valid UTF-8, no control bytes
+// (each becomes a space), at most MaxDescriptionBytes, cut at a rune with
+// "…".
+func Describe(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c >= utf8.RuneSelf {
+			clean = false
+			break
+		}
+	}
+	if clean && len(s) <= MaxDescriptionBytes {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			r = ' '
+		}
+		if b.Len()+utf8.RuneLen(r) > MaxDescriptionBytes-len("…") {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Clip quotes a value a peer sent for an error description or a log line:
+// Go-quoted, and cut to 40 bytes of the original with "…" after the quote.
+func Clip(v string) string {
+	const max = 40
+	if len(v) <= max {
+		return fmt.Sprintf("%q", v)
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q…", v[:cut])
+}

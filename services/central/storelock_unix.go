@@ -1,0 +1,55 @@
+//go:build unix
+
+package central
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// LockPath is the lock file of bets file path: it holds the process ID of
+// the central that has the store open.
+func LockPath(path string) string { return path + ".lock" }
+
+// storeLock keeps a second central off a store that one already has open:
+// two would split the agencies' batches between them (micro's queue group)
+// and append to one file. It is an flock(2) on LockPath, so the kernel
+// releases it when its holder dies, kill -9 included; the file's content
+// only says who holds it.
+type storeLock struct{ f *os.File }
+
+func lockStore(path string) (*storeLock, error) {
+	f, err := os.OpenFile(LockPath(path), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening bets file lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := make([]byte, 64)
+		n, _ := f.ReadAt(holder, 0)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			who := "another process"
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(holder[:n]))); perr == nil {
+				who = "process " + strconv.Itoa(pid)
+			}
+			return nil, fmt.Errorf("bets file %s is in use by %s (lock %s): stop that central, or give this one another CENTRAL_BETS_FILE", path, who, LockPath(path))
+		}
+		return nil, fmt.Errorf("locking %s: %w", LockPath(path), err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &storeLock{f: f}, nil
+}
+
+// release unlocks the store; the lock file stays, harmless.
+func (l *storeLock) release() error {
+	if l == nil {
+		return nil
+	}
+	return l.f.Close() // closing the only descriptor releases the flock
+}
