@@ -40,8 +40,9 @@ func lockStore(path string) (*storeLock, error) {
 		}
 		return nil, fmt.Errorf("locking %s: %w", LockPath(path), err)
 	}
+	// Who holds it, for the next central's error; the lock is what counts.
 	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &storeLock{f: f}, nil
 }
