@@ -11,13 +11,20 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/quiniela/quiniela/internal/profile"
 	"github.com/quiniela/quiniela/services/agency"
 )
 
 func main() {
+	stopProfile, err := profile.Start(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agency:", err)
+		os.Exit(agency.ExitFailed)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	err := agency.Run(ctx, os.Getenv, os.Stdout)
+	err = agency.Run(ctx, os.Getenv, os.Stdout)
+	stop()
+	stopProfile()
 	var skipped *agency.SkippedRowsError
 	switch {
 	case err == nil:

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/quiniela/quiniela/internal/profile"
 	"github.com/quiniela/quiniela/services/central"
 )
 
@@ -25,9 +26,16 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
+	stopProfile, err := profile.Start(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "central:", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := central.Run(ctx, os.Getenv, os.Stdout); err != nil {
+	err = central.Run(ctx, os.Getenv, os.Stdout)
+	stop()
+	stopProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "central:", err)
 		os.Exit(1)
 	}
