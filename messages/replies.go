@@ -8,7 +8,15 @@ type BatchReply struct {
 	Agency int    `json:"agency"`
 	Batch  uint64 `json:"batch"`
 	Bets   int    `json:"bets"`
+	// Window is how many batches the agency may keep in flight from now on:
+	// the central's share of its queue budget among the agencies sending
+	// (credit-based flow control). 0: no advice, keep the current window.
+	Window int `json:"window,omitempty"`
 }
+
+// MaxWindow bounds BatchReply.Window: past it more batches in flight gain
+// nothing but memory.
+const MaxWindow = 64
 
 // DoneReply acknowledges an agency's done notification.
 type DoneReply struct {

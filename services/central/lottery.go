@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
@@ -65,6 +66,7 @@ type Lottery struct {
 
 	mu        sync.Mutex // guards doneCount
 	doneCount int
+	sending   atomic.Int64 // agencies with a batch stored and not done
 
 	drawn   chan struct{} // closed when winners is set
 	winners [][]string    // documents of each agency's winners, index agency-1
@@ -87,6 +89,8 @@ func NewLottery(ctx context.Context, n int, store Store, rec Recovered, log *slo
 		l.agencies[agency-1].Progress = *p
 		if p.Done {
 			l.doneCount++
+		} else if p.LastBatch > 0 {
+			l.sending.Add(1)
 		}
 	}
 	if l.doneCount == n {
@@ -129,6 +133,9 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages
 	if err := l.store.AppendBatch(agency, seq, sum, bets, func(err error) { reply(false, err) }); err != nil {
 		return err
 	}
+	if seq == 1 {
+		l.sending.Add(1)
+	}
 	a.LastBatch = seq
 	a.Sums = append(a.Sums, sum)
 	a.Bets += int64(len(bets))
@@ -165,6 +172,9 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	}
 	a.Done = true
 	a.Batches = batches
+	if batches > 0 {
+		l.sending.Add(-1)
+	}
 	return nil
 }
 
@@ -177,6 +187,9 @@ func (l *Lottery) agencyDone(ctx context.Context) {
 		go l.draw(ctx, false)
 	}
 }
+
+// Sending is how many agencies have stored a batch and are not done yet.
+func (l *Lottery) Sending() int { return int(l.sending.Load()) }
 
 // DoneCount is how many agencies are done.
 func (l *Lottery) DoneCount() int {

@@ -275,6 +275,15 @@ func (s *Service) work(queue <-chan *call) {
 	}
 }
 
+// window is the batches each sending agency may keep in flight: the queue
+// budget, counted in full-size batches, shared among the agencies sending,
+// from 1 to messages.MaxWindow. Five agencies get a wide window and fewer
+// fsyncs per batch; a thousand share the budget instead of meeting "busy".
+func (s *Service) window() int {
+	budget := int(s.maxQueued / messages.MaxMessageBytes)
+	return max(1, min(messages.MaxWindow, budget/max(1, s.lottery.Sending())))
+}
+
 // handleBatch is decode → store → reply, with one exit for failure.
 func (s *Service) handleBatch(c *call, bets []messages.Bet) []messages.Bet {
 	b, err := messages.DecodeBatch(bets, c.subject, c.header, c.data)
@@ -290,7 +299,7 @@ func (s *Service) handleBatch(c *call, bets []messages.Bet) []messages.Bet {
 			} else {
 				logline.Log(s.ctx, s.log, "apuesta_recibida", logline.Success, "cantidad", b.Rows)
 			}
-			s.respond(c, messages.BatchReply{Agency: b.Agency, Batch: b.Seq, Bets: b.Rows})
+			s.respond(c, messages.BatchReply{Agency: b.Agency, Batch: b.Seq, Bets: b.Rows, Window: s.window()})
 		})
 	}
 	if err != nil {

@@ -144,7 +144,7 @@ func TestWireRejectsBadRequests(t *testing.T) {
 		}
 		ack = got
 	}
-	if ack != (messages.BatchReply{Agency: 1, Batch: 1, Bets: 2}) {
+	if ack != (messages.BatchReply{Agency: 1, Batch: 1, Bets: 2, Window: messages.MaxWindow}) { // one agency sending: the widest window
 		t.Errorf("batch reply %+v", ack)
 	}
 	// Batch 1 again, with other bets: not a resend, a reused number.
