@@ -1,6 +1,7 @@
 package central_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,6 +113,12 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 	<-done
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil { // a deferred Close after the one that reports
+		t.Fatalf("second Close = %v, want what the first returned (nil)", err)
+	}
+	if err := l.Sync(nil); !errors.Is(err, central.ErrLedgerClosed) {
+		t.Fatalf("Sync after Close = %v, want ErrLedgerClosed", err)
 	}
 	committed, _ := os.ReadFile(path)
 

@@ -1,0 +1,138 @@
+package central
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Recovery of the store at open: the journal's valid prefix is the truth
+// (see Ledger); bets.csv is cut back to what it covers.
+
+// Progress is what the journal says of one agency.
+type Progress struct {
+	LastBatch uint64   // the highest batch sequence stored (batches are stored in order)
+	Sums      []uint64 // messages.BatchSum of batch i+1, to tell a resend from a reused number
+	Bets      int64
+	Done      bool
+	Batches   uint64 // with Done: how many batches the agency said it sent
+}
+
+// Recovered is the state Open read back from the journal.
+type Recovered struct {
+	Agencies     map[int]*Progress
+	Drawn        bool
+	DroppedBytes int64 // torn or uncommitted tail cut from bets.csv
+}
+
+// recover reads the journal into rec and cuts bets.csv and the journal
+// back to the journal's valid prefix.
+func (l *Ledger) recover(rec *Recovered) error {
+	valid, end, err := readJournal(l.journalFile, rec)
+	if err != nil {
+		return err
+	}
+	info, err := l.betsFile.Stat()
+	if err != nil {
+		return fmt.Errorf("reading bets file size: %w", err)
+	}
+	if info.Size() < end {
+		return fmt.Errorf("%s has %d bytes but its journal records %d: the file was cut or replaced; restore it or remove both it and %s to start over",
+			l.path, info.Size(), end, JournalPath(l.path))
+	}
+	rec.DroppedBytes = info.Size() - end
+	if err := cutAndSync(l.betsFile, end); err != nil {
+		return fmt.Errorf("recovering bets file: %w", err)
+	}
+	if err := cutAndSync(l.journalFile, valid); err != nil {
+		return fmt.Errorf("recovering journal: %w", err)
+	}
+	l.size = end
+	return nil
+}
+
+// readJournal reads the journal's records into rec and returns the length
+// of its valid prefix and the bets.csv offset that prefix covers. A record
+// that is torn, does not parse or does not follow from the ones before ends
+// the valid prefix: the crash cut it.
+func readJournal(f *os.File, rec *Recovered) (valid, end int64, err error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, 0, fmt.Errorf("reading journal: %w", err)
+	}
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadString('\n')
+		if err == io.EOF {
+			return valid, end, nil // a last line without newline is torn
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("reading journal: %w", err)
+		}
+		if !applyRecord(strings.TrimSuffix(line, "\n"), rec, &end) {
+			return valid, end, nil
+		}
+		valid += int64(len(line))
+	}
+}
+
+func applyRecord(line string, rec *Recovered, end *int64) bool {
+	f := strings.Split(line, ",")
+	num := func(i int) (int64, bool) {
+		if i >= len(f) {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		return n, err == nil && n >= 0
+	}
+	progress := func(agency int64) *Progress {
+		p := rec.Agencies[int(agency)]
+		if p == nil {
+			p = &Progress{}
+			rec.Agencies[int(agency)] = p
+		}
+		return p
+	}
+	switch {
+	case f[0] == "B" && len(f) == 6:
+		agency, ok1 := num(1)
+		seq, ok2 := num(2)
+		bets, ok3 := num(3)
+		off, ok4 := num(4)
+		sum, err5 := strconv.ParseUint(f[5], 10, 64)
+		if !(ok1 && ok2 && ok3 && ok4) || err5 != nil || agency == 0 || off < *end {
+			return false
+		}
+		p := progress(agency)
+		if uint64(seq) != p.LastBatch+1 || p.Done {
+			return false
+		}
+		p.LastBatch, p.Bets, *end = uint64(seq), p.Bets+bets, off
+		p.Sums = append(p.Sums, sum)
+	case f[0] == "D" && len(f) == 3:
+		agency, ok1 := num(1)
+		batches, ok2 := num(2)
+		if !ok1 || !ok2 || agency == 0 {
+			return false
+		}
+		p := progress(agency)
+		p.Done, p.Batches = true, uint64(batches)
+	case line == "W":
+		rec.Drawn = true
+	default:
+		return false
+	}
+	return true
+}
+
+func cutAndSync(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if _, err := f.Seek(size, io.SeekStart); err != nil {
+		return err
+	}
+	return f.Sync()
+}
