@@ -14,6 +14,7 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natsconn"
+	"github.com/quiniela/quiniela/internal/peakrss"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -99,9 +100,10 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	sum.Winners = len(winners)
 	logline.Log(ctx, log, "consulta_ganadores", logline.Success, "cant_ganadores", len(winners))
 	sum.Duration = time.Since(start)
-	logline.Log(ctx, log, "resumen", logline.Success, "agency", sum.Agency, "bets", sum.Bets, "batches", sum.Batches,
+	logline.Log(ctx, log, "resumen", logline.Success, append([]any{"agency", sum.Agency, "bets", sum.Bets, "batches", sum.Batches,
 		"skipped", sum.Skipped, "resent", sum.Resent, "winners", sum.Winners,
-		"rtt_p50_ms", ms(sum.P50), "rtt_p99_ms", ms(sum.P99), "seconds", fmt.Sprintf("%.3f", sum.Duration.Seconds()))
+		"rtt_p50_ms", ms(sum.P50), "rtt_p99_ms", ms(sum.P99), "seconds", fmt.Sprintf("%.3f", sum.Duration.Seconds())},
+		peakrss.Fields()...)...)
 	if sum.Skipped > 0 {
 		return &SkippedRowsError{Rows: sum.Skipped}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natsconn"
+	"github.com/quiniela/quiniela/internal/peakrss"
 )
 
 // Config is the central's configuration, read from the environment.
@@ -127,12 +128,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	if err != nil {
 		return err
 	}
-	ledgerOpen := true
-	defer func() {
-		if ledgerOpen {
-			ledger.Close()
-		}
-	}()
+	defer ledger.Close() // on an early return; a no-op after the Close below
 	logline.Log(ctx, log, "abrir_apuestas", logline.Success, "file", cfg.BetsFile,
 		"agencies_with_bets", len(rec.Agencies), "dropped_bytes", rec.DroppedBytes)
 
@@ -167,11 +163,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 
 	// Close the store before the drain: its last group commit replies to
 	// the batches still in flight, and those replies must go out first.
-	ledgerOpen = false
 	if err := ledger.Close(); err != nil {
 		return fmt.Errorf("closing store: %w", err)
 	}
-	logline.Log(bg, log, "cerrar_apuestas", logline.Success, "file", cfg.BetsFile, "fsyncs", ledger.Fsyncs())
+	logline.Log(bg, log, "cerrar_apuestas", logline.Success,
+		append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("draining NATS connection: %w", err)
