@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,7 +59,7 @@ func TestCentralMemoryWithManyAgencies(t *testing.T) {
 		t.Fatalf("status: %v", e)
 	}
 	const limit = 64 << 10
-	if peak := vmKiB(t, c.cmd.Process.Pid, "VmHWM"); peak > limit {
+	if peak := vmKiB(t, c.Pid(), "VmHWM"); peak > limit {
 		t.Errorf("central's peak RSS with 100,000 agencies declared: %d KiB, want at most %d KiB", peak, limit)
 	} else {
 		t.Logf("central's peak RSS with 100,000 agencies declared: %d KiB", peak)
@@ -77,7 +78,7 @@ func TestSecondCentralOnTheSameStoreRefuses(t *testing.T) {
 	if code := second.wait(t, 30*time.Second); code != 1 {
 		t.Fatalf("second central exited %d, want 1; log:\n%s", code, second.log)
 	}
-	want := "in use by process " + strconv.Itoa(first.cmd.Process.Pid)
+	want := "in use by process " + strconv.Itoa(first.Pid())
 	if lines := second.log.Lines("central"); len(lines) != 1 || lines[0].Result != "fail" || !strings.Contains(lines[0].Fields["error"], want) {
 		t.Errorf("second central's log does not say %q:\n%s", want, second.log)
 	}
@@ -86,7 +87,7 @@ func TestSecondCentralOnTheSameStoreRefuses(t *testing.T) {
 	}
 
 	// Once the first is gone (kill -9 included), the store opens again.
-	first.cmd.Process.Kill()
+	first.signal(t, syscall.SIGKILL)
 	first.wait(t, 10*time.Second)
 	third := startProc(t, "central", env)
 	third.log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)

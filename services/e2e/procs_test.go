@@ -1,15 +1,14 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/internal/natstest"
 )
 
@@ -19,16 +18,11 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "quiniela-bin-")
+	if err == nil {
+		err = harness.Build(dir, harness.CentralPkg, harness.AgencyPkg)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cmd := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/quiniela/quiniela/services/central/cmd/central",
-		"github.com/quiniela/quiniela/services/agency/cmd/agency")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	binDir = dir
@@ -37,35 +31,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a real central or agency process.
+// proc is a real central or agency process; its stdout and stderr lines
+// go to log, prefixed with its name.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *natstest.Log
-	done chan struct{}
-	err  error
+	*harness.Proc
+	log *natstest.Log
 }
 
+// startProc starts bin/name with only PATH and env in its environment;
+// it is killed when the test ends.
 func startProc(t *testing.T, name string, env map[string]string) *proc {
 	t.Helper()
-	p := &proc{name: name, log: &natstest.Log{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, name))
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	p := &proc{log: &natstest.Log{}}
+	vars := make([]string, 0, len(env))
 	for k, v := range env {
-		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+		vars = append(vars, k+"="+v)
 	}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
+	var err error
+	p.Proc, err = harness.Start(harness.Spec{
+		Name: name, Path: filepath.Join(binDir, name), Env: vars, Clean: true, Sink: harness.NewSink(p.log, name),
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
 	return p
 }
 
@@ -74,25 +63,16 @@ func startProc(t *testing.T, name string, env map[string]string) *proc {
 func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(timeout):
-		t.Fatalf("%s still running after %v; log:\n%s", p.name, timeout, p.log)
+		t.Fatalf("%s still running after %v; log:\n%s", p.Name, timeout, p.log)
 	}
-	var exit *exec.ExitError
-	switch {
-	case p.err == nil:
-		return 0
-	case errors.As(p.err, &exit):
-		return exit.ExitCode()
-	default:
-		t.Fatalf("%s: %v", p.name, p.err)
-		return 0
-	}
+	return p.ExitCode()
 }
 
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signalling %s: %v", p.name, err)
+	if err := p.Signal(sig); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,15 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/quiniela/quiniela/tools/internal/lottery"
-	"github.com/quiniela/quiniela/tools/internal/procs"
+	"github.com/quiniela/quiniela/internal/harness"
+	"github.com/quiniela/quiniela/internal/peakrss"
 )
 
 const (
@@ -34,7 +33,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := lottery.CheckBinaries(o.bin, "run `make build nats-server`", "central", "agency", "nats-server"); err != nil {
+	if err := harness.CheckBinaries(o.bin, "run `make build nats-server`", "central", "agency", "nats-server"); err != nil {
 		return err
 	}
 	if _, err := os.Stat(o.config); err != nil {
@@ -119,24 +118,15 @@ type result struct {
 	RTTP99ms float64       // max of the agencies' rtt_p99_ms
 	Fsyncs   int           // the central's group commits
 	Draw     time.Duration // by the central's log: last agency done → sorteo
-	// Peak resident set sizes; AgencyRSS is the largest agency's.
-	CentralRSS, AgencyRSS, NATSRSS procs.RSS
+	// Peak resident set sizes in bytes; AgencyRSS is the largest agency's.
+	CentralRSS, AgencyRSS, NATSRSS int64
 }
 
 func (r result) String() string {
 	return fmt.Sprintf("wall %.1f ms (launch %.1f), %.0f bets/s, %d batches, %.0f batches/s, rtt p50 %.2f ms, p99 %.2f ms, "+
-		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %s MiB, agency %s MiB, nats-server %s MiB",
+		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %.1f MiB, agency %.1f MiB, nats-server %.1f MiB",
 		ms(r.Wall), ms(r.Launch), perSecond(r.Bets, r.Wall), r.Batches, perSecond(r.Batches, r.Wall), r.RTTP50ms, r.RTTP99ms,
-		r.Fsyncs, r.Resent, ms(r.Draw), rssText(r.CentralRSS), rssText(r.AgencyRSS), rssText(r.NATSRSS))
-}
-
-// rssText is a peak RSS in MiB, marked "≤" when it is only a bound.
-func rssText(rss procs.RSS) string {
-	s := fmt.Sprintf("%.1f", mib(rss.Bytes))
-	if !rss.Exact {
-		s = "≤" + s
-	}
-	return s
+		r.Fsyncs, r.Resent, ms(r.Draw), mib(r.CentralRSS), mib(r.AgencyRSS), mib(r.NATSRSS))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -152,7 +142,7 @@ func perSecond(n int, wall time.Duration) float64 {
 // it. The processes' output goes to a log file there, whose path is
 // returned. The directory is removed after a good run; after a failed one
 // only the log is kept (the bets file can be hundreds of MB).
-func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBets int) (res result, logPath string, err error) {
+func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBets int) (res result, logPath string, err error) {
 	dir, err := os.MkdirTemp(o.tmp, "quiniela-bench-")
 	if err != nil {
 		return res, "", fmt.Errorf("run directory: %w", err)
@@ -174,7 +164,7 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 		logFile.Close()
 		cleanRunDir(dir, logPath, err == nil)
 	}()
-	sink := procs.NewSink(logBuf, lottery.Names(files, natsName)...)
+	sink := harness.NewSink(logBuf, harness.Names(files, natsName)...)
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("run timed out after %v (-timeout)", o.timeout))
 	defer cancel()
 
@@ -185,7 +175,7 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 	defer nats.Kill() // on an early return; a no-op once it has exited
 
 	betsFile := filepath.Join(dir, "bets.csv")
-	central, err := lottery.StartCentral(o.bin, []string{
+	central, err := harness.StartCentral(o.bin, []string{
 		"NATS_URL=" + url,
 		"CENTRAL_AGENCIES=" + strconv.Itoa(len(files)),
 		"CENTRAL_BETS_FILE=" + betsFile,
@@ -198,21 +188,14 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 		return res, logPath, err
 	}
 
-	// Prepared first: the spawner that starts them (see procs.Prepare) is
-	// the bench's cost, not the lottery's.
-	batch, err := lottery.PrepareAgencies(o.bin, files, o.config, url, nil, sink)
-	if err != nil {
-		return res, logPath, err
-	}
-	defer batch.Abort() // on an early return; a no-op once started
 	start := time.Now()
-	agencies, err := batch.Start()
+	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, nil, sink)
 	if err != nil {
 		return res, logPath, err
 	}
 	res.Launch = time.Since(start)
-	defer lottery.KillAgencies(agencies)
-	if err := lottery.WaitAgencies(ctx, agencies); err != nil {
+	defer harness.KillAgencies(agencies)
+	if err := harness.WaitAgencies(ctx, agencies); err != nil {
 		return res, logPath, err
 	}
 	res.Wall = time.Since(start)
@@ -226,12 +209,14 @@ func runOnce(ctx context.Context, o options, files []lottery.AgencyFile, wantBet
 	if err := stopCentral(central, &res); err != nil {
 		return res, logPath, err
 	}
-	// Stopped now for its peak RSS, known once it has exited. How it exits
-	// is not checked: nothing of the lottery depends on it any more.
+	// nats-server's peak, read from /proc while it runs: it logs none. How
+	// it exits is not checked: nothing of the lottery depends on it any more.
+	kib, ok := peakrss.Of(nats.Pid())
 	nats.Stop(natsGrace)
-	if res.NATSRSS, err = peakRSS(nats); err != nil {
-		return res, logPath, err
+	if !ok {
+		return res, logPath, errors.New("no peak RSS of nats-server in /proc/<pid>/status: the bench needs Linux")
 	}
+	res.NATSRSS = kib << 10
 	return res, logPath, nil
 }
 
@@ -250,91 +235,9 @@ func cleanRunDir(dir, logPath string, ok bool) {
 	}
 }
 
-// peakRSS is p's peak RSS once it has exited.
-func peakRSS(p *procs.Proc) (procs.RSS, error) {
-	rss, ok := p.PeakRSS()
-	if !ok {
-		return rss, fmt.Errorf("no peak RSS for %s (%s): the bench needs getrusage, as on Linux", p.Name, p.Exit())
-	}
-	return rss, nil
-}
-
-// largest is the larger of two peaks. When an exact figure is the largest,
-// the largest true peak is that figure: the others are at most their
-// bounds. On a tie the exact one is kept for that reason.
-func largest(a, b procs.RSS) procs.RSS {
-	if b.Bytes > a.Bytes || (b.Bytes == a.Bytes && b.Exact) {
-		return b
-	}
-	return a
-}
-
-// startNATS starts bin/nats-server on a free local port and waits until it
-// accepts connections; it returns the server and its URL.
-func startNATS(ctx context.Context, bin string, sink *procs.Sink) (*procs.Proc, string, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, "", err
-	}
-	p, err := procs.Start(procs.Spec{
-		Name: natsName, Path: filepath.Join(bin, "nats-server"),
-		Args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port)}, Sink: sink,
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := waitAccepting(ctx, p, addr, natsTimeout); err != nil {
-		p.Kill()
-		return nil, "", err
-	}
-	return p, "nats://" + addr, nil
-}
-
-// freePort asks the kernel for a free port. Another process could take it
-// before nats-server does; then nats-server exits and waitAccepting says so.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitAccepting polls addr until it accepts a TCP connection, p exits, ctx
-// ends or timeout passes.
-func waitAccepting(ctx context.Context, p *procs.Proc, addr string, timeout time.Duration) error {
-	exited := func() error {
-		return fmt.Errorf("nats-server exited (%s) before accepting connections on %s", p.Exit(), addr)
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			conn.Close()
-			if p.Exited() { // what answered is another process
-				return exited()
-			}
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case <-p.Done():
-			return exited()
-		case <-deadline.C:
-			return fmt.Errorf("nats-server not accepting connections on %s after %v", addr, timeout)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for nats-server: %w", context.Cause(ctx))
-		}
-	}
-}
-
 // agencyTotals checks that every agency exited 0 with a resumen, and adds
 // their figures to res.
-func agencyTotals(agencies []*lottery.Agency, res result) (result, error) {
+func agencyTotals(agencies []*harness.Agency, res result) (result, error) {
 	p50s := make([]float64, 0, len(agencies))
 	for _, a := range agencies {
 		if code := a.ExitCode(); code != 0 {
@@ -347,11 +250,10 @@ func agencyTotals(agencies []*lottery.Agency, res result) (result, error) {
 		res.Bets += r.Bets
 		res.Batches += r.Batches
 		res.Resent += r.Resent
-		rss, err := peakRSS(a.Proc)
-		if err != nil {
-			return res, err
+		if r.PeakRSSKiB == 0 {
+			return res, fmt.Errorf("%s: no %s in its resumen line: the bench needs Linux", a.Name, peakrss.Key)
 		}
-		res.AgencyRSS = largest(res.AgencyRSS, rss)
+		res.AgencyRSS = max(res.AgencyRSS, r.PeakRSSKiB<<10)
 		p50s = append(p50s, r.RTTP50ms)
 		res.RTTP99ms = max(res.RTTP99ms, r.RTTP99ms)
 	}
@@ -370,7 +272,7 @@ func suffix(lastError string) string {
 // every bet acknowledged is on disk (the central replies after its fsync),
 // none lost, none twice.
 func checkStored(betsFile string, wantBets, sentBets int) error {
-	rows, err := lottery.CountRows(betsFile)
+	rows, err := harness.CountRows(betsFile)
 	if err != nil {
 		return err
 	}
@@ -382,9 +284,9 @@ func checkStored(betsFile string, wantBets, sentBets int) error {
 }
 
 // stopCentral shuts the central down with SIGTERM and checks what it said:
-// one draw, and its fsyncs and draw time, which go to res with its peak
-// RSS. All are read after it exited, when all its lines have been read.
-func stopCentral(central *lottery.Central, res *result) error {
+// one draw, and its fsyncs, draw time and peak RSS, which go to res. All
+// are read after it exited, when all its lines have been read.
+func stopCentral(central *harness.Central, res *result) error {
 	if err := central.Shutdown(centralGrace); err != nil {
 		return err
 	}
@@ -399,11 +301,11 @@ func stopCentral(central *lottery.Central, res *result) error {
 	if !ok {
 		return errors.New("the central's log does not time the draw: no timestamped agencia_terminada done: K/K and sorteo lines")
 	}
-	rss, err := peakRSS(central.Proc)
-	if err != nil {
-		return err
+	kib, ok := central.Log.PeakRSSKiB()
+	if !ok {
+		return fmt.Errorf("the central's cerrar_apuestas line has no %s: the bench needs Linux", peakrss.Key)
 	}
-	res.Fsyncs, res.Draw, res.CentralRSS = fsyncs, draw, rss
+	res.Fsyncs, res.Draw, res.CentralRSS = fsyncs, draw, kib<<10
 	return nil
 }
 

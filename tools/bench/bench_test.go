@@ -6,20 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/quiniela/quiniela/tools/internal/procs"
+	"github.com/quiniela/quiniela/internal/harness"
 )
 
 // binDir holds the three binaries, built once in TestMain.
 var binDir string
 
 func TestMain(m *testing.M) {
-	procs.RunSpawnerIfChild() // as the bench's main does
 	dir, err := os.MkdirTemp("", "bench-bin-")
 	if err == nil {
 		err = build(dir)
@@ -35,17 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 func build(dir string) error {
-	for _, pkgs := range [][]string{
-		{"github.com/quiniela/quiniela/services/central/cmd/central", "github.com/quiniela/quiniela/services/agency/cmd/agency"},
-		{"github.com/nats-io/nats-server/v2"},
-	} {
-		cmd := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("building %v: %v\n%s", pkgs, err, out)
-		}
-	}
-	return nil
+	return harness.Build(dir, harness.CentralPkg, harness.AgencyPkg, "github.com/nats-io/nats-server/v2")
 }
 
 // writeData writes agency files of n bets each, with a blank line in the

@@ -17,10 +17,9 @@
 // For each scenario it prints a line per run and a table of medians, min
 // and max with the goals; then a summary with a row per scenario.
 //
-// Peak RSS is the kernel's ru_maxrss of each exited process. A child's is
-// at least its parent's peak at the time it was started, and the bench's
-// own outgrows an agency's; so the processes are started by a spawner,
-// the bench itself run again, which stays small (see procs.StartAll).
+// Peak RSS is each process's own VmHWM, which exec resets: the central and
+// the agencies log theirs in their last line, and nats-server's is read
+// from /proc before the bench stops it (see internal/peakrss).
 //
 // Usage:
 //
@@ -42,14 +41,9 @@ import (
 	"time"
 
 	"github.com/quiniela/quiniela/internal/cli"
-
-	"github.com/quiniela/quiniela/tools/internal/procs"
 )
 
 func main() {
-	// First: run again as the spawner of the processes measured, this
-	// returns only in the bench itself (see procs.StartAll).
-	procs.RunSpawnerIfChild()
 	cli.Main("bench", run)
 }
 

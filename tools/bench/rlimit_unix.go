@@ -8,11 +8,8 @@ import (
 )
 
 // raiseOpenFiles raises the soft limit on open files to need if it is
-// lower. It sets the limit even when it is high enough: the Go runtime
-// raises its own soft limit at start-up but gives children the original
-// one back, unless the program sets the limit itself, and the spawner that
-// starts the agencies (see procs.StartAll) inherits two files of each.
-// Past the hard limit it fails: raising that needs privileges.
+// lower (the Go runtime raises its own at start-up, but not past the hard
+// limit). Past the hard limit it fails: raising that needs privileges.
 func raiseOpenFiles(need uint64) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/quiniela/quiniela/tools/internal/lottery"
+	"github.com/quiniela/quiniela/internal/harness"
 )
 
 // scenario is a data set the bench runs the lottery on, and the goals its
@@ -87,7 +87,7 @@ type generator func(ctx context.Context, dir string, agencies, bets int) error
 // dataSet is a scenario's agency files.
 type dataSet struct {
 	dir   string
-	files []lottery.AgencyFile
+	files []harness.AgencyFile
 	bets  int // in all the files
 	// generated says the files were written now rather than found.
 	generated bool
@@ -99,15 +99,15 @@ type dataSet struct {
 // of shape never picks up stale files).
 func prepareData(ctx context.Context, s scenario, officialDir, cacheDir string, gen generator) (dataSet, error) {
 	if !s.generated() {
-		files, err := lottery.FindAgencyFiles(officialDir)
+		files, err := harness.FindAgencyFiles(officialDir)
 		if err != nil {
 			return dataSet{}, err
 		}
-		bets, err := lottery.CountBets(files)
+		bets, err := harness.CountBets(files)
 		return dataSet{dir: officialDir, files: files, bets: bets}, err
 	}
 	ds := dataSet{dir: filepath.Join(cacheDir, fmt.Sprintf("%s-%dx%d-seed%d", s.name, s.agencies, s.bets, genSeed))}
-	files, err := lottery.FindAgencyFiles(ds.dir)
+	files, err := harness.FindAgencyFiles(ds.dir)
 	if err != nil || len(files) != s.agencies {
 		// gendata writes each file whole (temp file, then rename) and skips
 		// those that exist, so an interrupted generation resumes here.
@@ -115,11 +115,11 @@ func prepareData(ctx context.Context, s scenario, officialDir, cacheDir string, 
 			return ds, err
 		}
 		ds.generated = true
-		if files, err = lottery.FindAgencyFiles(ds.dir); err != nil {
+		if files, err = harness.FindAgencyFiles(ds.dir); err != nil {
 			return ds, err
 		}
 	}
-	if ds.bets, err = lottery.CountBets(files); err != nil {
+	if ds.bets, err = harness.CountBets(files); err != nil {
 		return ds, err
 	}
 	if want := s.agencies * s.bets; len(files) != s.agencies || ds.bets != want {
@@ -153,8 +153,7 @@ func lastLines(text string, n int) string {
 }
 
 // openFilesPerAgency is what the bench holds open per agency process at
-// most: both ends of its stdout and stderr pipes, until the spawner that
-// starts it has the write ends.
+// most: both ends of its stdout and stderr pipes, until it has started.
 const openFilesPerAgency = 4
 
 // ensureOpenFiles makes sure the bench may hold the files of agencies

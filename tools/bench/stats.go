@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"unicode/utf8"
 
-	"github.com/quiniela/quiniela/tools/internal/procs"
+	"github.com/quiniela/quiniela/internal/peakrss"
 )
 
 // median is the middle of xs, the mean of the two middle ones for an even
@@ -46,9 +46,9 @@ var (
 	mFsyncs        = metric{"fsyncs", "fsyncs", "%.0f", func(r result) float64 { return float64(r.Fsyncs) }}
 	mResent        = metric{"batches resent", "resent", "%.0f", func(r result) float64 { return float64(r.Resent) }}
 	mDraw          = metric{"draw (ms)", "draw ms", "%.0f", func(r result) float64 { return ms(r.Draw) }}
-	mCentralRSS    = metric{"central peak RSS (MiB)", "central MiB", "%.1f", func(r result) float64 { return mib(r.CentralRSS.Bytes) }}
-	mAgencyRSS     = metric{"agency peak RSS (MiB)", "agency MiB", "%.1f", func(r result) float64 { return mib(r.AgencyRSS.Bytes) }}
-	mNATSRSS       = metric{"nats-server peak RSS (MiB)", "nats MiB", "%.1f", func(r result) float64 { return mib(r.NATSRSS.Bytes) }}
+	mCentralRSS    = metric{"central peak RSS (MiB)", "central MiB", "%.1f", func(r result) float64 { return mib(r.CentralRSS) }}
+	mAgencyRSS     = metric{"agency peak RSS (MiB)", "agency MiB", "%.1f", func(r result) float64 { return mib(r.AgencyRSS) }}
+	mNATSRSS       = metric{"nats-server peak RSS (MiB)", "nats MiB", "%.1f", func(r result) float64 { return mib(r.NATSRSS) }}
 )
 
 // metrics are the rows of a scenario's table, in order.
@@ -142,29 +142,6 @@ func writeTable(w io.Writer, sr scenarioResult) {
 		}
 	}
 	tw.Flush()
-	for _, b := range []struct {
-		name string
-		rss  func(result) procs.RSS
-	}{
-		{mCentralRSS.name, func(r result) procs.RSS { return r.CentralRSS }},
-		{mAgencyRSS.name, func(r result) procs.RSS { return r.AgencyRSS }},
-		{mNATSRSS.name, func(r result) procs.RSS { return r.NATSRSS }},
-	} {
-		if n := boundsOnly(rs, b.rss); n > 0 {
-			fmt.Fprintf(w, "note: %s is only a bound in %d of %d runs (the starting process's own peak was higher)\n", b.name, n, len(rs))
-		}
-	}
-}
-
-// boundsOnly counts the runs whose figure is only a bound.
-func boundsOnly(rs []result, rss func(result) procs.RSS) int {
-	n := 0
-	for _, r := range rs {
-		if !rss(r).Exact {
-			n++
-		}
-	}
-	return n
 }
 
 // padRight pads s with spaces to width runes: the tables align right,
@@ -246,8 +223,9 @@ func writeNotes(w io.Writer) {
 		"launch: forking and executing every agency process, within the wall time",
 		"rtt p50: a run's median of the agencies' rtt_p50_ms; rtt p99: a run's max of their rtt_p99_ms",
 		"draw: the central's log, timestamp of sorteo − timestamp of agencia_terminada done: K/K (millisecond resolution)",
-		"peak RSS: ru_maxrss of the exited process, which a small spawner process starts so that the figure is the process's own",
-		"  (a child's ru_maxrss is at least its parent's peak at its start); agency: the largest over a run's agencies; MiB = 2^20 bytes",
+		"peak RSS: each process's own VmHWM (exec resets it): the central's and the agencies' from their last log line",
+		"  (cerrar_apuestas, resumen: " + peakrss.Key + "), nats-server's read from /proc before it is stopped;",
+		"  agency: the largest over a run's agencies; MiB = 2^20 bytes",
 		"goals: held to the median of the runs",
 	} {
 		fmt.Fprintln(w, l)

@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quiniela/quiniela/tools/internal/lottery"
-	"github.com/quiniela/quiniela/tools/internal/procs"
+	"github.com/quiniela/quiniela/internal/harness"
 )
 
 func TestMedian(t *testing.T) {
@@ -54,11 +53,11 @@ func runs3() []result {
 	const mb = 1 << 20
 	return []result{
 		{Wall: 8 * time.Second, Launch: 100 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 0,
-			RTTP50ms: 1, RTTP99ms: 5, Fsyncs: 100, Draw: 300 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 50 * mb, Exact: true}, AgencyRSS: procs.RSS{Bytes: 20 * mb, Exact: true}, NATSRSS: procs.RSS{Bytes: 30 * mb, Exact: true}},
+			RTTP50ms: 1, RTTP99ms: 5, Fsyncs: 100, Draw: 300 * time.Millisecond, CentralRSS: 50 * mb, AgencyRSS: 20 * mb, NATSRSS: 30 * mb},
 		{Wall: 20 * time.Second, Launch: 300 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 4,
-			RTTP50ms: 3, RTTP99ms: 9, Fsyncs: 300, Draw: 2500 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 90 * mb, Exact: true}, AgencyRSS: procs.RSS{Bytes: 40 * mb, Exact: true}, NATSRSS: procs.RSS{Bytes: 50 * mb, Exact: true}},
+			RTTP50ms: 3, RTTP99ms: 9, Fsyncs: 300, Draw: 2500 * time.Millisecond, CentralRSS: 90 * mb, AgencyRSS: 40 * mb, NATSRSS: 50 * mb},
 		{Wall: 10 * time.Second, Launch: 200 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 1,
-			RTTP50ms: 2, RTTP99ms: 7, Fsyncs: 200, Draw: 1500 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 70 * mb, Exact: true}, AgencyRSS: procs.RSS{Bytes: 30 * mb, Exact: true}, NATSRSS: procs.RSS{Bytes: 40 * mb, Exact: true}},
+			RTTP50ms: 2, RTTP99ms: 7, Fsyncs: 200, Draw: 1500 * time.Millisecond, CentralRSS: 70 * mb, AgencyRSS: 30 * mb, NATSRSS: 40 * mb},
 	}
 }
 
@@ -100,9 +99,9 @@ func TestWriteTable(t *testing.T) {
 
 func TestWriteSummary(t *testing.T) {
 	official := scenarioResult{scenario: scenarioNamed(t, "official"), runs: runs3()[:1],
-		data: dataSet{files: make([]lottery.AgencyFile, 5), bets: 10_000_000}}
+		data: dataSet{files: make([]harness.AgencyFile, 5), bets: 10_000_000}}
 	scale := scenarioResult{scenario: scenarioNamed(t, "scale"), runs: runs3(),
-		data: dataSet{files: make([]lottery.AgencyFile, 50), bets: 10_000_000}}
+		data: dataSet{files: make([]harness.AgencyFile, 50), bets: 10_000_000}}
 	var out bytes.Buffer
 	writeSummary(&out, []scenarioResult{official, scale})
 	text := out.String()
@@ -158,7 +157,7 @@ func TestGoals(t *testing.T) {
 
 func TestResultLine(t *testing.T) {
 	r := result{Wall: 250 * time.Millisecond, Launch: 10 * time.Millisecond, Bets: 1000, Batches: 9, Resent: 2,
-		RTTP50ms: 1.5, RTTP99ms: 4.25, Fsyncs: 7, Draw: 12 * time.Millisecond, CentralRSS: procs.RSS{Bytes: 30 << 20, Exact: true}, AgencyRSS: procs.RSS{Bytes: 12 << 20, Exact: true}, NATSRSS: procs.RSS{Bytes: 15 << 19, Exact: true}}
+		RTTP50ms: 1.5, RTTP99ms: 4.25, Fsyncs: 7, Draw: 12 * time.Millisecond, CentralRSS: 30 << 20, AgencyRSS: 12 << 20, NATSRSS: 15 << 19}
 	want := "wall 250.0 ms (launch 10.0), 4000 bets/s, 9 batches, 36 batches/s, rtt p50 1.50 ms, p99 4.25 ms, 7 fsyncs, 2 resent, " +
 		"draw 12 ms, peak RSS central 30.0 MiB, agency 12.0 MiB, nats-server 7.5 MiB"
 	if got := r.String(); got != want {

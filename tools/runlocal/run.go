@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/internal/natsauth"
-	"github.com/quiniela/quiniela/tools/internal/lottery"
-	"github.com/quiniela/quiniela/tools/internal/procs"
 )
 
 const (
@@ -31,18 +32,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	files, err := lottery.FindAgencyFiles(o.data)
+	files, err := harness.FindAgencyFiles(o.data)
 	if err != nil {
 		return err
 	}
-	if err := lottery.CheckBinaries(o.bin, "run `make build`", "central", "agency"); err != nil {
+	if err := harness.CheckBinaries(o.bin, "run `make build`", "central", "agency"); err != nil {
 		return err
 	}
 	if _, err := os.Stat(o.config); err != nil {
 		return fmt.Errorf("agency config (-config): %w", err)
 	}
+	expected, err := harness.CountBets(files)
+	if err != nil {
+		return err
+	}
 
-	sink := procs.NewSink(stdout, lottery.Names(files, self)...)
+	sink := harness.NewSink(stdout, harness.Names(files, self)...)
 	say := func(format string, args ...any) { sink.Printf(self, format, args...) }
 	if err := removeBetsFile(o.betsFile); err != nil {
 		return err
@@ -53,28 +58,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, timedOut)
 	defer cancel()
 
-	centralEnv := []string{
-		"NATS_URL=", // empty: the central starts its embedded server
-		"NATS_LISTEN=" + o.listen,
-		"CENTRAL_AGENCIES=" + strconv.Itoa(len(files)),
-		"CENTRAL_BETS_FILE=" + o.betsFile,
+	env, err := environments(o, len(files), say)
+	if err != nil {
+		return err
 	}
-	agencyEnv := func(int) []string { return nil }
-	if o.creds != "" {
-		// Each agency may use only its own subjects: the embedded server
-		// gets the users, each agency its own password.
-		users, err := natsauth.Generate(o.creds, len(files))
-		if err != nil {
-			return err
-		}
-		centralEnv = append(centralEnv, "CENTRAL_USERS_FILE="+filepath.Join(o.creds, "users.json"))
-		agencyEnv = func(id int) []string {
-			user := natsauth.AgencyUser(id)
-			return []string{"NATS_USER=" + user, "NATS_PASSWORD=" + users.Passwords[user]}
-		}
-		say("authorization on: a NATS user per agency, credentials in %s (inspect as %s: see %s)", o.creds, natsauth.InspectorUser, filepath.Join(o.creds, natsauth.InspectorUser+".env"))
-	}
-	central, err := lottery.StartCentral(o.bin, centralEnv, sink)
+	central, err := harness.StartCentral(o.bin, env.central, sink)
 	if err != nil {
 		return err
 	}
@@ -86,33 +74,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	say("central ready at %s: starting %d agencies", url, len(files))
 
 	start := time.Now()
-	agencies, err := lottery.StartAgencies(o.bin, files, o.config, url, agencyEnv, sink)
+	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, env.agency, sink)
 	if err != nil {
 		return err
 	}
-	defer lottery.KillAgencies(agencies)
-	waitErr := lottery.WaitAgencies(ctx, agencies)
+	defer harness.KillAgencies(agencies)
+	stopProgress := watchProgress(url, env.inspector, expected, progressEvery, say)
+	waitErr := harness.WaitAgencies(ctx, agencies)
 	wall := time.Since(start)
-
-	var centralErr error
-	switch {
-	case waitErr == nil:
-		say("all agencies exited: stopping the central with SIGTERM")
-		centralErr = central.Shutdown(centralGrace)
-	case errors.Is(context.Cause(ctx), timedOut):
-		say("%v", timedOut)
-		lottery.KillAgencies(agencies)
-		central.Kill()
-		centralErr = errors.New("central killed at the timeout")
-	default: // interrupted: stop cleanly, as an operator would
-		say("interrupted: stopping every process with SIGTERM")
-		lottery.StopAgencies(agencies, agencyGrace)
-		centralErr = central.Shutdown(centralGrace)
-	}
+	stopProgress()
+	centralErr := stopAll(ctx, waitErr, timedOut, central, agencies, say)
 
 	// Every process has exited, so every line has been observed.
 	s := summarize(agencies, central.Log.Sorteos(), wall, centralErr)
-	s.Rows, s.RowsErr = lottery.CountRows(o.betsFile)
+	s.Rows, s.RowsErr = harness.CountRows(o.betsFile)
 	writeSummary(stdout, s)
 	var failures []string
 	if waitErr != nil {
@@ -122,6 +97,60 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("failed: %s", strings.Join(failures, "; "))
 	}
 	return nil
+}
+
+// environments are what the processes get: the central's variables, each
+// agency's, and how the progress connects.
+type processEnv struct {
+	central   []string
+	agency    func(id int) []string
+	inspector []nats.Option
+}
+
+// environments makes the processes' environments; with -creds, the
+// credentials of every user first: each agency may use only its own
+// subjects, and the embedded server gets the users.
+func environments(o options, agencies int, say func(string, ...any)) (processEnv, error) {
+	env := processEnv{central: []string{
+		"NATS_URL=", // empty: the central starts its embedded server
+		"NATS_LISTEN=" + o.listen,
+		"CENTRAL_AGENCIES=" + strconv.Itoa(agencies),
+		"CENTRAL_BETS_FILE=" + o.betsFile,
+	}}
+	if o.creds == "" {
+		return env, nil
+	}
+	users, err := natsauth.Generate(o.creds, agencies)
+	if err != nil {
+		return env, err
+	}
+	env.central = append(env.central, "CENTRAL_USERS_FILE="+filepath.Join(o.creds, "users.json"))
+	env.agency = func(id int) []string {
+		user := natsauth.AgencyUser(id)
+		return []string{"NATS_USER=" + user, "NATS_PASSWORD=" + users.Passwords[user]}
+	}
+	env.inspector = []nats.Option{nats.UserInfo(natsauth.InspectorUser, users.Passwords[natsauth.InspectorUser])}
+	say("authorization on: a NATS user per agency, credentials in %s (inspect as %s: see %s)", o.creds, natsauth.InspectorUser, filepath.Join(o.creds, natsauth.InspectorUser+".env"))
+	return env, nil
+}
+
+// stopAll stops the central once the agencies are done, or everything on
+// an interrupt or the timeout, and returns how the central's end failed.
+func stopAll(ctx context.Context, waitErr, timedOut error, central *harness.Central, agencies []*harness.Agency, say func(string, ...any)) error {
+	switch {
+	case waitErr == nil:
+		say("all agencies exited: stopping the central with SIGTERM")
+		return central.Shutdown(centralGrace)
+	case errors.Is(context.Cause(ctx), timedOut):
+		say("%v", timedOut)
+		harness.KillAgencies(agencies)
+		central.Kill()
+		return errors.New("central killed at the timeout")
+	default: // interrupted: stop cleanly, as an operator would
+		say("interrupted: stopping every process with SIGTERM")
+		harness.StopAgencies(agencies, agencyGrace)
+		return central.Shutdown(centralGrace)
+	}
 }
 
 // removeBetsFile deletes the bets file and its journal: with them the
@@ -144,7 +173,7 @@ func stopReason(ctx context.Context, timedOut error) string {
 }
 
 // summarize gathers the outcome of a run whose processes have all exited.
-func summarize(agencies []*lottery.Agency, sorteos int, wall time.Duration, centralErr error) summary {
+func summarize(agencies []*harness.Agency, sorteos int, wall time.Duration, centralErr error) summary {
 	s := summary{Wall: wall, Sorteos: sorteos, Central: centralErr}
 	for _, a := range agencies {
 		s.Agencies = append(s.Agencies, newRow(a.ID, a.Log, a.ExitCode(), a.Exit()))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/quiniela/quiniela/internal/harness"
 )
 
 // binaries builds bin/central and bin/agency once for the package's tests;
@@ -39,13 +40,7 @@ func buildBinaries(t *testing.T) string {
 		if binaries.err != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binaries.dir+string(filepath.Separator),
-			"github.com/quiniela/quiniela/services/central/cmd/central",
-			"github.com/quiniela/quiniela/services/agency/cmd/agency")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binaries.err = fmt.Errorf("building the binaries: %v\n%s", err, out)
-		}
+		binaries.err = harness.Build(binaries.dir, harness.CentralPkg, harness.AgencyPkg)
 	})
 	if binaries.err != nil {
 		t.Fatal(binaries.err)

@@ -7,13 +7,13 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/quiniela/quiniela/tools/internal/lottery"
+	"github.com/quiniela/quiniela/internal/harness"
 )
 
 // agencyRow is one agency's line of the summary.
 type agencyRow struct {
 	ID        int
-	Resumen   lottery.Resumen
+	Resumen   harness.Resumen
 	NoResumen error  // why Resumen is empty; nil when it was logged
 	Exit      int    // exit code; -1: a signal ended it
 	ExitDesc  string // "exit status 3", "signal: killed"
@@ -21,7 +21,7 @@ type agencyRow struct {
 }
 
 // newRow is the row of an agency that has exited.
-func newRow(id int, log *lottery.AgencyLog, exit int, exitDesc string) agencyRow {
+func newRow(id int, log *harness.AgencyLog, exit int, exitDesc string) agencyRow {
 	r, err := log.Resumen()
 	return agencyRow{ID: id, Resumen: r, NoResumen: err, Exit: exit, ExitDesc: exitDesc, LastError: log.LastError()}
 }
@@ -50,7 +50,7 @@ func writeSummary(w io.Writer, s summary) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "agency\tbets\tbatches\tskipped\twinners\tseconds\texit\t")
-	var total lottery.Resumen
+	var total harness.Resumen
 	for _, a := range s.Agencies {
 		r := a.Resumen
 		total.Bets += r.Bets
@@ -115,7 +115,7 @@ var exitMeaning = map[int]string{1: "failed", 3: "invalid rows skipped"}
 func (s summary) failures() []string {
 	var f []string
 	for _, a := range s.Agencies {
-		name := lottery.AgencyName(a.ID)
+		name := harness.AgencyName(a.ID)
 		switch {
 		case a.Exit != 0:
 			msg := fmt.Sprintf("%s exited with %s", name, a.ExitDesc)

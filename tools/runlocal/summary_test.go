@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quiniela/quiniela/tools/internal/lottery"
+	"github.com/quiniela/quiniela/internal/harness"
 )
 
 // rowOf is the row of an agency that logged lines and exited with exit.
 func rowOf(id, exit int, exitDesc string, lines ...string) agencyRow {
-	log := &lottery.AgencyLog{}
+	log := &harness.AgencyLog{}
 	for _, l := range lines {
 		log.Observe(l)
 	}

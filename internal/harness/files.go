@@ -1,7 +1,4 @@
-// Package lottery holds what the local tools (runlocal, bench) share about
-// a whole quiniela run: the agency files, what the processes' operation
-// lines say, and starting and stopping the central and the agencies.
-package lottery
+package harness
 
 import (
 	"bufio"

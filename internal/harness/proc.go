@@ -1,4 +1,9 @@
-package procs
+// Package harness runs a whole quiniela on this machine as real processes,
+// for the end-to-end tests, `make run` (tools/runlocal) and `make bench`
+// (tools/bench): it starts the central and the agencies with an
+// environment, cuts their output into whole lines, follows what their
+// operation lines say, and waits for, signals or stops them.
+package harness
 
 import (
 	"context"
@@ -19,8 +24,11 @@ type Spec struct {
 	// Env is added to the inherited environment and wins over it, so an
 	// operator can still tune what the tool does not set (LOG_LEVEL,
 	// BATCH_IN_FLIGHT, ...) while the tool's own variables always hold.
-	Env  []string
-	Sink *Sink // where stdout and stderr lines go; nil discards them
+	Env []string
+	// Clean gives the process only PATH and Env, nothing of this process's
+	// environment: a test must not depend on the shell it runs in.
+	Clean bool
+	Sink  *Sink // where stdout and stderr lines go; nil discards them
 	// OnLine is called with each whole stdout line (operation lines are on
 	// stdout), without its newline, before the line goes to Sink. Calls for
 	// one process are serialized; they run on the output-copying goroutine,
@@ -33,94 +41,53 @@ type Spec struct {
 const waitDelay = 5 * time.Second
 
 // readBuffer is the size of each output pipe's read buffer. Small, as
-// there are two per process and a thousand processes at once: the parent's
-// memory is not only its own cost (see RSS).
+// there are two per process and a thousand processes at once.
 const readBuffer = 2 << 10
 
 // Proc is a started process.
 type Proc struct {
-	Name   string
-	done   chan struct{}
-	signal func(os.Signal) error // sends a signal, by the way it was started
-	exit   exit                  // read only after done is closed
+	Name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	exit exit // read only after done is closed
 }
 
 // exit is how a process ended.
 type exit struct {
-	code   int    // -1 if a signal ended it or it could not be waited for
-	desc   string // "exit status 3", "signal: killed"
-	rss    RSS
-	hasRSS bool
-}
-
-// RSS is a process's peak resident set size, from the kernel's resource
-// usage once it was reaped.
-type RSS struct {
-	Bytes int64
-	// Exact says Bytes is the process's own peak. On Linux, exec keeps the
-	// peak of the memory it replaces, and a process started with vfork (as
-	// Go starts them) replaces its parent's: below the parent's own peak,
-	// Bytes is the parent's, a bound on the process's. Exact is true when
-	// Bytes exceeds what the parent's peak was at the start.
-	Exact bool
+	code int    // -1 if a signal ended it or it could not be waited for
+	desc string // "exit status 3", "signal: killed"
 }
 
 // Start starts the process described by spec.
 func Start(spec Spec) (*Proc, error) {
-	ps, err := StartAll([]Spec{spec})
+	out, err := newOutput(spec)
 	if err != nil {
 		return nil, err
 	}
-	return ps[0], nil
+	cmd := exec.Command(spec.Path, spec.Args...)
+	cmd.Env = append(os.Environ(), spec.Env...)
+	if spec.Clean {
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, spec.Env...)
+	}
+	// Files, not writers: the child writes into the pipes directly, and
+	// os/exec adds no copying goroutine with its 32 KiB buffer.
+	cmd.Stdout, cmd.Stderr = out.stdoutW, out.stderrW
+	if err := cmd.Start(); err != nil {
+		out.abort()
+		return nil, fmt.Errorf("starting %s (%s): %w", spec.Name, spec.Path, err)
+	}
+	p := &Proc{Name: spec.Name, cmd: cmd, done: make(chan struct{})}
+	out.start()
+	go p.finish(out)
+	return p, nil
 }
 
-// StartAll starts the processes described by specs, all at once, in their
-// order. If one cannot start, those started are killed. Once a program
-// has called RunSpawnerIfChild, they are started by a spawner process,
-// so that their peak RSS is their own (see RSS).
-func StartAll(specs []Spec) ([]*Proc, error) {
-	b, err := Prepare(specs)
-	if err != nil {
-		return nil, err
-	}
-	return b.Start()
-}
-
-// Batch is processes ready to be started together by Start.
-type Batch struct {
-	specs []Spec
-	spawn *spawnBatch // nil: started directly
-	used  bool
-}
-
-// Prepare readies the processes of specs for Start (see StartAll): with a
-// spawner, it is started here and waits, so that Start costs only the
-// starting of the processes themselves, which a benchmark times. A Batch
-// must be started or aborted, once.
-func Prepare(specs []Spec) (*Batch, error) {
-	b := &Batch{specs: specs}
-	if spawnerEnabled() {
-		var err error
-		if b.spawn, err = prepareSpawned(specs); err != nil {
-			return nil, err
-		}
-	}
-	return b, nil
-}
-
-// Start starts the processes, all at once, in their order. If one cannot
-// start, those started are killed.
-func (b *Batch) Start() ([]*Proc, error) {
-	if b.used {
-		return nil, errors.New("procs: a Batch started twice")
-	}
-	b.used = true
-	if b.spawn != nil {
-		return b.spawn.start()
-	}
-	ps := make([]*Proc, 0, len(b.specs))
-	for _, spec := range b.specs {
-		p, err := startDirect(spec)
+// startAll starts the processes described by specs, all at once, in their
+// order. If one cannot start, those started are killed.
+func startAll(specs []Spec) ([]*Proc, error) {
+	ps := make([]*Proc, 0, len(specs))
+	for _, spec := range specs {
+		p, err := Start(spec)
 		if err != nil {
 			for _, p := range ps {
 				p.Kill()
@@ -132,64 +99,20 @@ func (b *Batch) Start() ([]*Proc, error) {
 	return ps, nil
 }
 
-// Abort releases a batch that will not be started; after Start it does
-// nothing.
-func (b *Batch) Abort() {
-	if b.used {
-		return
+// finish waits for the process's end, then for its output, and closes done.
+func (p *Proc) finish(out *output) {
+	err := p.cmd.Wait()
+	if ps := p.cmd.ProcessState; ps != nil {
+		p.exit = exit{code: ps.ExitCode(), desc: ps.String()}
+	} else {
+		p.exit = exit{code: -1, desc: err.Error()}
 	}
-	b.used = true
-	if b.spawn != nil {
-		b.spawn.abort()
-	}
-}
-
-// startDirect starts the process as a child of this one.
-func startDirect(spec Spec) (*Proc, error) {
-	out, err := newOutput(spec)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(spec.Path, spec.Args...)
-	cmd.Env = append(os.Environ(), spec.Env...)
-	// Files, not writers: the child writes into the pipes directly, and
-	// os/exec adds no copying goroutine with its 32 KiB buffer.
-	cmd.Stdout, cmd.Stderr = out.stdoutW, out.stderrW
-	if err := cmd.Start(); err != nil {
-		out.abort()
-		return nil, fmt.Errorf("starting %s (%s): %w", spec.Name, spec.Path, err)
-	}
-	// Read after the start: our peak only grows, so this bounds what the
-	// child's exec kept of it.
-	parentPeak, parentPeakOK := ownPeakRSS()
-	p := newProc(spec.Name, func(sig os.Signal) error { return cmd.Process.Signal(sig) })
-	out.start()
-	go p.finish(out, func() exit {
-		err := cmd.Wait()
-		ps := cmd.ProcessState
-		if ps == nil {
-			return exit{code: -1, desc: err.Error()}
-		}
-		e := exit{code: ps.ExitCode(), desc: ps.String()}
-		if b, ok := maxRSS(ps.SysUsage()); ok {
-			e.rss, e.hasRSS = RSS{Bytes: b, Exact: parentPeakOK && b > parentPeak}, true
-		}
-		return e
-	})
-	return p, nil
-}
-
-func newProc(name string, signal func(os.Signal) error) *Proc {
-	return &Proc{Name: name, done: make(chan struct{}), signal: signal}
-}
-
-// finish waits for the process's end with wait, then for its output, and
-// closes done.
-func (p *Proc) finish(out *output, wait func() exit) {
-	p.exit = wait()
 	out.drain(waitDelay)
 	close(p.done)
 }
+
+// Pid is the process's id, e.g. to read /proc/<pid> while it runs.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // Done is closed when the process has exited and all its output has been
 // handled (every OnLine call made).
@@ -222,7 +145,7 @@ func (p *Proc) Signal(sig os.Signal) error {
 	if p.Exited() {
 		return nil
 	}
-	err := p.signal(sig)
+	err := p.cmd.Process.Signal(sig)
 	if err != nil && !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signalling %s: %w", p.Name, err)
 	}
@@ -269,16 +192,6 @@ func (p *Proc) Exit() string {
 		return "running"
 	}
 	return p.exit.desc
-}
-
-// PeakRSS is the process's peak resident set size once it has exited; ok
-// is false while it runs, or where the platform gives no such figure.
-// Only the process itself counts, not its children.
-func (p *Proc) PeakRSS() (rss RSS, ok bool) {
-	if !p.Exited() {
-		return RSS{}, false
-	}
-	return p.exit.rss, p.exit.hasRSS
 }
 
 // output is a process's stdout and stderr: pipes whose write ends the

@@ -1,8 +1,4 @@
-// Package procs runs the child processes of the local tools (runlocal,
-// bench): it starts them with an environment, cuts their output into whole
-// lines, hands each line to a callback and to a shared prefixed writer, and
-// waits for or signals them.
-package procs
+package harness
 
 import (
 	"bytes"

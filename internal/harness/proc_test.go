@@ -1,4 +1,4 @@
-package procs
+package harness
 
 import (
 	"bytes"
@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,33 +20,11 @@ import (
 // The test binary doubles as the child process: with PROCS_HELPER set it
 // plays the part named there instead of running the tests.
 func TestMain(m *testing.M) {
-	if os.Getenv(spawnerEnv) != "" {
-		if os.Getenv("PROCS_SPAWNER_HANGS") != "" {
-			time.Sleep(time.Hour) // a spawner that never gets ready
-		}
-		RunSpawnerIfChild() // serves and exits
-	}
 	if part := os.Getenv("PROCS_HELPER"); part != "" {
 		helper(part)
 		return
 	}
 	os.Exit(m.Run())
-}
-
-// eachWay runs test twice: processes started directly, then through a
-// spawner.
-func eachWay(t *testing.T, test func(t *testing.T)) {
-	for _, spawner := range []bool{false, true} {
-		name := "direct"
-		if spawner {
-			name = "spawner"
-		}
-		t.Run(name, func(t *testing.T) {
-			hooked.Store(spawner)
-			t.Cleanup(func() { hooked.Store(false) })
-			test(t)
-		})
-	}
 }
 
 func helper(part string) {
@@ -67,13 +47,6 @@ func helper(part string) {
 		time.Sleep(time.Hour)
 	case "env": // prints PROCS_VAR
 		fmt.Println(os.Getenv("PROCS_VAR"))
-		os.Exit(0)
-	case "alloc": // peaks at 32 MiB more than it starts with
-		ballast := make([]byte, 32<<20)
-		for i := range ballast {
-			ballast[i] = 1
-		}
-		fmt.Println(len(ballast))
 		os.Exit(0)
 	}
 	os.Exit(100)
@@ -184,64 +157,123 @@ func TestSinkPrintfSplitsLines(t *testing.T) {
 }
 
 func TestProcLinesAndExitCode(t *testing.T) {
-	eachWay(t, func(t *testing.T) {
-		var out bytes.Buffer
-		var stdout []string
-		p := startHelper(t, "lines", NewSink(&out, "lines"), func(l string) { stdout = append(stdout, l) })
-		within(t, p.Done(), "exit")
-		if want := []string{"one", "two", "partial"}; !slices.Equal(stdout, want) {
-			t.Errorf("stdout lines %q, want %q", stdout, want)
+	var out bytes.Buffer
+	var stdout []string
+	p := startHelper(t, "lines", NewSink(&out, "lines"), func(l string) { stdout = append(stdout, l) })
+	within(t, p.Done(), "exit")
+	if want := []string{"one", "two", "partial"}; !slices.Equal(stdout, want) {
+		t.Errorf("stdout lines %q, want %q", stdout, want)
+	}
+	for _, want := range []string{"lines | one\n", "lines | oops\n", "lines | partial\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output %q lacks %q", out.String(), want)
 		}
-		for _, want := range []string{"lines | one\n", "lines | oops\n", "lines | partial\n"} {
-			if !strings.Contains(out.String(), want) {
-				t.Errorf("output %q lacks %q", out.String(), want)
-			}
-		}
-		if p.ExitCode() != 3 || p.Exit() != "exit status 3" {
-			t.Errorf("exit %d %q, want 3 %q", p.ExitCode(), p.Exit(), "exit status 3")
-		}
-	})
+	}
+	if p.ExitCode() != 3 || p.Exit() != "exit status 3" {
+		t.Errorf("exit %d %q, want 3 %q", p.ExitCode(), p.Exit(), "exit status 3")
+	}
 }
 
 func TestProcStopGraceful(t *testing.T) {
-	eachWay(t, func(t *testing.T) {
-		onLine, ready := waitLine("ready")
-		p := startHelper(t, "wait-term", nil, onLine)
-		within(t, ready, "ready line")
-		if killed := p.Stop(20 * time.Second); killed {
-			t.Fatalf("killed, want a clean exit on SIGTERM (%s)", p.Exit())
-		}
-		if p.ExitCode() != 0 {
-			t.Fatalf("exit %s, want 0", p.Exit())
-		}
-	})
+	onLine, ready := waitLine("ready")
+	p := startHelper(t, "wait-term", nil, onLine)
+	within(t, ready, "ready line")
+	if killed := p.Stop(20 * time.Second); killed {
+		t.Fatalf("killed, want a clean exit on SIGTERM (%s)", p.Exit())
+	}
+	if p.ExitCode() != 0 {
+		t.Fatalf("exit %s, want 0", p.Exit())
+	}
 }
 
 func TestProcStopKillsAfterGrace(t *testing.T) {
-	eachWay(t, func(t *testing.T) {
-		onLine, ready := waitLine("ready")
-		p := startHelper(t, "ignore-term", nil, onLine)
-		within(t, ready, "ready line")
+	onLine, ready := waitLine("ready")
+	p := startHelper(t, "ignore-term", nil, onLine)
+	within(t, ready, "ready line")
 
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if err := p.Wait(ctx); err == nil {
-			t.Fatal("Wait with a cancelled context returned nil while the process runs")
-		}
-		if killed := p.Stop(50 * time.Millisecond); !killed {
-			t.Fatalf("not killed, but it ignores SIGTERM (%s)", p.Exit())
-		}
-		if p.ExitCode() != -1 || p.Exit() != "signal: killed" {
-			t.Fatalf("exit %d %q, want -1 %q", p.ExitCode(), p.Exit(), "signal: killed")
-		}
-	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Wait(ctx); err == nil {
+		t.Fatal("Wait with a cancelled context returned nil while the process runs")
+	}
+	if killed := p.Stop(50 * time.Millisecond); !killed {
+		t.Fatalf("not killed, but it ignores SIGTERM (%s)", p.Exit())
+	}
+	if p.ExitCode() != -1 || p.Exit() != "signal: killed" {
+		t.Fatalf("exit %d %q, want -1 %q", p.ExitCode(), p.Exit(), "signal: killed")
+	}
 }
 
 func TestStartMissingBinary(t *testing.T) {
-	eachWay(t, func(t *testing.T) {
-		_, err := Start(Spec{Name: "ghost", Path: t.TempDir() + "/ghost"})
-		if err == nil || !strings.Contains(err.Error(), "starting ghost") {
-			t.Fatalf("err = %v, want one naming the process", err)
-		}
+	_, err := Start(Spec{Name: "ghost", Path: t.TempDir() + "/ghost"})
+	if err == nil || !strings.Contains(err.Error(), "starting ghost") {
+		t.Fatalf("err = %v, want one naming the process", err)
+	}
+}
+
+func TestSpecEnvWins(t *testing.T) {
+	t.Setenv("PROCS_VAR", "inherited")
+	var lines []string
+	p, err := Start(Spec{Name: "env", Path: os.Args[0], OnLine: func(l string) { lines = append(lines, l) },
+		Env: []string{"PROCS_HELPER=env", "PROCS_VAR=first", "PROCS_VAR=mine"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, p.Done(), "exit")
+	if !slices.Equal(lines, []string{"mine"}) {
+		t.Errorf("child saw PROCS_VAR %q, want the spec's last value", lines)
+	}
+}
+
+// A clean environment holds PATH and the spec's variables, nothing else of
+// the parent's.
+func TestSpecCleanEnv(t *testing.T) {
+	t.Setenv("PROCS_VAR", "inherited")
+	var lines []string
+	p, err := Start(Spec{Name: "env", Path: os.Args[0], OnLine: func(l string) { lines = append(lines, l) },
+		Env: []string{"PROCS_HELPER=env"}, Clean: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, p.Done(), "exit")
+	if !slices.Equal(lines, []string{""}) {
+		t.Errorf("child saw PROCS_VAR %q, want none", lines)
+	}
+}
+
+func TestStartAllKillsThoseStartedWhenOneFails(t *testing.T) {
+	// Executable, so that it is found, but no program: exec fails.
+	ghost := filepath.Join(t.TempDir(), "ghost")
+	if err := os.WriteFile(ghost, []byte{0, 1, 2, 3}, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// "first" would hang for an hour: startAll returns only once it
+	// was killed and reaped.
+	ps, err := startAll([]Spec{
+		{Name: "first", Path: os.Args[0], Env: []string{"PROCS_HELPER=ignore-term"}},
+		{Name: "ghost", Path: ghost},
+		{Name: "never", Path: os.Args[0], Env: []string{"PROCS_HELPER=ignore-term"}},
 	})
+	if err == nil || ps != nil || !strings.Contains(err.Error(), "starting ghost") || !strings.Contains(err.Error(), "exec format error") {
+		t.Fatalf("startAll = %v, %v; want exec's error naming ghost", ps, err)
+	}
+}
+
+func TestManyAtOnce(t *testing.T) {
+	specs := make([]Spec, 50)
+	got := make([][]string, len(specs))
+	for i := range specs {
+		specs[i] = Spec{Name: "lines-" + strconv.Itoa(i), Path: os.Args[0], Env: []string{"PROCS_HELPER=lines"},
+			OnLine: func(l string) { got[i] = append(got[i], l) }}
+	}
+	ps, err := startAll(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		within(t, p.Done(), p.Name+" exit")
+		if !slices.Equal(got[i], []string{"one", "two", "partial"}) || p.ExitCode() != 3 {
+			t.Errorf("%s: lines %q, exit %s; want its own three lines and exit 3", p.Name, got[i], p.Exit())
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package lottery
+package harness
 
 import (
 	"fmt"
@@ -8,17 +8,20 @@ import (
 	"time"
 
 	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/peakrss"
 )
 
 // Resumen is an agency's closing line, action: resumen.
 type Resumen struct {
 	Agency, Bets, Batches, Skipped, Resent, Winners int
 	RTTP50ms, RTTP99ms, Seconds                     float64
+	PeakRSSKiB                                      int64 // 0: not logged (not Linux)
 }
 
-// ParseResumen reads a resumen line's fields; a missing or malformed one is
+// parseResumen reads a resumen line's fields; a missing or malformed one is
 // an error, so a change of the agency's format is noticed, not read as 0.
-func ParseResumen(l logline.Line) (Resumen, error) {
+// Only the peak RSS may be missing: the agency knows it on Linux only.
+func parseResumen(l logline.Line) (Resumen, error) {
 	var r Resumen
 	var errs []error
 	num := func(key string, dst *int) {
@@ -44,6 +47,11 @@ func ParseResumen(l logline.Line) (Resumen, error) {
 	float("rtt_p50_ms", &r.RTTP50ms)
 	float("rtt_p99_ms", &r.RTTP99ms)
 	float("seconds", &r.Seconds)
+	if _, ok := l.Fields[peakrss.Key]; ok {
+		var kib int
+		num(peakrss.Key, &kib)
+		r.PeakRSSKiB = int64(kib)
+	}
 	if len(errs) > 0 {
 		return r, fmt.Errorf("resumen line: bad fields %v", errs)
 	}
@@ -69,7 +77,7 @@ func (a *AgencyLog) Observe(text string) {
 	defer a.mu.Unlock()
 	switch {
 	case l.Action == "resumen" && l.Result == logline.Success:
-		r, err := ParseResumen(l)
+		r, err := parseResumen(l)
 		if err != nil {
 			a.badLine = err
 			return
@@ -103,7 +111,7 @@ func (a *AgencyLog) LastError() string {
 
 // CentralLog follows the central's stdout: when it is ready and at which
 // NATS URL, how many times it drew and how long the draw took, and its
-// fsyncs at shutdown.
+// fsyncs and peak RSS at shutdown.
 type CentralLog struct {
 	ready     chan struct{} // closed at the first central_lista
 	mu        sync.Mutex
@@ -111,6 +119,7 @@ type CentralLog struct {
 	sorteos   int
 	fsyncs    int
 	hasFsyncs bool
+	peakKiB   int // 0: not logged
 	lastError string
 	allDoneAt time.Time // the first agencia_terminada that says done: K/K
 	sorteoAt  time.Time // the first successful sorteo
@@ -147,6 +156,7 @@ func (c *CentralLog) Observe(text string) {
 		}
 	case l.Action == "cerrar_apuestas" && l.Result == logline.Success:
 		c.fsyncs, c.hasFsyncs = atoiOK(l.Fields["fsyncs"])
+		c.peakKiB, _ = atoiOK(l.Fields[peakrss.Key])
 	case l.Result == logline.Fail:
 		c.lastError = l.Action + ": " + l.Fields["error"]
 	}
@@ -213,6 +223,14 @@ func (c *CentralLog) Fsyncs() (n int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.fsyncs, c.hasFsyncs
+}
+
+// PeakRSSKiB is the peak RSS of the cerrar_apuestas line; ok is false
+// without one (not Linux).
+func (c *CentralLog) PeakRSSKiB() (kib int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int64(c.peakKiB), c.peakKiB > 0
 }
 
 // LastError is the error of the central's last fail line, or "".

@@ -1,16 +1,15 @@
-package lottery
+package harness
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/quiniela/quiniela/tools/internal/procs"
 )
 
 // CentralName is the central's prefix in the output.
@@ -20,7 +19,7 @@ const CentralName = "central"
 func AgencyName(id int) string { return "agency-" + strconv.Itoa(id) }
 
 // Names lists the output prefixes of a run of files, then extra ones, for
-// procs.NewSink to align them.
+// NewSink to align them.
 func Names(files []AgencyFile, extra ...string) []string {
 	names := append([]string{CentralName}, extra...)
 	for _, f := range files {
@@ -47,15 +46,15 @@ func CheckBinaries(binDir, hint string, names ...string) error {
 
 // Central is a running central process and what its lines said.
 type Central struct {
-	*procs.Proc
+	*Proc
 	Log *CentralLog
 }
 
 // StartCentral starts binDir/central with env (NATS_URL or NATS_LISTEN,
 // CENTRAL_AGENCIES, CENTRAL_BETS_FILE ...).
-func StartCentral(binDir string, env []string, sink *procs.Sink) (*Central, error) {
+func StartCentral(binDir string, env []string, sink *Sink) (*Central, error) {
 	log := NewCentralLog()
-	p, err := procs.Start(procs.Spec{
+	p, err := Start(Spec{
 		Name: CentralName, Path: filepath.Join(binDir, "central"), Env: env,
 		Sink: sink, OnLine: log.Observe,
 	})
@@ -106,38 +105,20 @@ func detail(lastError string) string {
 // Agency is a running agency process and what its lines said.
 type Agency struct {
 	ID int
-	*procs.Proc
+	*Proc
 	Log *AgencyLog
 }
 
 // StartAgencies starts binDir/agency once per file, all at once, against
 // the NATS server at natsURL, adding env(ID) to each agency's environment
 // (env may be nil). If one cannot start, those started are killed.
-func StartAgencies(binDir string, files []AgencyFile, config, natsURL string, env func(id int) []string, sink *procs.Sink) ([]*Agency, error) {
-	b, err := PrepareAgencies(binDir, files, config, natsURL, env, sink)
-	if err != nil {
-		return nil, err
-	}
-	return b.Start()
-}
-
-// AgencyBatch is agencies ready to be started together by Start.
-type AgencyBatch struct {
-	files []AgencyFile
-	logs  []*AgencyLog
-	batch *procs.Batch
-}
-
-// PrepareAgencies readies the agencies StartAgencies starts, so that what
-// can be done before (see procs.Prepare) is not timed with their start.
-// The batch must be started or aborted.
-func PrepareAgencies(binDir string, files []AgencyFile, config, natsURL string, env func(id int) []string, sink *procs.Sink) (*AgencyBatch, error) {
-	b := &AgencyBatch{files: files, logs: make([]*AgencyLog, len(files))}
-	specs := make([]procs.Spec, len(files))
+func StartAgencies(binDir string, files []AgencyFile, config, natsURL string, env func(id int) []string, sink *Sink) ([]*Agency, error) {
+	agencies := make([]*Agency, len(files))
+	specs := make([]Spec, len(files))
 	for i, f := range files {
-		b.logs[i] = &AgencyLog{}
-		specs[i] = procs.Spec{
-			Name: AgencyName(f.ID), Path: filepath.Join(binDir, "agency"), Sink: sink, OnLine: b.logs[i].Observe,
+		agencies[i] = &Agency{ID: f.ID, Log: &AgencyLog{}}
+		specs[i] = Spec{
+			Name: AgencyName(f.ID), Path: filepath.Join(binDir, "agency"), Sink: sink, OnLine: agencies[i].Log.Observe,
 			Env: append([]string{
 				"AGENCY_ID=" + strconv.Itoa(f.ID),
 				"AGENCY_DATA_FILE=" + f.Path,
@@ -146,30 +127,15 @@ func PrepareAgencies(binDir string, files []AgencyFile, config, natsURL string, 
 			}, agencyEnv(env, f.ID)...),
 		}
 	}
-	var err error
-	if b.batch, err = procs.Prepare(specs); err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
-// Start starts the agencies, all at once. If one cannot start, those
-// started are killed.
-func (b *AgencyBatch) Start() ([]*Agency, error) {
-	ps, err := b.batch.Start()
+	ps, err := startAll(specs)
 	if err != nil {
 		return nil, err
 	}
-	agencies := make([]*Agency, len(b.files))
-	for i, f := range b.files {
-		agencies[i] = &Agency{ID: f.ID, Proc: ps[i], Log: b.logs[i]}
+	for i, p := range ps {
+		agencies[i].Proc = p
 	}
 	return agencies, nil
 }
-
-// Abort releases agencies that will not be started; after Start it does
-// nothing.
-func (b *AgencyBatch) Abort() { b.batch.Abort() }
 
 // WaitAgencies waits for every agency to exit, or for ctx to end.
 func WaitAgencies(ctx context.Context, agencies []*Agency) error {
@@ -203,4 +169,21 @@ func agencyEnv(env func(int) []string, id int) []string {
 		return nil
 	}
 	return env(id)
+}
+
+// The packages of the central's and the agency's commands, for Build.
+const (
+	CentralPkg = "github.com/quiniela/quiniela/services/central/cmd/central"
+	AgencyPkg  = "github.com/quiniela/quiniela/services/agency/cmd/agency"
+)
+
+// Build builds static binaries of pkgs into dir, as `make build` does: for
+// tests that run the real processes.
+func Build(dir string, pkgs ...string) error {
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building %v: %w\n%s", pkgs, err, out)
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package lottery
+package harness
 
 import (
 	"errors"
@@ -127,6 +127,18 @@ func TestAgencyLog(t *testing.T) {
 	if _, err := bad.Resumen(); err == nil || !strings.Contains(err.Error(), "bets") {
 		t.Fatalf("a malformed resumen: err = %v, want one naming the bad field", err)
 	}
+
+	// The peak RSS is there on Linux only; when there, it must parse.
+	var peak AgencyLog
+	peak.Observe("INFO action: resumen | result: success | agency: 2 | bets: 1 | batches: 1 | skipped: 0 | resent: 0 | winners: 0 | rtt_p50_ms: 1 | rtt_p99_ms: 1 | seconds: 1 | peak_rss_kib: 12088")
+	if r, err := peak.Resumen(); err != nil || r.PeakRSSKiB != 12088 {
+		t.Fatalf("Resumen with a peak = %+v, %v; want PeakRSSKiB 12088", r, err)
+	}
+	var badPeak AgencyLog
+	badPeak.Observe("INFO action: resumen | result: success | agency: 2 | bets: 1 | batches: 1 | skipped: 0 | resent: 0 | winners: 0 | rtt_p50_ms: 1 | rtt_p99_ms: 1 | seconds: 1 | peak_rss_kib: lots")
+	if _, err := badPeak.Resumen(); err == nil || !strings.Contains(err.Error(), "peak_rss_kib") {
+		t.Fatalf("a malformed peak: err = %v, want one naming it", err)
+	}
 }
 
 func TestCentralLog(t *testing.T) {
@@ -149,15 +161,21 @@ func TestCentralLog(t *testing.T) {
 	if _, ok := c.Fsyncs(); ok {
 		t.Error("fsyncs before cerrar_apuestas")
 	}
+	if _, ok := c.PeakRSSKiB(); ok {
+		t.Error("peak RSS before cerrar_apuestas")
+	}
 	c.Observe("INFO action: sorteo | result: success")
 	c.Observe("INFO action: sorteo_detalle | result: success | apuestas: 3")
 	c.Observe("ERROR action: sorteo | result: fail | error: disk")
-	c.Observe("INFO action: cerrar_apuestas | result: success | file: bets.csv | fsyncs: 67")
+	c.Observe("INFO action: cerrar_apuestas | result: success | file: bets.csv | fsyncs: 67 | peak_rss_kib: 16800")
 	if c.Sorteos() != 1 {
 		t.Errorf("Sorteos = %d, want 1", c.Sorteos())
 	}
 	if n, ok := c.Fsyncs(); !ok || n != 67 {
 		t.Errorf("Fsyncs = %d, %v; want 67", n, ok)
+	}
+	if kib, ok := c.PeakRSSKiB(); !ok || kib != 16800 {
+		t.Errorf("PeakRSSKiB = %d, %v; want 16800", kib, ok)
 	}
 	if c.LastError() != "sorteo: disk" {
 		t.Errorf("LastError = %q", c.LastError())
