@@ -25,8 +25,8 @@ type AgencyFile struct {
 // agency-01.csv cannot pose as a second agency 1.
 var agencyFileName = regexp.MustCompile(`^agency-([1-9][0-9]{0,8})\.csv$`)
 
-// ErrNoAgencyFiles is returned (wrapped) when dir holds no agency file.
-var ErrNoAgencyFiles = errors.New("no agency files")
+// errNoAgencyFiles is returned (wrapped) when dir holds no agency file.
+var errNoAgencyFiles = errors.New("no agency files")
 
 // FindAgencyFiles finds the agency-N.csv files of dir, sorted by N. The
 // central draws once agencies 1..K are done, so the files must be numbered
@@ -46,7 +46,7 @@ func FindAgencyFiles(dir string) ([]AgencyFile, error) {
 		files = append(files, AgencyFile{ID: id, Path: filepath.Join(dir, e.Name())})
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("%w (agency-1.csv, agency-2.csv, ...) in %s: run `make data` to generate them, or put the course's files there", ErrNoAgencyFiles, dir)
+		return nil, fmt.Errorf("%w (agency-1.csv, agency-2.csv, ...) in %s: run `make data` to generate them, or put the course's files there", errNoAgencyFiles, dir)
 	}
 	slices.SortFunc(files, func(a, b AgencyFile) int { return a.ID - b.ID })
 	if first, total := missingIDs(files, 10); total > 0 {

@@ -32,8 +32,8 @@ func NewSink(w io.Writer, names ...string) *Sink {
 	return s
 }
 
-// Line writes one line of the process name; line must not end in a newline.
-func (s *Sink) Line(name, line string) {
+// writeLine writes one line of the process name; line must not end in a newline.
+func (s *Sink) writeLine(name, line string) {
 	buf := make([]byte, 0, s.width+len(line)+4)
 	buf = append(buf, name...)
 	for i := len(name); i < s.width; i++ {
@@ -51,7 +51,7 @@ func (s *Sink) Line(name, line string) {
 func (s *Sink) Printf(name, format string, args ...any) {
 	text := strings.TrimRight(fmt.Sprintf(format, args...), "\n")
 	for _, line := range strings.Split(text, "\n") {
-		s.Line(name, line)
+		s.writeLine(name, line)
 	}
 }
 

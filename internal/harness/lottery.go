@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// CentralName is the central's prefix in the output.
-const CentralName = "central"
+// centralName is the central's prefix in the output.
+const centralName = "central"
 
 // AgencyName is agency id's prefix in the output.
 func AgencyName(id int) string { return "agency-" + strconv.Itoa(id) }
@@ -21,7 +21,7 @@ func AgencyName(id int) string { return "agency-" + strconv.Itoa(id) }
 // Names lists the output prefixes of a run of files, then extra ones, for
 // NewSink to align them.
 func Names(files []AgencyFile, extra ...string) []string {
-	names := append([]string{CentralName}, extra...)
+	names := append([]string{centralName}, extra...)
 	for _, f := range files {
 		names = append(names, AgencyName(f.ID))
 	}
@@ -53,9 +53,9 @@ type Central struct {
 // StartCentral starts binDir/central with env (NATS_URL or NATS_LISTEN,
 // CENTRAL_AGENCIES, CENTRAL_BETS_FILE ...).
 func StartCentral(binDir string, env []string, sink *Sink) (*Central, error) {
-	log := NewCentralLog()
+	log := newCentralLog()
 	p, err := Start(Spec{
-		Name: CentralName, Path: filepath.Join(binDir, "central"), Env: env,
+		Name: centralName, Path: filepath.Join(binDir, "central"), Env: env,
 		Sink: sink, OnLine: log.Observe,
 	})
 	if err != nil {
@@ -71,8 +71,8 @@ func (c *Central) WaitReady(ctx context.Context, timeout time.Duration) (string,
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
-	case <-c.Log.Ready():
-		return c.Log.URL(), nil
+	case <-c.Log.ready:
+		return c.Log.readyURL(), nil
 	case <-c.Done():
 		return "", fmt.Errorf("central exited before it was ready (%s)%s", c.Exit(), detail(c.Log.LastError()))
 	case <-t.C:
@@ -177,8 +177,24 @@ const (
 	AgencyPkg  = "github.com/quiniela/quiniela/services/agency/cmd/agency"
 )
 
-// Build builds static binaries of pkgs into dir, as `make build` does: for
-// tests that run the real processes.
+// RunWithBinaries is a TestMain for tests that run the real processes: it
+// builds pkgs into a temporary directory, sets *dir to it, runs the tests
+// and removes it; it returns the exit code for os.Exit.
+func RunWithBinaries(m interface{ Run() int }, dir *string, pkgs ...string) int {
+	d, err := os.MkdirTemp("", "quiniela-bin-")
+	if err == nil {
+		defer os.RemoveAll(d)
+		err = Build(d, pkgs...)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*dir = d
+	return m.Run()
+}
+
+// Build builds static binaries of pkgs into dir, as `make build` does.
 func Build(dir string, pkgs ...string) error {
 	cmd := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -69,8 +69,8 @@ func TestFindAgencyFilesNone(t *testing.T) {
 	touch(t, empty, "bets.csv")
 	for _, dir := range []string{empty, filepath.Join(empty, "missing")} {
 		_, err := FindAgencyFiles(dir)
-		if !errors.Is(err, ErrNoAgencyFiles) || !strings.Contains(err.Error(), "make data") {
-			t.Errorf("%s: err = %v, want ErrNoAgencyFiles with a hint to run make data", dir, err)
+		if !errors.Is(err, errNoAgencyFiles) || !strings.Contains(err.Error(), "make data") {
+			t.Errorf("%s: err = %v, want errNoAgencyFiles with a hint to run make data", dir, err)
 		}
 	}
 }
@@ -142,21 +142,21 @@ func TestAgencyLog(t *testing.T) {
 }
 
 func TestCentralLog(t *testing.T) {
-	c := NewCentralLog()
+	c := newCentralLog()
 	select {
-	case <-c.Ready():
+	case <-c.ready:
 		t.Fatal("ready before central_lista")
 	default:
 	}
 	c.Observe("2026-11-24T08:09:59.271Z INFO action: central_lista | result: success | nats: nats://127.0.0.1:41234 | agencies: 5 | service: quiniela-central")
 	c.Observe("2026-11-24T08:09:59.271Z INFO action: central_lista | result: success | nats: nats://other:1 | agencies: 5")
 	select {
-	case <-c.Ready():
+	case <-c.ready:
 	default:
 		t.Fatal("not ready after central_lista")
 	}
-	if c.URL() != "nats://127.0.0.1:41234" {
-		t.Errorf("URL = %q, want the first central_lista's", c.URL())
+	if c.readyURL() != "nats://127.0.0.1:41234" {
+		t.Errorf("URL = %q, want the first central_lista's", c.readyURL())
 	}
 	if _, ok := c.Fsyncs(); ok {
 		t.Error("fsyncs before cerrar_apuestas")
@@ -199,7 +199,7 @@ func TestCheckBinaries(t *testing.T) {
 }
 
 func TestCentralLogDrawTime(t *testing.T) {
-	c := NewCentralLog()
+	c := newCentralLog()
 	if _, ok := c.DrawTime(); ok {
 		t.Fatal("DrawTime before any line: ok")
 	}
@@ -249,7 +249,7 @@ func TestCentralLogDrawTimeEdges(t *testing.T) {
 		}, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewCentralLog()
+			c := newCentralLog()
 			for _, l := range tc.lines {
 				c.Observe(l)
 			}

@@ -125,8 +125,8 @@ type CentralLog struct {
 	sorteoAt  time.Time // the first successful sorteo
 }
 
-// NewCentralLog returns an empty CentralLog.
-func NewCentralLog() *CentralLog { return &CentralLog{ready: make(chan struct{})} }
+// newCentralLog returns an empty CentralLog.
+func newCentralLog() *CentralLog { return &CentralLog{ready: make(chan struct{})} }
 
 // Observe takes one line of the central's stdout.
 func (c *CentralLog) Observe(text string) {
@@ -201,11 +201,8 @@ func (c *CentralLog) DrawTime() (d time.Duration, ok bool) {
 	return max(0, c.sorteoAt.Sub(c.allDoneAt)), true
 }
 
-// Ready is closed once the central said it is ready.
-func (c *CentralLog) Ready() <-chan struct{} { return c.ready }
-
-// URL is the NATS URL of the central_lista line, for the agencies.
-func (c *CentralLog) URL() string {
+// readyURL is the NATS URL of the central_lista line, for the agencies.
+func (c *CentralLog) readyURL() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.url

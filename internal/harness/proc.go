@@ -212,7 +212,7 @@ func newOutput(spec Spec) (*output, error) {
 				onLine(line)
 			}
 			if spec.Sink != nil {
-				spec.Sink.Line(spec.Name, line)
+				spec.Sink.writeLine(spec.Name, line)
 			}
 		}
 	}

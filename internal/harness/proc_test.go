@@ -120,7 +120,7 @@ func TestSinkAlignsAndNeverInterleaves(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, name := range names {
 		wg.Go(func() {
-			lw := &lineWriter{emit: func(l string) { sink.Line(name, l) }}
+			lw := &lineWriter{emit: func(l string) { sink.writeLine(name, l) }}
 			for i := range lines {
 				// Byte by byte: the worst case for a writer that would pass
 				// writes through as they come.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -17,18 +16,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "quiniela-bin-")
-	if err == nil {
-		err = harness.Build(dir, harness.CentralPkg, harness.AgencyPkg)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(harness.RunWithBinaries(m, &binDir, harness.CentralPkg, harness.AgencyPkg))
 }
 
 // proc is a real central or agency process; its stdout and stderr lines

@@ -18,22 +18,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bench-bin-")
-	if err == nil {
-		err = build(dir)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func build(dir string) error {
-	return harness.Build(dir, harness.CentralPkg, harness.AgencyPkg, "github.com/nats-io/nats-server/v2")
+	os.Exit(harness.RunWithBinaries(m, &binDir, harness.CentralPkg, harness.AgencyPkg, "github.com/nats-io/nats-server/v2"))
 }
 
 // writeData writes agency files of n bets each, with a blank line in the

@@ -86,12 +86,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	code := 0
-	skipped := 0
-	var jobs []job
-	for agency := 1; agency <= *agencies; agency++ {
-		path := filepath.Join(*out, fmt.Sprintf("agency-%d.csv", agency))
-		if !*force {
+	jobs, skipped, ok := planJobs(*out, *agencies, *perAgency, *force, stdout, stderr)
+	results := generateAll(ctx, jobs, *seed)
+	if !report(ctx, jobs, results, skipped, stdout, stderr) || !ok {
+		return 1
+	}
+	return 0
+}
+
+// planJobs lists the files to write, skipping those that exist unless
+// force; ok is false if one could not be checked.
+func planJobs(out string, agencies, perAgency int, force bool, stdout, stderr io.Writer) (jobs []job, skipped int, ok bool) {
+	ok = true
+	for agency := 1; agency <= agencies; agency++ {
+		path := filepath.Join(out, fmt.Sprintf("agency-%d.csv", agency))
+		if !force {
 			_, err := os.Lstat(path)
 			if err == nil {
 				fmt.Fprintf(stdout, "skip %s (exists)\n", path)
@@ -100,17 +109,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			if !errors.Is(err, fs.ErrNotExist) {
 				fmt.Fprintf(stderr, "gendata: checking %s: %v\n", path, err)
-				code = 1
+				ok = false
 				continue
 			}
 		}
-		jobs = append(jobs, job{agency: agency, bets: betsFor(agency, *perAgency), path: path})
+		jobs = append(jobs, job{agency: agency, bets: betsFor(agency, perAgency), path: path})
 	}
+	return jobs, skipped, ok
+}
 
-	results := generateAll(ctx, jobs, *seed)
-
-	// Reported in agency order, after the fact, so the output is as
-	// deterministic as the files.
+// report says what was written, in agency order, after the fact, so the
+// output is as deterministic as the files; it returns false if a file
+// failed or was not begun.
+func report(ctx context.Context, jobs []job, results []result, skipped int, stdout, stderr io.Writer) bool {
+	ok := true
 	written, totalBets, totalWinners, notStarted := 0, 0, 0, 0
 	for i, res := range results {
 		if !res.started {
@@ -119,7 +131,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		if res.err != nil {
 			fmt.Fprintf(stderr, "gendata: %v\n", res.err)
-			code = 1
+			ok = false
 			continue
 		}
 		j := jobs[i]
@@ -131,11 +143,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if notStarted > 0 {
 		// One line instead of one error per file nobody began writing.
 		fmt.Fprintf(stderr, "gendata: %v: %d files not written\n", context.Cause(ctx), notStarted)
-		code = 1
+		ok = false
 	}
 	fmt.Fprintf(stdout, "total: %d files written (%d skipped), %d bets, %d on %d\n",
 		written, skipped, totalBets, totalWinners, winningNumber)
-	return code
+	return ok
 }
 
 // generateAll runs the jobs on at most GOMAXPROCS goroutines; generation is

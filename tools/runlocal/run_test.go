@@ -11,41 +11,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/quiniela/quiniela/internal/harness"
 )
 
-// binaries builds bin/central and bin/agency once for the package's tests;
-// TestMain removes them.
-var binaries struct {
-	once sync.Once
-	dir  string
-	err  error
-}
+// binDir holds bin/central and bin/agency, built once in TestMain.
+var binDir string
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binaries.dir != "" {
-		os.RemoveAll(binaries.dir)
-	}
-	os.Exit(code)
-}
-
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	binaries.once.Do(func() {
-		binaries.dir, binaries.err = os.MkdirTemp("", "runlocal-bin-")
-		if binaries.err != nil {
-			return
-		}
-		binaries.err = harness.Build(binaries.dir, harness.CentralPkg, harness.AgencyPkg)
-	})
-	if binaries.err != nil {
-		t.Fatal(binaries.err)
-	}
-	return binaries.dir
+	os.Exit(harness.RunWithBinaries(m, &binDir, harness.CentralPkg, harness.AgencyPkg))
 }
 
 // writeAgency writes agency id's file of n bets, the first winners of them
@@ -83,7 +58,7 @@ func readLines(t *testing.T, path string) []string {
 func runArgs(t *testing.T, data string) ([]string, string) {
 	betsFile := filepath.Join(t.TempDir(), "bets.csv")
 	return []string{
-		"-bin", buildBinaries(t), "-data", data, "-bets-file", betsFile,
+		"-bin", binDir, "-data", data, "-bets-file", betsFile,
 		"-config", "../../services/agency/config.yaml", "-listen", "127.0.0.1:0", "-timeout", "60s",
 		"-creds", filepath.Join(t.TempDir(), "creds"), // authorization on, as in make run
 	}, betsFile
