@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -31,9 +32,41 @@ const (
 	birthdateBytes = len(DateLayout)
 )
 
-// latestBirthdate is tomorrow, when the process started: looking up the
-// clock for every bet cost a tenth of the central's time.
-var latestBirthdate = time.Now().AddDate(0, 0, 1)
+// argentina is where the bettors are: a birthdate is valid up to today's
+// date there. It is UTC−3 all year (no daylight saving time since 2009); a
+// fixed zone needs no time zone database in a FROM scratch image.
+var argentina = time.FixedZone("ART", -3*60*60)
+
+// now is the clock (tests set it).
+var now = time.Now
+
+// latestBirthdate caches today's date in Argentina, as the Unix time of its
+// midnight in UTC (how ParseBet reads a date). Today only moves forward, so
+// a birthdate up to the cached day is valid for good, and the clock is
+// read only for a later one: looking it up for every bet cost a tenth of
+// the central's time.
+var latestBirthdate atomic.Int64
+
+// todayInArgentina is the date it is in Argentina at t, as midnight UTC.
+func todayInArgentina(t time.Time) time.Time {
+	y, m, d := t.In(argentina).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// bornLater reports whether birth (a date at midnight UTC) is after today
+// in Argentina.
+func bornLater(birth time.Time) bool {
+	b := birth.Unix()
+	cached := latestBirthdate.Load()
+	if b <= cached {
+		return false
+	}
+	today := todayInArgentina(now()).Unix()
+	for cached < today && !latestBirthdate.CompareAndSwap(cached, today) {
+		cached = latestBirthdate.Load()
+	}
+	return b > today
+}
 
 // FieldError says which field of a bet is wrong and why.
 type FieldError struct {
@@ -82,8 +115,8 @@ func ParseBet(agency int, fields []string) (Bet, error) {
 	if !ok {
 		return Bet{}, fieldErr("birthdate", fields[3], "not a real date (want YYYY-MM-DD)")
 	}
-	if birth.Year() < MinBirthYear || birth.After(latestBirthdate) {
-		return Bet{}, fieldErr("birthdate", fields[3], fmt.Sprintf("not a bettor's birthdate (want %d-01-01 to today)", MinBirthYear))
+	if birth.Year() < MinBirthYear || bornLater(birth) {
+		return Bet{}, fieldErr("birthdate", fields[3], fmt.Sprintf("not a bettor's birthdate (want %d-01-01 to today in Argentina, UTC-3)", MinBirthYear))
 	}
 	num := fields[4]
 	if num == "" || len(num) > 4 || !allDigits(num) {

@@ -102,16 +102,19 @@ func SplitRow(dst []string, line string) ([]string, error) {
 	return append(dst, rec...), nil
 }
 
-// Lines calls fn with each line of text (without LF or CRLF) and its
-// 1-based number, skipping blank lines, until fn returns false.
+// Lines calls fn with each line of text that is not blank (without LF or
+// CRLF) and its 1-based number among those lines, until fn returns false.
+// Rows are numbered so in error replies: blank lines are not rows.
 func Lines(text string, fn func(n int, line string) bool) {
-	for n := 1; text != ""; n++ {
+	n := 0
+	for text != "" {
 		line, rest, _ := strings.Cut(text, "\n")
 		text = rest
 		line = strings.TrimSuffix(line, "\r")
 		if line == "" {
 			continue
 		}
+		n++
 		if !fn(n, line) {
 			return
 		}

@@ -61,18 +61,36 @@
 //	first_name   1 to 100 bytes of valid UTF-8, no control characters (tab, CR, LF, …)
 //	last_name    the same
 //	document     1 to 12 ASCII digits; leading zeros are part of it
-//	birthdate    a real date as YYYY-MM-DD: 2024-02-29 yes, 2023-02-30 and 1999-3-17 no
+//	birthdate    a real date as YYYY-MM-DD, from 1900-01-01 to today in Argentina:
+//	             2024-02-29 yes, 2023-02-30 and 1999-3-17 no
 //	number       an integer from 0 to 9999 in at most 4 digits (0042 reads as 42)
+//
+// "Today" is the date in Argentina, where the bettors are: UTC−3 all year
+// (no daylight saving time since 2009), whatever the time zone of the
+// machine. So at 01:00 UTC on 2 March a birthdate of 2 March is refused
+// (it is 22:00 on 1 March in Argentina) and one of 1 March is accepted. The
+// limit moves forward as the days pass, never back, so a row the agency
+// accepted is accepted by the central a moment later too (unless their
+// clocks disagree around midnight).
 //
 // A batch is stored whole or not at all: one bad row refuses the batch with
 // 422, and the description names the row, counted from 1 among the rows
-// that are not blank, and the field; the description ends, for example, in
+// that are not blank, and the field. For the payload
 //
-//	row 3: number "10000": want an integer from 0 to 9999
+//	Juan,Perez,1,1990-05-17,1
+//
+//	Juan,Perez,1,1990-05-17,10000
+//
+// the description ends in
+//
+//	row 2: number "10000": want an integer from 0 to 9999
 //
 // Headers that cannot be read get 400 (a Quiniela-Batch that is missing,
 // zero, signed or not a number), and so does a payload without any row. A
-// Quiniela-Agency that is not exactly the subject's N gets 403.
+// Quiniela-* header sent more than once (Quiniela-Batch: 1 and
+// Quiniela-Batch: 2, or the same name in another case, quiniela-batch) is
+// refused with 400 too, whatever the values: there is no single batch to
+// store. A Quiniela-Agency that is not exactly the subject's N gets 403.
 //
 // # Done
 //
@@ -114,20 +132,33 @@
 //	Quiniela-Agency: 1
 //	Quiniela-Batch: 7
 //
-// Quiniela-Agency and Quiniela-Batch name the request the reply answers,
-// when the central could read them, as a success reply's body does: an
-// agency takes a reply as the answer to its request only if it names its
-// agency (and batch), so that a reply a peer made the central send to its
-// inbox is not mistaken for one. The description is one line of valid
-// UTF-8 of at most [MaxDescriptionBytes] (200) bytes; values a peer sent are
-// quoted and cut to 40 bytes ([Clip]).
-//
 // Nats-Service-Error-Code is the [Code] in decimal and Nats-Service-Error a
-// description for people. Quiniela-Next-Batch ([HeaderNextBatch]) comes
-// only with 409: the batch the central expects next. nats.Conn.Request
-// returns a nil error for an error reply, so an agency passes every reply
-// to [ReplyError], which returns the [*Error] it carries (or nil), and
-// [CodeOf] finds the code in a wrapped error. The central builds the reply
+// description for people: one line of valid UTF-8 of at most
+// [MaxDescriptionBytes] (200) bytes, where values a peer sent are quoted
+// and cut to 40 bytes ([Clip]). Quiniela-Next-Batch ([HeaderNextBatch])
+// comes only with 409: the batch the central expects next. Quiniela-Agency
+// and Quiniela-Batch name the request the reply answers ([Error.Agency],
+// [Error.Batch], which [ReplyError] fills), as a success reply's body does:
+//
+//	Quiniela-Agency: N     the N of the subject, whenever it reads as an agency
+//	                       number, known to the lottery or not (a 404 names it)
+//	Quiniela-Batch: S      on a batch, the request's Quiniela-Batch when it
+//	                       reads as one positive number; absent on done and winners
+//
+// An agency takes a message on its reply inbox as the answer to its request
+// only if it names that request: a batch reply its agency and batch
+// ("agency" and "batch" in the JSON, or the two headers of an error), a
+// done reply its agency and the count of batches ("agency" and "batches"),
+// a winners reply its agency ("agency" and "winners"), an error reply to a
+// done or winners request its agency. Anything else is no reply: a peer
+// that may watch bets.agency.N learns N's reply subjects and could make the
+// central answer some other request there (nats req '$SRV.PING' with that
+// reply subject). The agency logs it (action: respuesta_ajena, at WARN),
+// keeps waiting and resends on its timeout as if nothing had come.
+//
+// nats.Conn.Request returns a nil error for an error reply, so an agency
+// passes every reply to [ReplyError], which returns the [*Error] it carries
+// (or nil), and [CodeOf] finds the code in a wrapped error. The central builds the reply
 // from an [Error] and [Error.Headers]: with micro's Request.Error while the
 // endpoint's handler runs, and by publishing the same headers on the saved
 // reply subject when it answers later (a batch after its commit).
@@ -206,9 +237,9 @@
 // whose reply subject is one of the service's own subjects (bets.>,
 // winners.>, quiniela.>, $SRV.>), and, with CENTRAL_AGENCY_INBOXES (on with
 // authorization), a request on agency N's subjects whose reply subject is
-// not under [AgencyInboxPrefix](N), _INBOX_agency_N: with authorization on
+// not under [AgencyInboxPrefix](N), _INBOX_agency.N: with authorization on
 // only agency N may subscribe there. By hand with the nats CLI, as agency N:
-// --inbox-prefix _INBOX_agency_N.
+// --inbox-prefix _INBOX_agency.N.
 //
 // # Status
 //

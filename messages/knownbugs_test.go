@@ -2,7 +2,6 @@ package messages_test
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -10,19 +9,7 @@ import (
 	"github.com/quiniela/quiniela/messages"
 )
 
-// Known bugs of the package, each pinned by a test that fails while the bug
-// is there. They are skipped unless MESSAGES_KNOWN_BUGS is set, so that the
-// suite stays green until the non-test code is fixed:
-//
-//	MESSAGES_KNOWN_BUGS=1 go test -run KnownBug ./messages/
-//
-// Once a bug is fixed, drop its knownBug call so its test always runs.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("MESSAGES_KNOWN_BUGS") == "" {
-		t.Skip("known bug, set MESSAGES_KNOWN_BUGS=1 to run: " + what)
-	}
-}
+// Bugs once known, each pinned by a test that failed while it was there.
 
 // BatchSum is a CRC-32: two different valid one-row batches share a sum,
 // so the central would acknowledge the second, sent under the number of

@@ -63,8 +63,18 @@ func ParseAgency(s string) (int, error) {
 	return n, nil
 }
 
-// AgencyInboxPrefix is the prefix of agency N's reply inboxes. Replies go to
-// inboxes; an agency allowed the common _INBOX.> could read the others'
-// replies, so each has its own, and with authorization on only agency N may
-// subscribe there. The central answers agency N's subjects only there.
-func AgencyInboxPrefix(agency int) string { return "_INBOX_agency_" + strconv.Itoa(agency) }
+// AgencyInboxPrefix is the prefix of agency N's reply inboxes,
+// _INBOX_agency.N. Replies go to inboxes; an agency allowed the common
+// _INBOX.> could read the others' replies, so each has its own, and with
+// authorization on only agency N may subscribe there. The central answers
+// agency N's subjects only there. N is a token of its own so that one
+// wildcard, [AgencyInboxes], lets the central publish into every agency's
+// inboxes: NATS has no wildcard inside a token (_INBOX_agency_*.> matches
+// only a literal "*"), and one permission per agency cost the broker 65 MB
+// and 200 ms per connection of the central at 100,000 agencies.
+func AgencyInboxPrefix(agency int) string { return agencyInboxRoot + "." + strconv.Itoa(agency) }
+
+const agencyInboxRoot = "_INBOX_agency"
+
+// AgencyInboxes matches the reply inboxes of every agency.
+const AgencyInboxes = agencyInboxRoot + ".*.>"

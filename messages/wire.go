@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 )
@@ -188,6 +189,9 @@ type BatchHeader struct {
 // of the subject and of the header must be the same, and the sequence a
 // positive number.
 func DecodeBatchHeader(subject string, h nats.Header) (BatchHeader, error) {
+	if err := headersOnce(h); err != nil {
+		return BatchHeader{}, err
+	}
 	agency, err := agencyOf(subject, h)
 	if err != nil {
 		return BatchHeader{}, err
@@ -202,6 +206,9 @@ func DecodeBatchHeader(subject string, h nats.Header) (BatchHeader, error) {
 // DecodeDone reads a done request: its agency and the number of batches the
 // agency says it sent.
 func DecodeDone(subject string, h nats.Header) (agency int, batches uint64, err error) {
+	if err := headersOnce(h); err != nil {
+		return 0, 0, err
+	}
 	agency, err = agencyOf(subject, h)
 	if err != nil {
 		return 0, 0, err
@@ -221,6 +228,37 @@ func DoneMsg(agency int, batches uint64) *nats.Msg {
 	h.Set(HeaderBatches, strconv.FormatUint(batches, 10))
 	return &nats.Msg{Subject: DoneSubject(agency), Header: h}
 }
+
+// headersOnce refuses a request that carries a Quiniela-* header more than
+// once, whatever the values and however the names are spelt (NATS keeps
+// header names as sent: Quiniela-Batch and quiniela-batch are two keys):
+// two Quiniela-Batch values leave no single batch to store.
+func headersOnce(h nats.Header) error {
+	var seen map[string]int
+	for k, vs := range h {
+		if len(k) < len(quinielaPrefix) || !strings.EqualFold(k[:len(quinielaPrefix)], quinielaPrefix) {
+			continue
+		}
+		if seen == nil {
+			seen = map[string]int{}
+		}
+		seen[strings.ToLower(k)] += len(vs)
+	}
+	for _, name := range []string{HeaderAgency, HeaderBatch, HeaderBatches} {
+		if n := seen[strings.ToLower(name)]; n > 1 {
+			return &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s is sent %d times: send it once", name, n)}
+		}
+	}
+	for k, n := range seen {
+		if n > 1 {
+			return &Error{Code: CodeMalformed, Description: fmt.Sprintf("a Quiniela-* header (%s) is sent %d times: send each once", Clip(k), n)}
+		}
+	}
+	return nil
+}
+
+// quinielaPrefix starts the name of every header of the protocol.
+const quinielaPrefix = "Quiniela-"
 
 // agencyOf checks that the subject names an agency and that the header names
 // the same one.

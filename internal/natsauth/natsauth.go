@@ -28,10 +28,13 @@ const (
 // AgencyUser is agency N's user name.
 func AgencyUser(agency int) string { return "agency-" + strconv.Itoa(agency) }
 
-// InboxPrefix is agency N's reply inbox prefix. Replies go to inboxes; an
-// agency allowed the common _INBOX.> could read the others' replies, so
-// each has its own and may subscribe only there.
-func InboxPrefix(agency int) string { return "_INBOX_agency_" + strconv.Itoa(agency) }
+// InboxPrefix is agency N's reply inbox prefix, _INBOX_agency.N
+// (messages.AgencyInboxPrefix): each agency may subscribe only there.
+func InboxPrefix(agency int) string { return messages.AgencyInboxPrefix(agency) }
+
+// AgencyInboxes matches every agency's reply inboxes: where the central
+// may publish its replies to agencies.
+const AgencyInboxes = messages.AgencyInboxes
 
 // Users is the credentials file: the number of agencies and a password per
 // user. It is generated for development (Generate) and never committed.
@@ -40,29 +43,43 @@ type Users struct {
 	Passwords map[string]string `json:"passwords"`
 }
 
-// Permissions are what each user may do.
+// Permissions are what each user may do. No user gets NATS's response
+// permission (allow_responses): nats-server lets a client answer a request
+// it received on any reply subject, even one its deny list names
+// (client.go, pubAllowedFullCheck, v2.15.2), so a peer that sent
+// `$SRV.PING` with reply subject bets.agency.2 could make the central
+// publish a batch. Replies go only where Publish allows.
 type Permissions struct {
-	Publish, Subscribe []string
-	Responses          bool // may answer requests it received (reply subjects)
+	Publish     []string // subjects it may publish on
+	PublishDeny []string // subjects it may never publish on, whatever Publish says
+	Subscribe   []string
 }
+
+// centralNeverPublishes are the subjects only agencies and the inspector
+// publish on. Publish allows none of them already; the deny list keeps it
+// so if an allow is ever widened.
+var centralNeverPublishes = []string{"bets.>", "winners.>", "quiniela.>", "$SRV.>"}
 
 // PermissionsOf returns the permissions of user.
 func (u Users) PermissionsOf(user string) (Permissions, error) {
 	switch user {
 	case CentralUser:
-		// It only answers: requests on the agencies' subjects, and micro's
-		// PING/INFO/STATS. Its right to answer a request is held by the node
-		// that delivered it, so after a failover to another node replies
-		// to agencies would be refused: it may publish to their inboxes.
+		// It only answers requests: the agencies' (bets, done, winners) on
+		// their inboxes, and the inspector's (winners, status, micro's
+		// PING/INFO/STATS) on the default _INBOX. Being allowed rather than
+		// granted per request, a reply still goes out after a failover to
+		// another node. Which agency's inbox answers which request is the
+		// central's check (and each agency checks the replies it gets).
 		return Permissions{
-			Publish:   []string{"_INBOX_agency_*.>"},
-			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>"},
-			Responses: true,
+			Publish:     []string{"_INBOX.>", AgencyInboxes},
+			PublishDeny: centralNeverPublishes,
+			Subscribe:   []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>"},
 		}, nil
 	case InspectorUser:
 		// Read-only: `nats micro ls/info/stats` (requests on $SRV),
 		// `nats sub 'bets.>'` (watch batches go by), `nats req
-		// winners.agency.N ''` (what an agency sees); replies on _INBOX. It
+		// winners.agency.N ''` (what an agency sees), `nats req
+		// quiniela.status ''` (everyone's progress); replies on _INBOX. It
 		// cannot send bets or done.
 		return Permissions{
 			Publish:   []string{"$SRV.>", messages.WinnersSubjects, messages.StatusSubject},
@@ -74,6 +91,8 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 	if !found || err != nil || agency > u.Agencies {
 		return Permissions{}, fmt.Errorf("no user %q: users are %s, %s and agency-1 to agency-%d", user, CentralUser, InspectorUser, u.Agencies)
 	}
+	// Its own subjects only: not another's, and not quiniela.status, which
+	// would tell it the other agencies' progress.
 	return Permissions{
 		Publish:   []string{messages.BatchSubject(agency), messages.DoneSubject(agency), messages.WinnersSubject(agency)},
 		Subscribe: []string{InboxPrefix(agency) + ".>"},
@@ -102,11 +121,8 @@ func (u Users) ServerUsers() ([]*server.User, error) {
 		}
 		perms := &server.Permissions{
 			// A nil list would allow everything: deny all but what is listed.
-			Publish:   &server.SubjectPermission{Allow: orNone(p.Publish)},
+			Publish:   &server.SubjectPermission{Allow: orNone(p.Publish), Deny: p.PublishDeny},
 			Subscribe: &server.SubjectPermission{Allow: orNone(p.Subscribe)},
-		}
-		if p.Responses {
-			perms.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
 		}
 		out = append(out, &server.User{Username: name, Password: pw, Permissions: perms})
 	}
@@ -135,11 +151,11 @@ func (u Users) ServerConf() (string, error) {
 			data, _ := marshalNoEscape(orNone(list))
 			return string(data)
 		}
-		fmt.Fprintf(&b, "    {user: %q, password: %q, permissions: {publish: {allow: %s}, subscribe: {allow: %s}", name, u.Passwords[name], q(p.Publish), q(p.Subscribe))
-		if p.Responses {
-			b.WriteString(", allow_responses: true")
+		fmt.Fprintf(&b, "    {user: %q, password: %q, permissions: {publish: {allow: %s", name, u.Passwords[name], q(p.Publish))
+		if len(p.PublishDeny) > 0 {
+			fmt.Fprintf(&b, ", deny: %s", q(p.PublishDeny))
 		}
-		b.WriteString("}}\n")
+		fmt.Fprintf(&b, "}, subscribe: {allow: %s}}}\n", q(p.Subscribe))
 	}
 	b.WriteString("  ]\n}\n")
 	return b.String(), nil

@@ -114,7 +114,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(
 
 // sendBets streams the file through the encoder and the sender.
 func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log *slog.Logger, sum *Summary) error {
-	sender, err := NewSender(nc, cfg.InFlight, cfg.RequestTimeout, cfg.RetryFor, log)
+	sender, err := NewSender(nc, cfg.ID, cfg.InFlight, cfg.RequestTimeout, cfg.RetryFor, log)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // sendDone tells the central that every batch was sent.
 func sendDone(ctx context.Context, nc *nats.Conn, cfg Config, batches uint64, log *slog.Logger) error {
 	var ack messages.DoneReply
-	err := request(ctx, nc, log, messages.DoneMsg(cfg.ID, batches), cfg.RequestTimeout, cfg.RetryFor, &ack, func(error) bool { return false })
+	err := request(ctx, nc, log, messages.DoneMsg(cfg.ID, batches), expectDone(cfg.ID, batches), cfg.RequestTimeout, cfg.RetryFor, &ack, func(error) bool { return false })
 	if err != nil {
 		return fmt.Errorf("notifying done after %d batches: %w", batches, err)
 	}
@@ -200,7 +200,7 @@ func sendDone(ctx context.Context, nc *nats.Conn, cfg Config, batches uint64, lo
 func askWinners(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) ([]string, error) {
 	var reply messages.WinnersReply
 	msg := &nats.Msg{Subject: messages.WinnersSubject(cfg.ID)}
-	err := request(ctx, nc, log, msg, cfg.RequestTimeout, cfg.WinnersWait, &reply, func(err error) bool {
+	err := request(ctx, nc, log, msg, expectWinners(cfg.ID), cfg.RequestTimeout, cfg.WinnersWait, &reply, func(err error) bool {
 		if messages.CodeOf(err) == messages.CodeDrawPending {
 			logline.Log(ctx, log, "esperar_sorteo", logline.InProgress, "agency", cfg.ID, "detail", err)
 			return true
@@ -209,9 +209,6 @@ func askWinners(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger
 	})
 	if err != nil {
 		return nil, fmt.Errorf("asking winners of agency %d: %w", cfg.ID, err)
-	}
-	if reply.Agency != cfg.ID {
-		return nil, fmt.Errorf("asking winners of agency %d: the reply is for agency %d", cfg.ID, reply.Agency)
 	}
 	return reply.Winners, nil
 }

@@ -21,7 +21,9 @@ import (
 // outcome is unknown), on no responders (the central is not up yet), on a
 // busy or unavailable reply, it backs off and resends the batch and every
 // one after it, in order (go-back-N), since the central takes an agency's
-// batches only in sequence.
+// batches only in sequence. A reply counts only if it names the agency and
+// the batch (see expect): any other message on the inbox is logged and
+// ignored.
 type Sender struct {
 	nc      *nats.Conn
 	log     *slog.Logger
@@ -32,6 +34,7 @@ type Sender struct {
 	replies chan *nats.Msg
 	sub     *nats.Subscription
 
+	agency   int         // whose batches these are: replies must name it
 	pending  []*inflight // sent, not acknowledged, in sequence order
 	failures int         // consecutive failed attempts, for the backoff
 
@@ -50,10 +53,10 @@ type inflight struct {
 	lastErr   error
 }
 
-// NewSender subscribes to a reply inbox for the agency's batches.
-func NewSender(nc *nats.Conn, window int, timeout, giveUp time.Duration, log *slog.Logger) (*Sender, error) {
+// NewSender subscribes to a reply inbox for agency's batches.
+func NewSender(nc *nats.Conn, agency, window int, timeout, giveUp time.Duration, log *slog.Logger) (*Sender, error) {
 	s := &Sender{
-		nc: nc, log: log, window: window, timeout: timeout, giveUp: giveUp,
+		nc: nc, log: log, agency: agency, window: window, timeout: timeout, giveUp: giveUp,
 		inbox:   nc.NewRespInbox(),
 		replies: make(chan *nats.Msg, 1024), // replies wait here while the window has room
 	}
@@ -73,6 +76,9 @@ func (s *Sender) Send(ctx context.Context, b *messages.Batch) error {
 		if err := s.await(ctx); err != nil {
 			return err
 		}
+	}
+	if b.Agency != s.agency {
+		return fmt.Errorf("sending batch %d of agency %d: this sender sends agency %d's batches", b.Seq, b.Agency, s.agency)
 	}
 	now := time.Now()
 	p := &inflight{batch: b, firstSent: now}
@@ -124,19 +130,30 @@ func (s *Sender) await(ctx context.Context) error {
 
 func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 	seq, gen, ok := s.parseReplySubject(msg.Subject)
+	if !ok {
+		logForeign(ctx, s.log, s.agency, msg, fmt.Errorf("%w: subject is no batch's reply subject", errForeign))
+		return nil
+	}
 	i := s.find(seq)
-	if !ok || i < 0 {
+	if msg.Header.Get("Status") == "503" { // no responders: no central subscribed yet
+		// Only the broker sends it, and only to the publisher of the request.
+		if i < 0 || gen != s.pending[i].gen {
+			return nil
+		}
+		s.pending[i].lastErr = nats.ErrNoResponders
+		return s.retryFrom(ctx, i)
+	}
+	var ack messages.BatchReply
+	err := expectBatch(s.agency, seq).check(msg, &ack)
+	if errors.Is(err, errForeign) {
+		// Not the answer to batch seq: as if nothing had come.
+		logForeign(ctx, s.log, s.agency, msg, err)
+		return nil
+	}
+	if i < 0 {
 		return nil // a reply to a batch acknowledged already
 	}
 	p := s.pending[i]
-	if msg.Header.Get("Status") == "503" { // no responders: no central subscribed yet
-		if gen != p.gen {
-			return nil
-		}
-		p.lastErr = nats.ErrNoResponders
-		return s.retryFrom(ctx, i)
-	}
-	err := messages.ReplyError(msg)
 	if err == nil {
 		s.ack(i)
 		return nil

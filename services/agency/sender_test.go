@@ -44,6 +44,8 @@ func (f *fakeCentral) handle(nc *nats.Conn) nats.MsgHandler {
 			h := nats.Header{}
 			h.Set(micro.ErrorCodeHeader, strconv.Itoa(int(code)))
 			h.Set(micro.ErrorHeader, code.String())
+			h.Set(messages.HeaderAgency, "1")
+			h.Set(messages.HeaderBatch, strconv.FormatUint(seq, 10))
 			if next > 0 {
 				h.Set(messages.HeaderNextBatch, strconv.FormatUint(next, 10))
 			}
@@ -86,7 +88,7 @@ func TestSenderDeliversEachBatchOnceInOrder(t *testing.T) {
 
 	client := natstest.Connect(t, ns)
 	log, _ := logline.New(io.Discard, "INFO")
-	sender, err := agency.NewSender(client, 4, 100*time.Millisecond, 30*time.Second, log)
+	sender, err := agency.NewSender(client, 1, 4, 100*time.Millisecond, 30*time.Second, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +151,13 @@ func TestSenderStopsOnPermanentError(t *testing.T) {
 		h := nats.Header{}
 		h.Set(micro.ErrorCodeHeader, "422")
 		h.Set(micro.ErrorHeader, "row 1: birthdate bad")
+		h.Set(messages.HeaderAgency, "1")
+		h.Set(messages.HeaderBatch, "1")
 		m.RespondMsg(&nats.Msg{Header: h})
 	})
 	defer sub.Unsubscribe()
 	log, _ := logline.New(io.Discard, "INFO")
-	sender, _ := agency.NewSender(natstest.Connect(t, ns), 2, time.Second, 5*time.Second, log)
+	sender, _ := agency.NewSender(natstest.Connect(t, ns), 1, 2, time.Second, 5*time.Second, log)
 	enc := messages.NewBatchEncoder(1, 10)
 	enc.Add(messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: "1"})
 	ctx := context.Background()

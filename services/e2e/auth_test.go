@@ -90,7 +90,7 @@ func TestAuthorization(t *testing.T) {
 		t.Error("agency 1 asked winners.agency.2 and got a reply")
 	}
 	wantViolation(t, errc, "agency 1 asking winners.agency.2")
-	for _, subject := range []string{"bets.>", natsauth.InboxPrefix(2) + ".>", "_INBOX.>", "winners.agency.1"} {
+	for _, subject := range []string{"bets.>", natsauth.InboxPrefix(2) + ".>", natsauth.AgencyInboxes, "_INBOX_agency.>", "_INBOX.>", "winners.agency.1", messages.StatusSubject} {
 		if _, err := agency1.SubscribeSync(subject); err == nil {
 			if err := agency1.Flush(); err == nil {
 				wantViolation(t, errc, "agency 1 subscribing to "+subject)
