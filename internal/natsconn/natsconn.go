@@ -1,7 +1,8 @@
 // Package natsconn opens the NATS connections of the central and the
 // agencies, with one policy: retry the first connect, reconnect forever,
 // bounded drain, reconnections and async errors logged, wrong credentials
-// fatal at once.
+// fatal at once. A lost connection is logged nats_desconectado in_progress
+// (the client is reconnecting); fail only if the client gives up.
 package natsconn
 
 import (
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,6 +49,9 @@ type Options struct {
 func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	connected := make(chan struct{})
 	closedCh := make(chan struct{})
+	// down: disconnected, reconnecting (between the disconnect and the
+	// reconnect handlers; they run on one goroutine, in order).
+	var down atomic.Bool
 	opts := []nats.Option{
 		nats.Name(o.Name),
 		nats.RetryOnFailedConnect(true),
@@ -59,10 +64,23 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.DrainTimeout(o.DrainTimeout),
 		nats.ConnectHandler(func(*nats.Conn) { close(connected) }),
-		nats.ClosedHandler(func(*nats.Conn) { close(closedCh) }),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			// Closed while disconnected: the client gave up reconnecting
+			// (the server refused its credentials twice, or it was closed
+			// before a server came back). A Close or Drain while connected
+			// is the service's own shutdown, and it logs that itself.
+			if down.Load() {
+				log.Error(logline.Format("nats_desconectado", logline.Fail,
+					"error", fmt.Errorf("gave up reconnecting: %w", explain(lastError(c)))))
+			}
+			close(closedCh)
+		}),
+		// A lost connection is not a failure yet: the client reconnects
+		// (MaxReconnects -1), and requests in flight are sent again.
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn(logline.Format("nats_desconectado", logline.Fail, "error", err))
+				down.Store(true)
+				log.Warn(logline.Format("nats_desconectado", logline.InProgress, "error", err, "detail", "reconnecting"))
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -73,6 +91,7 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 			log.Warn(logline.Format("nats_error", logline.Fail, "subject", subject, "error", err))
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
+			down.Store(false)
 			log.Info(logline.Format("nats_reconectado", logline.Success, "url", c.ConnectedUrlRedacted()))
 		}),
 	}
@@ -131,6 +150,14 @@ func explain(err error) error {
 		return fmt.Errorf("%w: the server refused these credentials; set NATS_USER and NATS_PASSWORD (or NATS_CREDS, or NATS_NKEY_SEED) to this service's (development ones are in .creds/)", err)
 	}
 	return err
+}
+
+// lastError is why the client closed, as far as it says.
+func lastError(c *nats.Conn) error {
+	if err := c.LastError(); err != nil {
+		return err
+	}
+	return nats.ErrConnectionClosed
 }
 
 func logConnected(log *slog.Logger, nc *nats.Conn) {
