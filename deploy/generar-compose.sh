@@ -141,7 +141,7 @@ YAML
 			cat <<YAML
   $node:
     # The server version the tests run (go.mod's), built by make
-    # docker-image from deploy/nats.Dockerfile: nothing to pull. The
+    # docker-image-nats from deploy/nats.Dockerfile: nothing to pull. The
     # official image of that version: NATS_IMAGE=nats:$nats_version-alpine.
     image: \${NATS_IMAGE:-quiniela-nats:$nats_version}
     # A node of the cluster "quiniela", with routes to every node (a route
@@ -158,7 +158,7 @@ YAML
 		cat <<YAML
   nats:
     # The server version the tests run (go.mod's), built by make
-    # docker-image from deploy/nats.Dockerfile: nothing to pull. The
+    # docker-image-nats from deploy/nats.Dockerfile: nothing to pull. The
     # official image of that version: NATS_IMAGE=nats:$nats_version-alpine.
     image: \${NATS_IMAGE:-quiniela-nats:$nats_version}
     # -c: the users and their permissions (authorization on); -m: the

@@ -241,9 +241,20 @@ func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds s
 	if !slices.Equal(got, want) {
 		t.Fatalf("services %v, want %v", got, want)
 	}
+	checkNATSServers(t, cfg, v, creds)
+	checkCentral(t, cfg, v, n, users)
+	for i := 1; i <= n; i++ {
+		checkAgency(t, cfg, v, i, root, users)
+	}
+}
 
+// checkNATSServers checks each NATS server: the image of the server the
+// tests run, its command (the cluster's routes), healthcheck, users' file
+// and published port.
+func checkNATSServers(t *testing.T, cfg composeConfig, v variant, creds string) {
+	t.Helper()
 	confMount := mount{Type: "bind", Source: filepath.Join(creds, "nats-server.conf"), Target: credsConf, ReadOnly: true}
-	for k, name := range nodes {
+	for k, name := range natsServices(v) {
 		nats := cfg.Services[name]
 		if want := "quiniela-nats:" + natsServerVersion(t); nats.Image != want {
 			t.Errorf("%s image %q, want %s: the project's image of the server the tests run", name, nats.Image, want)
@@ -268,17 +279,22 @@ func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds s
 			t.Errorf("%s ports %+v, want 4222 published on 127.0.0.1:%s only", name, nats.Ports, published)
 		}
 	}
+}
 
-	// Each service's credentials, from its env_file.
-	checkCreds := func(service, user string) {
-		t.Helper()
-		env := cfg.Services[service].Environment
-		if env["NATS_USER"] != user || env["NATS_PASSWORD"] == "" || env["NATS_PASSWORD"] != users.Passwords[user] {
-			t.Errorf("%s: NATS_USER=%q and NATS_PASSWORD (set: %t), want user %s's credentials from %s.env",
-				service, env["NATS_USER"], env["NATS_PASSWORD"] != "", user, user)
-		}
+// checkCreds checks a service's credentials, from its env_file.
+func checkCreds(t *testing.T, cfg composeConfig, users natsauth.Users, service, user string) {
+	t.Helper()
+	env := cfg.Services[service].Environment
+	if env["NATS_USER"] != user || env["NATS_PASSWORD"] == "" || env["NATS_PASSWORD"] != users.Passwords[user] {
+		t.Errorf("%s: NATS_USER=%q and NATS_PASSWORD (set: %t), want user %s's credentials from %s.env",
+			service, env["NATS_USER"], env["NATS_PASSWORD"] != "", user, user)
 	}
+}
 
+// checkCentral checks the central: its environment, credentials, store
+// volume, grace period and start after NATS.
+func checkCentral(t *testing.T, cfg composeConfig, v variant, n int, users natsauth.Users) {
+	t.Helper()
 	c := cfg.Services["central"]
 	centralURL := "nats://nats:4222"
 	if v.cluster {
@@ -295,7 +311,7 @@ func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds s
 			t.Errorf("central: %s=%q, want %q", key, c.Environment[key], val)
 		}
 	}
-	checkCreds("central", natsauth.CentralUser)
+	checkCreds(t, cfg, users, "central", natsauth.CentralUser)
 	if len(c.Volumes) != 1 || c.Volumes[0].Type != "volume" || c.Volumes[0].Source != "central-data" || c.Volumes[0].Target != "/var/lib/quiniela" {
 		t.Errorf("central volumes %+v, want the named volume central-data on /var/lib/quiniela", c.Volumes)
 	}
@@ -307,30 +323,33 @@ func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds s
 	if err != nil || grace <= drain {
 		t.Errorf("central stop_grace_period %q, want longer than the drain timeout %v", c.StopGracePeriod, drain)
 	}
-	checkDependsOnHealthyNATS(t, "central", c, nodes)
+	checkDependsOnHealthyNATS(t, "central", c, natsServices(v))
+}
 
-	for i := 1; i <= n; i++ {
-		name := fmt.Sprintf("agency%d", i)
-		a := cfg.Services[name]
-		data := fmt.Sprintf("/data/agency-%d.csv", i)
-		url := "nats://nats:4222"
-		if v.cluster {
-			url = nodeURLs((i - 1) % len(natsNodes))
-		}
-		if a.Environment["AGENCY_ID"] != strconv.Itoa(i) || a.Environment["AGENCY_DATA_FILE"] != data ||
-			a.Environment["NATS_URL"] != url || a.Environment["AGENCY_CONFIG"] == "" {
-			t.Errorf("%s environment %v, want AGENCY_ID=%d, AGENCY_DATA_FILE=%s, NATS_URL=%s, AGENCY_CONFIG", name, a.Environment, i, data, url)
-		}
-		checkCreds(name, natsauth.AgencyUser(i))
-		wantMounts := []mount{
-			{Type: "bind", Source: filepath.Join(root, ".data", fmt.Sprintf("agency-%d.csv", i)), Target: data, ReadOnly: true},
-			{Type: "bind", Source: filepath.Join(root, "services", "agency", "config.yaml"), Target: a.Environment["AGENCY_CONFIG"], ReadOnly: true},
-		}
-		if !slices.Equal(a.Volumes, wantMounts) {
-			t.Errorf("%s volumes %+v, want %+v", name, a.Volumes, wantMounts)
-		}
-		checkDependsOnHealthyNATS(t, name, a, nodes)
+// checkAgency checks agency i: its environment (its preferred node first
+// in the cluster), credentials, mounts and start after NATS.
+func checkAgency(t *testing.T, cfg composeConfig, v variant, i int, root string, users natsauth.Users) {
+	t.Helper()
+	name := fmt.Sprintf("agency%d", i)
+	a := cfg.Services[name]
+	data := fmt.Sprintf("/data/agency-%d.csv", i)
+	url := "nats://nats:4222"
+	if v.cluster {
+		url = nodeURLs((i - 1) % len(natsNodes))
 	}
+	if a.Environment["AGENCY_ID"] != strconv.Itoa(i) || a.Environment["AGENCY_DATA_FILE"] != data ||
+		a.Environment["NATS_URL"] != url || a.Environment["AGENCY_CONFIG"] == "" {
+		t.Errorf("%s environment %v, want AGENCY_ID=%d, AGENCY_DATA_FILE=%s, NATS_URL=%s, AGENCY_CONFIG", name, a.Environment, i, data, url)
+	}
+	checkCreds(t, cfg, users, name, natsauth.AgencyUser(i))
+	wantMounts := []mount{
+		{Type: "bind", Source: filepath.Join(root, ".data", fmt.Sprintf("agency-%d.csv", i)), Target: data, ReadOnly: true},
+		{Type: "bind", Source: filepath.Join(root, "services", "agency", "config.yaml"), Target: a.Environment["AGENCY_CONFIG"], ReadOnly: true},
+	}
+	if !slices.Equal(a.Volumes, wantMounts) {
+		t.Errorf("%s volumes %+v, want %+v", name, a.Volumes, wantMounts)
+	}
+	checkDependsOnHealthyNATS(t, name, a, natsServices(v))
 }
 
 // checkDependsOnHealthyNATS checks that a service starts once every NATS

@@ -106,6 +106,8 @@ func TestErrorSaysItOnce(t *testing.T) {
 			`central replied 422 invalid bet: row 1: first_name "": empty`},
 		{"400", malformed.Error(),
 			`central replied 400 malformed: header Quiniela-Batch "x": want a positive number`},
+		{"422", fmt.Errorf("batch 2 of agency 1: %w", invalid).Error(),
+			`central replied 422 invalid bet: batch 2 of agency 1: row 1: first_name "": empty`},
 		{"400", fmt.Errorf("batch 3 of agency 1: %w", malformed).Error(),
 			`central replied 400 malformed: batch 3 of agency 1: header Quiniela-Batch "x": want a positive number`},
 		{"409", "batch 5, expected 3",
