@@ -144,10 +144,19 @@ func (s *stack) compose(t *testing.T, args ...string) string {
 	return out
 }
 
-// logs is a service's log, across restarts of its container.
+// logs is a service's log, standard output and error, across restarts of
+// its container. "docker logs" rather than "compose logs": Compose v1 is a
+// Python program that takes about a second to start, and the scenarios read
+// some forty logs.
 func (s *stack) logs(t *testing.T, service string) string {
 	t.Helper()
-	return s.compose(t, "logs", "--no-color", service)
+	ctx, cancel := context.WithTimeout(t.Context(), cmdTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "logs", s.containerID(t, service)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker logs of %s: %v\n%s", service, err, tail(string(out), 30))
+	}
+	return string(out)
 }
 
 // containerID finds a service's container by the labels both Compose
