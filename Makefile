@@ -5,11 +5,17 @@ BIN     ?= bin
 AGENCIES ?= 5
 BETS     ?= 0
 SEED     ?= 1
+# make run and make central: the embedded NATS server's port on 127.0.0.1
+# (NATS_PORT=4333 make run when 4222 is taken); make docker-compose-up
+# publishes NATS on the same port.
+NATS_PORT ?= 4222
+# make central: its store, kept between runs (make run starts afresh)
+BETS_FILE ?= bets.csv
 # make bench: SCENARIO=official|scale|many|all (or several, comma-separated)
 RUNS     ?= 7
 SCENARIO ?= official
 
-.PHONY: all build nats-server data run test test-stress test-short bench fuzz clean
+.PHONY: all build nats-server data run central test test-stress test-short bench fuzz clean
 
 all: build
 
@@ -27,7 +33,15 @@ data:
 
 ## run: the whole lottery on the embedded NATS server, one process per agency file
 run: build data
-	$(GO) run ./tools/runlocal -bin $(BIN) -data .data
+	$(GO) run ./tools/runlocal -bin $(BIN) -data .data -listen 127.0.0.1:$(NATS_PORT)
+
+## central: the central alone on its embedded NATS server, with make run's
+## credentials (.creds), until Ctrl-C: to inspect it with the nats CLI, or to
+## run agencies against it by hand (README, "Inspecting with the nats CLI")
+central: build
+	$(GO) run ./tools/devcreds -out .creds -agencies $(AGENCIES)
+	NATS_URL= NATS_LISTEN=127.0.0.1:$(NATS_PORT) CENTRAL_AGENCIES=$(AGENCIES) \
+		CENTRAL_BETS_FILE=$(BETS_FILE) CENTRAL_USERS_FILE=.creds/users.json $(BIN)/central
 
 ## test: every test, with the race detector, then the service layer's stress run
 test:

@@ -1,7 +1,8 @@
-# A NATS server for machines that cannot pull the official image (tests,
-# offline development): nats-server built from the module this repository
-# requires, plus a static busybox for the healthcheck's wget (and cat, sh,
-# to look into volumes). The build context holds only the two binaries:
+# quiniela-nats:<version>, the stack's NATS server by default: nats-server
+# built from the nats-server/v2 module go.mod requires (the server the tests
+# run; make docker-image-nats tags it with that version), so nothing is
+# pulled, plus a static busybox for the healthcheck's wget (and cat, sh, to
+# look into volumes). The build context holds only the two binaries:
 #
 #	nats-server   CGO_ENABLED=0 go build github.com/nats-io/nats-server/v2
 #	busybox       a static busybox (Debian: busybox-static, /bin/busybox)

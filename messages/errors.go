@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -76,7 +77,22 @@ type Error struct {
 	Batch  uint64
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("central replied %v: %s", e.Code, e.Description) }
+// Error is one sentence: "central replied 425 draw pending: not every
+// agency is done". What the description repeats of that prefix is left out:
+// a central that sends an error's own text as the description (its Error(),
+// or a sentinel's "draw pending: …") would otherwise have it said twice.
+func (e *Error) Error() string {
+	return fmt.Sprintf("central replied %v: %s", e.Code, e.reason())
+}
+
+// reason is the description without the parts Error's prefix already says.
+func (e *Error) reason() string {
+	d := strings.ReplaceAll(e.Description, "central replied "+e.Code.String()+": ", "")
+	if name, ok := codeNames[e.Code]; ok {
+		d = strings.TrimPrefix(d, name+": ")
+	}
+	return d
+}
 
 // Headers are the micro error headers that carry e, for micro's Request.Error.
 func (e *Error) Headers() micro.Headers {

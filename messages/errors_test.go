@@ -88,6 +88,42 @@ func TestErrorMessage(t *testing.T) {
 	}
 }
 
+// TestErrorSaysItOnce pins the wording of error replies as an agency prints
+// them: one sentence, whatever of its prefix the central's description
+// repeats (a sentinel's "draw pending: …", or a wire error's own text,
+// wrapped or not, as the central sends err.Error()).
+func TestErrorSaysItOnce(t *testing.T) {
+	invalid := &messages.Error{Code: messages.CodeInvalidBet, Description: `row 1: first_name "": empty`}
+	malformed := &messages.Error{Code: messages.CodeMalformed, Description: `header Quiniela-Batch "x": want a positive number`}
+	tests := []struct {
+		code        string
+		description string
+		want        string
+	}{
+		{"425", "draw pending: not every agency is done",
+			"central replied 425 draw pending: not every agency is done"},
+		{"422", invalid.Error(),
+			`central replied 422 invalid bet: row 1: first_name "": empty`},
+		{"400", malformed.Error(),
+			`central replied 400 malformed: header Quiniela-Batch "x": want a positive number`},
+		{"422", fmt.Errorf("batch 2 of agency 1: %w", invalid).Error(),
+			`central replied 422 invalid bet: batch 2 of agency 1: row 1: first_name "": empty`},
+		{"400", fmt.Errorf("batch 3 of agency 1: %w", malformed).Error(),
+			`central replied 400 malformed: batch 3 of agency 1: header Quiniela-Batch "x": want a positive number`},
+		{"409", "batch 5, expected 3",
+			"central replied 409 out of order: batch 5, expected 3"},
+		// Another code's text is not this reply's prefix: kept.
+		{"500", "storing: central replied 503 unavailable: x",
+			"central replied 500 internal: storing: central replied 503 unavailable: x"},
+	}
+	for _, tt := range tests {
+		err := messages.ReplyError(errorReply(tt.code, tt.description, nil))
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("description %q: Error() = %v, want %q", tt.description, err, tt.want)
+		}
+	}
+}
+
 // errorReply is the reply micro's Request.Error sends, with e's headers.
 func errorReply(code, description string, extra micro.Headers) *nats.Msg {
 	h := nats.Header{

@@ -9,12 +9,14 @@ import (
 	"github.com/quiniela/quiniela/messages"
 )
 
-// Bugs once known, each pinned by a test that failed while it was there.
+// Regression tests of bugs the package once had, each failing if its bug
+// came back.
 
-// BatchSum is a CRC-32: two different valid one-row batches share a sum,
-// so the central would acknowledge the second, sent under the number of
-// the first, as a repeat (no 412) and drop its bet.
-func TestKnownBugBatchSumCollides(t *testing.T) {
+// BatchSum was once a CRC-32, under which these two valid one-row batches
+// share a sum: the central would have acknowledged the second, sent under
+// the number of the first, as a repeat (no 412) and dropped its bet. It is
+// the first 8 bytes of a SHA-256 now.
+func TestBatchSumTellsCollidingCRC32BatchesApart(t *testing.T) {
 	a := []byte("Juan,Perez,29685295,1990-05-17,7574\n")
 	b := []byte("Juan,Perez,32060020,1990-05-17,7574\n")
 	for _, p := range [][]byte{a, b} {
@@ -27,8 +29,8 @@ func TestKnownBugBatchSumCollides(t *testing.T) {
 	}
 }
 
-// FieldError.Value is cut at 40 bytes, which may split a UTF-8 rune.
-func TestKnownBugFieldErrorValueSplitsRune(t *testing.T) {
+// FieldError.Value is cut at 40 bytes; the cut once split a UTF-8 rune.
+func TestFieldErrorValueKeepsRunesWhole(t *testing.T) {
 	_, err := messages.ParseBet(1, with(0, strings.Repeat("€", 34))) // 102 bytes
 	var fe *messages.FieldError
 	if !errors.As(err, &fe) {

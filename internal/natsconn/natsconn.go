@@ -1,7 +1,8 @@
 // Package natsconn opens the NATS connections of the central and the
 // agencies, with one policy: retry the first connect, reconnect forever,
 // bounded drain, reconnections and async errors logged, wrong credentials
-// fatal at once.
+// fatal at once. A lost connection is logged nats_desconectado in_progress
+// (the client is reconnecting); fail only if the client gives up.
 package natsconn
 
 import (
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,8 +42,8 @@ type Options struct {
 }
 
 // Connect connects to NATS at url (one URL or several, comma-separated,
-// tried in order),
-// retrying until a server answers or ConnectWait runs out, and returns once
+// tried in order), retrying until a server answers or ConnectWait runs out,
+// and returns once
 // connected (a request sent before the first connect would fail). closed is
 // closed when the connection is, after a Drain.
 func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *nats.Conn, closed <-chan struct{}, err error) {
@@ -59,45 +61,13 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.DrainTimeout(o.DrainTimeout),
 		nats.ConnectHandler(func(*nats.Conn) { close(connected) }),
-		nats.ClosedHandler(func(*nats.Conn) { close(closedCh) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn(logline.Format("nats_desconectado", logline.Fail, "error", err))
-			}
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			log.Warn(logline.Format("nats_error", logline.Fail, "subject", subject, "error", err))
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info(logline.Format("nats_reconectado", logline.Success, "url", c.ConnectedUrlRedacted()))
-		}),
 	}
-	if o.Auth.User != "" || o.Auth.Password != "" {
-		opts = append(opts, nats.UserInfo(o.Auth.User, o.Auth.Password))
+	opts = append(opts, eventHandlers(log, closedCh)...)
+	authOpts, err := authOptions(o)
+	if err != nil {
+		return nil, nil, err
 	}
-	if o.Auth.Creds != "" {
-		opts = append(opts, nats.UserCredentials(o.Auth.Creds))
-	}
-	if o.Auth.NkeySeed != "" {
-		opt, err := nats.NkeyOptionFromSeed(o.Auth.NkeySeed)
-		if err != nil {
-			return nil, nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
-		}
-		opts = append(opts, opt)
-	}
-	if o.Auth.TLSCA != "" {
-		opts = append(opts, nats.RootCAs(o.Auth.TLSCA))
-	}
-	if o.Auth.TLSCert != "" || o.Auth.TLSKey != "" {
-		opts = append(opts, nats.ClientCert(o.Auth.TLSCert, o.Auth.TLSKey))
-	}
-	if o.InboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
-	}
+	opts = append(opts, authOpts...)
 	nc, err = nats.Connect(url, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
@@ -125,12 +95,88 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 	return nil, nil, err
 }
 
+// eventHandlers log what happens to the connection and close closed when
+// it is.
+func eventHandlers(log *slog.Logger, closed chan<- struct{}) []nats.Option {
+	// down: disconnected, reconnecting (between the disconnect and the
+	// reconnect handlers; they run on one goroutine, in order).
+	var down atomic.Bool
+	return []nats.Option{
+		nats.ClosedHandler(func(c *nats.Conn) {
+			// Closed while disconnected: the client gave up reconnecting
+			// (the server refused its credentials twice, or it was closed
+			// before a server came back). A Close or Drain while connected
+			// is the service's own shutdown, and it logs that itself.
+			if down.Load() {
+				log.Error(logline.Format("nats_desconectado", logline.Fail,
+					"error", fmt.Errorf("gave up reconnecting: %w", explain(lastError(c)))))
+			}
+			close(closed)
+		}),
+		// A lost connection is not a failure yet: the client reconnects
+		// (MaxReconnects -1), and requests in flight are sent again.
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				down.Store(true)
+				log.Warn(logline.Format("nats_desconectado", logline.InProgress, "error", err, "detail", "reconnecting"))
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn(logline.Format("nats_error", logline.Fail, "subject", subject, "error", err))
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			down.Store(false)
+			log.Info(logline.Format("nats_reconectado", logline.Success, "url", c.ConnectedUrlRedacted()))
+		}),
+	}
+}
+
+// authOptions are the options for who the client is (Auth) and its inboxes.
+func authOptions(o Options) ([]nats.Option, error) {
+	var opts []nats.Option
+	if o.Auth.User != "" || o.Auth.Password != "" {
+		opts = append(opts, nats.UserInfo(o.Auth.User, o.Auth.Password))
+	}
+	if o.Auth.Creds != "" {
+		opts = append(opts, nats.UserCredentials(o.Auth.Creds))
+	}
+	if o.Auth.NkeySeed != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.Auth.NkeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if o.Auth.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.Auth.TLSCA))
+	}
+	if o.Auth.TLSCert != "" || o.Auth.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(o.Auth.TLSCert, o.Auth.TLSKey))
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	return opts, nil
+}
+
 // explain adds what to do to an authentication error.
 func explain(err error) error {
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 		return fmt.Errorf("%w: the server refused these credentials; set NATS_USER and NATS_PASSWORD (or NATS_CREDS, or NATS_NKEY_SEED) to this service's (development ones are in .creds/)", err)
 	}
 	return err
+}
+
+// lastError is why the client closed, as far as it says.
+func lastError(c *nats.Conn) error {
+	if err := c.LastError(); err != nil {
+		return err
+	}
+	return nats.ErrConnectionClosed
 }
 
 func logConnected(log *slog.Logger, nc *nats.Conn) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/quiniela/quiniela/messages"
@@ -41,6 +42,12 @@ func (e *InvalidRowError) Error() string { return fmt.Sprintf("%s:%d: %v", e.Pat
 // OpenBetFile opens the agency file at path.
 func OpenBetFile(path string, agency int) (*BetFile, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrPermission) {
+		// In Docker the agency runs as uid 65532, which reads a bind-mounted
+		// file as "others" (deploy/README.md).
+		return nil, fmt.Errorf("opening bets of agency %d: %w: this process runs as uid %d, gid %d, which must be able to read the file (and search its folders): chmod o+r it, or chown it to that user",
+			agency, err, os.Getuid(), os.Getgid())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening bets of agency %d: %w", agency, err)
 	}

@@ -2,7 +2,11 @@ package agency_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -120,5 +124,27 @@ func TestDefaultMaxAmountFitsIn8kB(t *testing.T) {
 	batch := enc.Flush()
 	if size := messages.WireSize(batch.Msg().Subject, batch.Msg().Header, len(batch.Payload)); size > messages.MaxMessageBytes {
 		t.Fatalf("%d bytes", size)
+	}
+}
+
+// A file the agency's user may not read: the error names that user and
+// what to do, as an operator needs who mounted a file into the container
+// (uid 65532).
+func TestBetFileUnreadableNamesTheUser(t *testing.T) {
+	if os.Getuid() == 0 {
+		t.Skip("SKIP: root reads any file: run as another user to test a file it may not read")
+	}
+	path := filepath.Join(t.TempDir(), "agency-1.csv")
+	if err := os.WriteFile(path, []byte("Juan,Perez,30904465,1999-03-17,7574\n"), 0o200); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agency.OpenBetFile(path, 1)
+	if !errors.Is(err, fs.ErrPermission) {
+		t.Fatalf("OpenBetFile(%s) with mode 0200: %v, want a permission error", path, err)
+	}
+	for _, want := range []string{"opening bets of agency 1", path, fmt.Sprintf("runs as uid %d, gid %d", os.Getuid(), os.Getgid()), "chmod o+r"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

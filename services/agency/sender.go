@@ -175,7 +175,7 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 			return s.retryFrom(ctx, j)
 		}
 		if len(s.pending) > 0 && s.pending[0].batch.Seq > werr.NextBatch {
-			return fmt.Errorf("sending batch %d of agency %d: the central expects batch %d, which it had acknowledged: was its store replaced? %w",
+			return fmt.Errorf("sending batch %d of agency %d: the central expects batch %d, which it had acknowledged before (was its store replaced?): %w",
 				seq, p.batch.Agency, werr.NextBatch, err)
 		}
 		return nil
