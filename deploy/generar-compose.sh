@@ -222,7 +222,7 @@ YAML
 		cat <<YAML
     # NATS_USER and NATS_PASSWORD: the user "agency-$i", which may publish
     # only agency $i's batches, done and winners request, and read only its
-    # own reply inboxes (_INBOX_agency_$i).
+    # own reply inboxes (_INBOX_agency.$i).
     env_file:
       - $creds/agency-$i.env
     environment:

@@ -33,7 +33,7 @@ type Config struct {
 	WinnersHold time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
 	QueueBytes  int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
 	HeldWinners int           `env:"CENTRAL_HELD_WINNERS, default=10000"`  // winners requests held for the draw before answering busy
-	// AgencyInboxes: answer agency N only under _INBOX_agency_N (on by
+	// AgencyInboxes: answer agency N only under _INBOX_agency.N (on by
 	// itself with CENTRAL_USERS_FILE; set it wherever authorization is on).
 	AgencyInboxes bool          `env:"CENTRAL_AGENCY_INBOXES"`
 	DrainTimeout  time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown

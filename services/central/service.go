@@ -161,6 +161,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 			if !s.answerable(c) {
 				return
 			}
+			c.nameRequest()
 			handler(req, c)
 		}
 		if err := svc.AddEndpoint(e.name, micro.HandlerFunc(h), micro.WithEndpointSubject(e.subject),
@@ -176,6 +177,20 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 		return nil, fmt.Errorf("registering endpoints with the NATS server: %w", err)
 	}
 	return s, nil
+}
+
+// nameRequest reads, as far as it can, which agency and batch c is, so that
+// even a refusal sent before anything is decoded (unknown agency, busy)
+// names the request it answers, as agencies check. The decoders check
+// these values; this only echoes them.
+func (c *call) nameRequest() {
+	c.agency, _ = messages.AgencyFromSubject(c.subject)
+	if c.done {
+		return
+	}
+	if v := c.header.Values(messages.HeaderBatch); len(v) == 1 {
+		c.batch, _ = strconv.ParseUint(v[0], 10, 64)
+	}
 }
 
 // answerable tells whether c's reply subject may be answered at all. A
@@ -223,7 +238,6 @@ func (s *Service) route(req micro.Request, c *call) {
 		s.failNow(req, c, err)
 		return
 	}
-	c.agency = agency
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.stopped {
@@ -287,7 +301,6 @@ func (s *Service) window() int {
 // handleBatch is decode → store → reply, with one exit for failure.
 func (s *Service) handleBatch(c *call, bets []messages.Bet) []messages.Bet {
 	b, err := messages.DecodeBatch(bets, c.subject, c.header, c.data)
-	c.agency, c.batch = b.Agency, b.Seq
 	if err == nil {
 		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, b.Bets, func(repeat bool, err error) {
 			if err != nil {
@@ -330,12 +343,10 @@ func (s *Service) handleDone(c *call) {
 // (without blocking the endpoint, within a budget) until the draw or the
 // hold time, whichever comes first.
 func (s *Service) winners(req micro.Request, c *call) {
-	agency, err := s.agencyOf(c.subject)
-	if err != nil {
+	if _, err := s.agencyOf(c.subject); err != nil {
 		s.failNow(req, c, err)
 		return
 	}
-	c.agency = agency
 	select {
 	case <-s.lottery.Drawn():
 		s.answerWinners(req, c)
@@ -476,8 +487,22 @@ func replyFor(err error) *messages.Error {
 			}
 		}
 	}
-	e.Description = messages.Describe(err.Error())
+	e.Description = messages.Describe(describe(err, wire))
 	return e
+}
+
+// describe is err's text with a wire error inside it told by its
+// description alone: "batch 3 of agency 1: row 2: …", not "batch 3 of
+// agency 1: central replied 422 invalid bet: row 2: …".
+func describe(err error, wire *messages.Error) string {
+	text := err.Error()
+	if wire == nil {
+		return text
+	}
+	if context, found := strings.CutSuffix(text, wire.Error()); found {
+		return context + wire.Description
+	}
+	return text
 }
 
 // failNow answers c with err while its handler runs.

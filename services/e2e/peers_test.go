@@ -185,7 +185,7 @@ func waitForLine(t *testing.T, log *natstest.Log, text string) {
 // The agency still honours the central's true error replies, which name
 // it: an agency the lottery does not have gets 404 and stops at once.
 func TestAgencyHonoursTheCentralsErrors(t *testing.T) {
-	t.Skip("needs the central to name the subject's agency in a 404 (Quiniela-Agency: 4); today it sends none, see the report")
+
 	ns := natstest.StartServer(t)
 	dir := t.TempDir()
 	startCentral(t, ns.ClientURL(), dir, map[string]string{"CENTRAL_AGENCIES": "3"})

@@ -97,6 +97,12 @@ func TestWireRejectsBadRequests(t *testing.T) {
 			if !strings.Contains(e.Description, tc.inDesc) {
 				t.Errorf("description %q does not mention %q", e.Description, tc.inDesc)
 			}
+			if strings.Contains(e.Description, "central replied") {
+				t.Errorf("description %q repeats the client's prefix", e.Description)
+			}
+			if e.Agency == 0 && strings.HasPrefix(tc.subject, "bets.agency.1") {
+				t.Errorf("error reply to a request of agency 1 does not name it: %+v", e)
+			}
 			if len(e.Description) > messages.MaxDescriptionBytes || !utf8.ValidString(e.Description) || strings.ContainsAny(e.Description, "\r\n") {
 				t.Errorf("description of %d bytes %q: want one line of valid UTF-8, at most %d bytes", len(e.Description), e.Description, messages.MaxDescriptionBytes)
 			}
