@@ -39,7 +39,7 @@ type Config struct {
 	NATSURL        string        `env:"NATS_URL, overwrite, default=nats://127.0.0.1:4222"`
 	LogLevel       string        `env:"LOG_LEVEL, overwrite, default=INFO"`
 	MaxAmount      int           `env:"BATCH_MAX_AMOUNT, overwrite"`                    // bets per batch
-	InFlight       int           `env:"BATCH_IN_FLIGHT, overwrite, default=8"`          // batches sent before the first is acknowledged
+	InFlight       int           `env:"BATCH_IN_FLIGHT, overwrite, default=8"`          // batches in flight until the central grants a window
 	RequestTimeout time.Duration `env:"AGENCY_REQUEST_TIMEOUT, overwrite, default=5s"`  // wait for one reply, then resend
 	RetryFor       time.Duration `env:"AGENCY_RETRY_FOR, overwrite, default=2m"`        // give up on a request unanswered this long
 	WinnersWait    time.Duration `env:"AGENCY_WINNERS_WAIT, overwrite, default=30m"`    // how long to wait for the draw

@@ -16,7 +16,8 @@ import (
 )
 
 // Sender sends an agency's batches in order with up to `window` of them in
-// flight, and makes sure each one is acknowledged. The central applies each
+// flight (the initial window, then what the central grants in its
+// replies), and makes sure each one is acknowledged. The central applies each
 // (agency, batch) once, so the Sender may resend freely: on a timeout (the
 // outcome is unknown), on no responders (the central is not up yet), on a
 // busy or unavailable reply, it backs off and resends the batch and every
@@ -66,6 +67,10 @@ func NewSender(nc *nats.Conn, agency, window int, timeout, giveUp time.Duration,
 	}
 	return s, nil
 }
+
+// Window is how many batches may be in flight now: the initial window until
+// the central grants another in a reply.
+func (s *Sender) Window() int { return s.window }
 
 // Close unsubscribes the reply inbox.
 func (s *Sender) Close() error { return s.sub.Unsubscribe() }
@@ -156,6 +161,11 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 	p := s.pending[i]
 	if err == nil {
 		s.ack(i)
+		if ack.Window > 0 {
+			// The central's grant: its share of its queue among the agencies
+			// sending (see messages.BatchReply).
+			s.window = min(ack.Window, messages.MaxWindow)
+		}
 		return nil
 	}
 	if gen != p.gen {

@@ -28,6 +28,7 @@ type fakeCentral struct {
 	stored   [][]byte
 	arrivals map[uint64]int
 	script   map[uint64]string // seq → "lose request", "lose reply", "unavailable"
+	window   int               // granted in every reply, 0: none
 }
 
 func (f *fakeCentral) handle(nc *nats.Conn) nats.MsgHandler {
@@ -67,7 +68,7 @@ func (f *fakeCentral) handle(nc *nats.Conn) nats.MsgHandler {
 		if action == "lose reply" {
 			return
 		}
-		m.Respond([]byte(fmt.Sprintf(`{"agency":1,"batch":%d}`, seq)))
+		m.Respond([]byte(fmt.Sprintf(`{"agency":1,"batch":%d,"window":%d}`, seq, f.window)))
 	}
 }
 
@@ -167,5 +168,48 @@ func TestSenderStopsOnPermanentError(t *testing.T) {
 	err := sender.Flush(ctx)
 	if messages.CodeOf(err) != messages.CodeInvalidBet || err == nil || !strings.Contains(err.Error(), "sending batch 1 of agency 1") {
 		t.Fatalf("Flush: %v; want the 422 error naming batch 1 of agency 1", err)
+	}
+}
+
+// The Sender starts with its own window and then keeps to what the central
+// grants in its replies, never over messages.MaxWindow.
+func TestSenderTakesTheGrantedWindow(t *testing.T) {
+	for _, tc := range []struct{ initial, granted, want int }{
+		{8, 0, 8},    // no advice: the initial window stays
+		{8, 2, 2},    // narrower
+		{8, 48, 48},  // wider
+		{8, 500, 64}, // never over MaxWindow
+	} {
+		ns := natstest.StartServer(t)
+		nc := natstest.Connect(t, ns)
+		fake := &fakeCentral{next: 1, arrivals: map[uint64]int{}, script: map[uint64]string{}, window: tc.granted}
+		sub, err := nc.Subscribe(messages.BatchSubject(1), fake.handle(nc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := natstest.Connect(t, ns)
+		log, _ := logline.New(io.Discard, "INFO")
+		sender, err := agency.NewSender(client, 1, tc.initial, time.Second, 10*time.Second, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sender.Window(); got != tc.initial {
+			t.Errorf("window before any reply %d, want %d", got, tc.initial)
+		}
+		enc := messages.NewBatchEncoder(1, 1)
+		for i := range 3 {
+			enc.Add(messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: strconv.Itoa(i + 1), Number: i})
+			if err := sender.Send(t.Context(), enc.Flush()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sender.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := sender.Window(); got != tc.want {
+			t.Errorf("initial window %d, central granted %d: window %d, want %d", tc.initial, tc.granted, got, tc.want)
+		}
+		sender.Close()
+		sub.Unsubscribe()
 	}
 }
