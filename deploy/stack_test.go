@@ -229,7 +229,7 @@ func checkDownUp(t *testing.T, e *stackEnv, s *stack) {
 func testCentralKilled(t *testing.T, e *stackEnv) {
 	start := time.Now()
 	// Small batches: many more of them, so the kill lands mid-ingestion.
-	s := newStack(t, e.c, e.imgs, e.data, e.creds, single, "BATCH_MAX_AMOUNT=10")
+	s := newStack(t, e.c, e.imgs, e.data, e.creds, single, "BATCH_MAX_AMOUNT=10", "CENTRAL_MAX_WINDOW=2")
 	if !t.Run("kill_and_restart", func(t *testing.T) {
 		s.compose(t, "up", "-d", "central")
 		cid := s.containerID(t, "central")
@@ -289,7 +289,7 @@ func testCluster(t *testing.T, e *stackEnv) {
 	start := time.Now()
 	// Small batches, as above, two in flight: a slower ingestion (about
 	// five seconds), so the kill below lands early in it.
-	s := newStack(t, e.c, e.imgs, e.data, e.creds, cluster, "BATCH_MAX_AMOUNT=10", "BATCH_IN_FLIGHT=2")
+	s := newStack(t, e.c, e.imgs, e.data, e.creds, cluster, "BATCH_MAX_AMOUNT=10", "BATCH_IN_FLIGHT=2", "CENTRAL_MAX_WINDOW=2")
 	var node string // the killed node
 	if !t.Run("form_cluster", func(t *testing.T) {
 		s.compose(t, append([]string{"up", "-d"}, natsNodes...)...)

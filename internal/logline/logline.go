@@ -3,8 +3,16 @@
 //
 //	2026-11-24T08:00:00.123Z INFO action: apuesta_recibida | result: success | cantidad: 94
 //
-// One format for every line lets one parser (Parse) serve the tests, the local
-// runner and the benchmark.
+// It is a slog.Handler, so a line is a plain slog call whose message is the
+// action and whose attributes are the fields:
+//
+//	log.Info("apuesta_recibida", "cantidad", 94)   // result: success
+//	log.Error("apuesta_recibida", "cantidad", 3)   // result: fail
+//	log.Info("reintentar", "result", logline.InProgress, "attempt", 2)
+//
+// The result is the "result" attribute if there is one, else success at
+// DEBUG and INFO and fail at WARN and ERROR. One format for every line lets
+// one parser (Parse) serve the tests, the local runner and the benchmark.
 package logline
 
 import (
@@ -34,25 +42,20 @@ func New(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(&handler{w: w, mu: &sync.Mutex{}, level: lvl}), nil
 }
 
-// Log writes "action: A | result: R | k1: v1 | ..." at INFO, or at ERROR when
-// result is Fail. kv alternates keys and values.
+// Log writes an operation line with an explicit result, at INFO, or at ERROR
+// when result is Fail. kv alternates keys and values. Prefer plain slog
+// calls (see the package doc).
 func Log(ctx context.Context, log *slog.Logger, action, result string, kv ...any) {
 	level := slog.LevelInfo
 	if result == Fail {
 		level = slog.LevelError
 	}
-	if !log.Enabled(ctx, level) {
-		return
-	}
-	log.Log(ctx, level, Format(action, result, kv...))
+	log.Log(ctx, level, action, append([]any{"result", result}, kv...)...)
 }
 
-// Debug writes an operation line at DEBUG: detail an operator turns on
-// with LOG_LEVEL=DEBUG (and fault tests use to find their moment).
+// Debug writes an operation line at DEBUG. Prefer log.Debug.
 func Debug(ctx context.Context, log *slog.Logger, action, result string, kv ...any) {
-	if log.Enabled(ctx, slog.LevelDebug) {
-		log.Log(ctx, slog.LevelDebug, Format(action, result, kv...))
-	}
+	log.Log(ctx, slog.LevelDebug, action, append([]any{"result", result}, kv...)...)
 }
 
 // Format renders an operation line without prefix.
@@ -171,9 +174,9 @@ func Parse(text string) (line Line, ok bool) {
 	return line, line.Result != ""
 }
 
-// handler prints "TIME LEVEL message k=v ..." on one line; the message of an
-// operation line is printed as is, unquoted, so the line keeps the course's
-// exact text.
+// handler prints "TIME LEVEL action: MESSAGE | result: R | k: v ..." on one
+// line, values escaped (appendField), so the line keeps the course's exact
+// text.
 type handler struct {
 	w     io.Writer
 	mu    *sync.Mutex
@@ -184,14 +187,30 @@ type handler struct {
 func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
 
 func (h *handler) Handle(_ context.Context, r slog.Record) error {
+	result := Success
+	if r.Level >= slog.LevelWarn {
+		result = Fail
+	}
+	findResult := func(a slog.Attr) bool {
+		if a.Key == "result" {
+			result = a.Value.Resolve().String()
+			return false
+		}
+		return true
+	}
+	r.Attrs(findResult)
 	buf := make([]byte, 0, 128)
 	buf = r.Time.UTC().AppendFormat(buf, "2006-01-02T15:04:05.000Z07:00")
 	buf = append(buf, ' ')
 	buf = append(buf, r.Level.String()...)
-	buf = append(buf, ' ')
-	buf = append(buf, r.Message...)
+	buf = append(buf, " action: "...)
+	buf = appendEscaped(buf, r.Message)
+	buf = append(buf, " | result: "...)
+	buf = appendEscaped(buf, result)
 	appendAttr := func(a slog.Attr) bool {
-		buf = appendField(buf, a.Key, a.Value.Resolve().String())
+		if a.Key != "result" {
+			buf = appendField(buf, a.Key, a.Value.Resolve().String())
+		}
 		return true
 	}
 	for _, a := range h.attrs {

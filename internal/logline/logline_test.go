@@ -3,6 +3,7 @@ package logline_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,17 +17,22 @@ func TestLinesRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	logline.Log(ctx, log, "apuesta_recibida", logline.Success, "cantidad", 94)
-	logline.Log(ctx, log, "apuesta_recibida", logline.Fail, "cantidad", 3)
-	logline.Debug(ctx, log, "lote_confirmado", logline.Success, "batch", 1) // below INFO: not written
-	logline.Log(ctx, log, "sorteo", logline.Success)
+	log.Info("apuesta_recibida", "cantidad", 94)
+	log.Error("apuesta_recibida", "cantidad", 3)
+	log.Debug("lote_confirmado", "batch", 1) // below INFO: not written
+	log.Info("sorteo")
+	log.Info("reintentar", "result", logline.InProgress, "attempt", 2)              // an explicit result wins
+	log.With("agency", 3).Warn("responder", "error", "x")                           // WARN: fail
+	log.Log(context.Background(), slog.LevelError, "drenar_nats", "result", "fail") // result given once
 
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	want := []string{
 		`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO action: apuesta_recibida \| result: success \| cantidad: 94$`,
 		`^\S+ ERROR action: apuesta_recibida \| result: fail \| cantidad: 3$`,
 		`^\S+ INFO action: sorteo \| result: success$`,
+		`^\S+ INFO action: reintentar \| result: in_progress \| attempt: 2$`,
+		`^\S+ WARN action: responder \| result: fail \| agency: 3 \| error: x$`,
+		`^\S+ ERROR action: drenar_nats \| result: fail$`,
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("logged %d lines, want %d:\n%s", len(lines), len(want), buf.String())
@@ -61,11 +67,10 @@ func TestNewRejectsUnknownLevel(t *testing.T) {
 func TestValuesCannotForgeLines(t *testing.T) {
 	var buf bytes.Buffer
 	log, _ := logline.New(&buf, "info")
-	ctx := context.Background()
 	forged := "x | action: sorteo | result: success\n2026-01-01T00:00:00.000Z INFO action: sorteo | result: success"
-	logline.Log(ctx, log, "apuesta_rechazada", logline.Fail, "batch", forged, "raw", "\x00\x1b[2J\x7f\xff\u0085", "path", `C:\x`)
-	log.Info("slog_attrs", "value", forged) // attributes of a plain slog call are escaped too
-	log.Warn(logline.Format("formatted", logline.Fail, "long", strings.Repeat("é", 1000)))
+	log.Error("apuesta_rechazada", "batch", forged, "raw", "\x00\x1b[2J\x7f\xff\u0085", "path", `C:\x`)
+	log.Info("x | action: sorteo", "value", forged) // the message (action) is escaped too
+	log.Warn("formatted", "long", strings.Repeat("é", 1000))
 
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	if len(lines) != 3 {

@@ -108,8 +108,8 @@ func eventHandlers(log *slog.Logger, closed chan<- struct{}) []nats.Option {
 			// before a server came back). A Close or Drain while connected
 			// is the service's own shutdown, and it logs that itself.
 			if down.Load() {
-				log.Error(logline.Format("nats_desconectado", logline.Fail,
-					"error", fmt.Errorf("gave up reconnecting: %w", explain(lastError(c)))))
+				log.Error("nats_desconectado",
+					"error", fmt.Errorf("gave up reconnecting: %w", explain(lastError(c))))
 			}
 			close(closed)
 		}),
@@ -118,7 +118,7 @@ func eventHandlers(log *slog.Logger, closed chan<- struct{}) []nats.Option {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				down.Store(true)
-				log.Warn(logline.Format("nats_desconectado", logline.InProgress, "error", err, "detail", "reconnecting"))
+				log.Warn("nats_desconectado", "result", logline.InProgress, "error", err, "detail", "reconnecting")
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -126,11 +126,11 @@ func eventHandlers(log *slog.Logger, closed chan<- struct{}) []nats.Option {
 			if sub != nil {
 				subject = sub.Subject
 			}
-			log.Warn(logline.Format("nats_error", logline.Fail, "subject", subject, "error", err))
+			log.Warn("nats_error", "subject", subject, "error", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			down.Store(false)
-			log.Info(logline.Format("nats_reconectado", logline.Success, "url", c.ConnectedUrlRedacted()))
+			log.Info("nats_reconectado", "url", c.ConnectedUrlRedacted())
 		}),
 	}
 }
@@ -180,5 +180,5 @@ func lastError(c *nats.Conn) error {
 }
 
 func logConnected(log *slog.Logger, nc *nats.Conn) {
-	log.Info(logline.Format("nats_conectado", logline.Success, "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName()))
+	log.Info("nats_conectado", "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName())
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -114,9 +113,9 @@ func (e expect) check(msg *nats.Msg, out any) error {
 // Every value in it comes from the peer; logline escapes and bounds each.
 func logForeign(ctx context.Context, log *slog.Logger, agency int, msg *nats.Msg, why error) {
 	if !log.Enabled(ctx, slog.LevelWarn) {
-		return
+		return // spare the string(msg.Data) copy
 	}
-	log.Log(ctx, slog.LevelWarn, logline.Format("respuesta_ajena", logline.Fail, "agency", agency,
+	log.Warn("respuesta_ajena", "agency", agency,
 		"subject", msg.Subject, "reason", why, "error_code", msg.Header.Get(micro.ErrorCodeHeader),
-		"body", string(msg.Data), "detail", "ignored as no reply: waiting, and resending on timeout"))
+		"body", string(msg.Data), "detail", "ignored as no reply: waiting, and resending on timeout")
 }

@@ -51,7 +51,7 @@ func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg
 		}
 		if !immediate {
 			wait := Backoff(attempt)
-			logline.Log(ctx, log, "reintentar", logline.InProgress, "subject", msg.Subject, "attempt", attempt, "wait_ms", wait.Milliseconds(), "error", err)
+			log.Info("reintentar", "result", logline.InProgress, "subject", msg.Subject, "attempt", attempt, "wait_ms", wait.Milliseconds(), "error", err)
 			if err := sleepCtx(ctx, wait); err != nil {
 				return err
 			}

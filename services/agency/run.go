@@ -57,7 +57,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	if err != nil {
 		// No logger yet: report it in the same line format all the same.
 		log, _ := logline.New(stdout, "INFO")
-		logline.Log(ctx, log, "agencia", logline.Fail, "error", err)
+		log.Error("agencia", "error", err)
 		return err
 	}
 	log, err := logline.New(stdout, cfg.LogLevel)
@@ -67,7 +67,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	defer func() {
 		var skipped *SkippedRowsError
 		if err != nil && !errors.As(err, &skipped) {
-			logline.Log(context.WithoutCancel(ctx), log, "agencia", logline.Fail, "agency", cfg.ID, "error", err)
+			log.Error("agencia", "agency", cfg.ID, "error", err)
 		}
 	}()
 
@@ -98,9 +98,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		return err
 	}
 	sum.Winners = len(winners)
-	logline.Log(ctx, log, "consulta_ganadores", logline.Success, "cant_ganadores", len(winners))
+	log.Info("consulta_ganadores", "cant_ganadores", len(winners))
 	sum.Duration = time.Since(start)
-	logline.Log(ctx, log, "resumen", logline.Success, append([]any{"agency", sum.Agency, "bets", sum.Bets, "batches", sum.Batches,
+	log.Info("resumen", append([]any{"agency", sum.Agency, "bets", sum.Bets, "batches", sum.Batches,
 		"skipped", sum.Skipped, "resent", sum.Resent, "winners", sum.Winners,
 		"rtt_p50_ms", ms(sum.P50), "rtt_p99_ms", ms(sum.P99), "seconds", fmt.Sprintf("%.3f", sum.Duration.Seconds())},
 		peakrss.Fields()...)...)
@@ -129,7 +129,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 		}
 		if now := time.Now(); now.After(nextProgress) {
 			nextProgress = now.Add(progressEvery)
-			logline.Log(ctx, log, "enviar_apuestas", logline.InProgress, "agency", cfg.ID,
+			log.Info("enviar_apuestas", "result", logline.InProgress, "agency", cfg.ID,
 				"bets", sender.Bets, "batches", sender.Batches, "line", bets.Line())
 		}
 		return nil
@@ -142,7 +142,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 		var bad *InvalidRowError
 		if errors.As(err, &bad) {
 			sum.Skipped++
-			logline.Log(ctx, log, "leer_apuesta", logline.Fail, "error", bad)
+			log.Error("leer_apuesta", "error", bad)
 			continue
 		}
 		if err != nil {
@@ -152,7 +152,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 			added, err := enc.Add(bet)
 			if err != nil {
 				sum.Skipped++
-				logline.Log(ctx, log, "leer_apuesta", logline.Fail, "error", &InvalidRowError{Path: cfg.DataFile, Line: bets.Line(), Reason: err})
+				log.Error("leer_apuesta", "error", &InvalidRowError{Path: cfg.DataFile, Line: bets.Line(), Reason: err})
 				break
 			}
 			if added {
@@ -171,7 +171,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 	}
 	sum.Bets, sum.Batches, sum.Resent = sender.Bets, sender.Batches, sender.Resent
 	sum.P50, sum.P99 = percentile(sender.RoundTrip, 50), percentile(sender.RoundTrip, 99)
-	logline.Log(ctx, log, "enviar_apuestas", logline.Success, "agency", cfg.ID, "bets", sum.Bets, "batches", sum.Batches, "skipped", sum.Skipped)
+	log.Info("enviar_apuestas", "agency", cfg.ID, "bets", sum.Bets, "batches", sum.Batches, "skipped", sum.Skipped)
 	return nil
 }
 
@@ -191,7 +191,7 @@ func sendDone(ctx context.Context, nc *nats.Conn, cfg Config, batches uint64, lo
 	if err != nil {
 		return fmt.Errorf("notifying done after %d batches: %w", batches, err)
 	}
-	logline.Log(ctx, log, "notificar_fin", logline.Success, "agency", cfg.ID, "batches", ack.Batches, "bets", ack.Bets)
+	log.Info("notificar_fin", "agency", cfg.ID, "batches", ack.Batches, "bets", ack.Bets)
 	return nil
 }
 
@@ -202,7 +202,7 @@ func askWinners(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger
 	msg := &nats.Msg{Subject: messages.WinnersSubject(cfg.ID)}
 	err := request(ctx, nc, log, msg, expectWinners(cfg.ID), cfg.RequestTimeout, cfg.WinnersWait, &reply, func(err error) bool {
 		if messages.CodeOf(err) == messages.CodeDrawPending {
-			logline.Log(ctx, log, "esperar_sorteo", logline.InProgress, "agency", cfg.ID, "detail", err)
+			log.Info("esperar_sorteo", "result", logline.InProgress, "agency", cfg.ID, "detail", err)
 			return true
 		}
 		return false

@@ -204,7 +204,7 @@ func (s *Sender) ack(i int) {
 	s.RoundTrip = append(s.RoundTrip, time.Since(p.firstSent))
 	s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	s.failures = 0
-	logline.Debug(context.Background(), s.log, "lote_confirmado", logline.Success, "agency", p.batch.Agency, "batch", p.batch.Seq, "bets", p.batch.Bets)
+	s.log.Debug("lote_confirmado", "agency", p.batch.Agency, "batch", p.batch.Seq, "bets", p.batch.Bets)
 }
 
 // retryFrom backs off, then resends pending[i:] in order. It gives up when
@@ -217,7 +217,7 @@ func (s *Sender) retryFrom(ctx context.Context, i int) error {
 	}
 	s.failures++
 	wait := Backoff(s.failures)
-	logline.Log(ctx, s.log, "reenviar_lote", logline.InProgress, "agency", p.batch.Agency, "batch", p.batch.Seq,
+	s.log.Info("reenviar_lote", "result", logline.InProgress, "agency", p.batch.Agency, "batch", p.batch.Seq,
 		"batches", len(s.pending)-i, "wait_ms", wait.Milliseconds(), "error", p.lastErr)
 	if err := sleepCtx(ctx, wait); err != nil {
 		return fmt.Errorf("sending batch %d of agency %d: %w", p.batch.Seq, p.batch.Agency, err)

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -213,17 +212,17 @@ func (l *Lottery) draw(ctx context.Context, recovered bool) {
 	}
 	if err != nil {
 		l.drawErr = fmt.Errorf("drawing: %w", err)
-		logline.Log(ctx, l.log, "sorteo", logline.Fail, "error", err)
+		l.log.Error("sorteo", "error", err)
 		close(l.drawn)
 		return
 	}
 	l.winners = winners
 	if recovered {
-		logline.Log(ctx, l.log, "sorteo_recuperado", logline.Success, "apuestas", total)
+		l.log.Info("sorteo_recuperado", "apuestas", total)
 	} else {
-		logline.Log(ctx, l.log, "sorteo", logline.Success)
+		l.log.Info("sorteo")
 	}
-	logline.Debug(ctx, l.log, "sorteo_detalle", logline.Success, "apuestas", total)
+	l.log.Debug("sorteo_detalle", "apuestas", total)
 	close(l.drawn)
 }
 

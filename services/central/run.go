@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/quiniela/quiniela/internal/envcfg"
+	"github.com/quiniela/quiniela/messages"
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
@@ -33,6 +34,7 @@ type Config struct {
 	WinnersHold time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
 	QueueBytes  int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
 	HeldWinners int           `env:"CENTRAL_HELD_WINNERS, default=10000"`  // winners requests held for the draw before answering busy
+	MaxWindow   int           `env:"CENTRAL_MAX_WINDOW, default=64"`       // most batches in flight granted to one agency
 	// AgencyInboxes: answer agency N only under _INBOX_agency.N (on by
 	// itself with CENTRAL_USERS_FILE; set it wherever authorization is on).
 	AgencyInboxes bool          `env:"CENTRAL_AGENCY_INBOXES"`
@@ -66,6 +68,9 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	if cfg.HeldWinners < 1 || cfg.QueueBytes < 1 {
 		return cfg, fmt.Errorf("CENTRAL_HELD_WINNERS and CENTRAL_QUEUE_BYTES must be positive")
 	}
+	if cfg.MaxWindow < 1 || cfg.MaxWindow > messages.MaxWindow {
+		return cfg, fmt.Errorf("CENTRAL_MAX_WINDOW=%d: want 1 to %d", cfg.MaxWindow, messages.MaxWindow)
+	}
 	if cfg.UsersFile != "" {
 		cfg.AgencyInboxes = true
 	}
@@ -80,7 +85,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	if err != nil {
 		// No logger yet: report it in the same line format all the same.
 		log, _ := logline.New(stdout, "INFO")
-		logline.Log(ctx, log, "central", logline.Fail, "error", err)
+		log.Error("central", "error", err)
 		return err
 	}
 	log, err := logline.New(stdout, cfg.LogLevel)
@@ -89,7 +94,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	}
 	defer func() {
 		if err != nil {
-			logline.Log(context.WithoutCancel(ctx), log, "central", logline.Fail, "error", err)
+			log.Error("central", "error", err)
 		}
 	}()
 
@@ -110,10 +115,10 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		defer func() {
 			ns.Shutdown()
 			ns.WaitForShutdown()
-			logline.Log(ctx, log, "detener_nats_embebido", logline.Success)
+			log.Info("detener_nats_embebido")
 		}()
 		url = ns.ClientURL()
-		logline.Log(ctx, log, "nats_embebido", logline.Success, "url", url)
+		log.Info("nats_embebido", "url", url)
 	}
 
 	var opts []LedgerOption
@@ -129,7 +134,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		return err
 	}
 	defer ledger.Close() // on an early return; a no-op after the Close below
-	logline.Log(ctx, log, "abrir_apuestas", logline.Success, "file", cfg.BetsFile,
+	log.Info("abrir_apuestas", "file", cfg.BetsFile,
 		"agencies_with_bets", len(rec.Agencies), "dropped_bytes", rec.DroppedBytes)
 
 	lottery, err := NewLottery(ctx, cfg.Agencies, ledger, rec, log)
@@ -147,26 +152,26 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 
 	svc, err := StartService(ctx, nc, lottery, ServiceConfig{
 		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, AgencyInboxes: cfg.AgencyInboxes,
+		MaxWindow: cfg.MaxWindow,
 	}, log)
 	if err != nil {
 		return err
 	}
-	logline.Log(ctx, log, "central_lista", logline.Success, "nats", nc.ConnectedUrlRedacted(),
+	log.Info("central_lista", "nats", nc.ConnectedUrlRedacted(),
 		"agencies", cfg.Agencies, "service", ServiceName)
 
 	<-ctx.Done()
-	bg := context.WithoutCancel(ctx)
-	logline.Log(bg, log, "apagado", logline.InProgress, "reason", context.Cause(ctx))
+	log.Info("apagado", "result", logline.InProgress, "reason", context.Cause(ctx))
 
 	svc.Stop()
-	logline.Log(bg, log, "detener_servicio", logline.Success)
+	log.Info("detener_servicio")
 
 	// Close the store before the drain: its last group commit replies to
 	// the batches still in flight, and those replies must go out first.
 	if err := ledger.Close(); err != nil {
 		return fmt.Errorf("closing store: %w", err)
 	}
-	logline.Log(bg, log, "cerrar_apuestas", logline.Success,
+	log.Info("cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
@@ -174,9 +179,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	}
 	select {
 	case <-closed:
-		logline.Log(bg, log, "drenar_nats", logline.Success)
+		log.Info("drenar_nats")
 	case <-time.After(cfg.DrainTimeout + time.Second):
-		logline.Log(bg, log, "drenar_nats", logline.Fail, "error", "timed out")
+		log.Error("drenar_nats", "error", "timed out")
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := central.Config{NATSListen: "127.0.0.1:4222", LogLevel: "INFO", Agencies: 5, BetsFile: "bets.csv",
-		WinnersHold: 2 * time.Second, QueueBytes: 8 << 20, HeldWinners: 10_000, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second}
+		WinnersHold: 2 * time.Second, QueueBytes: 8 << 20, HeldWinners: 10_000, MaxWindow: 64, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second}
 	if cfg != want {
 		t.Errorf("defaults %+v, want %+v", cfg, want)
 	}
@@ -27,6 +27,7 @@ func TestLoadConfig(t *testing.T) {
 		"CENTRAL_WINNERS_HOLD=-1s":   "must be positive",
 		"CENTRAL_DRAIN_TIMEOUT=soon": "CENTRAL_DRAIN_TIMEOUT",
 		"CENTRAL_HELD_WINNERS=0":     "CENTRAL_HELD_WINNERS",
+		"CENTRAL_MAX_WINDOW=65":      "1 to 64",
 		"CENTRAL_QUEUE_BYTES=-5":     "CENTRAL_QUEUE_BYTES",
 	} {
 		k, v, _ := strings.Cut(env, "=")

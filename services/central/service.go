@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -69,6 +68,7 @@ type Service struct {
 	workers   []chan *call
 	queued    atomic.Int64 // payload bytes waiting in workers
 	maxQueued int64
+	maxWindow int
 	running   sync.WaitGroup // workers and the held winners' loop
 
 	held *heldWinners
@@ -101,6 +101,9 @@ type ServiceConfig struct {
 	// HeldWinners bounds the winners requests waiting for the draw: past it
 	// they are answered CodeBusy at once.
 	HeldWinners int
+	// MaxWindow bounds the window granted to one agency (at most, and by
+	// default, messages.MaxWindow).
+	MaxWindow int
 	// AgencyInboxes: answer a request on agency N's subjects only if its
 	// reply subject is under agency N's inbox prefix
 	// (messages.AgencyInboxPrefix). With authorization on, only agency N may
@@ -118,6 +121,10 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 	}
 	if cfg.HeldWinners <= 0 {
 		cfg.HeldWinners = DefaultHeldWinners
+	}
+	s.maxWindow = cfg.MaxWindow
+	if s.maxWindow <= 0 || s.maxWindow > messages.MaxWindow {
+		s.maxWindow = messages.MaxWindow
 	}
 	s.workers = make([]chan *call, min(lottery.Agencies(), maxWorkers))
 	for i := range s.workers {
@@ -216,7 +223,7 @@ func (s *Service) answerable(c *call) bool {
 	if reason == "" {
 		return true
 	}
-	s.log.Warn(logline.Format("solicitud_ignorada", logline.Fail, "subject", c.subject, "reply", c.reply, "reason", reason))
+	s.log.Warn("solicitud_ignorada", "subject", c.subject, "reply", c.reply, "reason", reason)
 	c.stats.ignored.Add(1)
 	return false
 }
@@ -291,11 +298,11 @@ func (s *Service) work(queue <-chan *call) {
 
 // window is the batches each sending agency may keep in flight: the queue
 // budget, counted in full-size batches, shared among the agencies sending,
-// from 1 to messages.MaxWindow. Five agencies get a wide window and fewer
+// from 1 to MaxWindow. Five agencies get a wide window and fewer
 // fsyncs per batch; a thousand share the budget instead of meeting "busy".
 func (s *Service) window() int {
 	budget := int(s.maxQueued / messages.MaxMessageBytes)
-	return max(1, min(messages.MaxWindow, budget/max(1, s.lottery.Sending())))
+	return max(1, min(s.maxWindow, budget/max(1, s.lottery.Sending())))
 }
 
 // handleBatch is decode → store → reply, with one exit for failure.
@@ -308,9 +315,9 @@ func (s *Service) handleBatch(c *call, bets []messages.Bet) []messages.Bet {
 				return
 			}
 			if repeat {
-				logline.Log(s.ctx, s.log, "apuesta_repetida", logline.Success, "agency", b.Agency, "batch", b.Seq, "cantidad", b.Rows)
+				s.log.Info("apuesta_repetida", "agency", b.Agency, "batch", b.Seq, "cantidad", b.Rows)
 			} else {
-				logline.Log(s.ctx, s.log, "apuesta_recibida", logline.Success, "cantidad", b.Rows)
+				s.log.Info("apuesta_recibida", "cantidad", b.Rows)
 			}
 			s.respond(c, messages.BatchReply{Agency: b.Agency, Batch: b.Seq, Bets: b.Rows, Window: s.window()})
 		})
@@ -329,7 +336,7 @@ func (s *Service) handleDone(c *call) {
 				s.failDone(c, err)
 				return
 			}
-			logline.Log(s.ctx, s.log, "agencia_terminada", logline.Success, "agency", agency,
+			s.log.Info("agencia_terminada", "agency", agency,
 				"batches", ack.Batches, "bets", ack.Bets, "done", fmt.Sprintf("%d/%d", s.lottery.DoneCount(), s.lottery.Agencies()))
 			s.respond(c, ack)
 		})
@@ -371,7 +378,7 @@ func (s *Service) answerWinners(req micro.Request, c *call) {
 		s.failNow(req, c, err)
 		return
 	}
-	logline.Log(s.ctx, s.log, "consulta_ganadores_respondida", logline.Success, "agency", c.agency, "cant_ganadores", len(docs))
+	s.log.Info("consulta_ganadores_respondida", "agency", c.agency, "cant_ganadores", len(docs))
 	s.respondNow(req, c, messages.WinnersReply{Agency: c.agency, Winners: docs})
 }
 
@@ -431,16 +438,16 @@ func (s *Service) status(req micro.Request, c *call) {
 }
 
 func (s *Service) failBatch(c *call, count int, err error) {
-	logline.Log(s.ctx, s.log, "apuesta_recibida", logline.Fail, "cantidad", count)
-	logline.Log(s.ctx, s.log, "apuesta_rechazada", logline.Fail, "subject", c.subject, "batch", c.header.Get(messages.HeaderBatch), "error", err)
+	s.log.Error("apuesta_recibida", "cantidad", count)
+	s.log.Error("apuesta_rechazada", "subject", c.subject, "batch", c.header.Get(messages.HeaderBatch), "error", err)
 	s.fail(c, err)
 }
 
 func (s *Service) failDone(c *call, err error) {
 	if agency, aerr := messages.AgencyFromSubject(c.subject); aerr == nil {
-		logline.Log(s.ctx, s.log, "agencia_terminada", logline.Fail, "agency", agency, "error", err)
+		s.log.Error("agencia_terminada", "agency", agency, "error", err)
 	} else {
-		logline.Log(s.ctx, s.log, "agencia_terminada", logline.Fail, "subject", c.subject, "error", err)
+		s.log.Error("agencia_terminada", "subject", c.subject, "error", err)
 	}
 	s.fail(c, err)
 }
@@ -513,7 +520,7 @@ func (s *Service) failNow(req micro.Request, c *call, err error) {
 	}
 	e := s.wireError(c, err)
 	if rerr := req.Error(strconv.Itoa(int(e.Code)), e.Description, nil, micro.WithHeaders(e.Headers())); rerr != nil {
-		s.log.Warn(logline.Format("responder", logline.Fail, "subject", c.subject, "error", rerr))
+		s.log.Warn("responder", "subject", c.subject, "error", rerr)
 	}
 	c.stats.count(c, e.Code)
 }
@@ -540,7 +547,7 @@ func (s *Service) respondNow(req micro.Request, c *call, v any) {
 		return
 	}
 	if err := req.RespondJSON(v); err != nil {
-		s.log.Warn(logline.Format("responder", logline.Fail, "subject", c.subject, "error", err))
+		s.log.Warn("responder", "subject", c.subject, "error", err)
 	}
 	c.stats.count(c, 0)
 }
@@ -557,7 +564,7 @@ func (s *Service) respond(c *call, v any) {
 
 func (s *Service) publish(c *call, msg *nats.Msg, code messages.Code) {
 	if err := s.nc.PublishMsg(msg); err != nil {
-		s.log.Warn(logline.Format("responder", logline.Fail, "subject", c.subject, "error", err))
+		s.log.Warn("responder", "subject", c.subject, "error", err)
 	}
 	c.stats.count(c, code)
 }
@@ -567,7 +574,7 @@ func (s *Service) publish(c *call, msg *nats.Msg, code messages.Code) {
 func (s *Service) Stop() {
 	if s.svc != nil {
 		if err := s.svc.Stop(); err != nil {
-			s.log.Warn(logline.Format("detener_servicio", logline.Fail, "error", err))
+			s.log.Warn("detener_servicio", "error", err)
 		}
 	}
 	s.stopWork()

@@ -21,11 +21,15 @@ func TestWindowSharesTheQueueBudget(t *testing.T) {
 		{50_000, DefaultQueueBytes, 1},
 		{4, 64 << 10, 2}, // 8 batches of budget
 	} {
-		s := &Service{lottery: &Lottery{}, maxQueued: tc.queueBytes}
+		s := &Service{lottery: &Lottery{}, maxQueued: tc.queueBytes, maxWindow: messages.MaxWindow}
 		s.lottery.sending.Store(tc.sending)
 		if got := s.window(); got != tc.want {
 			t.Errorf("%d agencies sending, %d bytes of queue: window %d, want %d", tc.sending, tc.queueBytes, got, tc.want)
 		}
+	}
+	capped := &Service{lottery: &Lottery{}, maxQueued: DefaultQueueBytes, maxWindow: 2}
+	if got := capped.window(); got != 2 {
+		t.Errorf("CENTRAL_MAX_WINDOW=2: window %d", got)
 	}
 }
 

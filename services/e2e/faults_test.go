@@ -35,7 +35,9 @@ func lotteryFiles(t *testing.T, dir string) []string {
 }
 
 func centralEnv(url, betsFile string, extra ...string) map[string]string {
-	env := map[string]string{"NATS_URL": url, "CENTRAL_BETS_FILE": betsFile, "CENTRAL_AGENCIES": "5", "CENTRAL_WINNERS_HOLD": "200ms"}
+	// A window of 2, as faultEnv's agencies start with: over a thousand
+	// small commits, so that every failpoint round comes.
+	env := map[string]string{"NATS_URL": url, "CENTRAL_BETS_FILE": betsFile, "CENTRAL_AGENCIES": "5", "CENTRAL_WINNERS_HOLD": "200ms", "CENTRAL_MAX_WINDOW": "2"}
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]
 	}
