@@ -193,8 +193,6 @@ YAML
       # (bets.csv.journal) outlive the container.
       CENTRAL_BETS_FILE: /var/lib/quiniela/bets.csv
       CENTRAL_DRAIN_TIMEOUT: 5s
-      # Authorization is on: answer agency N only on its own inbox.
-      CENTRAL_AGENCY_INBOXES: "true"
       # Empty means unset: the central's defaults (INFO; a window of up to 64).
       LOG_LEVEL: \${LOG_LEVEL:-}
       CENTRAL_MAX_WINDOW: \${CENTRAL_MAX_WINDOW:-}

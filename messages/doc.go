@@ -235,11 +235,12 @@
 // sender, so the central drops, unanswered (logging solicitud_ignorada and
 // counting it as ignored in its stats), a request with no reply subject, one
 // whose reply subject is one of the service's own subjects (bets.>,
-// winners.>, quiniela.>, $SRV.>), and, with CENTRAL_AGENCY_INBOXES (on with
-// authorization), a request on agency N's subjects whose reply subject is
-// not under [AgencyInboxPrefix](N), _INBOX_agency.N: with authorization on
-// only agency N may subscribe there. By hand with the nats CLI, as agency N:
-// --inbox-prefix _INBOX_agency.N.
+// winners.>, quiniela.>, $SRV.>), and one whose reply subject is under
+// another agency's inboxes than its subject's ([InboxAgency]): with
+// authorization on only agency N may subscribe to _INBOX_agency.N.>
+// ([AgencyInboxPrefix]), so no peer can make the central answer into an
+// inbox it watched. A plain client's request, on _INBOX, is answered. By
+// hand with the nats CLI, as agency N: --inbox-prefix _INBOX_agency.N.
 //
 // # Status
 //

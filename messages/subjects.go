@@ -78,3 +78,15 @@ const agencyInboxRoot = "_INBOX_agency"
 
 // AgencyInboxes matches the reply inboxes of every agency.
 const AgencyInboxes = agencyInboxRoot + ".*.>"
+
+// InboxAgency is the agency whose inboxes reply is under, if it is under
+// one's (_INBOX_agency.N.…): the only agency that may read it.
+func InboxAgency(reply string) (int, bool) {
+	rest, found := strings.CutPrefix(reply, agencyInboxRoot+".")
+	if !found {
+		return 0, false
+	}
+	token, _, _ := strings.Cut(rest, ".")
+	agency, err := ParseAgency(token)
+	return agency, err == nil
+}

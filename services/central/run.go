@@ -26,24 +26,21 @@ import (
 
 // Config is the central's configuration, read from the environment.
 type Config struct {
-	NATSURL     string        `env:"NATS_URL"`                             // empty: start an embedded server
-	NATSListen  string        `env:"NATS_LISTEN, default=127.0.0.1:4222"`  // embedded server's address
-	LogLevel    string        `env:"LOG_LEVEL, default=INFO"`              // DEBUG, INFO, WARN, ERROR
-	Agencies    int           `env:"CENTRAL_AGENCIES, default=5"`          // the draw waits for agencies 1..N
-	BetsFile    string        `env:"CENTRAL_BETS_FILE, default=bets.csv"`  // journal beside it: <file>.journal
-	WinnersHold time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
-	QueueBytes  int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
-	HeldWinners int           `env:"CENTRAL_HELD_WINNERS, default=10000"`  // winners requests held for the draw before answering busy
-	MaxWindow   int           `env:"CENTRAL_MAX_WINDOW, default=64"`       // most batches in flight granted to one agency
-	// AgencyInboxes: answer agency N only under _INBOX_agency.N (on by
-	// itself with CENTRAL_USERS_FILE; set it wherever authorization is on).
-	AgencyInboxes bool          `env:"CENTRAL_AGENCY_INBOXES"`
-	DrainTimeout  time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
-	ConnectWait   time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
-	TLSCert       string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
-	TLSKey        string        `env:"CENTRAL_TLS_KEY"`
-	UsersFile     string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
-	Auth          natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
+	NATSURL      string        `env:"NATS_URL"`                             // empty: start an embedded server
+	NATSListen   string        `env:"NATS_LISTEN, default=127.0.0.1:4222"`  // embedded server's address
+	LogLevel     string        `env:"LOG_LEVEL, default=INFO"`              // DEBUG, INFO, WARN, ERROR
+	Agencies     int           `env:"CENTRAL_AGENCIES, default=5"`          // the draw waits for agencies 1..N
+	BetsFile     string        `env:"CENTRAL_BETS_FILE, default=bets.csv"`  // journal beside it: <file>.journal
+	WinnersHold  time.Duration `env:"CENTRAL_WINNERS_HOLD, default=2s"`     // how long a winners request waits for the draw
+	QueueBytes   int64         `env:"CENTRAL_QUEUE_BYTES, default=8388608"` // batch bytes queued before answering busy
+	HeldWinners  int           `env:"CENTRAL_HELD_WINNERS, default=10000"`  // winners requests held for the draw before answering busy
+	MaxWindow    int           `env:"CENTRAL_MAX_WINDOW, default=64"`       // most batches in flight granted to one agency
+	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
+	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
+	TLSCert      string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
+	TLSKey       string        `env:"CENTRAL_TLS_KEY"`
+	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
+	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
 
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
 	// SIGKILL at that stage of that group commit (stages in ledger.go).
@@ -70,9 +67,6 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	}
 	if cfg.MaxWindow < 1 || cfg.MaxWindow > messages.MaxWindow {
 		return cfg, fmt.Errorf("CENTRAL_MAX_WINDOW=%d: want 1 to %d", cfg.MaxWindow, messages.MaxWindow)
-	}
-	if cfg.UsersFile != "" {
-		cfg.AgencyInboxes = true
 	}
 	return cfg, nil
 }
@@ -151,7 +145,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	defer nc.Close()
 
 	svc, err := StartService(ctx, nc, lottery, ServiceConfig{
-		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, AgencyInboxes: cfg.AgencyInboxes,
+		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners,
 		MaxWindow: cfg.MaxWindow,
 	}, log)
 	if err != nil {

@@ -58,7 +58,6 @@ type Service struct {
 	nc      *nats.Conn
 	log     *slog.Logger
 	hold    time.Duration
-	inboxes bool // agencies must be answered on their own inbox prefix
 	ctx     context.Context
 	svc     micro.Service
 	stats   map[string]*endpointStats
@@ -104,17 +103,11 @@ type ServiceConfig struct {
 	// MaxWindow bounds the window granted to one agency (at most, and by
 	// default, messages.MaxWindow).
 	MaxWindow int
-	// AgencyInboxes: answer a request on agency N's subjects only if its
-	// reply subject is under agency N's inbox prefix
-	// (messages.AgencyInboxPrefix). With authorization on, only agency N may
-	// subscribe there, so no peer can make the central answer into another
-	// agency's inbox.
-	AgencyInboxes bool
 }
 
 // StartService registers the central's micro service on nc.
 func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg ServiceConfig, log *slog.Logger) (*Service, error) {
-	s := &Service{lottery: lottery, nc: nc, log: log, hold: cfg.WinnersHold, inboxes: cfg.AgencyInboxes,
+	s := &Service{lottery: lottery, nc: nc, log: log, hold: cfg.WinnersHold,
 		ctx: ctx, maxQueued: cfg.QueueBytes, stats: map[string]*endpointStats{}}
 	if s.maxQueued <= 0 {
 		s.maxQueued = DefaultQueueBytes
@@ -202,11 +195,12 @@ func (c *call) nameRequest() {
 
 // answerable tells whether c's reply subject may be answered at all. A
 // message without one is no request. One on the service's own subjects
-// would make the central talk to itself (a peer's relay). And, with
-// AgencyInboxes, a request on agency N's subjects is answered only under N's
-// inbox prefix: anything else is a peer trying to make the central write
-// into an inbox it watched. Such requests are dropped, not answered: the
-// reply subject is the one thing that cannot be trusted.
+// would make the central talk to itself (a peer's relay). And a request on
+// agency N's subjects is never answered into another agency's inbox: that
+// is a peer trying to make the central write where only that agency reads
+// (an inbox it watched go by). Such requests are dropped, not answered: the
+// reply subject is the one thing that cannot be trusted. (The inspector's
+// requests, on _INBOX, are answered.)
 func (s *Service) answerable(c *call) bool {
 	reason := ""
 	switch {
@@ -214,10 +208,11 @@ func (s *Service) answerable(c *call) bool {
 		reason = "no reply subject: a request is needed"
 	case isServiceSubject(c.reply):
 		reason = "reply subject is one of the service's own subjects"
-	case s.inboxes && c.subject != messages.StatusSubject:
-		if agency, err := messages.AgencyFromSubject(c.subject); err == nil &&
-			!strings.HasPrefix(c.reply, messages.AgencyInboxPrefix(agency)+".") {
-			reason = "reply subject is not under the agency's inbox prefix " + messages.AgencyInboxPrefix(agency)
+	default:
+		if owner, ok := messages.InboxAgency(c.reply); ok {
+			if agency, _ := messages.AgencyFromSubject(c.subject); agency != owner {
+				reason = "reply subject is another agency's inbox"
+			}
 		}
 	}
 	if reason == "" {

@@ -129,8 +129,18 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 		}
 		return n
 	}
-	for n := 1; onWinnersInbox() < 3; n++ {
+	// micro answers PING and INFO into it (the agency ignores them); the
+	// central itself never answers winners.agency.99 into agency 2's inbox.
+	for n := 1; onWinnersInbox() < 2; n++ {
 		log2.WaitFor(t, "respuesta_ajena", logline.Fail, n, 10*time.Second)
+	}
+	for _, l := range c.log.Lines("solicitud_ignorada") {
+		if l.Fields["subject"] != messages.WinnersSubject(99) || !strings.HasPrefix(l.Fields["reply"], messages.AgencyInboxPrefix(2)+".") {
+			t.Errorf("the central ignored an unexpected request: %v", l)
+		}
+	}
+	if n := len(c.log.Lines("solicitud_ignorada")); n < 2 { // one relay per batch inbox, and the winners one
+		t.Errorf("the central answered winners.agency.99 into agency 2's inboxes: %d ignored", n)
 	}
 
 	// The lottery's own subjects as reply subjects: the broker refuses the

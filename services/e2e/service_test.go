@@ -205,12 +205,13 @@ func TestHeldWinnersAreBounded(t *testing.T) {
 	}
 }
 
-// With CENTRAL_AGENCY_INBOXES a request on agency N's subjects is answered
-// only under N's inbox prefix, and nothing is ever answered onto the
-// service's own subjects: a peer cannot relay through the central.
+// A request on agency N's subjects is never answered into another agency's
+// inbox, and nothing is ever answered onto the service's own subjects: a
+// peer cannot relay through the central. A plain client (the inspector, on
+// _INBOX) is answered.
 func TestRepliesOnlyToTheAgencysInbox(t *testing.T) {
 	ns := natstest.StartServer(t)
-	c := startCentral(t, ns.ClientURL(), t.TempDir(), map[string]string{"CENTRAL_AGENCIES": "2", "CENTRAL_AGENCY_INBOXES": "true"})
+	c := startCentral(t, ns.ClientURL(), t.TempDir(), map[string]string{"CENTRAL_AGENCIES": "2"})
 	peer := natstest.Connect(t, ns)
 	victim := natstest.Connect(t, ns)
 
@@ -230,6 +231,7 @@ func TestRepliesOnlyToTheAgencysInbox(t *testing.T) {
 		{Subject: "bets.agency.1", Reply: messages.AgencyInboxPrefix(2) + ".x.2", Header: nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}}, Data: []byte(goodRow)},
 		{Subject: "winners.agency.1", Reply: "bets.agency.2"},
 		{Subject: messages.StatusSubject, Reply: "bets.agency.2"},
+		{Subject: messages.StatusSubject, Reply: messages.AgencyInboxPrefix(2) + ".x.3"},
 	}
 	for _, m := range forged {
 		if err := peer.PublishMsg(m); err != nil {
@@ -255,8 +257,11 @@ func TestRepliesOnlyToTheAgencysInbox(t *testing.T) {
 	if n := c.log.Count("apuesta_recibida | result: fail"); n != 0 {
 		t.Errorf("forged requests logged %d apuesta_recibida fail lines, want none:\n%s", n, c.log)
 	}
-	if st := serviceStats(t, own); st["winners"].Data.Ignored != 2 || st["batch"].Data.Ignored != 1 || st["status"].Data.Ignored != 1 {
-		t.Errorf("ignored requests in stats: batch %d, winners %d, status %d; want 1, 2, 1",
+	if code, e, _ := request(t, peer, "winners.agency.1", nil, ""); code != messages.CodeDrawPending {
+		t.Errorf("a plain client's winners request on _INBOX: %v (%v), want %v", code, e, messages.CodeDrawPending)
+	}
+	if st := serviceStats(t, own); st["winners"].Data.Ignored != 2 || st["batch"].Data.Ignored != 1 || st["status"].Data.Ignored != 2 {
+		t.Errorf("ignored requests in stats: batch %d, winners %d, status %d; want 1, 2, 2",
 			st["batch"].Data.Ignored, st["winners"].Data.Ignored, st["status"].Data.Ignored)
 	}
 }
