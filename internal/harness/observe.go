@@ -16,6 +16,10 @@ type Resumen struct {
 	Agency, Bets, Batches, Skipped, Resent, Winners int
 	RTTP50ms, RTTP99ms, Seconds                     float64
 	PeakRSSKiB                                      int64 // 0: not logged (not Linux)
+	// The agency's critical path, ms since it started (Path: whether it
+	// logged one).
+	Path                                                  bool
+	ConnectedMs, FirstAckMs, LastAckMs, DoneMs, WinnersMs float64
 }
 
 // parseResumen reads a resumen line's fields; a missing or malformed one is
@@ -47,6 +51,14 @@ func parseResumen(l logline.Line) (Resumen, error) {
 	float("rtt_p50_ms", &r.RTTP50ms)
 	float("rtt_p99_ms", &r.RTTP99ms)
 	float("seconds", &r.Seconds)
+	if _, ok := l.Fields["winners_ms"]; ok {
+		r.Path = true
+		float("connected_ms", &r.ConnectedMs)
+		float("first_ack_ms", &r.FirstAckMs)
+		float("last_ack_ms", &r.LastAckMs)
+		float("done_ms", &r.DoneMs)
+		float("winners_ms", &r.WinnersMs)
+	}
 	if _, ok := l.Fields[peakrss.Key]; ok {
 		var kib int
 		num(peakrss.Key, &kib)

@@ -54,8 +54,9 @@ type Proc struct {
 
 // exit is how a process ended.
 type exit struct {
-	code int    // -1 if a signal ended it or it could not be waited for
-	desc string // "exit status 3", "signal: killed"
+	code int           // -1 if a signal ended it or it could not be waited for
+	desc string        // "exit status 3", "signal: killed"
+	cpu  time.Duration // user and system CPU of its whole life
 }
 
 // Start starts the process described by spec.
@@ -103,12 +104,21 @@ func startAll(specs []Spec) ([]*Proc, error) {
 func (p *Proc) finish(out *output) {
 	err := p.cmd.Wait()
 	if ps := p.cmd.ProcessState; ps != nil {
-		p.exit = exit{code: ps.ExitCode(), desc: ps.String()}
+		p.exit = exit{code: ps.ExitCode(), desc: ps.String(), cpu: ps.UserTime() + ps.SystemTime()}
 	} else {
 		p.exit = exit{code: -1, desc: err.Error()}
 	}
 	out.drain(waitDelay)
 	close(p.done)
+}
+
+// CPU is the user and system CPU time the process used in its whole life;
+// 0 until it has exited.
+func (p *Proc) CPU() time.Duration {
+	if !p.Exited() {
+		return 0
+	}
+	return p.exit.cpu
 }
 
 // Pid is the process's id, e.g. to read /proc/<pid> while it runs.

@@ -46,6 +46,12 @@ type Summary struct {
 	Winners  int
 	Duration time.Duration
 	P50, P99 time.Duration // batch round trip
+	// The run's critical path, each since the agency started: connected to
+	// NATS, first and last batch acknowledged, done acknowledged, winners
+	// received.
+	Connected, FirstAck, LastAck, DoneAck, WinnersAt time.Duration
+
+	firstAck time.Time
 }
 
 // Run sends the agency's bets, says it is done, asks its winners and logs
@@ -86,23 +92,31 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	}
 	defer nc.Close()
 
-	sum := Summary{Agency: cfg.ID}
+	sum := Summary{Agency: cfg.ID, Connected: time.Since(start)}
 	if err := sendBets(ctx, nc, cfg, bets, log, &sum); err != nil {
 		return err
 	}
+	if !sum.firstAck.IsZero() {
+		sum.FirstAck = sum.firstAck.Sub(start)
+	}
+	sum.LastAck = time.Since(start)
 	if err := sendDone(ctx, nc, cfg, uint64(sum.Batches), log); err != nil {
 		return err
 	}
+	sum.DoneAck = time.Since(start)
 	winners, err := askWinners(ctx, nc, cfg, log)
 	if err != nil {
 		return err
 	}
+	sum.WinnersAt = time.Since(start)
 	sum.Winners = len(winners)
 	log.Info("consulta_ganadores", "cant_ganadores", len(winners))
 	sum.Duration = time.Since(start)
 	log.Info("resumen", append([]any{"agency", sum.Agency, "bets", sum.Bets, "batches", sum.Batches,
 		"skipped", sum.Skipped, "resent", sum.Resent, "winners", sum.Winners,
-		"rtt_p50_ms", ms(sum.P50), "rtt_p99_ms", ms(sum.P99), "seconds", fmt.Sprintf("%.3f", sum.Duration.Seconds())},
+		"rtt_p50_ms", ms(sum.P50), "rtt_p99_ms", ms(sum.P99), "seconds", fmt.Sprintf("%.3f", sum.Duration.Seconds()),
+		"connected_ms", ms(sum.Connected), "first_ack_ms", ms(sum.FirstAck), "last_ack_ms", ms(sum.LastAck),
+		"done_ms", ms(sum.DoneAck), "winners_ms", ms(sum.WinnersAt)},
 		peakrss.Fields()...)...)
 	if sum.Skipped > 0 {
 		return &SkippedRowsError{Rows: sum.Skipped}
@@ -169,7 +183,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 	if err := sender.Flush(ctx); err != nil {
 		return err
 	}
-	sum.Bets, sum.Batches, sum.Resent = sender.Bets, sender.Batches, sender.Resent
+	sum.Bets, sum.Batches, sum.Resent, sum.firstAck = sender.Bets, sender.Batches, sender.Resent, sender.FirstAck
 	sum.P50, sum.P99 = percentile(sender.RoundTrip, 50), percentile(sender.RoundTrip, 99)
 	log.Info("enviar_apuestas", "agency", cfg.ID, "bets", sum.Bets, "batches", sum.Batches, "skipped", sum.Skipped)
 	return nil

@@ -44,6 +44,7 @@ type Sender struct {
 	Bets      int
 	Resent    int
 	RoundTrip []time.Duration // of each acknowledged batch, first send to ack
+	FirstAck  time.Time       // when the first batch was acknowledged
 }
 
 type inflight struct {
@@ -202,6 +203,9 @@ func (s *Sender) ack(i int) {
 	s.Batches++
 	s.Bets += p.batch.Bets
 	s.RoundTrip = append(s.RoundTrip, time.Since(p.firstSent))
+	if s.FirstAck.IsZero() {
+		s.FirstAck = time.Now()
+	}
 	s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	s.failures = 0
 	s.log.Debug("lote_confirmado", "agency", p.batch.Agency, "batch", p.batch.Seq, "bets", p.batch.Bets)

@@ -104,6 +104,7 @@ func benchScenario(ctx context.Context, o options, s scenario, stdout, stderr io
 		sr.runs = append(sr.runs, r)
 	}
 	writeTable(stdout, sr)
+	writeCriticalPath(stdout, sr.runs)
 	return sr, nil
 }
 
@@ -120,13 +121,22 @@ type result struct {
 	Draw     time.Duration // by the central's log: last agency done → sorteo
 	// Peak resident set sizes in bytes; AgencyRSS is the largest agency's.
 	CentralRSS, AgencyRSS, NATSRSS int64
+	// CPU (user + system) of each process's whole life; the agencies' added.
+	CentralCPU, AgenciesCPU, NATSCPU time.Duration
+	// Path is the critical path's agency: the last to get its winners.
+	Path harness.Resumen
 }
+
+// CPU is every process's CPU together.
+func (r result) CPU() time.Duration { return r.CentralCPU + r.AgenciesCPU + r.NATSCPU }
 
 func (r result) String() string {
 	return fmt.Sprintf("wall %.1f ms (launch %.1f), %.0f bets/s, %d batches, %.0f batches/s, rtt p50 %.2f ms, p99 %.2f ms, "+
-		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %.1f MiB, agency %.1f MiB, nats-server %.1f MiB",
+		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %.1f MiB, agency %.1f MiB, nats-server %.1f MiB, "+
+		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms",
 		ms(r.Wall), ms(r.Launch), perSecond(r.Bets, r.Wall), r.Batches, perSecond(r.Batches, r.Wall), r.RTTP50ms, r.RTTP99ms,
-		r.Fsyncs, r.Resent, ms(r.Draw), mib(r.CentralRSS), mib(r.AgencyRSS), mib(r.NATSRSS))
+		r.Fsyncs, r.Resent, ms(r.Draw), mib(r.CentralRSS), mib(r.AgencyRSS), mib(r.NATSRSS),
+		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -217,6 +227,7 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 		return res, logPath, errors.New("no peak RSS of nats-server in /proc/<pid>/status: the bench needs Linux")
 	}
 	res.NATSRSS = kib << 10
+	res.NATSCPU, res.CentralCPU = nats.CPU(), central.CPU()
 	return res, logPath, nil
 }
 
@@ -254,6 +265,10 @@ func agencyTotals(agencies []*harness.Agency, res result) (result, error) {
 			return res, fmt.Errorf("%s: no %s in its resumen line: the bench needs Linux", a.Name, peakrss.Key)
 		}
 		res.AgencyRSS = max(res.AgencyRSS, r.PeakRSSKiB<<10)
+		res.AgenciesCPU += a.CPU()
+		if r.WinnersMs >= res.Path.WinnersMs {
+			res.Path = r
+		}
 		p50s = append(p50s, r.RTTP50ms)
 		res.RTTP99ms = max(res.RTTP99ms, r.RTTP99ms)
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode/utf8"
 
 	"github.com/quiniela/quiniela/internal/peakrss"
@@ -49,12 +50,22 @@ var (
 	mCentralRSS    = metric{"central peak RSS (MiB)", "central MiB", "%.1f", func(r result) float64 { return mib(r.CentralRSS) }}
 	mAgencyRSS     = metric{"agency peak RSS (MiB)", "agency MiB", "%.1f", func(r result) float64 { return mib(r.AgencyRSS) }}
 	mNATSRSS       = metric{"nats-server peak RSS (MiB)", "nats MiB", "%.1f", func(r result) float64 { return mib(r.NATSRSS) }}
+	mCentralCPU    = metric{"central CPU (ms)", "central CPU", "%.0f", func(r result) float64 { return ms(r.CentralCPU) }}
+	mAgenciesCPU   = metric{"agencies CPU (ms)", "agencies CPU", "%.0f", func(r result) float64 { return ms(r.AgenciesCPU) }}
+	mNATSCPU       = metric{"nats-server CPU (ms)", "nats CPU", "%.0f", func(r result) float64 { return ms(r.NATSCPU) }}
+	mCPU           = metric{"all processes CPU (ms)", "CPU ms", "%.0f", func(r result) float64 { return ms(r.CPU()) }}
+	mCPUPerBet     = metric{"CPU per bet (µs)", "µs/bet", "%.2f", func(r result) float64 {
+		if r.Bets == 0 {
+			return 0
+		}
+		return float64(r.CPU()) / float64(time.Microsecond) / float64(r.Bets)
+	}}
 )
 
 // metrics are the rows of a scenario's table, in order.
 var metrics = []*metric{
 	&mWall, &mLaunch, &mBetsPerSecond, &mBatchesPerSec, &mRTTP50, &mRTTP99, &mFsyncs, &mResent, &mDraw,
-	&mCentralRSS, &mAgencyRSS, &mNATSRSS,
+	&mCentralRSS, &mAgencyRSS, &mNATSRSS, &mCentralCPU, &mAgenciesCPU, &mNATSCPU, &mCPU, &mCPUPerBet,
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
@@ -168,7 +179,25 @@ func passFail(pass bool) string {
 // summaryMetrics are the summary's columns.
 var summaryMetrics = []*metric{
 	&mWall, &mBetsPerSecond, &mBatchesPerSec, &mRTTP50, &mRTTP99, &mFsyncs, &mDraw,
-	&mCentralRSS, &mAgencyRSS, &mNATSRSS,
+	&mCentralRSS, &mAgencyRSS, &mNATSRSS, &mCPU, &mCPUPerBet,
+}
+
+// writeCriticalPath prints where the time of the run with the median wall
+// time went, along its slowest agency (the last to get its winners).
+func writeCriticalPath(w io.Writer, rs []result) {
+	if len(rs) == 0 {
+		return
+	}
+	byWall := slices.Clone(rs)
+	slices.SortFunc(byWall, func(a, b result) int { return int(a.Wall - b.Wall) })
+	r := byWall[(len(byWall)-1)/2]
+	p := r.Path
+	if !p.Path {
+		return
+	}
+	fmt.Fprintf(w, "critical path of the median run (%.1f ms), agency %d, ms since it started: connected %.1f, "+
+		"first batch acknowledged %.1f, last %.1f, done %.1f, winners %.1f (draw: %.0f ms after the last done)\n",
+		ms(r.Wall), p.Agency, p.ConnectedMs, p.FirstAckMs, p.LastAckMs, p.DoneMs, p.WinnersMs, ms(r.Draw))
 }
 
 // writeSummary prints one row per scenario: the medians of its runs and
@@ -223,6 +252,9 @@ func writeNotes(w io.Writer) {
 		"launch: forking and executing every agency process, within the wall time",
 		"rtt p50: a run's median of the agencies' rtt_p50_ms; rtt p99: a run's max of their rtt_p99_ms",
 		"draw: the central's log, timestamp of sorteo − timestamp of agencia_terminada done: K/K (millisecond resolution)",
+		"CPU: user + system time of each process's whole life (getrusage at its exit): nats-server and the central",
+		"  include their start and stop; µs/bet is all processes' CPU over the bets",
+		"critical path: from the slowest agency's resumen (connected_ms … winners_ms, since it started)",
 		"peak RSS: each process's own VmHWM (exec resets it): the central's and the agencies' from their last log line",
 		"  (cerrar_apuestas, resumen: " + peakrss.Key + "), nats-server's read from /proc before it is stopped;",
 		"  agency: the largest over a run's agencies; MiB = 2^20 bytes",
