@@ -87,6 +87,7 @@ func TestWriteTable(t *testing.T) {
 		"central peak RSS (MiB)":     {"70.0", "50.0", "90.0", "≤", "64", "FAIL"},
 		"agency peak RSS (MiB)":      {"30.0", "20.0", "40.0", "≤", "32", "PASS"},
 		"nats-server peak RSS (MiB)": {"40.0", "30.0", "50.0"},
+		"all processes CPU (ms)":     {"0", "0", "0"},
 	} {
 		if got := tableRow(t, text, name); !slices.Equal(got, want) {
 			t.Errorf("%s: %q, want %q", name, got, want)
@@ -106,15 +107,15 @@ func TestWriteSummary(t *testing.T) {
 	writeSummary(&out, []scenarioResult{official, scale})
 	text := out.String()
 	if got, want := tableRow(t, text, "scenario"), []string{"runs", "agencies", "bets", "wall", "ms", "bets/s", "batches/s",
-		"p50", "ms", "p99", "ms", "fsyncs", "draw", "ms", "central", "MiB", "agency", "MiB", "nats", "MiB", "goals"}; !slices.Equal(got, want) {
+		"p50", "ms", "p99", "ms", "fsyncs", "draw", "ms", "central", "MiB", "agency", "MiB", "nats", "MiB", "CPU", "ms", "µs/bet", "goals"}; !slices.Equal(got, want) {
 		t.Errorf("header %q, want %q", got, want)
 	}
 	if got, want := tableRow(t, text, "official"), []string{"1", "5", "10000000", "8000.0", "1250000", "10600", "1.00", "5.00",
-		"100", "300", "50.0", "20.0", "30.0", "PASS", "2/2"}; !slices.Equal(got, want) {
+		"100", "300", "50.0", "20.0", "30.0", "0", "0.00", "PASS", "2/2"}; !slices.Equal(got, want) {
 		t.Errorf("official %q, want %q", got, want)
 	}
 	if got, want := tableRow(t, text, "scale"), []string{"3", "50", "10000000", "10000.0", "1000000", "8480", "2.00", "7.00",
-		"200", "1500", "70.0", "30.0", "40.0", "FAIL", "3/4:", "central", "MiB"}; !slices.Equal(got, want) {
+		"200", "1500", "70.0", "30.0", "40.0", "0", "0.00", "FAIL", "3/4:", "central", "MiB"}; !slices.Equal(got, want) {
 		t.Errorf("scale %q, want %q", got, want)
 	}
 }
@@ -157,9 +158,10 @@ func TestGoals(t *testing.T) {
 
 func TestResultLine(t *testing.T) {
 	r := result{Wall: 250 * time.Millisecond, Launch: 10 * time.Millisecond, Bets: 1000, Batches: 9, Resent: 2,
-		RTTP50ms: 1.5, RTTP99ms: 4.25, Fsyncs: 7, Draw: 12 * time.Millisecond, CentralRSS: 30 << 20, AgencyRSS: 12 << 20, NATSRSS: 15 << 19}
+		RTTP50ms: 1.5, RTTP99ms: 4.25, Fsyncs: 7, Draw: 12 * time.Millisecond, CentralRSS: 30 << 20, AgencyRSS: 12 << 20, NATSRSS: 15 << 19,
+		CentralCPU: 90 * time.Millisecond, AgenciesCPU: 110 * time.Millisecond, NATSCPU: 30 * time.Millisecond}
 	want := "wall 250.0 ms (launch 10.0), 4000 bets/s, 9 batches, 36 batches/s, rtt p50 1.50 ms, p99 4.25 ms, 7 fsyncs, 2 resent, " +
-		"draw 12 ms, peak RSS central 30.0 MiB, agency 12.0 MiB, nats-server 7.5 MiB"
+		"draw 12 ms, peak RSS central 30.0 MiB, agency 12.0 MiB, nats-server 7.5 MiB, CPU central 90 ms, agencies 110 ms, nats-server 30 ms"
 	if got := r.String(); got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
@@ -207,5 +209,28 @@ func TestSelectScenarios(t *testing.T) {
 	scale, many := scenarioNamed(t, "scale"), scenarioNamed(t, "many")
 	if scale.agencies*scale.bets != 10_000_000 || scale.agencies != 50 || many.agencies != 1000 || many.bets != 1000 {
 		t.Errorf("scale %+v, many %+v", scale, many)
+	}
+}
+
+// The critical path is the median run's slowest agency; CPU per bet is all
+// processes' CPU over the bets.
+func TestCriticalPathAndCPUPerBet(t *testing.T) {
+	path := func(agency int, winners float64) harness.Resumen {
+		return harness.Resumen{Agency: agency, Path: true, ConnectedMs: 1, FirstAckMs: 2, LastAckMs: winners - 10, DoneMs: winners - 5, WinnersMs: winners}
+	}
+	rs := []result{
+		{Wall: 300 * time.Millisecond, Path: path(1, 290)},
+		{Wall: 100 * time.Millisecond, Path: path(2, 90)},
+		{Wall: 200 * time.Millisecond, Path: path(3, 190), Draw: 4 * time.Millisecond},
+	}
+	var out bytes.Buffer
+	writeCriticalPath(&out, rs)
+	want := "critical path of the median run (200.0 ms), agency 3, ms since it started: connected 1.0, first batch acknowledged 2.0, last 180.0, done 185.0, winners 190.0 (draw: 4 ms after the last done)\n"
+	if out.String() != want {
+		t.Errorf("got  %q\nwant %q", out.String(), want)
+	}
+	r := result{Bets: 1000, CentralCPU: time.Millisecond, AgenciesCPU: 2 * time.Millisecond, NATSCPU: time.Millisecond}
+	if got := mCPUPerBet.value(r); got != 4 {
+		t.Errorf("CPU per bet %v µs, want 4", got)
 	}
 }
