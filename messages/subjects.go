@@ -90,3 +90,7 @@ func InboxAgency(reply string) (int, bool) {
 	agency, err := ParseAgency(token)
 	return agency, err == nil
 }
+
+// AgencyName is agency N's name: "agency-N", its NATS user and the name of
+// its connection.
+func AgencyName(agency int) string { return "agency-" + strconv.Itoa(agency) }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -26,7 +25,7 @@ const (
 )
 
 // AgencyUser is agency N's user name.
-func AgencyUser(agency int) string { return "agency-" + strconv.Itoa(agency) }
+func AgencyUser(agency int) string { return messages.AgencyName(agency) }
 
 // InboxPrefix is agency N's reply inbox prefix, _INBOX_agency.N
 // (messages.AgencyInboxPrefix): each agency may subscribe only there.

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/quiniela/quiniela/internal/logline"
-	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/internal/peakrss"
 	"github.com/quiniela/quiniela/messages"
@@ -84,7 +83,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	defer bets.Close()
 
 	nc, _, err := natsconn.Connect(ctx, cfg.NATSURL, natsconn.Options{
-		Name: natsauth.AgencyUser(cfg.ID), Auth: cfg.Auth, InboxPrefix: natsauth.InboxPrefix(cfg.ID),
+		// Not natsauth: an agency needs nothing of the server's code.
+		Name: messages.AgencyName(cfg.ID), Auth: cfg.Auth, InboxPrefix: messages.AgencyInboxPrefix(cfg.ID),
 		ConnectWait: cfg.ConnectWait, DrainTimeout: 2 * time.Second,
 	}, log)
 	if err != nil {
