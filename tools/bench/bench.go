@@ -14,6 +14,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/internal/peakrss"
+	"github.com/quiniela/quiniela/internal/profile"
 )
 
 const (
@@ -185,11 +186,11 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 	defer nats.Kill() // on an early return; a no-op once it has exited
 
 	betsFile := filepath.Join(dir, "bets.csv")
-	central, err := harness.StartCentral(o.bin, []string{
+	central, err := harness.StartCentral(o.bin, append([]string{
 		"NATS_URL=" + url,
 		"CENTRAL_AGENCIES=" + strconv.Itoa(len(files)),
 		"CENTRAL_BETS_FILE=" + betsFile,
-	}, sink)
+	}, o.profileEnv("central")...), sink)
 	if err != nil {
 		return res, logPath, err
 	}
@@ -199,7 +200,12 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 	}
 
 	start := time.Now()
-	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, nil, sink)
+	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, func(id int) []string {
+		if id == 1 {
+			return o.profileEnv("agency-1")
+		}
+		return nil
+	}, sink)
 	if err != nil {
 		return res, logPath, err
 	}
@@ -229,6 +235,15 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 	res.NATSRSS = kib << 10
 	res.NATSCPU, res.CentralCPU = nats.CPU(), central.CPU()
 	return res, logPath, nil
+}
+
+// profileEnv asks the process named name for a CPU profile of its run, if
+// -profile was given: one file per process (%p is its PID).
+func (o options) profileEnv(name string) []string {
+	if o.profile == "" {
+		return nil
+	}
+	return []string{profile.Env + "=" + filepath.Join(o.profile, name+"-%p.prof")}
 }
 
 // cleanRunDir removes a run's directory after a good run; after a failed

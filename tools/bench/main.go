@@ -54,6 +54,7 @@ const courseData = "../shared/datasets/catedra"
 // options are the command-line flags.
 type options struct {
 	bin, data, cache, config, tmp string
+	profile                       string // a directory for CPU profiles of every run's central and agency 1
 	scenarios                     []scenario
 	runs                          int
 	timeout                       time.Duration
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.config, "config", "services/agency/config.yaml", "the agencies' config file (AGENCY_CONFIG)")
 	fs.StringVar(&o.tmp, "tmp", os.TempDir(), "where each run's directory (bets file, journal, log) goes; on tmpfs fsync costs nothing")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each run; then its processes are killed")
+	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of each run's central and agency 1 into this directory (go tool pprof bin/central DIR/central-*.prof)")
 	err := fs.Parse(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,6 +100,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.cache == "" {
 		o.cache = filepath.Join(o.bin, "bench-data")
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return o, fmt.Errorf("-profile: %w", err)
+		}
+		if o.profile, err = filepath.Abs(o.profile); err != nil {
+			return o, fmt.Errorf("-profile: %w", err)
+		}
 	}
 	return o, nil
 }
