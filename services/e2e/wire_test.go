@@ -111,6 +111,37 @@ func TestWireRejectsBadRequests(t *testing.T) {
 			}
 		})
 	}
+	// Issue 10 §6, the protocol as documented: rows are counted among the
+	// non-blank ones, a header sent twice is refused, and a birthdate after
+	// today (in Argentina; two days ahead is after it anywhere) is refused.
+	future := time.Now().AddDate(0, 0, 2).Format(messages.DateLayout)
+	for _, tc := range []struct {
+		name   string
+		header nats.Header
+		body   string
+		want   messages.Code
+		inDesc string
+	}{
+		{"blank line before a bad row", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}},
+			"Juan,Perez,1,1990-05-17,1\n\nAna,Gomez,2,1990-05-17,10000\n", messages.CodeInvalidBet, "row 2: number"},
+		{"batch header twice", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1", "2"}},
+			goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"agency header twice", nats.Header{messages.HeaderAgency: {"1", "1"}, messages.HeaderBatch: {"1"}},
+			goodRow, messages.CodeMalformed, "Quiniela-Agency"},
+		{"birthdate after today", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}},
+			"Juan,Perez,1," + future + ",1\n", messages.CodeInvalidBet, "row 1: birthdate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reply, err := nc.RequestMsg(&nats.Msg{Subject: "bets.agency.1", Header: tc.header, Data: []byte(tc.body)}, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, _ := messages.ReplyError(reply).(*messages.Error)
+			if e == nil || e.Code != tc.want || !strings.Contains(e.Description, tc.inDesc) {
+				t.Errorf("reply %v, want %v mentioning %q", e, tc.want, tc.inDesc)
+			}
+		})
+	}
 	if info, err := os.Stat(c.betsFile); err != nil || info.Size() != 0 {
 		t.Fatalf("bets file after only bad requests: %v, %v; want empty", info, err)
 	}
