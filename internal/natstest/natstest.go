@@ -164,30 +164,97 @@ func CatedraDir(t testing.TB) string {
 // one cluster, and returns once every route is up.
 func StartCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	return startCluster(t, n, nil)
+}
+
+// StartJetStreamCluster starts n NATS servers with JetStream on, each with
+// its own store in a temporary folder, as one cluster (JetStream needs a
+// server name per node and a cluster name), and returns once JetStream has
+// a meta leader that every node follows.
+func StartJetStreamCluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	nodes := startCluster(t, n, func(o *server.Options) {
+		o.JetStream = true
+		o.StoreDir = t.TempDir()
+	})
+	WaitFor(t, 20*time.Second, "JetStream meta leader elected and followed by every node", func() bool {
+		leaders := 0
+		for _, ns := range nodes {
+			if ns.JetStreamIsLeader() {
+				leaders++
+			}
+			if !ns.JetStreamIsCurrent() {
+				return false
+			}
+		}
+		return leaders == 1
+	})
+	return nodes
+}
+
+// StartJetStreamServer starts one NATS server with JetStream on.
+func StartJetStreamServer(t testing.TB) *server.Server {
+	t.Helper()
+	return StartServerWith(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
+}
+
+func startCluster(t testing.TB, n int, configure func(*server.Options)) []*server.Server {
+	t.Helper()
+	// JetStream wants every node to have routes configured, the first too:
+	// each is given all the nodes' cluster addresses (a route to itself is
+	// ignored), on ports picked free beforehand.
+	ports := make([]int, n)
+	var routes []string
+	for i := range ports {
+		ports[i] = freePort(t)
+		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[i]))
+	}
 	var nodes []*server.Server
 	for i := range n {
 		opts := &server.Options{ServerName: "node-" + strconv.Itoa(i+1)}
 		opts.Cluster.Name = "quiniela"
 		opts.Cluster.Host = "127.0.0.1"
-		opts.Cluster.Port = server.RANDOM_PORT
-		if i > 0 {
-			// Each routes to the first; the cluster gossips the rest.
-			opts.Routes = server.RoutesFromStr("nats://" + nodes[0].ClusterAddr().String())
+		opts.Cluster.Port = ports[i]
+		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		if configure != nil {
+			configure(opts)
 		}
 		nodes = append(nodes, StartServerWith(t, opts))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, ns := range nodes {
-		// A bounded wait on a condition the server offers no event for, as
-		// nats-server's own tests do (checkClusterFormed).
-		for ns.NumRoutes() < n-1 {
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster not formed: %s has %d routes, want %d", ns.Name(), ns.NumRoutes(), n-1)
+	WaitFor(t, 10*time.Second, "cluster formed", func() bool {
+		for _, ns := range nodes {
+			if ns.NumRoutes() < n-1 {
+				return false
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
-	}
+		return true
+	})
 	return nodes
+}
+
+// freePort is a loopback TCP port free at the time of the call.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("picking a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// WaitFor polls cond until it holds, failing the test after timeout. It is
+// for conditions a server offers no event for, as nats-server's own tests
+// do (checkClusterFormed, waitOnLeader); a log line has Log.WaitFor.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // URLs is the comma-separated client URLs of servers, as NATS_URL takes them.

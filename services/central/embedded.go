@@ -14,8 +14,9 @@ import (
 // addr (host:port; port 0 picks a free one), so that the central can run
 // alone. Shut it down with Shutdown and WaitForShutdown.
 // users, when given, are the only clients allowed, each with its permissions.
-// tlsConfig, when given, makes clients connect with TLS.
-func StartEmbeddedNATS(addr string, users []*server.User, tlsConfig *tls.Config) (*server.Server, error) {
+// tlsConfig, when given, makes clients connect with TLS. jetStreamDir, when
+// given, turns JetStream on with its store there.
+func StartEmbeddedNATS(addr string, users []*server.User, tlsConfig *tls.Config, jetStreamDir string) (*server.Server, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("NATS_LISTEN %q: want host:port: %w", addr, err)
@@ -41,6 +42,8 @@ func StartEmbeddedNATS(addr string, users []*server.User, tlsConfig *tls.Config)
 		Users:      users,
 		TLSConfig:  tlsConfig,
 		TLS:        tlsConfig != nil,
+		JetStream:  jetStreamDir != "",
+		StoreDir:   jetStreamDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configuring embedded NATS server: %w", err)

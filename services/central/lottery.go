@@ -209,6 +209,10 @@ func (l *Lottery) draw(ctx context.Context, recovered bool) {
 		if err = l.store.MarkDrawn(func(e error) { mark <- e }); err == nil {
 			err = <-mark
 		}
+		if errors.Is(err, ErrDrawnElsewhere) {
+			// Another central drew first, from the same stored bets.
+			recovered, err = true, nil
+		}
 	}
 	if err != nil {
 		l.drawErr = fmt.Errorf("drawing: %w", err)

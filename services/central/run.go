@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,9 +43,37 @@ type Config struct {
 	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
 	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
 
+	// CENTRAL_LEDGER: "file" keeps the ledger in bets.csv and its journal;
+	// "jetstream" keeps it in a JetStream stream (bets.csv is then a local
+	// copy), and any number of centrals may run, one active (see jetstream.go).
+	Ledger       string        `env:"CENTRAL_LEDGER, default=file"`
+	Stream       string        `env:"CENTRAL_STREAM, default=QUINIELA"`  // jetstream: the stream; the lease is in bucket <STREAM>_LEASE
+	Replicas     int           `env:"CENTRAL_REPLICAS, default=1"`       // jetstream: replicas of the stream and the lease (3 on a 3-node cluster)
+	LeaseTTL     time.Duration `env:"CENTRAL_LEASE_TTL, default=2s"`     // jetstream: a standby takes over this long after the active one dies
+	Name         string        `env:"CENTRAL_NAME"`                      // jetstream: this central in the lease; empty: host-pid
+	JetStreamDir string        `env:"CENTRAL_JETSTREAM_DIR"`             // embedded server with jetstream: its store; empty: beside the bets file
+
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
 	// SIGKILL at that stage of that group commit (stages in ledger.go).
 	Failpoint string `env:"CENTRAL_FAILPOINT"`
+}
+
+// CENTRAL_LEDGER values.
+const (
+	LedgerFile      = "file"
+	LedgerJetStream = "jetstream"
+)
+
+func validStreamName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // MaxAgencies bounds CENTRAL_AGENCIES: about 100 bytes of state each.
@@ -67,6 +96,28 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	}
 	if cfg.MaxWindow < 1 || cfg.MaxWindow > messages.MaxWindow {
 		return cfg, fmt.Errorf("CENTRAL_MAX_WINDOW=%d: want 1 to %d", cfg.MaxWindow, messages.MaxWindow)
+	}
+	switch cfg.Ledger {
+	case LedgerFile:
+	case LedgerJetStream:
+		if cfg.Replicas < 1 || cfg.Replicas > 5 {
+			return cfg, fmt.Errorf("CENTRAL_REPLICAS=%d: want 1 to 5 (3 on a 3-node cluster)", cfg.Replicas)
+		}
+		if cfg.LeaseTTL < 500*time.Millisecond {
+			return cfg, fmt.Errorf("CENTRAL_LEASE_TTL=%v: want at least 500ms", cfg.LeaseTTL)
+		}
+		if !validStreamName(cfg.Stream) {
+			return cfg, fmt.Errorf("CENTRAL_STREAM=%q: want letters, digits, - and _ only", cfg.Stream)
+		}
+		if cfg.Failpoint != "" {
+			return cfg, fmt.Errorf("CENTRAL_FAILPOINT is for the file ledger only")
+		}
+		if cfg.Name == "" {
+			host, _ := os.Hostname()
+			cfg.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+	default:
+		return cfg, fmt.Errorf("CENTRAL_LEDGER=%q: want %s or %s", cfg.Ledger, LedgerFile, LedgerJetStream)
 	}
 	return cfg, nil
 }
@@ -102,7 +153,14 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		if err != nil {
 			return err
 		}
-		ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig)
+		jsDir := ""
+		if cfg.Ledger == LedgerJetStream {
+			jsDir = cfg.JetStreamDir
+			if jsDir == "" {
+				jsDir = filepath.Join(filepath.Dir(cfg.BetsFile), "jetstream")
+			}
+		}
+		ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig, jsDir)
 		if err != nil {
 			return err
 		}
@@ -113,6 +171,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		}()
 		url = ns.ClientURL()
 		log.Info("nats_embebido", "url", url)
+	}
+	if cfg.Ledger == LedgerJetStream {
+		return runJetStream(ctx, cfg, url, log)
 	}
 
 	var opts []LedgerOption

@@ -1,0 +1,212 @@
+package central
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiniela/quiniela/internal/logline"
+)
+
+// LeaseKey is the key of the lease in its bucket, <STREAM>_LEASE: its value
+// names the active central (`nats kv get QUINIELA_LEASE active`).
+const LeaseKey = "active"
+
+// LeaseBucket is the key-value bucket of the lease for a stream.
+func LeaseBucket(stream string) string { return stream + "_LEASE" }
+
+// Lease says which central is active. It is a key in a JetStream key-value
+// bucket whose entries expire after ttl (the bucket's MaxAge): the active
+// central creates the key if it is absent and renews it with an update on
+// the revision it holds; a central that stops renewing loses it after ttl,
+// and a standby that creates it then is the new active one.
+//
+// The holder trusts its lease only until a local deadline: the time it
+// sent its last successful renewal plus 9/10 of ttl, read on the monotonic
+// clock. The server lets the key expire no sooner than ttl after it stored
+// that renewal, so a central that was paused past its lease sees it gone
+// before anyone else can hold it.
+type Lease struct {
+	kv     jetstream.KeyValue
+	holder string
+	ttl    time.Duration
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	rev      uint64
+	deadline time.Time     // monotonic: trust the lease until then
+	lost     chan struct{} // closed when this term of the lease ends
+	stop     chan struct{} // closed by Release
+	renewing sync.WaitGroup
+}
+
+// OpenLease opens (creating it if needed) the lease bucket of stream.
+func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, replicas int, holder string, ttl time.Duration, log *slog.Logger) (*Lease, error) {
+	cfg := jetstream.KeyValueConfig{
+		Bucket:      LeaseBucket(stream),
+		Description: "which central is active; its entry expires unless renewed",
+		TTL:         ttl,
+		History:     1,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    replicas,
+	}
+	var kv jetstream.KeyValue
+	err := retryJS(ctx, "creating lease bucket "+cfg.Bucket, func(ctx context.Context) (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log}, nil
+}
+
+// Acquire waits until this central holds the lease, calling waiting once
+// if another holds it now, and keeps renewing it until Release or until
+// it is lost.
+func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error {
+	poll := max(l.ttl/10, 50*time.Millisecond)
+	told := false
+	for {
+		sent := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, l.ttl)
+		rev, err := l.kv.Create(cctx, LeaseKey, []byte(l.holder))
+		cancel()
+		if err == nil {
+			l.mu.Lock()
+			l.rev, l.deadline = rev, sent.Add(l.trust())
+			l.lost, l.stop = make(chan struct{}), make(chan struct{})
+			l.mu.Unlock()
+			l.renewing.Add(1)
+			go l.renew()
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !transientJS(err) {
+			return fmt.Errorf("taking the lease %s in bucket %s: %w", LeaseKey, l.kv.Bucket(), err)
+		}
+		if !told && errors.Is(err, jetstream.ErrKeyExists) {
+			told = true
+			holder := "?"
+			if e, err := l.kv.Get(ctx, LeaseKey); err == nil {
+				holder = string(e.Value())
+			}
+			waiting(holder)
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(poll):
+		}
+	}
+}
+
+// trust is how long after sending a renewal the holder relies on it.
+func (l *Lease) trust() time.Duration { return l.ttl * 9 / 10 }
+
+// renew renews the lease every ttl/4 until Release, or until a renewal is
+// refused (another central holds it) or the local deadline passes without one.
+func (l *Lease) renew() {
+	defer l.renewing.Done()
+	l.mu.Lock()
+	lost, stop := l.lost, l.stop
+	l.mu.Unlock()
+	defer close(lost)
+	tick := time.NewTicker(l.ttl / 4)
+	defer tick.Stop()
+	for {
+		l.mu.Lock()
+		deadline := l.deadline
+		l.mu.Unlock()
+		expired := time.NewTimer(time.Until(deadline))
+		select {
+		case <-stop:
+			expired.Stop()
+			return
+		case <-expired.C:
+			logline.Log(context.Background(), l.log, "renovar_lease", logline.Fail, "error", "lease expired before a renewal succeeded")
+			return
+		case <-tick.C:
+			expired.Stop()
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
+		l.mu.Lock()
+		rev := l.rev
+		l.mu.Unlock()
+		rev, err := l.kv.Update(ctx, LeaseKey, []byte(l.holder), rev)
+		cancel()
+		switch {
+		case err == nil:
+			l.mu.Lock()
+			l.rev, l.deadline = rev, sent.Add(l.trust())
+			l.mu.Unlock()
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || wrongLastSeq(err):
+			logline.Log(context.Background(), l.log, "renovar_lease", logline.Fail, "error", fmt.Errorf("another central holds the lease: %w", err))
+			l.mu.Lock()
+			l.deadline = time.Time{}
+			l.mu.Unlock()
+			return
+		default:
+			// A slow or failed renewal: try again until the deadline.
+			l.log.Debug(logline.Format("renovar_lease", logline.Fail, "error", err))
+		}
+	}
+}
+
+// Held reports whether this central may write: it holds the lease and its
+// local deadline has not passed.
+func (l *Lease) Held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		return false
+	}
+	select {
+	case <-l.lost:
+		return false
+	default:
+	}
+	return time.Now().Before(l.deadline)
+}
+
+// Lost is closed when the current term of the lease ends.
+func (l *Lease) Lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost
+}
+
+// Release stops renewing and, if the lease is still ours, deletes it so
+// that a standby takes over at once.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	stop := l.stop
+	l.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	select {
+	case <-stop:
+	default:
+		close(stop)
+	}
+	l.renewing.Wait()
+	l.mu.Lock()
+	rev, held := l.rev, time.Now().Before(l.deadline)
+	l.deadline = time.Time{}
+	l.mu.Unlock()
+	if !held {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := l.kv.Delete(cctx, LeaseKey, jetstream.LastRevision(rev)); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("releasing the lease: %w", err)
+	}
+	return nil
+}

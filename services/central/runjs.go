@@ -1,0 +1,132 @@
+package central
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natsconn"
+)
+
+// runJetStream runs a central on the JetStream ledger: it tails the stream
+// into bets.csv, waits for the lease, and while it holds it serves the
+// agencies from what the stream holds. If it loses the lease (it was paused
+// or cut off past its term) or another central writes to the stream, it
+// stops serving and waits for the lease again, from the stream's state.
+func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger) error {
+	nc, closed, err := natsconn.Connect(ctx, url, natsconn.Options{
+		Name: "central", Auth: cfg.Auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := NewJetStream(nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	ledger, err := OpenJetStreamLedger(ctx, js, JetStreamConfig{
+		Stream: cfg.Stream, Replicas: cfg.Replicas, BetsFile: cfg.BetsFile, Name: cfg.Name,
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer ledger.Close()
+	logline.Log(ctx, log, "abrir_apuestas", logline.Success, "file", cfg.BetsFile, "stream", cfg.Stream, "replicas", cfg.Replicas)
+	lease, err := OpenLease(ctx, js, cfg.Stream, cfg.Replicas, cfg.Name, cfg.LeaseTTL, log)
+	if err != nil {
+		return err
+	}
+
+	for ctx.Err() == nil {
+		err := lease.Acquire(ctx, func(holder string) {
+			logline.Log(ctx, log, "central_en_espera", logline.InProgress, "name", cfg.Name, "active", holder, "stream", cfg.Stream)
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return err
+		}
+		if err := serveTerm(ctx, cfg, nc, ledger, lease, log); err != nil {
+			return err
+		}
+	}
+	bg := context.WithoutCancel(ctx)
+	logline.Log(bg, log, "apagado", logline.InProgress, "reason", context.Cause(ctx))
+	if err := ledger.Close(); err != nil {
+		return fmt.Errorf("closing the copy of the stream: %w", err)
+	}
+	logline.Log(bg, log, "cerrar_apuestas", logline.Success, "file", cfg.BetsFile, "applied", ledger.Applied())
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("draining NATS connection: %w", err)
+	}
+	select {
+	case <-closed:
+		logline.Log(bg, log, "drenar_nats", logline.Success)
+	case <-time.After(cfg.DrainTimeout + time.Second):
+		logline.Log(bg, log, "drenar_nats", logline.Fail, "error", "timed out")
+	}
+	return nil
+}
+
+// serveTerm serves the agencies for one term of the lease: until ctx ends
+// (it returns nil and the caller shuts down) or the term ends (it returns
+// nil and the caller waits for the lease again). An error is fatal.
+func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStreamLedger, lease *Lease, log *slog.Logger) error {
+	bg := context.WithoutCancel(ctx)
+	started := time.Now()
+	store, rec, err := ledger.Activate(ctx, lease.Held)
+	if err != nil {
+		lease.Release(bg)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	logline.Log(ctx, log, "central_activa", logline.Success, "name", cfg.Name, "agencies_with_bets", len(rec.Agencies),
+		"drawn", rec.Drawn, "catch_up", time.Since(started).Round(time.Millisecond))
+	// The lottery's draw and winners outlive neither the term nor the run.
+	termCtx, endTerm := context.WithCancel(ctx)
+	defer endTerm()
+	lottery, err := NewLottery(termCtx, cfg.Agencies, store, rec, log)
+	if err != nil {
+		lease.Release(bg)
+		return err
+	}
+	svc, err := StartService(termCtx, nc, lottery, ServiceConfig{WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes}, log)
+	if err != nil {
+		lease.Release(bg)
+		return err
+	}
+	logline.Log(ctx, log, "central_lista", logline.Success, "nats", nc.ConnectedUrlRedacted(),
+		"agencies", cfg.Agencies, "service", ServiceName, "ledger", LedgerJetStream)
+
+	var reason error
+	select {
+	case <-ctx.Done():
+	case <-lease.Lost():
+		reason = errors.New("lease lost")
+	case <-store.Fenced():
+		reason = store.Err()
+	}
+	if reason != nil {
+		logline.Log(bg, log, "central_activa", logline.Fail, "name", cfg.Name, "error", fmt.Errorf("stepping down: %w", reason))
+	}
+	svc.Stop()
+	logline.Log(bg, log, "detener_servicio", logline.Success)
+	// The last acknowledgements reply to batches in flight: before the lease goes.
+	if err := store.Close(cfg.DrainTimeout); err != nil {
+		logline.Log(bg, log, "cerrar_escrituras", logline.Fail, "error", err)
+	}
+	endTerm()
+	if err := lease.Release(bg); err != nil {
+		logline.Log(bg, log, "liberar_lease", logline.Fail, "error", err)
+	}
+	return nil
+}
