@@ -82,13 +82,13 @@ type JetStreamConfig struct {
 // kept current by tailing the stream. Activate makes a Store of it for a
 // central that holds the lease.
 type JetStreamLedger struct {
-	cfg     JetStreamConfig
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	log     *slog.Logger
-	file    *os.File
-	consume jetstream.ConsumeContext
-	closing sync.Once
+	cfg      JetStreamConfig
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	log      *slog.Logger
+	file     *os.File
+	consume  jetstream.ConsumeContext
+	closing  sync.Once
 	closeErr error
 
 	mu       sync.Mutex

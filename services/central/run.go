@@ -47,11 +47,11 @@ type Config struct {
 	// "jetstream" keeps it in a JetStream stream (bets.csv is then a local
 	// copy), and any number of centrals may run, one active (see jetstream.go).
 	Ledger       string        `env:"CENTRAL_LEDGER, default=file"`
-	Stream       string        `env:"CENTRAL_STREAM, default=QUINIELA"`  // jetstream: the stream; the lease is in bucket <STREAM>_LEASE
-	Replicas     int           `env:"CENTRAL_REPLICAS, default=1"`       // jetstream: replicas of the stream and the lease (3 on a 3-node cluster)
-	LeaseTTL     time.Duration `env:"CENTRAL_LEASE_TTL, default=2s"`     // jetstream: a standby takes over this long after the active one dies
-	Name         string        `env:"CENTRAL_NAME"`                      // jetstream: this central in the lease; empty: host-pid
-	JetStreamDir string        `env:"CENTRAL_JETSTREAM_DIR"`             // embedded server with jetstream: its store; empty: beside the bets file
+	Stream       string        `env:"CENTRAL_STREAM, default=QUINIELA"` // jetstream: the stream; the lease is in bucket <STREAM>_LEASE
+	Replicas     int           `env:"CENTRAL_REPLICAS, default=1"`      // jetstream: replicas of the stream and the lease (3 on a 3-node cluster)
+	LeaseTTL     time.Duration `env:"CENTRAL_LEASE_TTL, default=2s"`    // jetstream: a standby takes over this long after the active one dies
+	Name         string        `env:"CENTRAL_NAME"`                     // jetstream: this central in the lease; empty: host-pid
+	JetStreamDir string        `env:"CENTRAL_JETSTREAM_DIR"`            // embedded server with jetstream: its store; empty: beside the bets file
 
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
 	// SIGKILL at that stage of that group commit (stages in ledger.go).
