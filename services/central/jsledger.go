@@ -601,6 +601,9 @@ func (s *JetStreamStore) write(c *chain, group []ledgerItem, lastSeq uint64) {
 	if err != nil {
 		err = fmt.Errorf("writing %s to stream %s: %w", describeGroup(c.agency, group), s.l.cfg.Stream, err)
 		s.fence(err)
+		if !errors.Is(err, ErrNotActive) {
+			err = fmt.Errorf("%w (%v)", ErrNotActive, err)
+		}
 	}
 	var ready []*syncWaiter
 	s.mu.Lock()
@@ -710,6 +713,11 @@ func (s *JetStreamStore) fence(err error) {
 	s.fenceErr = err
 	close(s.fenced)
 	s.roomy.Broadcast()
+	// What was queued behind the failed write is not stored: the agencies
+	// resend it to the central that is active next.
+	if !errors.Is(err, ErrNotActive) {
+		err = fmt.Errorf("%w (%v)", ErrNotActive, err)
+	}
 	var failed []func(error)
 	for _, c := range s.chains {
 		for _, it := range c.queue {

@@ -464,6 +464,7 @@ var errorCodes = []struct {
 	{ErrDrawPending, messages.CodeDrawPending},
 	{errShuttingDown, messages.CodeUnavailable},
 	{ErrLedgerClosed, messages.CodeUnavailable},
+	{ErrNotActive, messages.CodeUnavailable},
 	{errBusy, messages.CodeBusy},
 	{errTooManyHeld, messages.CodeBusy},
 }
