@@ -179,7 +179,11 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("run timed out after %v (-timeout)", o.timeout))
 	defer cancel()
 
-	nats, url, err := startNATS(ctx, o.bin, sink)
+	var jsDir string
+	if o.ledger == "jetstream" {
+		jsDir = filepath.Join(dir, "jetstream")
+	}
+	nats, url, err := startNATS(ctx, o.bin, jsDir, sink)
 	if err != nil {
 		return res, logPath, err
 	}
@@ -190,6 +194,7 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 		"NATS_URL=" + url,
 		"CENTRAL_AGENCIES=" + strconv.Itoa(len(files)),
 		"CENTRAL_BETS_FILE=" + betsFile,
+		"CENTRAL_LEDGER=" + o.ledger,
 	}, o.profileEnv("central")...), sink)
 	if err != nil {
 		return res, logPath, err

@@ -55,6 +55,7 @@ const courseData = "../shared/datasets/catedra"
 type options struct {
 	bin, data, cache, config, tmp string
 	profile                       string // a directory for CPU profiles of every run's central and agency 1
+	ledger                        string // CENTRAL_LEDGER: file, or jetstream (nats-server with -js)
 	scenarios                     []scenario
 	runs                          int
 	timeout                       time.Duration
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.runs, "runs", 7, "runs of each scenario; its table reports their median, min and max")
 	fs.StringVar(&o.config, "config", "services/agency/config.yaml", "the agencies' config file (AGENCY_CONFIG)")
 	fs.StringVar(&o.tmp, "tmp", os.TempDir(), "where each run's directory (bets file, journal, log) goes; on tmpfs fsync costs nothing")
+	fs.StringVar(&o.ledger, "ledger", "file", "the central's CENTRAL_LEDGER: file, or jetstream (nats-server then runs with JetStream, its store in the run's directory)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each run; then its processes are killed")
 	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of each run's central and agency 1 into this directory (go tool pprof bin/central DIR/central-*.prof)")
 	err := fs.Parse(args)
@@ -89,6 +91,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, cli.ErrUsage
 	case o.runs < 1:
 		fmt.Fprintf(stderr, "bench: -runs %d: want at least 1\n", o.runs)
+		return o, cli.ErrUsage
+	case o.ledger != "file" && o.ledger != "jetstream":
+		fmt.Fprintf(stderr, "bench: -ledger %q: want file or jetstream\n", o.ledger)
 		return o, cli.ErrUsage
 	case o.timeout <= 0:
 		fmt.Fprintf(stderr, "bench: -timeout %v: want a positive duration\n", o.timeout)

@@ -12,15 +12,19 @@ import (
 )
 
 // startNATS starts bin/nats-server on a free local port and waits until it
-// accepts connections; it returns the server and its URL.
-func startNATS(ctx context.Context, bin string, sink *harness.Sink) (*harness.Proc, string, error) {
+// accepts connections; it returns the server and its URL. With jsDir it
+// runs JetStream with its store there.
+func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*harness.Proc, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
 	}
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port)}
+	if jsDir != "" {
+		args = append(args, "-js", "-sd", jsDir)
+	}
 	p, err := harness.Start(harness.Spec{
-		Name: natsName, Path: filepath.Join(bin, "nats-server"),
-		Args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port)}, Sink: sink,
+		Name: natsName, Path: filepath.Join(bin, "nats-server"), Args: args, Sink: sink,
 	})
 	if err != nil {
 		return nil, "", err
