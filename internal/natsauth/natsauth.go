@@ -69,10 +69,13 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// granted per request, a reply still goes out after a failover to
 		// another node. Which agency's inbox answers which request is the
 		// central's check (and each agency checks the replies it gets).
+		// With CENTRAL_LEDGER=jetstream it also writes and reads its
+		// ledger stream (ledger.>) and the lease (a KV bucket) through the
+		// JetStream API, whose replies come to its own _INBOX.
 		return Permissions{
-			Publish:     []string{"_INBOX.>", AgencyInboxes},
+			Publish:     append([]string{"_INBOX.>", AgencyInboxes}, centralJetStream...),
 			PublishDeny: centralNeverPublishes,
-			Subscribe:   []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>"},
+			Subscribe:   []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>", "_INBOX.>"},
 		}, nil
 	case InspectorUser:
 		// Read-only: `nats micro ls/info/stats` (requests on $SRV),
@@ -80,8 +83,11 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// winners.agency.N ''` (what an agency sees), `nats req
 		// quiniela.status ''` (everyone's progress); replies on _INBOX. It
 		// cannot send bets or done.
+		// With the JetStream ledger: `nats stream info QUINIELA`, `nats
+		// stream get`, `nats kv ls`, `nats kv get QUINIELA_LEASE active`;
+		// no consumer, no write.
 		return Permissions{
-			Publish:   []string{"$SRV.>", messages.WinnersSubjects, messages.StatusSubject},
+			Publish:   append([]string{"$SRV.>", messages.WinnersSubjects, messages.StatusSubject}, inspectorJetStream...),
 			Subscribe: []string{"_INBOX.>", "bets.>"},
 		}, nil
 	}
@@ -97,6 +103,13 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		Subscribe: []string{InboxPrefix(agency) + ".>"},
 	}, nil
 }
+
+// The JetStream API subjects the central and the inspector may use.
+var (
+	centralJetStream   = []string{"$JS.API.>", "$KV.>", "ledger.>"}
+	inspectorJetStream = []string{"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+		"$JS.API.STREAM.INFO.*", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>"}
+)
 
 func (u Users) names() []string {
 	names := []string{CentralUser, InspectorUser}

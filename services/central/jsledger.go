@@ -90,6 +90,7 @@ type JetStreamLedger struct {
 	consume  jetstream.ConsumeContext
 	closing  sync.Once
 	closeErr error
+	stopped  chan struct{} // closed by Close: nothing more will be applied
 
 	mu       sync.Mutex
 	applied  uint64 // stream sequence of the last message applied to bets.csv
@@ -130,7 +131,7 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 		return nil, fmt.Errorf("opening bets file for the copy of the stream: %w", err)
 	}
 	l := &JetStreamLedger{cfg: cfg, js: js, stream: stream, log: log, file: f,
-		agencies: map[int]*appliedAgency{}, changed: make(chan struct{})}
+		agencies: map[int]*appliedAgency{}, changed: make(chan struct{}), stopped: make(chan struct{})}
 	var cons jetstream.Consumer
 	err = retryJS(ctx, "creating ordered consumer on "+cfg.Stream, func(ctx context.Context) (err error) {
 		cons, err = js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{})
@@ -294,6 +295,8 @@ func (l *JetStreamLedger) WaitApplied(ctx context.Context, seq uint64) error {
 		}
 		select {
 		case <-changed:
+		case <-l.stopped:
+			return fmt.Errorf("copy of stream %s closed at message %d, before message %d", l.cfg.Stream, applied, seq)
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the copy of stream %s to reach message %d (at %d): %w", l.cfg.Stream, seq, applied, context.Cause(ctx))
 		}
@@ -359,6 +362,7 @@ func (l *JetStreamLedger) Path() string { return l.cfg.BetsFile }
 // Close stops tailing the stream and closes bets.csv.
 func (l *JetStreamLedger) Close() error {
 	l.closing.Do(func() {
+		close(l.stopped)
 		l.consume.Stop()
 		<-l.consume.Closed()
 		l.mu.Lock()
