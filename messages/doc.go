@@ -271,6 +271,33 @@
 //	"data": {"replies": 3, "errors": 2, "errors_by_code": {"409": 1, "422": 1},
 //	         "ignored": 0, "reply_ms_p50": 0.128, "reply_ms_p99": 11.585}
 //
+// # The central's ledger on JetStream
+//
+// With CENTRAL_LEDGER=jetstream the central keeps its ledger in a JetStream
+// stream (CENTRAL_STREAM, QUINIELA by default) instead of its journal. The
+// stream's subjects begin with ledger., which no agency may use, and none
+// of the subjects above: an agency's requests are never stored by accident.
+//
+//	subject                   message
+//	ledger.QUINIELA.agency.N  one or more consecutive accepted batches of agency N,
+//	                          or its done; in the order the central accepted them
+//	ledger.QUINIELA.draw      the draw, written once
+//
+// A batches message holds the rows as the central's bets.csv stores them
+// (agency first, then the five fields) and the headers
+//
+//	Quiniela-Agency: N
+//	Quiniela-Batch: S          its first batch
+//	Quiniela-Sums: s1,s2,…     the BatchSum of batches S, S+1, …
+//	Quiniela-Counts: n1,n2,…   their numbers of rows
+//
+// A done message has no body and Quiniela-Agency and Quiniela-Batches. Every
+// write carries Nats-Expected-Last-Subject-Sequence (the sequence of the
+// subject's last message: JetStream refuses it if another central wrote
+// there since) and Nats-Msg-Id (a resend is not stored twice). Which
+// central is active is the key "active" of the key-value bucket
+// QUINIELA_LEASE, whose entries expire unless renewed.
+//
 // # Trying it with the nats CLI
 //
 // Every request and reply is readable text, so the nats CLI shows and sends
@@ -287,5 +314,10 @@
 //
 // The first shows every batch and done as it goes by, headers included;
 // the next three are an agency's whole life with one bet; the last three
-// list the central's endpoints and their request and error counts.
+// list the central's endpoints and their request and error counts. With
+// CENTRAL_LEDGER=jetstream the ledger and the lease show with
+//
+//	nats stream info QUINIELA
+//	nats stream subjects QUINIELA
+//	nats kv get QUINIELA_LEASE active
 package messages

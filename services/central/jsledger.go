@@ -118,13 +118,32 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 		Discard:     jetstream.DiscardNew, // never drop a stored bet to make room
 		Duplicates:  2 * time.Minute,
 	}
+	// A cluster may take a while to elect its leaders; a server without
+	// JetStream will not get it by waiting.
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := retryJS(ctx, "asking NATS for JetStream", func(ctx context.Context) error {
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return nil, fmt.Errorf("CENTRAL_LEDGER=jetstream, but the NATS server has no JetStream for this user: start nats-server with -js (or a jetstream block in its configuration), or use CENTRAL_LEDGER=file: %w", err)
+	}
+	if err != nil {
+		return nil, err
+	}
 	var stream jetstream.Stream
-	err := retryJS(ctx, "creating stream "+cfg.Stream, func(ctx context.Context) (err error) {
+	err = retryJS(ctx, "creating stream "+cfg.Stream, func(ctx context.Context) (err error) {
 		stream, err = js.CreateOrUpdateStream(ctx, scfg)
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	// bets.csv is rebuilt from the stream: never truncate a file ledger's.
+	if _, err := os.Stat(JournalPath(cfg.BetsFile)); err == nil {
+		return nil, fmt.Errorf("%s belongs to a file ledger (%s exists), which the JetStream ledger would overwrite: set CENTRAL_BETS_FILE to another file, or remove both to start over",
+			cfg.BetsFile, JournalPath(cfg.BetsFile))
 	}
 	f, err := os.OpenFile(cfg.BetsFile, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -173,6 +192,9 @@ func retryJS(ctx context.Context, what string, fn func(context.Context) error) e
 // transientJS reports whether err may go away by itself (a leader election,
 // a reconnection, a timeout), as opposed to a refusal.
 func transientJS(err error) bool {
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return false // a 503 that waiting does not cure
+	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		// 503: JetStream or the stream has no leader at the moment.
@@ -181,7 +203,7 @@ func transientJS(err error) bool {
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // wrongLastSeq reports a CAS refusal: something else was written on the subject.

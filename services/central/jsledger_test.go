@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -346,4 +347,29 @@ func TestLeaseTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Release(ctx)
+}
+
+// The JetStream ledger rebuilds bets.csv from the stream, so it refuses a
+// folder where a file ledger keeps the only copy of its bets.
+func TestJetStreamLedgerRefusesFileLedger(t *testing.T) {
+	ns := natstest.StartJetStreamServer(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bets.csv")
+	ledger, _, err := central.OpenLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := await(t, "append", func(done func(error)) error { return ledger.AppendBatch(1, 1, 1, batchOf(1, 1, 2), done) }); err != nil {
+		t.Fatal(err)
+	}
+	ledger.Close()
+	js, _ := central.NewJetStream(natstest.Connect(t, ns))
+	log, _ := logline.New(&natstest.Log{}, "INFO")
+	_, err = central.OpenJetStreamLedger(context.Background(), js, central.JetStreamConfig{Stream: "QUINIELA", Replicas: 1, BetsFile: path, Name: "x"}, log)
+	if err == nil || !strings.Contains(err.Error(), "file ledger") {
+		t.Fatalf("opening a file ledger's bets.csv as a JetStream copy: %v, want a refusal", err)
+	}
+	if n := len(collect(t, path)); n != 2 {
+		t.Errorf("bets.csv has %d bets after the refusal, want its 2", n)
+	}
 }

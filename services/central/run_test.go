@@ -16,7 +16,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := central.Config{NATSListen: "127.0.0.1:4222", LogLevel: "INFO", Agencies: 5, BetsFile: "bets.csv",
-		WinnersHold: 2 * time.Second, QueueBytes: 8 << 20, HeldWinners: 10_000, MaxWindow: 64, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second}
+		WinnersHold: 2 * time.Second, QueueBytes: 8 << 20, HeldWinners: 10_000, MaxWindow: 64, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second,
+		Ledger: "file", Stream: "QUINIELA", Replicas: 1, LeaseTTL: 2 * time.Second}
 	if cfg != want {
 		t.Errorf("defaults %+v, want %+v", cfg, want)
 	}
@@ -29,12 +30,29 @@ func TestLoadConfig(t *testing.T) {
 		"CENTRAL_HELD_WINNERS=0":     "CENTRAL_HELD_WINNERS",
 		"CENTRAL_MAX_WINDOW=65":      "1 to 64",
 		"CENTRAL_QUEUE_BYTES=-5":     "CENTRAL_QUEUE_BYTES",
+		"CENTRAL_LEDGER=sql":         "want file or jetstream",
 	} {
 		k, v, _ := strings.Cut(env, "=")
 		_, err := central.LoadConfig(context.Background(), natstest.Env(map[string]string{k: v}))
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("%s: error %v, want one mentioning %q", env, err, wantErr)
 		}
+	}
+	for _, tc := range []struct{ env, want string }{
+		{"CENTRAL_REPLICAS=0", "CENTRAL_REPLICAS=0"},
+		{"CENTRAL_STREAM=a.b", "CENTRAL_STREAM"},
+		{"CENTRAL_LEASE_TTL=100ms", "at least 500ms"},
+		{"CENTRAL_FAILPOINT=committed:1", "file ledger only"},
+	} {
+		k, v, _ := strings.Cut(tc.env, "=")
+		_, err := central.LoadConfig(context.Background(), natstest.Env(map[string]string{"CENTRAL_LEDGER": "jetstream", k: v}))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("jetstream with %s: error %v, want one mentioning %q", tc.env, err, tc.want)
+		}
+	}
+	cfg, err = central.LoadConfig(context.Background(), natstest.Env(map[string]string{"CENTRAL_LEDGER": "jetstream"}))
+	if err != nil || cfg.Name == "" {
+		t.Errorf("jetstream defaults: name %q, %v; want host-pid", cfg.Name, err)
 	}
 }
 
@@ -53,6 +71,7 @@ func TestRunFailsClearly(t *testing.T) {
 		"bad listen":     {map[string]string{"NATS_LISTEN": "nowhere", "CENTRAL_BETS_FILE": dir + "/c.csv"}, "host:port"},
 		"bets file dir":  {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/missing/dir/bets.csv"}, "opening bets file"},
 		"failpoint typo": {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/d.csv", "CENTRAL_FAILPOINT": "committed"}, "STAGE:ROUND"},
+		"no jetstream":   {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/e.csv", "CENTRAL_LEDGER": "jetstream"}, "has no JetStream"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			log := &natstest.Log{}
