@@ -87,6 +87,7 @@ type JetStreamLedger struct {
 	stream   jetstream.Stream
 	log      *slog.Logger
 	file     *os.File
+	lock     *storeLock // one central per bets file
 	consume  jetstream.ConsumeContext
 	closing  sync.Once
 	closeErr error
@@ -145,11 +146,16 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 		return nil, fmt.Errorf("%s belongs to a file ledger (%s exists), which the JetStream ledger would overwrite: set CENTRAL_BETS_FILE to another file, or remove both to start over",
 			cfg.BetsFile, JournalPath(cfg.BetsFile))
 	}
+	lock, err := lockStore(cfg.BetsFile)
+	if err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(cfg.BetsFile, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("opening bets file for the copy of the stream: %w", err)
 	}
-	l := &JetStreamLedger{cfg: cfg, js: js, stream: stream, log: log, file: f,
+	l := &JetStreamLedger{cfg: cfg, js: js, stream: stream, log: log, file: f, lock: lock,
 		agencies: map[int]*appliedAgency{}, changed: make(chan struct{}), stopped: make(chan struct{})}
 	var cons jetstream.Consumer
 	err = retryJS(ctx, "creating ordered consumer on "+cfg.Stream, func(ctx context.Context) (err error) {
@@ -161,6 +167,7 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 	}
 	if err != nil {
 		f.Close()
+		lock.release()
 		return nil, fmt.Errorf("tailing stream %s: %w", cfg.Stream, err)
 	}
 	return l, nil
@@ -389,7 +396,7 @@ func (l *JetStreamLedger) Close() error {
 		<-l.consume.Closed()
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		l.closeErr = l.file.Close()
+		l.closeErr = errors.Join(l.file.Close(), l.lock.release())
 	})
 	return l.closeErr
 }

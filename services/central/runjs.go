@@ -11,6 +11,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsconn"
+	"github.com/quiniela/quiniela/internal/peakrss"
 )
 
 // runJetStream runs a central on the JetStream ledger: it tails the stream
@@ -63,7 +64,8 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 		return fmt.Errorf("closing the copy of the stream: %w", err)
 	}
 	// No fsync of its own: the stream is the durable store (README, Guarantees).
-	logline.Log(bg, log, "cerrar_apuestas", logline.Success, "file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied())
+	logline.Log(bg, log, "cerrar_apuestas", logline.Success,
+		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("draining NATS connection: %w", err)
 	}
@@ -100,7 +102,9 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 		lease.Release(bg)
 		return err
 	}
-	svc, err := StartService(termCtx, nc, lottery, ServiceConfig{WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes}, log)
+	svc, err := StartService(termCtx, nc, lottery, ServiceConfig{
+		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, AgencyInboxes: cfg.AgencyInboxes,
+	}, log)
 	if err != nil {
 		lease.Release(bg)
 		return err

@@ -152,7 +152,7 @@ func testTakeover(t *testing.T, files []string, env map[string]string, killAfter
 	for _, c := range []*proc{second, third} {
 		c.signal(t, syscall.SIGTERM)
 		if code := c.wait(t, 15*time.Second); code != 0 {
-			t.Fatalf("%s exited %d on SIGTERM; log:\n%s", c.name, code, c.log)
+			t.Fatalf("%s exited %d on SIGTERM; log:\n%s", c.Name, code, c.log)
 		}
 	}
 	again, againDir := startJSCentral(t, url, "central-4", "central_activa")
