@@ -120,6 +120,7 @@ type result struct {
 	RTTP99ms float64       // max of the agencies' rtt_p99_ms
 	Fsyncs   int           // the central's group commits
 	Draw     time.Duration // by the central's log: last agency done → sorteo
+	Takeover time.Duration // cluster mode: kill -9 of the active central → the standby's central_lista
 	// Peak resident set sizes in bytes; AgencyRSS is the largest agency's.
 	CentralRSS, AgencyRSS, NATSRSS int64
 	// CPU (user + system) of each process's whole life; the agencies' added.
@@ -132,12 +133,16 @@ type result struct {
 func (r result) CPU() time.Duration { return r.CentralCPU + r.AgenciesCPU + r.NATSCPU }
 
 func (r result) String() string {
+	takeover := ""
+	if r.Takeover > 0 {
+		takeover = fmt.Sprintf(", takeover %.0f ms", ms(r.Takeover))
+	}
 	return fmt.Sprintf("wall %.1f ms (launch %.1f), %.0f bets/s, %d batches, %.0f batches/s, rtt p50 %.2f ms, p99 %.2f ms, "+
 		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %.1f MiB, agency %.1f MiB, nats-server %.1f MiB, "+
 		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms",
 		ms(r.Wall), ms(r.Launch), perSecond(r.Bets, r.Wall), r.Batches, perSecond(r.Batches, r.Wall), r.RTTP50ms, r.RTTP99ms,
 		r.Fsyncs, r.Resent, ms(r.Draw), mib(r.CentralRSS), mib(r.AgencyRSS), mib(r.NATSRSS),
-		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU))
+		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU)) + takeover
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -175,9 +180,13 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 		logFile.Close()
 		cleanRunDir(dir, logPath, err == nil)
 	}()
-	sink := harness.NewSink(logBuf, harness.Names(files, natsName)...)
+	sink := harness.NewSink(logBuf, harness.Names(files, natsName, nodeName(clusterNodes-1))...)
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("run timed out after %v (-timeout)", o.timeout))
 	defer cancel()
+	if o.cluster {
+		res, err = runClusterOnce(ctx, o, files, wantBets, dir, sink)
+		return res, logPath, err
+	}
 
 	var jsDir string
 	if o.ledger == "jetstream" {

@@ -56,6 +56,7 @@ type options struct {
 	bin, data, cache, config, tmp string
 	profile                       string // a directory for CPU profiles of every run's central and agency 1
 	ledger                        string // CENTRAL_LEDGER: file, or jetstream (nats-server with -js)
+	cluster                       bool   // 3 nats-servers, JetStream R3, two centrals; implies ledger jetstream
 	scenarios                     []scenario
 	runs                          int
 	timeout                       time.Duration
@@ -75,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.config, "config", "services/agency/config.yaml", "the agencies' config file (AGENCY_CONFIG)")
 	fs.StringVar(&o.tmp, "tmp", os.TempDir(), "where each run's directory (bets file, journal, log) goes; on tmpfs fsync costs nothing")
 	fs.StringVar(&o.ledger, "ledger", "file", "the central's CENTRAL_LEDGER: file, or jetstream (nats-server then runs with JetStream, its store in the run's directory)")
+	fs.BoolVar(&o.cluster, "cluster", false, "3 nats-servers with JetStream as one cluster, the ledger on R3, an active central and a standby; after the agencies, kill -9 the active one and time the takeover (implies -ledger jetstream)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each run; then its processes are killed")
 	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of each run's central and agency 1 into this directory (go tool pprof bin/central DIR/central-*.prof)")
 	err := fs.Parse(args)
@@ -98,6 +100,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case o.timeout <= 0:
 		fmt.Fprintf(stderr, "bench: -timeout %v: want a positive duration\n", o.timeout)
 		return o, cli.ErrUsage
+	}
+	if o.cluster {
+		o.ledger = "jetstream"
 	}
 	if o.scenarios, err = selectScenarios(scenarioSpec); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)

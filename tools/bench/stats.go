@@ -60,12 +60,19 @@ var (
 		}
 		return float64(r.CPU()) / float64(time.Microsecond) / float64(r.Bets)
 	}}
+	mTakeover      = metric{"takeover (ms)", "takeover ms", "%.0f", func(r result) float64 { return ms(r.Takeover) }}
 )
 
 // metrics are the rows of a scenario's table, in order.
 var metrics = []*metric{
 	&mWall, &mLaunch, &mBetsPerSecond, &mBatchesPerSec, &mRTTP50, &mRTTP99, &mFsyncs, &mResent, &mDraw,
-	&mCentralRSS, &mAgencyRSS, &mNATSRSS, &mCentralCPU, &mAgenciesCPU, &mNATSCPU, &mCPU, &mCPUPerBet,
+	&mCentralRSS, &mAgencyRSS, &mNATSRSS, &mCentralCPU, &mAgenciesCPU, &mNATSCPU, &mCPU, &mCPUPerBet, &mTakeover,
+}
+
+// measured reports whether the runs have the metric at all: takeover only
+// in cluster mode.
+func measured(m *metric, rs []result) bool {
+	return m != &mTakeover || slices.Max(column(rs, m.value)) > 0
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
@@ -144,6 +151,9 @@ func writeTable(w io.Writer, sr scenarioResult) {
 	}
 	fmt.Fprintln(tw, "\tmedian\tmin\tmax\tgoal\t\t")
 	for _, m := range metrics {
+		if !measured(m, rs) {
+			continue
+		}
 		xs := column(rs, m.value)
 		fmt.Fprintf(tw, "%s\t"+m.format+"\t"+m.format+"\t"+m.format+"\t", padRight(m.name, width), median(xs), slices.Min(xs), slices.Max(xs))
 		if i := slices.IndexFunc(verdicts, func(v verdict) bool { return v.metric == m }); i >= 0 {

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/quiniela/quiniela/internal/harness"
+	"github.com/quiniela/quiniela/internal/peakrss"
+)
+
+// clusterNodes is the size of the cluster mode's NATS cluster.
+const clusterNodes = 3
+
+// startNATSCluster starts clusterNodes nats-servers with JetStream, their
+// stores under dir, routed to each other as one cluster, and waits until
+// each accepts connections; it returns them and their client URLs,
+// comma-separated.
+func startNATSCluster(ctx context.Context, bin, dir string, sink *harness.Sink) ([]*harness.Proc, string, error) {
+	clientPorts := make([]int, clusterNodes)
+	routePorts := make([]int, clusterNodes)
+	var routes, urls []string
+	for i := range clusterNodes {
+		var err error
+		if clientPorts[i], err = freePort(); err != nil {
+			return nil, "", err
+		}
+		if routePorts[i], err = freePort(); err != nil {
+			return nil, "", err
+		}
+		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(routePorts[i]))
+		urls = append(urls, "nats://127.0.0.1:"+strconv.Itoa(clientPorts[i]))
+	}
+	var nodes []*harness.Proc
+	kill := func() {
+		for _, p := range nodes {
+			p.Kill()
+		}
+	}
+	for i := range clusterNodes {
+		name := nodeName(i)
+		p, err := harness.Start(harness.Spec{
+			Name: name, Path: filepath.Join(bin, "nats-server"), Sink: sink,
+			Args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]), "--name", name,
+				"-js", "-sd", filepath.Join(dir, name), "--cluster_name", "quiniela",
+				"--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")},
+		})
+		if err != nil {
+			kill()
+			return nil, "", err
+		}
+		nodes = append(nodes, p)
+	}
+	for i, p := range nodes {
+		if err := waitAccepting(ctx, p, net.JoinHostPort("127.0.0.1", strconv.Itoa(clientPorts[i])), natsTimeout); err != nil {
+			kill()
+			return nil, "", err
+		}
+	}
+	return nodes, strings.Join(urls, ","), nil
+}
+
+func nodeName(i int) string { return natsName + "-" + strconv.Itoa(i+1) }
+
+// runClusterOnce is runOnce's cluster mode: three nats-servers with
+// JetStream, the ledger on R3, an active central and a standby. After the
+// agencies are done it kills the active central with SIGKILL and times the
+// standby's takeover (kill → its central_lista), then checks that the
+// standby's bets.csv, rebuilt from the stream, holds every bet too.
+func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBets int, dir string, sink *harness.Sink) (res result, err error) {
+	nodes, url, err := startNATSCluster(ctx, o.bin, dir, sink)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		for _, p := range nodes {
+			p.Kill() // on an early return; a no-op once stopped
+		}
+	}()
+	centralEnv := func(name, betsFile string) []string {
+		return []string{
+			"NATS_URL=" + url, "CENTRAL_AGENCIES=" + strconv.Itoa(len(files)), "CENTRAL_BETS_FILE=" + betsFile,
+			"CENTRAL_LEDGER=jetstream", "CENTRAL_REPLICAS=" + strconv.Itoa(clusterNodes), "CENTRAL_NAME=" + name,
+		}
+	}
+	activeFile := filepath.Join(dir, "bets.csv")
+	active, err := harness.StartCentral(o.bin, centralEnv("central-1", activeFile), sink)
+	if err != nil {
+		return res, err
+	}
+	defer active.Kill()
+	if _, err := active.WaitReady(ctx, readyTimeout); err != nil {
+		return res, err
+	}
+	standbyDir := filepath.Join(dir, "standby")
+	if err := os.Mkdir(standbyDir, 0o755); err != nil {
+		return res, err
+	}
+	standbyFile := filepath.Join(standbyDir, "bets.csv")
+	standby, err := harness.StartCentral(o.bin, centralEnv("central-2", standbyFile), sink)
+	if err != nil {
+		return res, err
+	}
+	defer standby.Kill()
+
+	start := time.Now()
+	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, nil, sink)
+	if err != nil {
+		return res, err
+	}
+	res.Launch = time.Since(start)
+	defer harness.KillAgencies(agencies)
+	if err := harness.WaitAgencies(ctx, agencies); err != nil {
+		return res, err
+	}
+	res.Wall = time.Since(start)
+	if res, err = agencyTotals(agencies, res); err != nil {
+		return res, err
+	}
+	if err := checkStored(activeFile, wantBets, res.Bets); err != nil {
+		return res, err
+	}
+
+	killed := time.Now()
+	active.Kill()
+	if _, err := standby.WaitReady(ctx, readyTimeout); err != nil {
+		return res, fmt.Errorf("the standby did not take over after the active central was killed: %w", err)
+	}
+	res.Takeover = time.Since(killed)
+	if err := checkStored(standbyFile, wantBets, res.Bets); err != nil {
+		return res, fmt.Errorf("the standby's copy: %w", err)
+	}
+	if err := standby.Shutdown(centralGrace); err != nil {
+		return res, err
+	}
+	if a, s := active.Log.Sorteos(), standby.Log.Sorteos(); a != 1 || s != 0 {
+		return res, fmt.Errorf("sorteo logged %d times by the active central and %d by the standby, want once and never", a, s)
+	}
+	draw, ok := active.Log.DrawTime()
+	if !ok {
+		return res, errors.New("the central's log does not time the draw: no timestamped agencia_terminada done: K/K and sorteo lines")
+	}
+	// The killed central logged no peak: the standby's, which copied the
+	// whole stream and then served, stands for it.
+	kib, ok := standby.Log.PeakRSSKiB()
+	if !ok {
+		return res, fmt.Errorf("the standby's cerrar_apuestas line has no %s: the bench needs Linux", peakrss.Key)
+	}
+	res.Draw, res.CentralRSS = draw, kib<<10
+	for _, p := range nodes {
+		if kib, ok := peakrss.Of(p.Pid()); ok {
+			res.NATSRSS = max(res.NATSRSS, kib<<10)
+		}
+	}
+	for _, p := range nodes {
+		p.Stop(natsGrace)
+	}
+	return res, nil
+}
