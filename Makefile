@@ -57,9 +57,10 @@ test-stress:
 		./services/e2e ./services/central
 
 ## bench: real processes (nats-server, central, agencies), median of RUNS runs of each SCENARIO
-# (`make bench SCENARIO=all RUNS=3`); the data of scale and many is generated once into $(BIN)/bench-data
+# (`make bench SCENARIO=all RUNS=3`); the data of scale and many is generated once into $(BIN)/bench-data.
+# BENCH_FLAGS=-cluster: 3 nodes with JetStream, R3, two centrals, the takeover timed; -ledger jetstream: one node
 bench: build nats-server
-	$(GO) run ./tools/bench -bin $(BIN) -scenario $(SCENARIO) -runs $(RUNS)
+	$(GO) run ./tools/bench -bin $(BIN) -scenario $(SCENARIO) -runs $(RUNS) $(BENCH_FLAGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s

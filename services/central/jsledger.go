@@ -163,7 +163,8 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 		return err
 	})
 	if err == nil {
-		l.consume, err = cons.Consume(l.apply)
+		// Bounded by bytes: a message may hold 256 KiB of rows.
+		l.consume, err = cons.Consume(l.apply, jetstream.PullMaxBytes(copyBufferBytes))
 	}
 	if err != nil {
 		f.Close()
@@ -461,6 +462,9 @@ func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 
 // maxGroupBytes bounds one stream message: the server's default max_payload is 1 MiB.
 const maxGroupBytes = 256 << 10
+
+// copyBufferBytes bounds the stream messages the copy's consumer holds.
+const copyBufferBytes = 8 << 20
 
 // maxQueuedBytes bounds the rows waiting for the stream: past it, appenders wait.
 const maxQueuedBytes = 16 << 20
