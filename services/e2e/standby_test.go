@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/services/central"
 )
 
 // The lottery on JetStream, on an in-process 3-node cluster with R3, and
@@ -202,4 +204,41 @@ func TestPausedCentralIsFenced(t *testing.T) {
 	checkOutcome(t, files, filepath.Join(secondDir, "bets.csv"), first.log.String()+second.log.String(), results)
 	// The first central, standby again, tails the stream into its copy.
 	sameFile(t, filepath.Join(secondDir, "bets.csv"), filepath.Join(firstDir, "bets.csv"), 20*time.Second)
+
+	// SIGTERM: the active central deletes its lease as it leaves, so the
+	// key no longer names it the moment it has exited (it renews every
+	// 500 ms, and would otherwise be named for up to 2 s more).
+	second.signal(t, syscall.SIGTERM)
+	if code := second.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("central-2 exited %d on SIGTERM; log:\n%s", code, second.log)
+	}
+	if holder := leaseHolder(t, nodes); holder == "central-2" {
+		t.Error("the lease still names central-2 after it stopped: it did not release it")
+	}
+	first.log.WaitFor(t, "central_activa", "success", 2, 10*time.Second)
+}
+
+// leaseHolder is the name in the lease now, "" if none.
+func leaseHolder(t *testing.T, nodes []*server.Server) string {
+	t.Helper()
+	nc, err := nats.Connect(natstest.URLs(nodes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, central.LeaseKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(e.Value())
 }
