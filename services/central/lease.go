@@ -76,6 +76,17 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		sent := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, l.ttl)
 		rev, err := l.kv.Create(cctx, LeaseKey, []byte(l.holder))
+		l.mu.Lock()
+		last := l.rev
+		l.mu.Unlock()
+		if errors.Is(err, jetstream.ErrKeyExists) && last != 0 {
+			// Still the revision this central last wrote (it stepped down
+			// when renewals failed, say during an election): nobody took
+			// the lease since, and updating that revision takes it back.
+			if r, uerr := l.kv.Update(cctx, LeaseKey, []byte(l.holder), last); uerr == nil {
+				rev, err = r, nil
+			}
+		}
 		cancel()
 		if err == nil {
 			l.mu.Lock()
