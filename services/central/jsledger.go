@@ -559,6 +559,19 @@ func (s *JetStreamStore) Err() error {
 	return s.fenceErr
 }
 
+// Usable is nil while the store may write: it is not fenced nor closed,
+// and the lease is held by the local clock. The Lottery asks it before it
+// answers anything from its state.
+func (s *JetStreamStore) Usable() error {
+	s.mu.Lock()
+	err := s.usable()
+	s.mu.Unlock()
+	if err == nil && !s.held() {
+		err = ErrNotActive
+	}
+	return err
+}
+
 func (s *JetStreamStore) usable() error {
 	if s.fenceErr != nil {
 		return s.fenceErr
@@ -634,6 +647,15 @@ func (s *JetStreamStore) write(c *chain, group []ledgerItem, lastSeq uint64) {
 	seq, err := s.publish(msg, lastSeq)
 	if err == nil && group[0].done {
 		err = s.l.WaitApplied(context.Background(), seq)
+	}
+	if err == nil && !s.held() {
+		// Stored, but this central's term ended while the write was in
+		// flight (it was paused, say): another may be active with a view
+		// that lacks it. Confirming it could tell an agency of a batch the
+		// active central does not know; unconfirmed, the agency resends it,
+		// and the active central, whose write there is then refused by the
+		// per-subject check, steps down and resumes from the stream.
+		err = ErrNotActive
 	}
 	if err != nil {
 		err = fmt.Errorf("writing %s to stream %s: %w", describeGroup(c.agency, group), s.l.cfg.Stream, err)

@@ -119,6 +119,9 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err := l.storeUsable(); err != nil {
+		return err
+	}
 	switch {
 	case seq <= a.LastBatch && a.Sums[seq-1] != sum:
 		return fmt.Errorf("batch %d of agency %d %w", seq, agency, ErrBatchMismatch)
@@ -141,6 +144,17 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages
 	return nil
 }
 
+// storeUsable is the store's own refusal, if it has one: the JetStream
+// store refuses once this central's lease has ended, and then the lottery
+// must not answer from a view another central may have moved past (a 409
+// naming a batch the agency has had acknowledged since).
+func (l *Lottery) storeUsable() error {
+	if u, ok := l.store.(interface{ Usable() error }); ok {
+		return u.Usable()
+	}
+	return nil
+}
+
 // Done records that agency sent all its batches, batches in all. It is
 // idempotent; when the last agency is done, the draw runs. reply is called
 // once the notification is durable.
@@ -151,6 +165,9 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err := l.storeUsable(); err != nil {
+		return err
+	}
 	switch {
 	case a.Done && batches != a.Batches:
 		return fmt.Errorf("agency %d already said it was done after %d batches, and cannot now say %d: %w", agency, a.Batches, batches, ErrAgencyDone)

@@ -36,6 +36,11 @@ func startJSCentral(t *testing.T, url, name, wantState string) (*proc, string) {
 	t.Helper()
 	dir := t.TempDir()
 	c := startProc(t, "central", jsCentralEnv(url, dir, name))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s's log, without its batch lines:\n%s", name, withoutBatchLines(c.log.String()))
+		}
+	})
 	result := "success"
 	if wantState == "central_en_espera" {
 		result = "in_progress"
@@ -241,4 +246,15 @@ func leaseHolder(t *testing.T, nodes []*server.Server) string {
 		t.Fatal(err)
 	}
 	return string(e.Value())
+}
+
+// withoutBatchLines drops the per-batch lines of a central's log.
+func withoutBatchLines(log string) string {
+	var kept []string
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "action: apuesta_recibida | result: success") && !strings.Contains(line, "action: apuesta_repetida") {
+			kept = append(kept, line)
+		}
+	}
+	return strings.Join(kept, "\n")
 }
