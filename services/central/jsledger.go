@@ -237,7 +237,7 @@ func (l *JetStreamLedger) apply(msg jetstream.Msg) {
 	}
 	if err := l.applyLocked(msg.Subject(), msg.Headers(), msg.Data(), seq); err != nil {
 		l.err = fmt.Errorf("copying message %d of stream %s to %s: %w", seq, l.cfg.Stream, l.cfg.BetsFile, err)
-		logline.Log(context.Background(), l.log, "copiar_apuestas", logline.Fail, "error", l.err)
+		l.log.ErrorContext(context.Background(), "copiar_apuestas", "error", l.err)
 	}
 	l.applied = seq
 	close(l.changed)
@@ -737,7 +737,7 @@ func (s *JetStreamStore) publish(msg *nats.Msg, lastSeq uint64) (uint64, error) 
 		if !transientJS(err) {
 			return 0, err
 		}
-		s.l.log.Debug(logline.Format("escribir_stream", logline.Fail, "subject", msg.Subject, "attempt", attempt, "error", err))
+		s.l.log.Debug("escribir_stream", "result", logline.Fail, "subject", msg.Subject, "attempt", attempt, "error", err)
 		time.Sleep(wait)
 		wait = min(2*wait, 500*time.Millisecond)
 	}

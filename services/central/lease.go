@@ -139,7 +139,7 @@ func (l *Lease) renew() {
 			expired.Stop()
 			return
 		case <-expired.C:
-			logline.Log(context.Background(), l.log, "renovar_lease", logline.Fail, "error", "lease expired before a renewal succeeded")
+			l.log.ErrorContext(context.Background(), "renovar_lease", "error", "lease expired before a renewal succeeded")
 			return
 		case <-tick.C:
 			expired.Stop()
@@ -157,14 +157,14 @@ func (l *Lease) renew() {
 			l.rev, l.deadline = rev, sent.Add(l.trust())
 			l.mu.Unlock()
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || wrongLastSeq(err):
-			logline.Log(context.Background(), l.log, "renovar_lease", logline.Fail, "error", fmt.Errorf("another central holds the lease: %w", err))
+			l.log.ErrorContext(context.Background(), "renovar_lease", "error", fmt.Errorf("another central holds the lease: %w", err))
 			l.mu.Lock()
 			l.deadline = time.Time{}
 			l.mu.Unlock()
 			return
 		default:
 			// A slow or failed renewal: try again until the deadline.
-			l.log.Debug(logline.Format("renovar_lease", logline.Fail, "error", err))
+			l.log.Debug("renovar_lease", "result", logline.Fail, "error", err)
 		}
 	}
 }

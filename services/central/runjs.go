@@ -38,7 +38,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 		return err
 	}
 	defer ledger.Close()
-	logline.Log(ctx, log, "abrir_apuestas", logline.Success, "file", cfg.BetsFile, "stream", cfg.Stream, "replicas", cfg.Replicas)
+	log.InfoContext(ctx, "abrir_apuestas", "file", cfg.BetsFile, "stream", cfg.Stream, "replicas", cfg.Replicas)
 	lease, err := OpenLease(ctx, js, cfg.Stream, cfg.Replicas, cfg.Name, cfg.LeaseTTL, log)
 	if err != nil {
 		return err
@@ -46,7 +46,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 
 	for ctx.Err() == nil {
 		err := lease.Acquire(ctx, func(holder string) {
-			logline.Log(ctx, log, "central_en_espera", logline.InProgress, "name", cfg.Name, "active", holder, "stream", cfg.Stream)
+			log.InfoContext(ctx, "central_en_espera", "result", logline.InProgress, "name", cfg.Name, "active", holder, "stream", cfg.Stream)
 		})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -59,21 +59,21 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 		}
 	}
 	bg := context.WithoutCancel(ctx)
-	logline.Log(bg, log, "apagado", logline.InProgress, "reason", context.Cause(ctx))
+	log.InfoContext(bg, "apagado", "result", logline.InProgress, "reason", context.Cause(ctx))
 	if err := ledger.Close(); err != nil {
 		return fmt.Errorf("closing the copy of the stream: %w", err)
 	}
 	// No fsync of its own: the stream is the durable store (README, Guarantees).
-	logline.Log(bg, log, "cerrar_apuestas", logline.Success,
+	log.InfoContext(bg, "cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("draining NATS connection: %w", err)
 	}
 	select {
 	case <-closed:
-		logline.Log(bg, log, "drenar_nats", logline.Success)
+		log.InfoContext(bg, "drenar_nats")
 	case <-time.After(cfg.DrainTimeout + time.Second):
-		logline.Log(bg, log, "drenar_nats", logline.Fail, "error", "timed out")
+		log.ErrorContext(bg, "drenar_nats", "error", "timed out")
 	}
 	return nil
 }
@@ -92,7 +92,7 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 		}
 		return err
 	}
-	logline.Log(ctx, log, "central_activa", logline.Success, "name", cfg.Name, "agencies_with_bets", len(rec.Agencies),
+	log.InfoContext(ctx, "central_activa", "name", cfg.Name, "agencies_with_bets", len(rec.Agencies),
 		"drawn", rec.Drawn, "catch_up", time.Since(started).Round(time.Millisecond))
 	// The lottery's draw and winners outlive neither the term nor the run.
 	termCtx, endTerm := context.WithCancel(ctx)
@@ -103,13 +103,13 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 		return err
 	}
 	svc, err := StartService(termCtx, nc, lottery, ServiceConfig{
-		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, AgencyInboxes: cfg.AgencyInboxes,
+		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, MaxWindow: cfg.MaxWindow,
 	}, log)
 	if err != nil {
 		lease.Release(bg)
 		return err
 	}
-	logline.Log(ctx, log, "central_lista", logline.Success, "nats", nc.ConnectedUrlRedacted(),
+	log.InfoContext(ctx, "central_lista", "nats", nc.ConnectedUrlRedacted(),
 		"agencies", cfg.Agencies, "service", ServiceName, "ledger", LedgerJetStream)
 
 	var reason error
@@ -121,17 +121,17 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 		reason = store.Err()
 	}
 	if reason != nil {
-		logline.Log(bg, log, "central_activa", logline.Fail, "name", cfg.Name, "error", fmt.Errorf("stepping down: %w", reason))
+		log.ErrorContext(bg, "central_activa", "name", cfg.Name, "error", fmt.Errorf("stepping down: %w", reason))
 	}
 	svc.Stop()
-	logline.Log(bg, log, "detener_servicio", logline.Success)
+	log.InfoContext(bg, "detener_servicio")
 	// The last acknowledgements reply to batches in flight: before the lease goes.
 	if err := store.Close(cfg.DrainTimeout); err != nil {
-		logline.Log(bg, log, "cerrar_escrituras", logline.Fail, "error", err)
+		log.ErrorContext(bg, "cerrar_escrituras", "error", err)
 	}
 	endTerm()
 	if err := lease.Release(bg); err != nil {
-		logline.Log(bg, log, "liberar_lease", logline.Fail, "error", err)
+		log.ErrorContext(bg, "liberar_lease", "error", err)
 	}
 	return nil
 }
