@@ -157,22 +157,52 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 	}
 	l := &JetStreamLedger{cfg: cfg, js: js, stream: stream, log: log, file: f, lock: lock,
 		agencies: map[int]*appliedAgency{}, changed: make(chan struct{}), stopped: make(chan struct{})}
-	var cons jetstream.Consumer
-	err = retryJS(ctx, "creating ordered consumer on "+cfg.Stream, func(ctx context.Context) (err error) {
-		cons, err = js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{})
-		return err
-	})
-	if err == nil {
-		// Bounded by bytes: a message may hold 256 KiB of rows.
-		l.consume, err = cons.Consume(l.apply, jetstream.PullMaxBytes(copyBufferBytes))
-	}
-	if err != nil {
+	if err := l.tail(ctx); err != nil {
 		f.Close()
 		lock.release()
-		return nil, fmt.Errorf("tailing stream %s: %w", cfg.Stream, err)
+		return nil, err
 	}
 	return l, nil
 }
+
+// tail starts (or starts again) the ordered consumer that copies the
+// stream, from the message after the last one applied.
+func (l *JetStreamLedger) tail(ctx context.Context) error {
+	l.mu.Lock()
+	from := l.applied + 1
+	l.mu.Unlock()
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	var cons jetstream.Consumer
+	err := retryJS(ctx, "creating ordered consumer on "+l.cfg.Stream, func(ctx context.Context) (err error) {
+		cons, err = l.js.OrderedConsumer(ctx, l.cfg.Stream, cfg)
+		return err
+	})
+	var cc jetstream.ConsumeContext
+	if err == nil {
+		// Bounded by bytes: a message may hold 256 KiB of rows.
+		cc, err = cons.Consume(l.apply, jetstream.PullMaxBytes(copyBufferBytes),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				l.log.Debug("copiar_apuestas", "result", logline.InProgress, "error", err)
+			}))
+	}
+	if err != nil {
+		return fmt.Errorf("tailing stream %s: %w", l.cfg.Stream, err)
+	}
+	l.mu.Lock()
+	old := l.consume
+	l.consume = cc
+	l.mu.Unlock()
+	if old != nil {
+		old.Stop()
+	}
+	return nil
+}
+
+// catchUpStall is how long the copy may make no progress towards the
+// stream's end before its consumer is started again: an ordered consumer
+// recovers by itself from most losses, not from every one (a node and a
+// leader lost at once, say).
+const catchUpStall = 10 * time.Second
 
 // retryJS calls fn until it succeeds or ctx ends: JetStream answers "no
 // responders" or times out while a cluster elects its leaders.
@@ -352,8 +382,21 @@ func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint6
 		}
 		return err
 	})
-	if err == nil {
-		err = l.WaitApplied(ctx, last)
+	for err == nil {
+		before := l.Applied()
+		wctx, cancel := context.WithTimeout(ctx, catchUpStall)
+		err = l.WaitApplied(wctx, last)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if l.Applied() == before {
+			l.log.WarnContext(ctx, "copiar_apuestas", "result", logline.InProgress, "detail",
+				fmt.Sprintf("no progress for %v at message %d of %d: tailing the stream again", catchUpStall, before, last))
+			err = l.tail(ctx)
+		} else {
+			err = nil
+		}
 	}
 	if err != nil {
 		return Recovered{}, nil, err
@@ -393,8 +436,11 @@ func (l *JetStreamLedger) Path() string { return l.cfg.BetsFile }
 func (l *JetStreamLedger) Close() error {
 	l.closing.Do(func() {
 		close(l.stopped)
-		l.consume.Stop()
-		<-l.consume.Closed()
+		l.mu.Lock()
+		cc := l.consume
+		l.mu.Unlock()
+		cc.Stop()
+		<-cc.Closed()
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.closeErr = errors.Join(l.file.Close(), l.lock.release())
