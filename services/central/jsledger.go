@@ -363,6 +363,27 @@ func (l *JetStreamLedger) WaitApplied(ctx context.Context, seq uint64) error {
 	}
 }
 
+// waitCopied is WaitApplied that also mends a stalled copy: when the copy
+// makes no progress towards seq for catchUpStall, it tails the stream again.
+func (l *JetStreamLedger) waitCopied(ctx context.Context, seq uint64) error {
+	for {
+		before := l.Applied()
+		wctx, cancel := context.WithTimeout(ctx, catchUpStall)
+		err := l.WaitApplied(wctx, seq)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if l.Applied() == before {
+			l.log.WarnContext(ctx, "copiar_apuestas", "result", logline.InProgress, "detail",
+				fmt.Sprintf("no progress for %v at message %d of %d: tailing the stream again", catchUpStall, before, seq))
+			if err := l.tail(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
 // Applied is the stream sequence the copy has reached.
 func (l *JetStreamLedger) Applied() uint64 {
 	l.mu.Lock()
@@ -382,21 +403,8 @@ func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint6
 		}
 		return err
 	})
-	for err == nil {
-		before := l.Applied()
-		wctx, cancel := context.WithTimeout(ctx, catchUpStall)
-		err = l.WaitApplied(wctx, last)
-		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-		if l.Applied() == before {
-			l.log.WarnContext(ctx, "copiar_apuestas", "result", logline.InProgress, "detail",
-				fmt.Sprintf("no progress for %v at message %d of %d: tailing the stream again", catchUpStall, before, last))
-			err = l.tail(ctx)
-		} else {
-			err = nil
-		}
+	if err == nil {
+		err = l.waitCopied(ctx, last)
 	}
 	if err != nil {
 		return Recovered{}, nil, err
@@ -692,7 +700,7 @@ func (s *JetStreamStore) write(c *chain, group []ledgerItem, lastSeq uint64) {
 	msg := s.groupMsg(c.agency, group)
 	seq, err := s.publish(msg, lastSeq)
 	if err == nil && group[0].done {
-		err = s.l.WaitApplied(context.Background(), seq)
+		err = s.l.waitCopied(context.Background(), seq)
 	}
 	if err == nil && !s.held() {
 		// Stored, but this central's term ended while the write was in
