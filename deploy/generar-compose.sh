@@ -83,8 +83,9 @@ depends_on() {
 	fi
 }
 
-# nats_common PUBLISHED: what every NATS server has, after its command: the
-# users' file, the client port on the host, the healthcheck.
+# nats_common PUBLISHED VOLUME: what every NATS server has, after its
+# command: the users' file, its JetStream store on the named volume VOLUME,
+# the client port on the host, the healthcheck.
 nats_common() {
 	cat <<YAML
     volumes:
@@ -93,6 +94,8 @@ nats_common() {
       # services' credentials by "make docker-creds AGENCIES=N" into .creds
       # (make docker-compose-up does it), never committed: CREDS_DIR.
       - $creds/nats-server.conf:/etc/nats/nats-server.conf:ro
+      # JetStream's store (-sd): the stream and the lease outlive the container.
+      - $2:/data
     ports:
       # Loopback only: for the nats CLI on this machine (deploy/README.md).
       - "127.0.0.1:$1:4222"
@@ -147,12 +150,13 @@ YAML
     # A node of the cluster "quiniela", with routes to every node (a route
     # to itself is ignored): a full mesh, so when one node stops the other
     # two stay connected. -c: the users; -m: the monitoring endpoint, which
-    # the healthcheck asks.
-    command: ["-c", "/etc/nats/nats-server.conf", "-m", "8222", "--name", "$node",
-      "--cluster_name", "quiniela", "--cluster", "nats://0.0.0.0:6222",
+    # the healthcheck asks; -js -sd: JetStream, where the centrals keep
+    # their ledger on three replicas (CENTRAL_REPLICAS).
+    command: ["-c", "/etc/nats/nats-server.conf", "-m", "8222", "-js", "-sd", "/data/jetstream",
+      "--name", "$node", "--cluster_name", "quiniela", "--cluster", "nats://0.0.0.0:6222",
       "--routes", "$routes"]
 YAML
-			nats_common "$published"
+			nats_common "$published" "$node-data"
 		done
 	else
 		cat <<YAML
@@ -162,10 +166,11 @@ YAML
     # official image of that version: NATS_IMAGE=nats:$nats_version-alpine.
     image: \${NATS_IMAGE:-quiniela-nats:$nats_version}
     # -c: the users and their permissions (authorization on); -m: the
-    # monitoring endpoint, which the healthcheck asks.
-    command: ["-c", "/etc/nats/nats-server.conf", "-m", "8222"]
+    # monitoring endpoint, which the healthcheck asks; -js -sd: JetStream,
+    # for a central with CENTRAL_LEDGER=jetstream.
+    command: ["-c", "/etc/nats/nats-server.conf", "-m", "8222", "-js", "-sd", "/data/jetstream"]
 YAML
-		nats_common "\${NATS_PORT:-4222}"
+		nats_common "\${NATS_PORT:-4222}" "nats-data"
 	fi
 
 	# NATS_URL, with a comment in the cluster.
@@ -175,13 +180,28 @@ YAML
 	else
 		central_url="NATS_URL: nats://nats:4222"
 	fi
-	cat <<YAML
+	# central SERVICE VOLUME: a central. In the cluster, two with the
+	# JetStream ledger, one active and one standby (README, "The JetStream
+	# ledger and standby centrals"); alone, the file ledger.
+	central() {
+		local ledger
+		if $cluster; then
+			ledger="# The ledger in the stream QUINIELA on the three nodes; bets.csv is
+      # this central's copy. Either central may serve: the lease decides.
+      CENTRAL_LEDGER: jetstream
+      CENTRAL_REPLICAS: \"3\"
+      CENTRAL_NAME: $1
+      "
+		else
+			ledger=""
+		fi
+		cat <<YAML
 
-  central:
+  $1:
     image: \${CENTRAL_IMAGE:-quiniela-central}
 YAML
-	depends_on
-	cat <<YAML
+		depends_on
+		cat <<YAML
     # NATS_USER and NATS_PASSWORD: the user "central", which may only
     # subscribe to the service's subjects and answer requests.
     env_file:
@@ -189,7 +209,7 @@ YAML
     environment:
       $central_url
       CENTRAL_AGENCIES: "$n"
-      # On the named volume below: the stored bets and their journal
+      ${ledger}# On the named volume below: the stored bets and their journal
       # (bets.csv.journal) outlive the container.
       CENTRAL_BETS_FILE: /var/lib/quiniela/bets.csv
       CENTRAL_DRAIN_TIMEOUT: 5s
@@ -197,13 +217,18 @@ YAML
       LOG_LEVEL: \${LOG_LEVEL:-}
       CENTRAL_MAX_WINDOW: \${CENTRAL_MAX_WINDOW:-}
     volumes:
-      - central-data:/var/lib/quiniela
+      - $2:/var/lib/quiniela
     # Compose sends SIGTERM, then SIGKILL after the grace period. The
     # central's shutdown is bounded by CENTRAL_DRAIN_TIMEOUT (5 s) plus its
     # last group commit, so 10 s lets a stop end cleanly (exit 0) instead of
     # as a kill -9. Keep the grace period above the drain timeout.
     stop_grace_period: 10s
 YAML
+	}
+	central central central-data
+	if $cluster; then
+		central central2 central2-data
+	fi
 	for ((i = 1; i <= n; i++)); do
 		if $cluster; then
 			url="# Its preferred node first (the agencies are spread over the
@@ -250,6 +275,16 @@ volumes:
   # the next "up" finds every bet stored before.
   central-data:
 YAML
+	if $cluster; then
+		cat <<YAML
+  central2-data:
+YAML
+		for node in "${nodes[@]}"; do
+			echo "  $node-data:"
+		done
+	else
+		echo "  nats-data:"
+	fi
 } >"$tmp"
 # mktemp made it private (0600): readable like any file written with the
 # usual umask.

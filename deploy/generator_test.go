@@ -117,11 +117,15 @@ func checkCredsRefs(t *testing.T, file string, v variant, n int) {
 	// No default: a missing CREDS_DIR says what to run (TestComposeSaysWhatToRun).
 	dir := "${CREDS_DIR:?" + credsHint + "}/"
 	for _, node := range natsServices(v) {
-		if mount := dir + "nats-server.conf:" + credsConf + ":ro"; !slices.Equal(raw.Services[node].Volumes, []string{mount}) {
-			t.Errorf("%s: %s volumes %q, want [%s]", file, node, raw.Services[node].Volumes, mount)
+		want := []string{dir + "nats-server.conf:" + credsConf + ":ro", node + "-data:/data"}
+		if !slices.Equal(raw.Services[node].Volumes, want) {
+			t.Errorf("%s: %s volumes %q, want %q", file, node, raw.Services[node].Volumes, want)
 		}
 	}
-	wantEnvFile := map[string]string{"central": natsauth.CentralUser}
+	wantEnvFile := map[string]string{}
+	for _, c := range centralServices(v) {
+		wantEnvFile[c] = natsauth.CentralUser
+	}
 	for i := 1; i <= n; i++ {
 		wantEnvFile[fmt.Sprintf("agency%d", i)] = natsauth.AgencyUser(i)
 	}
@@ -228,7 +232,7 @@ func parseConfig(t *testing.T, text string) composeConfig {
 func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds string, users natsauth.Users) {
 	t.Helper()
 	nodes := natsServices(v)
-	want := append([]string{"central"}, nodes...)
+	want := append(centralServices(v), nodes...)
 	for i := 1; i <= n; i++ {
 		want = append(want, fmt.Sprintf("agency%d", i))
 	}
@@ -242,7 +246,9 @@ func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds s
 		t.Fatalf("services %v, want %v", got, want)
 	}
 	checkNATSServers(t, cfg, v, creds)
-	checkCentral(t, cfg, v, n, users)
+	for _, c := range centralServices(v) {
+		checkCentral(t, cfg, v, c, n, users)
+	}
 	for i := 1; i <= n; i++ {
 		checkAgency(t, cfg, v, i, root, users)
 	}
@@ -259,7 +265,7 @@ func checkNATSServers(t *testing.T, cfg composeConfig, v variant, creds string) 
 		if want := "quiniela-nats:" + natsServerVersion(t); nats.Image != want {
 			t.Errorf("%s image %q, want %s: the project's image of the server the tests run", name, nats.Image, want)
 		}
-		wantCommand := []string{"-c", credsConf, "-m", "8222"}
+		wantCommand := []string{"-c", credsConf, "-m", "8222", "-js", "-sd", "/data/jetstream"}
 		if v.cluster {
 			var routes []string
 			for _, node := range natsNodes {
@@ -271,8 +277,12 @@ func checkNATSServers(t *testing.T, cfg composeConfig, v variant, creds string) 
 		if !slices.Contains(nats.Healthcheck.Test, "http://localhost:8222/healthz") || !slices.Equal(nats.Command, wantCommand) {
 			t.Errorf("%s: command %q, healthcheck %q; want %q and /healthz checked", name, nats.Command, nats.Healthcheck.Test, wantCommand)
 		}
-		if !slices.Equal(nats.Volumes, []mount{confMount}) {
-			t.Errorf("%s volumes %+v, want the users' file %+v", name, nats.Volumes, confMount)
+		store := mount{Type: "volume", Source: name + "-data", Target: "/data"}
+		if !slices.Equal(nats.Volumes, []mount{confMount, store}) {
+			t.Errorf("%s volumes %+v, want the users' file %+v and JetStream's store %+v", name, nats.Volumes, confMount, store)
+		}
+		if _, ok := cfg.Volumes[store.Source]; !ok {
+			t.Errorf("no top-level volume %s: %v", store.Source, cfg.Volumes)
 		}
 		published := strconv.Itoa(4222 + k) // nats1 (or nats) 4222, nats2 4223, nats3 4224
 		if len(nats.Ports) != 1 || nats.Ports[0].HostIP != "127.0.0.1" || nats.Ports[0].Published != published || nats.Ports[0].Target != 4222 {
@@ -291,11 +301,22 @@ func checkCreds(t *testing.T, cfg composeConfig, users natsauth.Users, service, 
 	}
 }
 
-// checkCentral checks the central: its environment, credentials, store
-// volume, grace period and start after NATS.
-func checkCentral(t *testing.T, cfg composeConfig, v variant, n int, users natsauth.Users) {
+// centralServices are a variant's centrals: in the cluster, an active one
+// and a standby on the JetStream ledger.
+func centralServices(v variant) []string {
+	if v.cluster {
+		return []string{"central", "central2"}
+	}
+	return []string{"central"}
+}
+
+// checkCentral checks a central: its environment (the JetStream ledger on
+// three replicas in the cluster), credentials, store volume, grace period
+// and start after NATS.
+func checkCentral(t *testing.T, cfg composeConfig, v variant, name string, n int, users natsauth.Users) {
 	t.Helper()
-	c := cfg.Services["central"]
+	c := cfg.Services[name]
+	volume := name + "-data"
 	centralURL := "nats://nats:4222"
 	if v.cluster {
 		centralURL = nodeURLs(0)
@@ -306,24 +327,31 @@ func checkCentral(t *testing.T, cfg composeConfig, v variant, n int, users natsa
 		"CENTRAL_BETS_FILE":     "/var/lib/quiniela/bets.csv",
 		"CENTRAL_DRAIN_TIMEOUT": "5s",
 	}
+	if v.cluster {
+		wantEnv["CENTRAL_LEDGER"] = "jetstream"
+		wantEnv["CENTRAL_REPLICAS"] = "3"
+		wantEnv["CENTRAL_NAME"] = name
+	} else if l := c.Environment["CENTRAL_LEDGER"]; l != "" {
+		t.Errorf("%s: CENTRAL_LEDGER=%q, want unset (the file ledger)", name, l)
+	}
 	for key, val := range wantEnv {
 		if c.Environment[key] != val {
-			t.Errorf("central: %s=%q, want %q", key, c.Environment[key], val)
+			t.Errorf("%s: %s=%q, want %q", name, key, c.Environment[key], val)
 		}
 	}
-	checkCreds(t, cfg, users, "central", natsauth.CentralUser)
-	if len(c.Volumes) != 1 || c.Volumes[0].Type != "volume" || c.Volumes[0].Source != "central-data" || c.Volumes[0].Target != "/var/lib/quiniela" {
-		t.Errorf("central volumes %+v, want the named volume central-data on /var/lib/quiniela", c.Volumes)
+	checkCreds(t, cfg, users, name, natsauth.CentralUser)
+	if len(c.Volumes) != 1 || c.Volumes[0].Type != "volume" || c.Volumes[0].Source != volume || c.Volumes[0].Target != "/var/lib/quiniela" {
+		t.Errorf("%s volumes %+v, want the named volume %s on /var/lib/quiniela", name, c.Volumes, volume)
 	}
-	if _, ok := cfg.Volumes["central-data"]; !ok {
-		t.Errorf("no top-level volume central-data: %v", cfg.Volumes)
+	if _, ok := cfg.Volumes[volume]; !ok {
+		t.Errorf("no top-level volume %s: %v", volume, cfg.Volumes)
 	}
 	grace, err := time.ParseDuration(c.StopGracePeriod)
 	drain, _ := time.ParseDuration(c.Environment["CENTRAL_DRAIN_TIMEOUT"])
 	if err != nil || grace <= drain {
-		t.Errorf("central stop_grace_period %q, want longer than the drain timeout %v", c.StopGracePeriod, drain)
+		t.Errorf("%s stop_grace_period %q, want longer than the drain timeout %v", name, c.StopGracePeriod, drain)
 	}
-	checkDependsOnHealthyNATS(t, "central", c, natsServices(v))
+	checkDependsOnHealthyNATS(t, name, c, natsServices(v))
 }
 
 // checkAgency checks agency i: its environment (its preferred node first

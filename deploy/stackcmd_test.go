@@ -298,15 +298,37 @@ func (s *stack) waitAgencies(t *testing.T, timeout time.Duration) {
 // NATS image's busybox (the central's image has no shell).
 func (s *stack) storedRows(t *testing.T) []string {
 	t.Helper()
+	return s.storedRowsIn(t, "central-data")
+}
+
+// volumeName is the Docker volume of a named volume of the stack.
+func (s *stack) volumeName(t *testing.T, volume string) string {
+	t.Helper()
 	out, err := run(t.Context(), nil, "", "docker", "volume", "ls", "-q",
 		"--filter", "label=com.docker.compose.project="+s.project,
-		"--filter", "label=com.docker.compose.volume=central-data")
+		"--filter", "label=com.docker.compose.volume="+volume)
 	if err != nil {
 		t.Fatal(err)
 	}
 	vols := strings.Fields(out)
 	if len(vols) != 1 {
-		t.Fatalf("volume central-data of %s: found %q, want one", s.project, vols)
+		t.Fatalf("volume %s of %s: found %q, want one", volume, s.project, vols)
+	}
+	return vols[0]
+}
+
+// storedRowsIn reads bets.csv from a central's named volume.
+func (s *stack) storedRowsIn(t *testing.T, volume string) []string {
+	t.Helper()
+	out, err := run(t.Context(), nil, "", "docker", "volume", "ls", "-q",
+		"--filter", "label=com.docker.compose.project="+s.project,
+		"--filter", "label=com.docker.compose.volume="+volume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vols := strings.Fields(out)
+	if len(vols) != 1 {
+		t.Fatalf("volume %s of %s: found %q, want one", volume, s.project, vols)
 	}
 	csvText, err := run(t.Context(), nil, "", "docker", "run", "--rm", "-v", vols[0]+":/data:ro",
 		"--entrypoint", "/bin/busybox", s.nats, "cat", "/data/bets.csv")
