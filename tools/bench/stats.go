@@ -60,7 +60,7 @@ var (
 		}
 		return float64(r.CPU()) / float64(time.Microsecond) / float64(r.Bets)
 	}}
-	mTakeover      = metric{"takeover (ms)", "takeover ms", "%.0f", func(r result) float64 { return ms(r.Takeover) }}
+	mTakeover = metric{"takeover (ms)", "takeover ms", "%.0f", func(r result) float64 { return ms(r.Takeover) }}
 )
 
 // metrics are the rows of a scenario's table, in order.
