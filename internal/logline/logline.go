@@ -42,37 +42,6 @@ func New(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(&handler{w: w, mu: &sync.Mutex{}, level: lvl}), nil
 }
 
-// Log writes an operation line with an explicit result, at INFO, or at ERROR
-// when result is Fail. kv alternates keys and values. Prefer plain slog
-// calls (see the package doc).
-func Log(ctx context.Context, log *slog.Logger, action, result string, kv ...any) {
-	level := slog.LevelInfo
-	if result == Fail {
-		level = slog.LevelError
-	}
-	log.Log(ctx, level, action, append([]any{"result", result}, kv...)...)
-}
-
-// Debug writes an operation line at DEBUG. Prefer log.Debug.
-func Debug(ctx context.Context, log *slog.Logger, action, result string, kv ...any) {
-	log.Log(ctx, slog.LevelDebug, action, append([]any{"result", result}, kv...)...)
-}
-
-// Format renders an operation line without prefix.
-func Format(action, result string, kv ...any) string {
-	var b strings.Builder
-	b.Grow(64)
-	b.WriteString("action: ")
-	b.WriteString(action)
-	b.WriteString(" | result: ")
-	b.WriteString(result)
-	buf := []byte(b.String())
-	for i := 0; i+1 < len(kv); i += 2 {
-		buf = appendField(buf, fmt.Sprint(kv[i]), fmt.Sprint(kv[i+1]))
-	}
-	return string(buf)
-}
-
 // MaxValueBytes bounds one value of a line: a peer's 2 kB header does not
 // become a 2 kB log line.
 const MaxValueBytes = 256

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -145,37 +146,20 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 
 	url := cfg.NATSURL
 	if url == "" {
-		users, err := embeddedUsers(&cfg)
-		if err != nil {
+		var stop func()
+		if url, stop, err = startEmbedded(&cfg, log); err != nil {
 			return err
 		}
-		tlsConfig, err := embeddedTLS(cfg)
-		if err != nil {
-			return err
-		}
-		jsDir := ""
-		if cfg.Ledger == LedgerJetStream {
-			jsDir = cfg.JetStreamDir
-			if jsDir == "" {
-				jsDir = filepath.Join(filepath.Dir(cfg.BetsFile), "jetstream")
-			}
-		}
-		ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig, jsDir)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-			log.Info("detener_nats_embebido")
-		}()
-		url = ns.ClientURL()
-		log.Info("nats_embebido", "url", url)
+		defer stop()
 	}
 	if cfg.Ledger == LedgerJetStream {
 		return runJetStream(ctx, cfg, url, log)
 	}
+	return runFile(ctx, cfg, url, log)
+}
 
+// runFile runs the central on the file ledger until ctx ends.
+func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) error {
 	var opts []LedgerOption
 	if cfg.Failpoint != "" {
 		fp, err := killAt(cfg.Failpoint)
@@ -229,16 +213,53 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	log.Info("cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 
+	return drain(nc, closed, cfg.DrainTimeout, log)
+}
+
+// drain drains the connection, bounded by timeout: the replies still queued
+// go out, then it closes.
+func drain(nc *nats.Conn, closed <-chan struct{}, timeout time.Duration, log *slog.Logger) error {
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("draining NATS connection: %w", err)
 	}
 	select {
 	case <-closed:
 		log.Info("drenar_nats")
-	case <-time.After(cfg.DrainTimeout + time.Second):
+	case <-time.After(timeout + time.Second):
 		log.Error("drenar_nats", "error", "timed out")
 	}
 	return nil
+}
+
+// startEmbedded starts the embedded NATS server (with JetStream beside the
+// bets file for the JetStream ledger) and returns its URL and how to stop it.
+func startEmbedded(cfg *Config, log *slog.Logger) (string, func(), error) {
+	users, err := embeddedUsers(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	tlsConfig, err := embeddedTLS(*cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	jsDir := ""
+	if cfg.Ledger == LedgerJetStream {
+		jsDir = cfg.JetStreamDir
+		if jsDir == "" {
+			jsDir = filepath.Join(filepath.Dir(cfg.BetsFile), "jetstream")
+		}
+	}
+	ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig, jsDir)
+	if err != nil {
+		return "", nil, err
+	}
+	url := ns.ClientURL()
+	log.Info("nats_embebido", "url", url)
+	return url, func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		log.Info("detener_nats_embebido")
+	}, nil
 }
 
 // killAt parses CENTRAL_FAILPOINT ("data-written:3") into a failpoint that

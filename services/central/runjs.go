@@ -66,16 +66,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	// No fsync of its own: the stream is the durable store (README, Guarantees).
 	log.InfoContext(bg, "cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
-	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		return fmt.Errorf("draining NATS connection: %w", err)
-	}
-	select {
-	case <-closed:
-		log.InfoContext(bg, "drenar_nats")
-	case <-time.After(cfg.DrainTimeout + time.Second):
-		log.ErrorContext(bg, "drenar_nats", "error", "timed out")
-	}
-	return nil
+	return drain(nc, closed, cfg.DrainTimeout, log)
 }
 
 // serveTerm serves the agencies for one term of the lease: until ctx ends

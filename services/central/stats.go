@@ -75,16 +75,6 @@ const (
 	bucketsPerDouble = 8
 )
 
-func (h *histogram) add(d time.Duration) {
-	us := float64(d) / float64(time.Microsecond)
-	i := 0
-	if us > 1 {
-		i = min(int(math.Log2(us)*bucketsPerDouble)+1, histogramBuckets-1)
-	}
-	h.buckets[i]++
-	h.n++
-}
-
 // quantile is the upper bound, in milliseconds, of the bucket holding the q
 // quantile; 0 without samples.
 func (h *histogram) quantile(q float64) float64 {
@@ -101,82 +91,4 @@ func (h *histogram) quantile(q float64) float64 {
 		}
 	}
 	return 0
-}
-
-// heldWinners holds winners requests that came before the draw, up to max,
-// in order of arrival; every request is held for the same time, so that is
-// also the order of their deadlines.
-type heldWinners struct {
-	mu      sync.Mutex
-	calls   []heldCall
-	max     int
-	stopped bool
-	kick    chan struct{} // wakes Service.answerHeld: a first request, or stop
-}
-
-type heldCall struct {
-	c        *call
-	deadline time.Time
-}
-
-// add holds c until deadline; false when the budget is full or stopped.
-func (h *heldWinners) add(c *call, deadline time.Time) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped || len(h.calls) >= h.max {
-		return false
-	}
-	h.calls = append(h.calls, heldCall{c: c, deadline: deadline})
-	if len(h.calls) == 1 {
-		h.wake()
-	}
-	return true
-}
-
-func (h *heldWinners) wake() {
-	select {
-	case h.kick <- struct{}{}:
-	default:
-	}
-}
-
-// next is the earliest deadline (zero if none is held), and whether stop was called.
-func (h *heldWinners) next() (time.Time, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.calls) == 0 {
-		return time.Time{}, h.stopped
-	}
-	return h.calls[0].deadline, h.stopped
-}
-
-func (h *heldWinners) takeAll() []*call {
-	return h.take(func(heldCall) bool { return true })
-}
-
-func (h *heldWinners) takeExpired(now time.Time) []*call {
-	return h.take(func(hc heldCall) bool { return !hc.deadline.After(now) })
-}
-
-// take removes the leading calls for which expired holds.
-func (h *heldWinners) take(expired func(heldCall) bool) []*call {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for n < len(h.calls) && expired(h.calls[n]) {
-		n++
-	}
-	out := make([]*call, n)
-	for i := range out {
-		out[i] = h.calls[i].c
-	}
-	h.calls = append(h.calls[:0], h.calls[n:]...)
-	return out
-}
-
-func (h *heldWinners) stop() {
-	h.mu.Lock()
-	h.stopped = true
-	h.mu.Unlock()
-	h.wake()
 }

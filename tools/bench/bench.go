@@ -14,7 +14,6 @@ import (
 
 	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/internal/peakrss"
-	"github.com/quiniela/quiniela/internal/profile"
 )
 
 const (
@@ -251,30 +250,6 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 	return res, logPath, nil
 }
 
-// profileEnv asks the process named name for a CPU profile of its run, if
-// -profile was given: one file per process (%p is its PID).
-func (o options) profileEnv(name string) []string {
-	if o.profile == "" {
-		return nil
-	}
-	return []string{profile.Env + "=" + filepath.Join(o.profile, name+"-%p.prof")}
-}
-
-// cleanRunDir removes a run's directory after a good run; after a failed
-// one it keeps only the log, for the user to read.
-func cleanRunDir(dir, logPath string, ok bool) {
-	if ok {
-		os.RemoveAll(dir)
-		return
-	}
-	entries, _ := os.ReadDir(dir) // what cannot be listed cannot be removed either
-	for _, e := range entries {
-		if p := filepath.Join(dir, e.Name()); p != logPath {
-			os.RemoveAll(p)
-		}
-	}
-}
-
 // agencyTotals checks that every agency exited 0 with a resumen, and adds
 // their figures to res.
 func agencyTotals(agencies []*harness.Agency, res result) (result, error) {
@@ -312,21 +287,6 @@ func suffix(lastError string) string {
 	return ": " + lastError
 }
 
-// checkStored checks that the bets file holds exactly the input's bets:
-// every bet acknowledged is on disk (the central replies after its fsync),
-// none lost, none twice.
-func checkStored(betsFile string, wantBets, sentBets int) error {
-	rows, err := harness.CountRows(betsFile)
-	if err != nil {
-		return err
-	}
-	if rows != wantBets || sentBets != wantBets {
-		return fmt.Errorf("not exact: the input files hold %d bets, the agencies sent %d, the bets file holds %d rows",
-			wantBets, sentBets, rows)
-	}
-	return nil
-}
-
 // stopCentral shuts the central down with SIGTERM and checks what it said:
 // one draw, and its fsyncs, draw time and peak RSS, which go to res. All
 // are read after it exited, when all its lines have been read.
@@ -351,26 +311,4 @@ func stopCentral(central *harness.Central, res *result) error {
 	}
 	res.Fsyncs, res.Draw, res.CentralRSS = fsyncs, draw, kib<<10
 	return nil
-}
-
-// printTail copies the last n lines of the file at path to w.
-func printTail(w io.Writer, path string, n int) {
-	f, err := os.Open(path)
-	if err != nil {
-		fmt.Fprintf(w, "(%v)\n", err)
-		return
-	}
-	defer f.Close()
-	ring := make([]string, 0, n)
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if len(ring) == n {
-			ring = append(ring[:0], ring[1:]...)
-		}
-		ring = append(ring, sc.Text())
-	}
-	for _, l := range ring {
-		fmt.Fprintln(w, l)
-	}
 }

@@ -1,0 +1,198 @@
+package central
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/messages"
+)
+
+// enqueue adds item to agency's chain and sends it unless a message of the
+// chain is in flight. s.mu is held.
+func (s *JetStreamStore) enqueue(agency int, item ledgerItem) {
+	c := s.chains[agency]
+	if c == nil {
+		c = &chain{agency: agency}
+		s.chains[agency] = c
+	}
+	c.queue = append(c.queue, item)
+	c.appended++
+	if !c.busy {
+		s.send(c)
+	}
+}
+
+// send takes the next group off c's queue and writes it. s.mu is held.
+func (s *JetStreamStore) send(c *chain) {
+	n, size := 1, len(c.queue[0].rows)
+	if !c.queue[0].done {
+		for n < len(c.queue) && !c.queue[n].done && size+len(c.queue[n].rows) <= maxGroupBytes {
+			size += len(c.queue[n].rows)
+			n++
+		}
+	}
+	group := c.queue[:n:n]
+	c.queue = c.queue[n:]
+	c.busy = true
+	s.running.Add(1)
+	go s.write(c, group, c.lastSeq)
+}
+
+// groupMsg is the stream message of a group of items.
+func (s *JetStreamStore) groupMsg(agency int, group []ledgerItem) *nats.Msg {
+	msg := nats.NewMsg(agencyLedgerSubject(s.l.cfg.Stream, agency))
+	msg.Header.Set(messages.HeaderAgency, strconv.Itoa(agency))
+	if group[0].done {
+		msg.Header.Set(messages.HeaderBatches, strconv.FormatUint(group[0].batches, 10))
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d.done.%d", agency, group[0].batches))
+		return msg
+	}
+	var sums, counts []string
+	var body bytes.Buffer
+	h := fnv.New64a()
+	for _, it := range group {
+		sums = append(sums, strconv.FormatUint(it.sum, 10))
+		counts = append(counts, strconv.Itoa(it.count))
+		body.Write(it.rows)
+		fmt.Fprintf(h, "%d,", it.sum)
+	}
+	msg.Header.Set(messages.HeaderBatch, strconv.FormatUint(group[0].seq, 10))
+	msg.Header.Set(HeaderSums, strings.Join(sums, ","))
+	msg.Header.Set(HeaderCounts, strings.Join(counts, ","))
+	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d.%d-%d.%x", agency, group[0].seq, group[len(group)-1].seq, h.Sum64()))
+	msg.Data = body.Bytes()
+	return msg
+}
+
+// write publishes a group and, on its acknowledgement, replies and sends
+// the chain's next group.
+func (s *JetStreamStore) write(c *chain, group []ledgerItem, lastSeq uint64) {
+	defer s.running.Done()
+	msg := s.groupMsg(c.agency, group)
+	seq, err := s.publish(msg, lastSeq)
+	if err == nil && group[0].done {
+		err = s.l.waitCopied(context.Background(), seq)
+	}
+	if err == nil && !s.held() {
+		// Stored, but this central's term ended while the write was in
+		// flight (it was paused, say): another may be active with a view
+		// that lacks it. Confirming it could tell an agency of a batch the
+		// active central does not know; unconfirmed, the agency resends it,
+		// and the active central, whose write there is then refused by the
+		// per-subject check, steps down and resumes from the stream.
+		err = ErrNotActive
+	}
+	if err != nil {
+		err = fmt.Errorf("writing %s to stream %s: %w", describeGroup(c.agency, group), s.l.cfg.Stream, err)
+		s.fence(err)
+		if !errors.Is(err, ErrNotActive) {
+			err = fmt.Errorf("%w (%v)", ErrNotActive, err)
+		}
+	}
+	var ready []*syncWaiter
+	s.mu.Lock()
+	size := 0
+	for _, it := range group {
+		size += len(it.rows)
+	}
+	s.queued -= size
+	s.roomy.Broadcast()
+	c.busy = false
+	if err == nil {
+		c.lastSeq = seq
+		c.acked += uint64(len(group))
+		kept := c.syncs[:0]
+		for _, sw := range c.syncs {
+			if sw.target > c.acked {
+				kept = append(kept, sw)
+			} else if sw.w.need--; sw.w.need == 0 {
+				ready = append(ready, sw.w)
+			}
+		}
+		c.syncs = kept
+		if len(c.queue) > 0 {
+			s.send(c)
+		}
+	}
+	s.mu.Unlock()
+	for _, it := range group {
+		it.cb(err)
+	}
+	for _, w := range ready {
+		w.cb(nil)
+	}
+}
+
+func describeGroup(agency int, group []ledgerItem) string {
+	switch {
+	case group[0].done:
+		return fmt.Sprintf("done of agency %d", agency)
+	case len(group) == 1:
+		return fmt.Sprintf("batch %d of agency %d", group[0].seq, agency)
+	default:
+		return fmt.Sprintf("batches %d to %d of agency %d", group[0].seq, group[len(group)-1].seq, agency)
+	}
+}
+
+// publish writes msg expecting lastSeq as its subject's last sequence, and
+// resends it through leader elections and reconnections for as long as the
+// lease is held. A refusal because the subject moved is checked against
+// the subject's last message: if that is msg (its first attempt was stored
+// and the acknowledgement lost), it succeeded.
+func (s *JetStreamStore) publish(msg *nats.Msg, lastSeq uint64) (uint64, error) {
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastSeq, 10))
+	id := msg.Header.Get(jetstream.MsgIDHeader)
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		if !s.held() {
+			return 0, ErrNotActive
+		}
+		ack, err := s.publishOnce(msg)
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if wrongLastSeq(err) && attempt > 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			last, gerr := s.l.stream.GetLastMsgForSubject(ctx, msg.Subject)
+			cancel()
+			if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == id {
+				return last.Sequence, nil
+			}
+		}
+		if !transientJS(err) {
+			return 0, err
+		}
+		s.l.log.Debug("escribir_stream", "result", logline.Fail, "subject", msg.Subject, "attempt", attempt, "error", err)
+		time.Sleep(wait)
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+func (s *JetStreamStore) publishOnce(msg *nats.Msg) (*jetstream.PubAck, error) {
+	// A copy: the client keeps the message until it is acknowledged.
+	m := &nats.Msg{Subject: msg.Subject, Header: msg.Header, Data: msg.Data}
+	f, err := s.l.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, err
+	}
+	timeout := time.NewTimer(publishTimeout + time.Second) // the client's own timeout comes first
+	defer timeout.Stop()
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-timeout.C:
+		return nil, jetstream.ErrAsyncPublishTimeout
+	}
+}

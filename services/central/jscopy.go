@@ -1,0 +1,273 @@
+package central
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/messages"
+)
+
+// tail starts (or starts again) the ordered consumer that copies the
+// stream, from the message after the last one applied.
+func (l *JetStreamLedger) tail(ctx context.Context) error {
+	l.mu.Lock()
+	from := l.applied + 1
+	l.mu.Unlock()
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	var cons jetstream.Consumer
+	err := retryJS(ctx, "creating ordered consumer on "+l.cfg.Stream, func(ctx context.Context) (err error) {
+		cons, err = l.js.OrderedConsumer(ctx, l.cfg.Stream, cfg)
+		return err
+	})
+	var cc jetstream.ConsumeContext
+	if err == nil {
+		// Bounded by bytes: a message may hold 256 KiB of rows.
+		cc, err = cons.Consume(l.apply, jetstream.PullMaxBytes(copyBufferBytes),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				l.log.Debug("copiar_apuestas", "result", logline.InProgress, "error", err)
+			}))
+	}
+	if err != nil {
+		return fmt.Errorf("tailing stream %s: %w", l.cfg.Stream, err)
+	}
+	l.mu.Lock()
+	old := l.consume
+	l.consume = cc
+	l.mu.Unlock()
+	if old != nil {
+		old.Stop()
+	}
+	return nil
+}
+
+// catchUpStall is how long the copy may make no progress towards the
+// stream's end before its consumer is started again: an ordered consumer
+// recovers by itself from most losses, not from every one (a node and a
+// leader lost at once, say).
+const catchUpStall = 10 * time.Second
+
+// retryJS calls fn until it succeeds or ctx ends: JetStream answers "no
+// responders" or times out while a cluster elects its leaders.
+func retryJS(ctx context.Context, what string, fn func(context.Context) error) error {
+	wait := 50 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !transientJS(err) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %v)", what, err, context.Cause(ctx))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// transientJS reports whether err may go away by itself (a leader election,
+// a reconnection, a timeout), as opposed to a refusal.
+func transientJS(err error) bool {
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return false // a 503 that waiting does not cure
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 503: JetStream or the stream has no leader at the moment.
+		return apiErr.Code == 503 || apiErr.Code == 408
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+// wrongLastSeq reports a CAS refusal: something else was written on the subject.
+func wrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// apply appends one stream message to the copy; the ordered consumer calls
+// it serially, in stream order.
+func (l *JetStreamLedger) apply(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		l.fail(fmt.Errorf("reading stream message metadata: %w", err))
+		return
+	}
+	seq := meta.Sequence.Stream
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil || seq <= l.applied {
+		return
+	}
+	if err := l.applyLocked(msg.Subject(), msg.Headers(), msg.Data(), seq); err != nil {
+		l.err = fmt.Errorf("copying message %d of stream %s to %s: %w", seq, l.cfg.Stream, l.cfg.BetsFile, err)
+		l.log.ErrorContext(context.Background(), "copiar_apuestas", "error", l.err)
+	}
+	l.applied = seq
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *JetStreamLedger) fail(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = err
+		close(l.changed)
+		l.changed = make(chan struct{})
+	}
+}
+
+func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte, seq uint64) error {
+	if subject == drawLedgerSubject(l.cfg.Stream) {
+		l.drawn = true
+		return nil
+	}
+	agency, err := messages.ParseAgency(h.Get(messages.HeaderAgency))
+	if err != nil || subject != agencyLedgerSubject(l.cfg.Stream, agency) {
+		return fmt.Errorf("subject %s with %s %q: not a ledger message", subject, messages.HeaderAgency, h.Get(messages.HeaderAgency))
+	}
+	a := l.agencies[agency]
+	if a == nil {
+		a = &appliedAgency{}
+		l.agencies[agency] = a
+	}
+	if b := h.Get(messages.HeaderBatches); b != "" {
+		batches, err := strconv.ParseUint(b, 10, 64)
+		if err != nil {
+			return fmt.Errorf("done of agency %d: %s %q", agency, messages.HeaderBatches, b)
+		}
+		a.Done, a.Batches, a.subjectSeq = true, batches, seq
+		return nil
+	}
+	first, err := strconv.ParseUint(h.Get(messages.HeaderBatch), 10, 64)
+	sums, err2 := parseUints(h.Get(HeaderSums))
+	counts, err3 := parseUints(h.Get(HeaderCounts))
+	if err := errors.Join(err, err2, err3); err != nil || len(sums) != len(counts) || len(sums) == 0 {
+		return fmt.Errorf("batches of agency %d: bad headers: %v", agency, err)
+	}
+	if first != a.LastBatch+1 || a.Done {
+		// The per-subject CAS rules this out; say so if it ever happens.
+		return fmt.Errorf("agency %d: batch %d follows batch %d (done %v)", agency, first, a.LastBatch, a.Done)
+	}
+	if _, err := l.file.Write(body); err != nil {
+		return err
+	}
+	for _, n := range counts {
+		a.Bets += int64(n)
+	}
+	a.Sums = append(a.Sums, sums...)
+	a.LastBatch += uint64(len(sums))
+	a.subjectSeq = seq
+	return nil
+}
+
+func parseUints(s string) ([]uint64, error) {
+	var out []uint64
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a list of numbers", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// WaitApplied waits until bets.csv holds every message up to stream
+// sequence seq.
+func (l *JetStreamLedger) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		l.mu.Lock()
+		applied, err, changed := l.applied, l.err, l.changed
+		l.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if applied >= seq {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-l.stopped:
+			return fmt.Errorf("copy of stream %s closed at message %d, before message %d", l.cfg.Stream, applied, seq)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the copy of stream %s to reach message %d (at %d): %w", l.cfg.Stream, seq, applied, context.Cause(ctx))
+		}
+	}
+}
+
+// waitCopied is WaitApplied that also mends a stalled copy: when the copy
+// makes no progress towards seq for catchUpStall, it tails the stream again.
+func (l *JetStreamLedger) waitCopied(ctx context.Context, seq uint64) error {
+	for {
+		before := l.Applied()
+		wctx, cancel := context.WithTimeout(ctx, catchUpStall)
+		err := l.WaitApplied(wctx, seq)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if l.Applied() == before {
+			l.log.WarnContext(ctx, "copiar_apuestas", "result", logline.InProgress, "detail",
+				fmt.Sprintf("no progress for %v at message %d of %d: tailing the stream again", catchUpStall, before, seq))
+			if err := l.tail(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Applied is the stream sequence the copy has reached.
+func (l *JetStreamLedger) Applied() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.applied
+}
+
+// CatchUp waits until the copy holds everything the stream holds now, and
+// returns what it holds, with the stream sequence of each agency's last
+// message, both from one moment of the copy.
+func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint64, error) {
+	var last uint64
+	err := retryJS(ctx, "reading stream "+l.cfg.Stream, func(ctx context.Context) error {
+		info, err := l.stream.Info(ctx)
+		if err == nil {
+			last = info.State.LastSeq
+		}
+		return err
+	})
+	if err == nil {
+		err = l.waitCopied(ctx, last)
+	}
+	if err != nil {
+		return Recovered{}, nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rec := Recovered{Agencies: map[int]*Progress{}, Drawn: l.drawn}
+	seqs := map[int]uint64{}
+	for n, a := range l.agencies {
+		p := a.Progress
+		p.Sums = append([]uint64(nil), a.Sums...)
+		rec.Agencies[n] = &p
+		seqs[n] = a.subjectSeq
+	}
+	return rec, seqs, nil
+}

@@ -1,0 +1,252 @@
+package central
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiniela/quiniela/messages"
+)
+
+// JetStreamStore is the Store of an active central on the JetStream
+// ledger. Each agency's writes form a chain: one message in flight at a
+// time, carrying every batch that arrived while the one before was in
+// flight, each naming the sequence of the one before. Agencies are written
+// in parallel. A reply is sent on JetStream's acknowledgement.
+type JetStreamStore struct {
+	l    *JetStreamLedger
+	held func() bool // the lease is still ours by the local clock
+
+	mu       sync.Mutex
+	roomy    sync.Cond // signalled when queued bytes go down
+	chains   map[int]*chain
+	queued   int // bytes of rows waiting in chains
+	fenceErr error
+	fenced   chan struct{} // closed with fenceErr set
+	closed   bool
+	running  sync.WaitGroup // chains with a message in flight
+}
+
+type chain struct {
+	agency   int
+	lastSeq  uint64 // stream sequence of the agency's last message
+	queue    []ledgerItem
+	busy     bool
+	appended uint64 // items appended so far
+	acked    uint64 // items acknowledged so far
+	syncs    []syncWait
+}
+
+type ledgerItem struct {
+	seq, sum uint64 // batch
+	rows     []byte
+	count    int
+	done     bool // a done notification with batches
+	batches  uint64
+	cb       func(error)
+}
+
+type syncWait struct {
+	target uint64 // acked must reach it
+	w      *syncWaiter
+}
+
+type syncWaiter struct {
+	need int
+	cb   func(error)
+}
+
+// publishTimeout bounds the wait for an acknowledgement (the JetStream
+// context is made with it, see NewJetStream).
+const publishTimeout = 5 * time.Second
+
+// NewJetStream is the JetStream context of the central: asynchronous
+// publications time out rather than wait forever.
+func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
+}
+
+// maxGroupBytes bounds one stream message: the server's default max_payload is 1 MiB.
+const maxGroupBytes = 256 << 10
+
+// copyBufferBytes bounds the stream messages the copy's consumer holds.
+const copyBufferBytes = 8 << 20
+
+// maxQueuedBytes bounds the rows waiting for the stream: past it, appenders wait.
+const maxQueuedBytes = 16 << 20
+
+// AppendBatch queues batch seq of agency for the stream.
+func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, done func(error)) error {
+	var rows bytes.Buffer
+	if err := StoreBets(&rows, bets); err != nil {
+		return fmt.Errorf("encoding batch %d of agency %d: %w", seq, agency, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.queued > maxQueuedBytes && s.usable() == nil {
+		s.roomy.Wait()
+	}
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.queued += rows.Len()
+	s.enqueue(agency, ledgerItem{seq: seq, sum: sum, rows: rows.Bytes(), count: len(bets), cb: done})
+	return nil
+}
+
+// MarkDone queues agency's done notification. Its callback runs once
+// bets.csv holds it, so that when the last agency is done the draw finds
+// every bet in bets.csv.
+func (s *JetStreamStore) MarkDone(agency int, batches uint64, done func(error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.enqueue(agency, ledgerItem{done: true, batches: batches, cb: done})
+	return nil
+}
+
+// Sync calls done once everything queued so far is acknowledged.
+func (s *JetStreamStore) Sync(done func(error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	w := &syncWaiter{cb: done}
+	for _, c := range s.chains {
+		if c.acked < c.appended {
+			c.syncs = append(c.syncs, syncWait{target: c.appended, w: w})
+			w.need++
+		}
+	}
+	if w.need == 0 {
+		go done(nil)
+	}
+	return nil
+}
+
+// MarkDrawn writes the draw, once for the whole lottery: if another central
+// wrote it first, done gets ErrDrawnElsewhere.
+func (s *JetStreamStore) MarkDrawn(done func(error)) error {
+	s.mu.Lock()
+	if err := s.usable(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.running.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.running.Done()
+		msg := nats.NewMsg(drawLedgerSubject(s.l.cfg.Stream))
+		msg.Header.Set(jetstream.MsgIDHeader, "draw."+s.l.cfg.Name)
+		_, err := s.publish(msg, 0)
+		if wrongLastSeq(err) {
+			err = ErrDrawnElsewhere
+		}
+		done(err)
+	}()
+	return nil
+}
+
+// Path is bets.csv, which holds every bet acknowledged once a MarkDone
+// callback has run for every agency.
+func (s *JetStreamStore) Path() string { return s.l.cfg.BetsFile }
+
+// Fenced is closed when the store stops writing: the lease was lost or
+// another central wrote to the stream. The central must step down.
+func (s *JetStreamStore) Fenced() <-chan struct{} { return s.fenced }
+
+// Err is why the store was fenced.
+func (s *JetStreamStore) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fenceErr
+}
+
+// Usable is nil while the store may write: it is not fenced nor closed,
+// and the lease is held by the local clock. The Lottery asks it before it
+// answers anything from its state.
+func (s *JetStreamStore) Usable() error {
+	s.mu.Lock()
+	err := s.usable()
+	s.mu.Unlock()
+	if err == nil && !s.held() {
+		err = ErrNotActive
+	}
+	return err
+}
+
+func (s *JetStreamStore) usable() error {
+	if s.fenceErr != nil {
+		return s.fenceErr
+	}
+	if s.closed {
+		return ErrLedgerClosed
+	}
+	return nil
+}
+
+// fence stops all writing: every queued item fails with err.
+func (s *JetStreamStore) fence(err error) {
+	s.mu.Lock()
+	if s.fenceErr != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.fenceErr = err
+	close(s.fenced)
+	s.roomy.Broadcast()
+	// What was queued behind the failed write is not stored: the agencies
+	// resend it to the central that is active next.
+	if !errors.Is(err, ErrNotActive) {
+		err = fmt.Errorf("%w (%v)", ErrNotActive, err)
+	}
+	var failed []func(error)
+	for _, c := range s.chains {
+		for _, it := range c.queue {
+			failed = append(failed, it.cb)
+		}
+		c.queue = nil
+		for _, sw := range c.syncs {
+			if sw.w.need > 0 {
+				sw.w.need = 0
+				failed = append(failed, sw.w.cb)
+			}
+		}
+		c.syncs = nil
+	}
+	s.mu.Unlock()
+	for _, cb := range failed {
+		cb(err)
+	}
+}
+
+// Close stops taking work and waits for what is in flight, up to timeout;
+// what is still queued then fails with ErrLedgerClosed.
+func (s *JetStreamStore) Close(timeout time.Duration) error {
+	s.mu.Lock()
+	s.closed = true
+	s.roomy.Broadcast()
+	s.mu.Unlock()
+	// A chain's next write is started by the one before, which is still
+	// counted in running, so running reaches zero only when every chain is idle.
+	idle := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+		return nil
+	case <-time.After(timeout):
+		s.fence(ErrLedgerClosed)
+		return fmt.Errorf("closing store: writes still in flight after %v", timeout)
+	}
+}

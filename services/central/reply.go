@@ -1,0 +1,184 @@
+package central
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/quiniela/quiniela/messages"
+)
+
+var (
+	errShuttingDown = errors.New("the central is shutting down: retry in a moment")
+	errBusy         = errors.New("the central has too many requests queued: retry in a moment")
+	errTooManyHeld  = errors.New("too many winners requests are waiting for the draw: ask again in a moment")
+)
+
+// errorCodes maps domain errors to wire codes: the one place that does.
+var errorCodes = []struct {
+	err  error
+	code messages.Code
+}{
+	{ErrUnknownAgency, messages.CodeUnknownAgency},
+	{ErrAgencyDone, messages.CodeAgencyDone},
+	{ErrBatchMismatch, messages.CodeBatchMismatch},
+	{ErrDrawPending, messages.CodeDrawPending},
+	{errShuttingDown, messages.CodeUnavailable},
+	{ErrLedgerClosed, messages.CodeUnavailable},
+	{ErrNotActive, messages.CodeUnavailable},
+	{errBusy, messages.CodeBusy},
+	{errTooManyHeld, messages.CodeBusy},
+}
+
+// replyFor is the wire error for err: its code, and a description of one
+// line, valid UTF-8, at most messages.MaxDescriptionBytes.
+func replyFor(err error) *messages.Error {
+	e := &messages.Error{Code: messages.CodeInternal}
+	var wire *messages.Error
+	var order *OutOfOrderError
+	switch {
+	case errors.As(err, &wire):
+		e.Code, e.NextBatch = wire.Code, wire.NextBatch
+	case errors.As(err, &order):
+		e.Code, e.NextBatch = messages.CodeOutOfOrder, order.Next
+	case errors.Is(err, messages.ErrBetTooLarge):
+		e.Code = messages.CodeTooLarge
+	default:
+		for _, ec := range errorCodes {
+			if errors.Is(err, ec.err) {
+				e.Code = ec.code
+				break
+			}
+		}
+	}
+	e.Description = messages.Describe(describe(err, wire))
+	return e
+}
+
+// describe is err's text with a wire error inside it told by its
+// description alone: "batch 3 of agency 1: row 2: …", not "batch 3 of
+// agency 1: central replied 422 invalid bet: row 2: …".
+func describe(err error, wire *messages.Error) string {
+	text := err.Error()
+	if wire == nil {
+		return text
+	}
+	if context, found := strings.CutSuffix(text, wire.Error()); found {
+		return context + wire.Description
+	}
+	return text
+}
+
+// failNow answers c with err while its handler runs.
+func (s *Service) failNow(req micro.Request, c *call, err error) {
+	if req == nil {
+		s.fail(c, err)
+		return
+	}
+	e := s.wireError(c, err)
+	if rerr := req.Error(strconv.Itoa(int(e.Code)), e.Description, nil, micro.WithHeaders(e.Headers())); rerr != nil {
+		s.log.Warn("responder", "subject", c.subject, "error", rerr)
+	}
+	c.stats.count(c, e.Code)
+}
+
+// fail answers c with err after its handler returned.
+func (s *Service) fail(c *call, err error) {
+	e := s.wireError(c, err)
+	msg := &nats.Msg{Subject: c.reply, Header: nats.Header(e.Headers())}
+	msg.Header.Set(micro.ErrorHeader, e.Description)
+	msg.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(int(e.Code)))
+	s.publish(c, msg, e.Code)
+}
+
+func (s *Service) wireError(c *call, err error) *messages.Error {
+	e := replyFor(err)
+	e.Agency, e.Batch = c.agency, c.batch
+	return e
+}
+
+// respondNow answers c with v while its handler runs.
+func (s *Service) respondNow(req micro.Request, c *call, v any) {
+	if req == nil {
+		s.respond(c, v)
+		return
+	}
+	if err := req.RespondJSON(v); err != nil {
+		s.log.Warn("responder", "subject", c.subject, "error", err)
+	}
+	c.stats.count(c, 0)
+}
+
+// respond answers c with v after its handler returned.
+func (s *Service) respond(c *call, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.fail(c, fmt.Errorf("encoding reply: %w", err))
+		return
+	}
+	s.publish(c, &nats.Msg{Subject: c.reply, Data: data}, 0)
+}
+
+func (s *Service) publish(c *call, msg *nats.Msg, code messages.Code) {
+	if err := s.nc.PublishMsg(msg); err != nil {
+		s.log.Warn("responder", "subject", c.subject, "error", err)
+	}
+	c.stats.count(c, code)
+}
+
+// nameRequest reads, as far as it can, which agency and batch c is, so that
+// even a refusal sent before anything is decoded (unknown agency, busy)
+// names the request it answers, as agencies check. The decoders check
+// these values; this only echoes them.
+func (c *call) nameRequest() {
+	c.agency, _ = messages.AgencyFromSubject(c.subject)
+	if c.done {
+		return
+	}
+	if v := c.header.Values(messages.HeaderBatch); len(v) == 1 {
+		c.batch, _ = strconv.ParseUint(v[0], 10, 64)
+	}
+}
+
+// answerable tells whether c's reply subject may be answered at all. A
+// message without one is no request. One on the service's own subjects
+// would make the central talk to itself (a peer's relay). And a request on
+// agency N's subjects is never answered into another agency's inbox: that
+// is a peer trying to make the central write where only that agency reads
+// (an inbox it watched go by). Such requests are dropped, not answered: the
+// reply subject is the one thing that cannot be trusted. (The inspector's
+// requests, on _INBOX, are answered.)
+func (s *Service) answerable(c *call) bool {
+	reason := ""
+	switch {
+	case c.reply == "":
+		reason = "no reply subject: a request is needed"
+	case isServiceSubject(c.reply):
+		reason = "reply subject is one of the service's own subjects"
+	default:
+		if owner, ok := messages.InboxAgency(c.reply); ok {
+			if agency, _ := messages.AgencyFromSubject(c.subject); agency != owner {
+				reason = "reply subject is another agency's inbox"
+			}
+		}
+	}
+	if reason == "" {
+		return true
+	}
+	s.log.Warn("solicitud_ignorada", "subject", c.subject, "reply", c.reply, "reason", reason)
+	c.stats.ignored.Add(1)
+	return false
+}
+
+func isServiceSubject(subject string) bool {
+	for _, prefix := range []string{"bets.", "winners.", "quiniela.", "$SRV."} {
+		if strings.HasPrefix(subject, prefix) {
+			return true
+		}
+	}
+	return false
+}
