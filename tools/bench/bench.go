@@ -187,13 +187,19 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 		return res, logPath, err
 	}
 
+	res, err = runSingleOnce(ctx, o, files, wantBets, dir, sink)
+	return res, logPath, err
+}
+
+// runSingleOnce is one run on one nats-server and one central, in dir.
+func runSingleOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBets int, dir string, sink *harness.Sink) (res result, err error) {
 	var jsDir string
 	if o.ledger == "jetstream" {
 		jsDir = filepath.Join(dir, "jetstream")
 	}
 	nats, url, err := startNATS(ctx, o.bin, jsDir, sink)
 	if err != nil {
-		return res, logPath, err
+		return res, err
 	}
 	defer nats.Kill() // on an early return; a no-op once it has exited
 
@@ -205,11 +211,11 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 		"CENTRAL_LEDGER=" + o.ledger,
 	}, o.profileEnv("central")...), sink)
 	if err != nil {
-		return res, logPath, err
+		return res, err
 	}
 	defer central.Kill() // on an early return; a no-op once it has exited
 	if _, err := central.WaitReady(ctx, readyTimeout); err != nil {
-		return res, logPath, err
+		return res, err
 	}
 
 	start := time.Now()
@@ -220,34 +226,34 @@ func runOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBet
 		return nil
 	}, sink)
 	if err != nil {
-		return res, logPath, err
+		return res, err
 	}
 	res.Launch = time.Since(start)
 	defer harness.KillAgencies(agencies)
 	if err := harness.WaitAgencies(ctx, agencies); err != nil {
-		return res, logPath, err
+		return res, err
 	}
 	res.Wall = time.Since(start)
 
 	if res, err = agencyTotals(agencies, res); err != nil {
-		return res, logPath, err
+		return res, err
 	}
 	if err := checkStored(betsFile, wantBets, res.Bets); err != nil {
-		return res, logPath, err
+		return res, err
 	}
 	if err := stopCentral(central, &res); err != nil {
-		return res, logPath, err
+		return res, err
 	}
 	// nats-server's peak, read from /proc while it runs: it logs none. How
 	// it exits is not checked: nothing of the lottery depends on it any more.
 	kib, ok := peakrss.Of(nats.Pid())
 	nats.Stop(natsGrace)
 	if !ok {
-		return res, logPath, errors.New("no peak RSS of nats-server in /proc/<pid>/status: the bench needs Linux")
+		return res, errors.New("no peak RSS of nats-server in /proc/<pid>/status: the bench needs Linux")
 	}
 	res.NATSRSS = kib << 10
 	res.NATSCPU, res.CentralCPU = nats.CPU(), central.CPU()
-	return res, logPath, nil
+	return res, nil
 }
 
 // agencyTotals checks that every agency exited 0 with a resumen, and adds

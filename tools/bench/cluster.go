@@ -127,30 +127,38 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 		return res, err
 	}
 
+	err = takeOver(ctx, active, standby, standbyFile, nodes, wantBets, &res)
+	return res, err
+}
+
+// takeOver kills the active central once the run is over, times the
+// standby's takeover, checks its copy and the one draw, and takes the
+// figures of the centrals and the nodes.
+func takeOver(ctx context.Context, active, standby *harness.Central, standbyFile string, nodes []*harness.Proc, wantBets int, res *result) error {
 	killed := time.Now()
 	active.Kill()
 	if _, err := standby.WaitReady(ctx, readyTimeout); err != nil {
-		return res, fmt.Errorf("the standby did not take over after the active central was killed: %w", err)
+		return fmt.Errorf("the standby did not take over after the active central was killed: %w", err)
 	}
 	res.Takeover = time.Since(killed)
 	if err := checkStored(standbyFile, wantBets, res.Bets); err != nil {
-		return res, fmt.Errorf("the standby's copy: %w", err)
+		return fmt.Errorf("the standby's copy: %w", err)
 	}
 	if err := standby.Shutdown(centralGrace); err != nil {
-		return res, err
+		return err
 	}
 	if a, s := active.Log.Sorteos(), standby.Log.Sorteos(); a != 1 || s != 0 {
-		return res, fmt.Errorf("sorteo logged %d times by the active central and %d by the standby, want once and never", a, s)
+		return fmt.Errorf("sorteo logged %d times by the active central and %d by the standby, want once and never", a, s)
 	}
 	draw, ok := active.Log.DrawTime()
 	if !ok {
-		return res, errors.New("the central's log does not time the draw: no timestamped agencia_terminada done: K/K and sorteo lines")
+		return errors.New("the central's log does not time the draw: no timestamped agencia_terminada done: K/K and sorteo lines")
 	}
 	// The killed central logged no peak: the standby's, which copied the
 	// whole stream and then served, stands for it.
 	kib, ok := standby.Log.PeakRSSKiB()
 	if !ok {
-		return res, fmt.Errorf("the standby's cerrar_apuestas line has no %s: the bench needs Linux", peakrss.Key)
+		return fmt.Errorf("the standby's cerrar_apuestas line has no %s: the bench needs Linux", peakrss.Key)
 	}
 	res.Draw, res.CentralRSS = draw, kib<<10
 	for _, p := range nodes {
@@ -161,5 +169,9 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 	for _, p := range nodes {
 		p.Stop(natsGrace)
 	}
-	return res, nil
+	res.CentralCPU = active.CPU() + standby.CPU()
+	for _, p := range nodes {
+		res.NATSCPU += p.CPU()
+	}
+	return nil
 }
