@@ -218,27 +218,7 @@ func runSingleOnce(ctx context.Context, o options, files []harness.AgencyFile, w
 		return res, err
 	}
 
-	start := time.Now()
-	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, func(id int) []string {
-		if id == 1 {
-			return o.profileEnv("agency-1")
-		}
-		return nil
-	}, sink)
-	if err != nil {
-		return res, err
-	}
-	res.Launch = time.Since(start)
-	defer harness.KillAgencies(agencies)
-	if err := harness.WaitAgencies(ctx, agencies); err != nil {
-		return res, err
-	}
-	res.Wall = time.Since(start)
-
-	if res, err = agencyTotals(agencies, res); err != nil {
-		return res, err
-	}
-	if err := checkStored(betsFile, wantBets, res.Bets); err != nil {
+	if err := timeAgencies(ctx, o, files, url, betsFile, wantBets, sink, &res); err != nil {
 		return res, err
 	}
 	if err := stopCentral(central, &res); err != nil {
@@ -317,4 +297,29 @@ func stopCentral(central *harness.Central, res *result) error {
 	}
 	res.Fsyncs, res.Draw, res.CentralRSS = fsyncs, draw, kib<<10
 	return nil
+}
+
+// timeAgencies launches the agencies at url, times them until they have all
+// exited, adds their figures to res, and checks betsFile holds their bets.
+func timeAgencies(ctx context.Context, o options, files []harness.AgencyFile, url, betsFile string, wantBets int, sink *harness.Sink, res *result) error {
+	start := time.Now()
+	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, func(id int) []string {
+		if id == 1 {
+			return o.profileEnv("agency-1")
+		}
+		return nil
+	}, sink)
+	if err != nil {
+		return err
+	}
+	res.Launch = time.Since(start)
+	defer harness.KillAgencies(agencies) // on an early return; a no-op once they exited
+	if err := harness.WaitAgencies(ctx, agencies); err != nil {
+		return err
+	}
+	res.Wall = time.Since(start)
+	if *res, err = agencyTotals(agencies, *res); err != nil {
+		return err
+	}
+	return checkStored(betsFile, wantBets, res.Bets)
 }

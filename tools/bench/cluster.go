@@ -109,24 +109,9 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 	}
 	defer standby.Kill()
 
-	start := time.Now()
-	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, nil, sink)
-	if err != nil {
+	if err := timeAgencies(ctx, o, files, url, activeFile, wantBets, sink, &res); err != nil {
 		return res, err
 	}
-	res.Launch = time.Since(start)
-	defer harness.KillAgencies(agencies)
-	if err := harness.WaitAgencies(ctx, agencies); err != nil {
-		return res, err
-	}
-	res.Wall = time.Since(start)
-	if res, err = agencyTotals(agencies, res); err != nil {
-		return res, err
-	}
-	if err := checkStored(activeFile, wantBets, res.Bets); err != nil {
-		return res, err
-	}
-
 	err = takeOver(ctx, active, standby, standbyFile, nodes, wantBets, &res)
 	return res, err
 }

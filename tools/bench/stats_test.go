@@ -3,13 +3,14 @@ package main
 import (
 	"bytes"
 	"errors"
-	"github.com/quiniela/quiniela/internal/cli"
 	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quiniela/quiniela/internal/cli"
 
 	"github.com/quiniela/quiniela/internal/harness"
 )
