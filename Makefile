@@ -69,6 +69,6 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./messages || exit 1; done
 
 clean:
-	rm -rf $(BIN) bets.csv bets.csv.journal
+	rm -rf $(BIN) bets.csv bets.csv.journal bets.csv.lock
 
 include deploy/docker.mk
