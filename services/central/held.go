@@ -2,7 +2,6 @@ package central
 
 import (
 	"context"
-	"math"
 	"sync"
 	"time"
 
@@ -72,16 +71,6 @@ var expired = func() context.Context {
 	return ctx
 }()
 
-func (h *histogram) add(d time.Duration) {
-	us := float64(d) / float64(time.Microsecond)
-	i := 0
-	if us > 1 {
-		i = min(int(math.Log2(us)*bucketsPerDouble)+1, histogramBuckets-1)
-	}
-	h.buckets[i]++
-	h.n++
-}
-
 // heldWinners holds winners requests that came before the draw, up to max,
 // in order of arrival; every request is held for the same time, so that is
 // also the order of their deadlines.
@@ -149,7 +138,9 @@ func (h *heldWinners) take(expired func(heldCall) bool) []*call {
 	for i := range out {
 		out[i] = h.calls[i].c
 	}
-	h.calls = append(h.calls[:0], h.calls[n:]...)
+	rest := copy(h.calls, h.calls[n:])
+	clear(h.calls[rest:]) // no reference to an answered request stays behind
+	h.calls = h.calls[:rest]
 	return out
 }
 
@@ -164,7 +155,7 @@ func (h *heldWinners) stop() {
 // (without blocking the endpoint, within a budget) until the draw or the
 // hold time, whichever comes first.
 func (s *Service) winners(req micro.Request, c *call) {
-	if _, err := s.agencyOf(c.subject); err != nil {
+	if err := s.checkAgency(c); err != nil {
 		s.failNow(req, c, err)
 		return
 	}

@@ -179,8 +179,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 // route hands a batch or done request to its agency's worker. What it
 // refuses at once it answers through req, so micro counts the error.
 func (s *Service) route(req micro.Request, c *call) {
-	agency, err := s.agencyOf(c.subject)
-	if err != nil {
+	if err := s.checkAgency(c); err != nil {
 		s.failNow(req, c, err)
 		return
 	}
@@ -197,23 +196,22 @@ func (s *Service) route(req micro.Request, c *call) {
 		return
 	}
 	select {
-	case s.workers[(agency-1)%len(s.workers)] <- c:
+	case s.workers[(c.agency-1)%len(s.workers)] <- c:
 	default:
 		s.queued.Add(-size)
 		s.failNow(req, c, errBusy)
 	}
 }
 
-// agencyOf is the agency a request's subject names, if this lottery has it.
-func (s *Service) agencyOf(subject string) (int, error) {
-	agency, err := messages.AgencyFromSubject(subject)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnknownAgency, err)
+// checkAgency checks that c's subject names an agency of this lottery
+// (nameRequest read it).
+func (s *Service) checkAgency(c *call) error {
+	if c.agency == 0 {
+		_, err := messages.AgencyFromSubject(c.subject) // again, for its description
+		return fmt.Errorf("%w: %v", ErrUnknownAgency, err)
 	}
-	if _, err := s.lottery.agency(agency); err != nil {
-		return 0, err
-	}
-	return agency, nil
+	_, err := s.lottery.agency(c.agency)
+	return err
 }
 
 // betSlices recycles the decoded bets of a batch among the workers: the
@@ -296,12 +294,10 @@ func (s *Service) failBatch(c *call, count int, err error) {
 	s.fail(c, err)
 }
 
+// failDone logs and answers a refused done. Its agency is the subject's
+// (route checked it), whatever the headers say.
 func (s *Service) failDone(c *call, err error) {
-	if agency, aerr := messages.AgencyFromSubject(c.subject); aerr == nil {
-		s.log.Error("agencia_terminada", "agency", agency, "error", err)
-	} else {
-		s.log.Error("agencia_terminada", "subject", c.subject, "error", err)
-	}
+	s.log.Error("agencia_terminada", "agency", c.agency, "error", err)
 	s.fail(c, err)
 }
 

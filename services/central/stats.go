@@ -75,6 +75,16 @@ const (
 	bucketsPerDouble = 8
 )
 
+func (h *histogram) add(d time.Duration) {
+	us := float64(d) / float64(time.Microsecond)
+	i := 0
+	if us > 1 {
+		i = min(int(math.Log2(us)*bucketsPerDouble)+1, histogramBuckets-1)
+	}
+	h.buckets[i]++
+	h.n++
+}
+
 // quantile is the upper bound, in milliseconds, of the bucket holding the q
 // quantile; 0 without samples.
 func (h *histogram) quantile(q float64) float64 {
