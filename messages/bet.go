@@ -80,12 +80,8 @@ func (e *FieldError) Error() string {
 }
 
 func fieldErr(field, value, reason string) *FieldError {
-	if len(value) > 40 {
-		cut := 40
-		for cut > 0 && !utf8.RuneStart(value[cut]) {
-			cut-- // do not split a character
-		}
-		value = value[:cut] + "…"
+	if cut, short := cutAt(value, clipBytes); !short {
+		value = cut + "…"
 	}
 	return &FieldError{Field: field, Value: value, Reason: reason}
 }

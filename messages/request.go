@@ -1,7 +1,6 @@
 package messages
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -51,15 +50,11 @@ func DecodeBatch(dst []Bet, subject string, h nats.Header, payload []byte) (Batc
 	return req, nil
 }
 
-// countRows is the number of non-blank rows of a payload, as DecodeBets
-// numbers them.
+// countRows is the number of rows of a payload, as DecodeBets numbers them
+// (Lines). Only a refused batch needs it, for its fail line.
 func countRows(payload []byte) int {
 	n := 0
-	for line := range bytes.SplitSeq(payload, []byte{'\n'}) {
-		if len(bytes.TrimSuffix(line, []byte{'\r'})) > 0 {
-			n++
-		}
-	}
+	Lines(string(payload), func(int, string) bool { n++; return true })
 	return n
 }
 
@@ -95,16 +90,26 @@ func Describe(s string) string {
 	return b.String()
 }
 
+// clipBytes is how much of a value a peer sent an error quotes.
+const clipBytes = 40
+
 // Clip quotes a value a peer sent for an error description or a log line:
 // Go-quoted, and cut to 40 bytes of the original with "…" after the quote.
 func Clip(v string) string {
-	const max = 40
-	if len(v) <= max {
-		return fmt.Sprintf("%q", v)
+	if cut, short := cutAt(v, clipBytes); !short {
+		return fmt.Sprintf("%q…", cut)
 	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(v[cut]) {
-		cut--
+	return fmt.Sprintf("%q", v)
+}
+
+// cutAt is v cut to at most n bytes without splitting a character, and
+// whether v was that short already.
+func cutAt(v string, n int) (string, bool) {
+	if len(v) <= n {
+		return v, true
 	}
-	return fmt.Sprintf("%q…", v[:cut])
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n], false
 }
