@@ -287,15 +287,22 @@ func stopCentral(central *harness.Central, res *result) error {
 	if !ok {
 		return errors.New("the central logged no cerrar_apuestas line with its fsyncs")
 	}
-	draw, ok := central.Log.DrawTime()
+	res.Fsyncs = fsyncs
+	return drawAndPeak(central.Log, central.Log, "central", res)
+}
+
+// drawAndPeak takes the draw's time from the log of the central that drew
+// and the central's peak RSS from peak's (named who in errors).
+func drawAndPeak(drew, peak *harness.CentralLog, who string, res *result) error {
+	draw, ok := drew.DrawTime()
 	if !ok {
 		return errors.New("the central's log does not time the draw: no timestamped agencia_terminada done: K/K and sorteo lines")
 	}
-	kib, ok := central.Log.PeakRSSKiB()
+	kib, ok := peak.PeakRSSKiB()
 	if !ok {
-		return fmt.Errorf("the central's cerrar_apuestas line has no %s: the bench needs Linux", peakrss.Key)
+		return fmt.Errorf("the %s's cerrar_apuestas line has no %s: the bench needs Linux", who, peakrss.Key)
 	}
-	res.Fsyncs, res.Draw, res.CentralRSS = fsyncs, draw, kib<<10
+	res.Draw, res.CentralRSS = draw, kib<<10
 	return nil
 }
 

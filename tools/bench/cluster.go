@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -135,17 +134,11 @@ func takeOver(ctx context.Context, active, standby *harness.Central, standbyFile
 	if a, s := active.Log.Sorteos(), standby.Log.Sorteos(); a != 1 || s != 0 {
 		return fmt.Errorf("sorteo logged %d times by the active central and %d by the standby, want once and never", a, s)
 	}
-	draw, ok := active.Log.DrawTime()
-	if !ok {
-		return errors.New("the central's log does not time the draw: no timestamped agencia_terminada done: K/K and sorteo lines")
-	}
 	// The killed central logged no peak: the standby's, which copied the
 	// whole stream and then served, stands for it.
-	kib, ok := standby.Log.PeakRSSKiB()
-	if !ok {
-		return fmt.Errorf("the standby's cerrar_apuestas line has no %s: the bench needs Linux", peakrss.Key)
+	if err := drawAndPeak(active.Log, standby.Log, "standby", res); err != nil {
+		return err
 	}
-	res.Draw, res.CentralRSS = draw, kib<<10
 	for _, p := range nodes {
 		if kib, ok := peakrss.Of(p.Pid()); ok {
 			res.NATSRSS = max(res.NATSRSS, kib<<10)
