@@ -56,8 +56,11 @@ func StartServerWith(t testing.TB, opts *server.Options) *server.Server {
 		t.Fatalf("configuring NATS server: %v", err)
 	}
 	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("NATS server not ready on port %d", port)
+	// Generous: a JetStream node of a cluster starting while the machine
+	// runs other test binaries (-count=20) has been seen to need over 10 s.
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		t.Fatalf("NATS server %q not ready in 30 s (client port %d, cluster port %d)", o.ServerName, port, o.Cluster.Port)
 	}
 	t.Cleanup(func() {
 		ns.Shutdown()
