@@ -40,28 +40,23 @@ var argentina = time.FixedZone("ART", -3*60*60)
 // now is the clock (tests set it).
 var now = time.Now
 
-// latestBirthdate caches today's date in Argentina, as the Unix time of its
-// midnight in UTC (how ParseBet reads a date). Today only moves forward, so
-// a birthdate up to the cached day is valid for good, and the clock is
-// read only for a later one: looking it up for every bet cost a tenth of
-// the central's time.
+// latestBirthdate caches today's date in Argentina, as YYYYMMDD. Today
+// only moves forward, so a birthdate up to the cached day is valid for
+// good, and the clock is read only for a later one: looking it up for every
+// bet cost a tenth of the central's time.
 var latestBirthdate atomic.Int64
 
-// todayInArgentina is the date it is in Argentina at t, as midnight UTC.
-func todayInArgentina(t time.Time) time.Time {
-	y, m, d := t.In(argentina).Date()
-	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-}
+// dateKey is a date as YYYYMMDD: dates compare as their keys do.
+func dateKey(y int, m time.Month, d int) int64 { return int64(y)*10000 + int64(m)*100 + int64(d) }
 
-// bornLater reports whether birth (a date at midnight UTC) is after today
-// in Argentina.
-func bornLater(birth time.Time) bool {
-	b := birth.Unix()
+// bornLater reports whether the date y-m-d is after today in Argentina.
+func bornLater(y int, m time.Month, d int) bool {
+	b := dateKey(y, m, d)
 	cached := latestBirthdate.Load()
 	if b <= cached {
 		return false
 	}
-	today := todayInArgentina(now()).Unix()
+	today := dateKey(now().In(argentina).Date())
 	for cached < today && !latestBirthdate.CompareAndSwap(cached, today) {
 		cached = latestBirthdate.Load()
 	}
@@ -79,9 +74,13 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("%s %q: %s", e.Field, e.Value, e.Reason)
 }
 
+// fieldErr copies what it quotes of value: a row's fields may alias a
+// payload that its owner reuses (DecodeRows).
 func fieldErr(field, value, reason string) *FieldError {
 	if cut, short := cutAt(value, clipBytes); !short {
 		value = cut + "…"
+	} else {
+		value = strings.Clone(value)
 	}
 	return &FieldError{Field: field, Value: value, Reason: reason}
 }
@@ -91,42 +90,63 @@ func fieldErr(field, value, reason string) *FieldError {
 // given agency. The same rules run at the agency, which skips bad rows, and
 // at the central, which refuses a batch holding one.
 func ParseBet(agency int, fields []string) (Bet, error) {
-	if len(fields) != Fields {
-		return Bet{}, fmt.Errorf("%d fields, want %d (first_name,last_name,document,birthdate,number)", len(fields), Fields)
-	}
-	if err := checkName("first_name", fields[0]); err != nil {
+	v, err := checkBet(fields)
+	if err != nil {
 		return Bet{}, err
 	}
-	if err := checkName("last_name", fields[1]); err != nil {
-		return Bet{}, err
-	}
-	doc := fields[2]
-	if doc == "" || len(doc) > MaxDocDigits || !allDigits(doc) {
-		return Bet{}, fieldErr("document", doc, fmt.Sprintf("want 1 to %d digits", MaxDocDigits))
-	}
-	if len(fields[3]) != birthdateBytes {
-		return Bet{}, fieldErr("birthdate", fields[3], "want a date as YYYY-MM-DD")
-	}
-	birth, ok := parseDate(fields[3])
-	if !ok {
-		return Bet{}, fieldErr("birthdate", fields[3], "not a real date (want YYYY-MM-DD)")
-	}
-	if birth.Year() < MinBirthYear || bornLater(birth) {
-		return Bet{}, fieldErr("birthdate", fields[3], fmt.Sprintf("not a bettor's birthdate (want %d-01-01 to today in Argentina, UTC-3)", MinBirthYear))
-	}
-	num := fields[4]
-	if num == "" || len(num) > 4 || !allDigits(num) {
-		return Bet{}, fieldErr("number", num, fmt.Sprintf("want an integer from 0 to %d", MaxNumber))
-	}
-	n, _ := strconv.Atoi(num) // cannot fail: 1-4 digits
+	return v.bet(agency, fields), nil
+}
+
+// validBet is what checkBet read of a valid row beyond its text.
+type validBet struct {
+	year   int
+	month  time.Month
+	day    int
+	number int
+}
+
+func (v validBet) bet(agency int, fields []string) Bet {
 	return Bet{
 		Agency:    agency,
 		FirstName: fields[0],
 		LastName:  fields[1],
-		Document:  doc,
-		Birthdate: birth,
-		Number:    n,
-	}, nil
+		Document:  fields[2],
+		Birthdate: time.Date(v.year, v.month, v.day, 0, 0, 0, 0, time.UTC),
+		Number:    v.number,
+	}
+}
+
+// checkBet is ParseBet's rules, without building the bet.
+func checkBet(fields []string) (validBet, error) {
+	if len(fields) != Fields {
+		return validBet{}, fmt.Errorf("%d fields, want %d (first_name,last_name,document,birthdate,number)", len(fields), Fields)
+	}
+	if err := checkName("first_name", fields[0]); err != nil {
+		return validBet{}, err
+	}
+	if err := checkName("last_name", fields[1]); err != nil {
+		return validBet{}, err
+	}
+	doc := fields[2]
+	if doc == "" || len(doc) > MaxDocDigits || !allDigits(doc) {
+		return validBet{}, fieldErr("document", doc, fmt.Sprintf("want 1 to %d digits", MaxDocDigits))
+	}
+	if len(fields[3]) != birthdateBytes {
+		return validBet{}, fieldErr("birthdate", fields[3], "want a date as YYYY-MM-DD")
+	}
+	y, m, d, ok := parseYMD(fields[3])
+	if !ok {
+		return validBet{}, fieldErr("birthdate", fields[3], "not a real date (want YYYY-MM-DD)")
+	}
+	if y < MinBirthYear || bornLater(y, m, d) {
+		return validBet{}, fieldErr("birthdate", fields[3], fmt.Sprintf("not a bettor's birthdate (want %d-01-01 to today in Argentina, UTC-3)", MinBirthYear))
+	}
+	num := fields[4]
+	if num == "" || len(num) > 4 || !allDigits(num) {
+		return validBet{}, fieldErr("number", num, fmt.Sprintf("want an integer from 0 to %d", MaxNumber))
+	}
+	n, _ := strconv.Atoi(num) // cannot fail: 1-4 digits
+	return validBet{year: y, month: m, day: d, number: n}, nil
 }
 
 func checkName(field, s string) error {
@@ -170,8 +190,17 @@ func plainASCII(s string) bool {
 // the layout for every bet (a tenth of the cost of a bet): the same dates
 // are accepted, in UTC.
 func parseDate(s string) (time.Time, bool) {
-	if len(s) != birthdateBytes || s[4] != '-' || s[7] != '-' {
+	y, m, d, ok := parseYMD(s)
+	if !ok {
 		return time.Time{}, false
+	}
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC), true
+}
+
+// parseYMD reads the date parseDate accepts as its year, month and day.
+func parseYMD(s string) (int, time.Month, int, bool) {
+	if len(s) != birthdateBytes || s[4] != '-' || s[7] != '-' {
+		return 0, 0, 0, false
 	}
 	num := func(part string) (int, bool) {
 		n := 0
@@ -187,9 +216,9 @@ func parseDate(s string) (time.Time, bool) {
 	m, ok2 := num(s[5:7])
 	d, ok3 := num(s[8:])
 	if !ok1 || !ok2 || !ok3 || m < 1 || m > 12 || d < 1 || d > daysIn(time.Month(m), y) {
-		return time.Time{}, false
+		return 0, 0, 0, false
 	}
-	return time.Date(y, time.Month(m), d, 0, 0, 0, 0, time.UTC), true
+	return y, time.Month(m), d, true
 }
 
 func daysIn(m time.Month, year int) int {

@@ -13,17 +13,17 @@ type BatchRequest struct {
 	Agency int    // from the subject and header; 0 if they could not be read
 	Seq    uint64 // from the header; 0 if it could not be read
 	Sum    uint64 // BatchSum of the payload
-	Bets   []Bet
-	Rows   int // rows of the payload (what a fail line counts)
+	Stored []byte // the bets as the store's rows (DecodeRows)
+	Rows   int    // rows of the payload (what a fail line counts); the bets, if valid
 }
 
 // DecodeBatch reads a batch request whole: its size on the wire, its
 // subject and headers, every row, and its checksum. The bets are appended to
-// dst. On error the request holds what could be read (Agency and Seq name
-// the batch when the headers did), and no bets: a batch is taken whole or
-// not at all.
-func DecodeBatch(dst []Bet, subject string, h nats.Header, payload []byte) (BatchRequest, error) {
-	req := BatchRequest{Bets: dst}
+// dst as the store's rows (DecodeRows). On error the request holds what
+// could be read (Agency and Seq name the batch when the headers did), and no
+// bets: a batch is taken whole or not at all.
+func DecodeBatch(dst []byte, subject string, h nats.Header, payload []byte) (BatchRequest, error) {
+	req := BatchRequest{Stored: dst}
 	bh, err := DecodeBatchHeader(subject, h)
 	if err != nil {
 		req.Rows = countRows(payload)
@@ -35,7 +35,7 @@ func DecodeBatch(dst []Bet, subject string, h nats.Header, payload []byte) (Batc
 		return req, &Error{Code: CodeTooLarge,
 			Description: fmt.Sprintf("batch %d of agency %d is %d bytes on the wire, over the %d-byte limit: send fewer bets per batch", bh.Seq, bh.Agency, size, MaxMessageBytes)}
 	}
-	bets, err := DecodeBets(dst, bh.Agency, payload)
+	stored, n, err := DecodeRows(dst, bh.Agency, payload)
 	if err != nil {
 		var e *Error
 		if wrapped, ok := err.(*Error); ok {
@@ -43,10 +43,10 @@ func DecodeBatch(dst []Bet, subject string, h nats.Header, payload []byte) (Batc
 		} else {
 			e = &Error{Code: CodeMalformed, Description: fmt.Sprintf("batch %d of agency %d: %v", bh.Seq, bh.Agency, err)}
 		}
-		req.Bets, req.Rows = bets, countRows(payload)
+		req.Rows = countRows(payload)
 		return req, e
 	}
-	req.Bets, req.Rows, req.Sum = bets, len(bets), BatchSum(payload)
+	req.Stored, req.Rows, req.Sum = stored, n, BatchSum(payload)
 	return req, nil
 }
 

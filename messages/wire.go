@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 )
@@ -108,6 +109,7 @@ type BatchEncoder struct {
 	seq     uint64
 	n       int
 	payload []byte
+	row     []byte // Add's scratch
 }
 
 // NewBatchEncoder returns an encoder for agency's batches, numbered from 1.
@@ -140,11 +142,18 @@ func MaxPayloadBytes(subject string, h nats.Header) int {
 // and Add it again. It fails with ErrBetTooLarge when even an empty batch
 // cannot take the row.
 func (e *BatchEncoder) Add(bet Bet) (bool, error) {
+	e.row = bet.AppendCSV(e.row[:0])
+	return e.AddCSV(e.row)
+}
+
+// AddCSV is Add for a bet given as its CSV row, as AppendCSV (or
+// AppendBetCSV) writes it.
+func (e *BatchEncoder) AddCSV(row []byte) (bool, error) {
 	if e.n == e.maxAmount {
 		return false, nil
 	}
 	before := len(e.payload)
-	e.payload = bet.AppendCSV(e.payload)
+	e.payload = append(e.payload, row...)
 	if len(e.payload) > e.budget {
 		size := len(e.payload) - before
 		e.payload = e.payload[:before]
@@ -296,19 +305,86 @@ func (e *RowError) Unwrap() error { return e.Err }
 // dst. It fails on the first bad row, naming its line, and then returns no
 // bets: a batch is stored whole or not at all.
 func DecodeBets(dst []Bet, agency int, payload []byte) ([]Bet, error) {
-	if len(payload) == 0 {
-		return dst, &Error{Code: CodeMalformed, Description: "empty batch: want one CSV row per bet"}
-	}
 	start := len(dst)
-	var fields [Fields + 1]string
-	var bad error
 	// One string for the whole payload: the bets' fields are slices of it.
-	Lines(string(payload), func(n int, line string) bool {
-		rec, err := SplitRow(fields[:0], line)
+	_, err := eachBet(string(payload), func(_ string, fields []string, v validBet, _ bool) {
+		dst = append(dst, v.bet(agency, fields))
+	})
+	if err != nil {
+		return dst[:start], err
+	}
+	return dst, nil
+}
+
+// DecodeRows validates a batch payload as DecodeBets does and appends its
+// bets to dst as the store keeps them, a row each: the agency, a comma, and
+// the bet's CSV row (AppendCSV). A row that is in that form already, as an
+// agency's encoder writes it, is copied as it came, with no Bet built. It
+// returns the rows and how many there are; on error, dst as it was.
+func DecodeRows(dst []byte, agency int, payload []byte) ([]byte, int, error) {
+	start := len(dst)
+	var lead [24]byte
+	prefix := append(strconv.AppendInt(lead[:0], int64(agency), 10), ',')
+	n, err := eachBet(readOnly(payload), func(line string, fields []string, v validBet, quoted bool) {
+		dst = appendValid(append(dst, prefix...), line, fields, v, quoted)
+	})
+	if err != nil {
+		return dst[:start], 0, err
+	}
+	return dst, n, nil
+}
+
+// AppendBetCSV validates line, one line of an agency's file without its
+// line end, by ParseBet's rules, and appends the bet's CSV row (AppendCSV)
+// to dst: the line itself, when it is in that form already.
+func AppendBetCSV(dst []byte, line []byte) ([]byte, error) {
+	text := readOnly(line)
+	var buf [Fields + 1]string
+	fields, err := SplitRow(buf[:0], text)
+	if err != nil {
+		return dst, err
+	}
+	v, err := checkBet(fields)
+	if err != nil {
+		return dst, err
+	}
+	return appendValid(dst, text, fields, v, strings.IndexByte(text, '"') >= 0), nil
+}
+
+// appendValid appends the CSV row of a valid bet: its line as it came, if
+// AppendCSV would write the same (no quotes, none needed, the number
+// without leading zeros), else what AppendCSV writes.
+func appendValid(dst []byte, line string, fields []string, v validBet, quoted bool) []byte {
+	if !quoted && !needsQuotes(fields[0]) && !needsQuotes(fields[1]) && (len(fields[4]) == 1 || fields[4][0] != '0') {
+		return append(append(dst, line...), '\n')
+	}
+	return v.bet(0, fields).AppendCSV(dst)
+}
+
+// readOnly is b as a string that shares its memory, to read a row's fields
+// in place without a copy of every line. It is sound because nothing made
+// from it outlives the call that reads it (fieldErr copies what it quotes)
+// and b is not written meanwhile.
+func readOnly(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// eachBet validates every row of a payload, calling fn with each valid row:
+// its line, its fields, what checkBet read of them, and whether the line
+// holds quotes. It fails on the first bad row, naming its line; fn has been
+// called for the rows before it.
+func eachBet(payload string, fn func(line string, fields []string, v validBet, quoted bool)) (int, error) {
+	if len(payload) == 0 {
+		return 0, &Error{Code: CodeMalformed, Description: "empty batch: want one CSV row per bet"}
+	}
+	var buf [Fields + 1]string
+	var bad error
+	rows := 0
+	Lines(payload, func(n int, line string) bool {
+		fields, err := SplitRow(buf[:0], line)
 		if err == nil {
-			var bet Bet
-			if bet, err = ParseBet(agency, rec); err == nil {
-				dst = append(dst, bet)
+			var v validBet
+			if v, err = checkBet(fields); err == nil {
+				fn(line, fields, v, strings.IndexByte(line, '"') >= 0)
+				rows++
 				return true
 			}
 		}
@@ -317,11 +393,11 @@ func DecodeBets(dst []Bet, agency int, payload []byte) ([]Bet, error) {
 	})
 	switch {
 	case bad != nil:
-		return dst[:start], bad
-	case len(dst) == start:
-		return dst, &Error{Code: CodeMalformed, Description: "batch holds no bets: want one CSV row per bet"}
+		return 0, bad
+	case rows == 0:
+		return 0, &Error{Code: CodeMalformed, Description: "batch holds no bets: want one CSV row per bet"}
 	}
-	return dst, nil
+	return rows, nil
 }
 
 // CSVReason drops encoding/csv's "record on line N" prefix: the caller

@@ -33,17 +33,18 @@ func BenchmarkReadAndEncode(b *testing.B) {
 			b.Fatal(err)
 		}
 		enc := messages.NewBatchEncoder(1, agency.DefaultMaxAmount)
+		var row []byte
 		for {
-			bet, err := f.Next()
+			row, err = f.Next(row[:0])
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
 				b.Fatal(err)
 			}
-			if ok, _ := enc.Add(bet); !ok {
+			if ok, _ := enc.AddCSV(row); !ok {
 				enc.Flush()
-				enc.Add(bet)
+				enc.AddCSV(row)
 			}
 		}
 		f.Close()

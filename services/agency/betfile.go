@@ -27,7 +27,6 @@ type BetFile struct {
 	f      *os.File
 	r      *bufio.Reader
 	line   int
-	fields []string
 }
 
 // InvalidRowError is a line of an agency file that is not a valid bet.
@@ -58,26 +57,23 @@ func OpenBetFile(path string, agency int) (*BetFile, error) {
 	return &BetFile{path: path, agency: agency, f: f, r: r}, nil
 }
 
-// Next returns the next bet. It returns an *InvalidRowError for a line that
-// is not a valid bet (the caller reports it and goes on), and io.EOF at the
-// end. Blank lines are skipped.
-func (b *BetFile) Next() (messages.Bet, error) {
+// Next appends the next bet to dst as its CSV row, as the encoder takes it
+// (messages.AppendBetCSV), with no Bet built. It returns an
+// *InvalidRowError for a line that is not a valid bet (the caller reports it
+// and goes on), and io.EOF at the end. Blank lines are skipped.
+func (b *BetFile) Next(dst []byte) ([]byte, error) {
 	for {
 		line, err := b.readLine()
 		if err != nil {
-			return messages.Bet{}, err
+			return dst, err
 		}
 		if len(line) == 0 {
 			continue
 		}
-		b.fields, err = messages.SplitRow(b.fields[:0], string(line))
-		if err == nil {
-			var bet messages.Bet
-			if bet, err = messages.ParseBet(b.agency, b.fields); err == nil {
-				return bet, nil
-			}
+		if dst, err = messages.AppendBetCSV(dst, line); err != nil {
+			return dst, &InvalidRowError{Path: b.path, Line: b.line, Reason: err}
 		}
-		return messages.Bet{}, &InvalidRowError{Path: b.path, Line: b.line, Reason: err}
+		return dst, nil
 	}
 }
 

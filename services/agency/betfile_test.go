@@ -28,8 +28,9 @@ func readAll(t *testing.T, content string) readResult {
 	}
 	defer f.Close()
 	res := readResult{bad: map[int]string{}}
+	var row []byte
 	for {
-		bet, err := f.Next()
+		row, err = f.Next(row[:0])
 		if err == io.EOF {
 			return res
 		}
@@ -44,10 +45,11 @@ func readAll(t *testing.T, content string) readResult {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if bet.Agency != 1 {
-			t.Errorf("bet of agency %d", bet.Agency)
+		bets, err := messages.DecodeBets(nil, 1, row)
+		if err != nil || len(bets) != 1 {
+			t.Fatalf("row %q: %v, %v; want one valid bet", row, bets, err)
 		}
-		res.docs = append(res.docs, bet.Document)
+		res.docs = append(res.docs, bets[0].Document)
 	}
 }
 

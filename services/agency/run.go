@@ -148,8 +148,10 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 		}
 		return nil
 	}
+	var row []byte
 	for {
-		bet, err := bets.Next()
+		var err error
+		row, err = bets.Next(row[:0])
 		if err == io.EOF {
 			break
 		}
@@ -163,7 +165,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 			return err
 		}
 		for {
-			added, err := enc.Add(bet)
+			added, err := enc.AddCSV(row)
 			if err != nil {
 				sum.Skipped++
 				log.Error("leer_apuesta", "error", &InvalidRowError{Path: cfg.DataFile, Line: bets.Line(), Reason: err})

@@ -25,16 +25,30 @@ const WinningNumber = 7574
 func HasWon(bet messages.Bet) bool { return bet.Number == WinningNumber }
 
 // StoreBets appends bets as rows of bets.csv to w, in one write. Like the
-// course's store_bets it is not safe for concurrent use: the Ledger guards it.
+// course's store_bets it is not safe for concurrent use.
 func StoreBets(w io.Writer, bets []messages.Bet) error {
-	rows := make([]byte, 0, 64*len(bets)) // a row is about 50 bytes
-	for _, b := range bets {
-		rows = strconv.AppendInt(rows, int64(b.Agency), 10)
-		rows = append(rows, ',')
-		rows = b.AppendCSV(rows)
-	}
-	_, err := w.Write(rows)
+	_, err := w.Write(RowsOf(bets).Data)
 	return err
+}
+
+// Rows are a batch's bets as bets.csv stores them, a row each (what
+// StoreBets writes), and how many bets they are. The central makes them
+// from a batch's payload in one pass (messages.DecodeRows), never building
+// the bets.
+type Rows struct {
+	Data []byte
+	Bets int
+}
+
+// RowsOf is bets as Rows.
+func RowsOf(bets []messages.Bet) Rows {
+	data := make([]byte, 0, 64*len(bets)) // a row is about 50 bytes
+	for _, b := range bets {
+		data = strconv.AppendInt(data, int64(b.Agency), 10)
+		data = append(data, ',')
+		data = b.AppendCSV(data)
+	}
+	return Rows{Data: data, Bets: len(bets)}
 }
 
 // LoadBets streams the bets stored in the file at path, in the order stored,

@@ -9,8 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/quiniela/quiniela/messages"
 )
 
 // JetStreamStore is the Store of an active central on the JetStream
@@ -81,11 +79,7 @@ const copyBufferBytes = 8 << 20
 const maxQueuedBytes = 16 << 20
 
 // AppendBatch queues batch seq of agency for the stream.
-func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, done func(error)) error {
-	var rows bytes.Buffer
-	if err := StoreBets(&rows, bets); err != nil {
-		return fmt.Errorf("encoding batch %d of agency %d: %w", seq, agency, err)
-	}
+func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows Rows, done func(error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.queued > maxQueuedBytes && s.usable() == nil {
@@ -94,8 +88,9 @@ func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, bets []
 	if err := s.usable(); err != nil {
 		return err
 	}
-	s.queued += rows.Len()
-	s.enqueue(agency, ledgerItem{seq: seq, sum: sum, rows: rows.Bytes(), count: len(bets), cb: done})
+	s.queued += len(rows.Data)
+	// Kept until the stream acknowledges it: a copy, since rows.Data is the caller's.
+	s.enqueue(agency, ledgerItem{seq: seq, sum: sum, rows: bytes.Clone(rows.Data), count: rows.Bets, cb: done})
 	return nil
 }
 

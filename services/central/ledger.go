@@ -1,42 +1,39 @@
 package central
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
-
-	"github.com/quiniela/quiniela/messages"
 )
 
 // Ledger is the central's durable, mutex-guarded store: bets.csv, with the
 // course's format untouched, and a sibling journal, bets.csv.journal, that
 // records what bets.csv holds.
 //
-// Every batch is appended to bets.csv, then a journal record names its
-// agency, sequence, bet count and the offset where it ends:
+// Every batch is written to bets.csv as it comes, then a journal record
+// names its agency, sequence, bet count and the offset where it ends:
 //
 //	B,<agency>,<seq>,<bets>,<end offset>,<checksum>
 //	D,<agency>,<batches>     the agency is done
 //	W                        the draw ran
 //
-// A group commit writes whatever accumulated since the last one, fsyncs
-// bets.csv, then appends and fsyncs the journal, and only then calls the
+// A group commit fsyncs bets.csv, then appends the records gathered since
+// the last one to the journal and fsyncs it, and only then calls the
 // callbacks that reply to agencies. So a journal record on disk means its
-// rows are on disk, and a reply means both are. On Open the journal's valid
+// rows are on disk, and a reply means both are. (Rows go to the file, not to
+// a buffer that waits for the commit: the page cache holds them as well,
+// with no copy in the heap to grow and collect.) On Open the journal's valid
 // prefix is the truth: bets.csv is cut back to the last recorded end (a torn
 // row or a batch the crash caught half-written goes), and the agencies'
 // sequences, the done set and the draw are read back.
 type Ledger struct {
 	path string
 
-	mu      sync.Mutex   // guards the fields below; the course's StoreBets is not safe alone
-	roomy   sync.Cond    // signalled when the committer takes data: appenders wait for room
-	data    bytes.Buffer // rows of bets.csv waiting for the next commit
-	journal bytes.Buffer
+	mu      sync.Mutex // guards the fields below and the writes to bets.csv
+	journal []byte     // records waiting for the next commit
 	waiting []func(error)
-	size    int64 // bytes of bets.csv, written or pending
+	size    int64 // bytes of bets.csv written
 	err     error // first write or fsync failure: the ledger refuses all work after it
 	closed  bool
 
@@ -61,8 +58,7 @@ type LedgerOption func(*Ledger)
 
 // Commit stages, in order, at which a failpoint may stop the process.
 const (
-	StageBeforeWrite    = "before-write"    // nothing of the round written
-	StageDataWritten    = "data-written"    // rows written, not synced
+	StageRowsWritten    = "rows-written"    // the round's rows in bets.csv, not synced
 	StageDataSynced     = "data-synced"     // rows durable, journal not written
 	StageJournalWritten = "journal-written" // journal written, not synced
 	StageCommitted      = "committed"       // all durable, no reply sent yet
@@ -108,7 +104,6 @@ func openLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 		path: path, betsFile: bf, journalFile: jf,
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), committed: make(chan struct{}),
 	}
-	l.roomy.L = &l.mu
 	for _, opt := range opts {
 		opt(l)
 	}
@@ -117,38 +112,31 @@ func openLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 		jf.Close()
 		return nil, rec, err
 	}
-	go l.commitLoop()
+	go l.commitLoop(l.size)
 	return l, rec, nil
 }
-
-// maxPendingBytes bounds the rows gathered for the next commit.
-const maxPendingBytes = 16 << 20
 
 // ErrLedgerClosed is returned for work handed to a closed ledger.
 var ErrLedgerClosed = errors.New("store is closed")
 
-// AppendBatch stores a batch of agency's bets. done is called, from the
-// committer's goroutine, once the batch is durable (nil) or has failed.
-// Batches of one agency must be appended in sequence order; the Lottery
-// sees to that.
-func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, done func(error)) error {
+// AppendBatch stores a batch of agency's bets: it writes rows to bets.csv
+// at once and calls done, from the committer's goroutine, once they are
+// durable (nil) or have failed. Batches of one agency must be appended in
+// sequence order; the Lottery sees to that.
+func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, rows Rows, done func(error)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	// While a commit is on disk, the next one gathers here; past
-	// maxPendingBytes appenders wait, so memory stays flat whatever the load.
-	for l.data.Len() > maxPendingBytes && l.usable() == nil {
-		l.roomy.Wait()
-	}
 	if err := l.usable(); err != nil {
 		return err
 	}
-	before := l.data.Len()
-	if err := StoreBets(&l.data, bets); err != nil {
-		l.data.Truncate(before)
-		return fmt.Errorf("encoding batch %d of agency %d: %w", seq, agency, err)
+	if _, err := l.betsFile.Write(rows.Data); err != nil {
+		// Part of the batch may be in the file: no journal record covers it,
+		// so the next Open cuts it.
+		l.err = fmt.Errorf("store failed, refusing all writes until restarted: writing batch %d of agency %d to %s: %w", seq, agency, l.path, err)
+		return l.err
 	}
-	l.size += int64(l.data.Len() - before)
-	fmt.Fprintf(&l.journal, "B,%d,%d,%d,%d,%d\n", agency, seq, len(bets), l.size, sum)
+	l.size += int64(len(rows.Data))
+	l.journal = fmt.Appendf(l.journal, "B,%d,%d,%d,%d,%d\n", agency, seq, rows.Bets, l.size, sum)
 	l.enqueue(done)
 	return nil
 }
@@ -171,7 +159,7 @@ func (l *Ledger) record(rec string, done func(error)) error {
 	if err := l.usable(); err != nil {
 		return err
 	}
-	l.journal.WriteString(rec)
+	l.journal = append(l.journal, rec...)
 	l.enqueue(done)
 	return nil
 }
@@ -196,12 +184,13 @@ func (l *Ledger) enqueue(done func(error)) {
 	}
 }
 
-// commitLoop is the group commit: each round takes everything appended
-// since the last, writes and fsyncs it, and calls back. Agencies that append
-// while a round is on disk share the next round's fsync.
-func (l *Ledger) commitLoop() {
+// commitLoop is the group commit: each round makes durable everything
+// appended since the last, and calls back. Agencies that append while a
+// round is on disk share the next round's fsync. synced is the size of
+// bets.csv known durable (Open synced it).
+func (l *Ledger) commitLoop(synced int64) {
 	defer close(l.committed)
-	var data, journal bytes.Buffer
+	var journal []byte
 	var waiting []func(error)
 	for {
 		select {
@@ -210,31 +199,24 @@ func (l *Ledger) commitLoop() {
 			// Close: one last round for whatever is pending.
 		}
 		l.mu.Lock()
-		data, l.data = l.data, data
-		journal, l.journal = l.journal, journal
+		journal, l.journal = l.journal, journal[:0]
 		waiting, l.waiting = l.waiting, waiting[:0]
-		stop := l.closed
-		l.roomy.Broadcast()
+		size, stop := l.size, l.closed
 		l.mu.Unlock()
 
-		if data.Len() > 0 || journal.Len() > 0 {
-			err := l.commit(data.Bytes(), journal.Bytes())
-			if err != nil {
+		var err error
+		if len(journal) > 0 {
+			if err = l.commit(journal, size > synced); err == nil {
+				synced = size
+			} else {
 				l.mu.Lock()
 				l.err = fmt.Errorf("store failed, refusing all writes until restarted: %w", err)
-				l.roomy.Broadcast()
 				l.mu.Unlock()
 			}
-			for _, done := range waiting {
-				done(err)
-			}
-		} else {
-			for _, done := range waiting {
-				done(nil)
-			}
 		}
-		data.Reset()
-		journal.Reset()
+		for _, done := range waiting {
+			done(err)
+		}
 		clear(waiting)
 		if stop {
 			return
@@ -242,7 +224,10 @@ func (l *Ledger) commitLoop() {
 	}
 }
 
-func (l *Ledger) commit(data, journal []byte) error {
+// commit makes a round durable: the rows its records cover were written
+// before the records were taken, so one fsync of bets.csv (if rows were
+// written since the last) covers them.
+func (l *Ledger) commit(journal []byte, rowsWritten bool) error {
 	l.mu.Lock()
 	l.fsyncs++
 	round := l.fsyncs
@@ -252,25 +237,19 @@ func (l *Ledger) commit(data, journal []byte) error {
 			l.failpoint(stage, round)
 		}
 	}
-	at(StageBeforeWrite)
-	if len(data) > 0 {
-		if _, err := l.betsFile.Write(data); err != nil {
-			return fmt.Errorf("writing %s: %w", l.path, err)
-		}
-		at(StageDataWritten)
+	at(StageRowsWritten)
+	if rowsWritten {
 		if err := l.betsFile.Sync(); err != nil {
 			return fmt.Errorf("syncing %s: %w", l.path, err)
 		}
 	}
 	at(StageDataSynced)
-	if len(journal) > 0 {
-		if _, err := l.journalFile.Write(journal); err != nil {
-			return fmt.Errorf("writing journal: %w", err)
-		}
-		at(StageJournalWritten)
-		if err := l.journalFile.Sync(); err != nil {
-			return fmt.Errorf("syncing journal: %w", err)
-		}
+	if _, err := l.journalFile.Write(journal); err != nil {
+		return fmt.Errorf("writing journal: %w", err)
+	}
+	at(StageJournalWritten)
+	if err := l.journalFile.Sync(); err != nil {
+		return fmt.Errorf("syncing journal: %w", err)
 	}
 	at(StageCommitted)
 	return nil
@@ -297,7 +276,6 @@ func (l *Ledger) Close() error {
 func (l *Ledger) close() error {
 	l.mu.Lock()
 	l.closed = true
-	l.roomy.Broadcast()
 	l.mu.Unlock()
 	close(l.quit)
 	<-l.committed

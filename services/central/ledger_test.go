@@ -81,7 +81,7 @@ func TestLoadBetsReportsBadLine(t *testing.T) {
 func appendSync(t *testing.T, l *central.Ledger, agency int, seq uint64, bets []messages.Bet) {
 	t.Helper()
 	errc := make(chan error, 1)
-	if err := l.AppendBatch(agency, seq, uint64(seq), bets, func(err error) { errc <- err }); err != nil {
+	if err := l.AppendBatch(agency, seq, uint64(seq), central.RowsOf(bets), func(err error) { errc <- err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -195,7 +195,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 			for s := 1; s <= batches; s++ {
 				var cb sync.WaitGroup
 				cb.Add(1)
-				l.AppendBatch(a, uint64(s), 0, []messages.Bet{bet(a, s, "N")}, func(err error) {
+				l.AppendBatch(a, uint64(s), 0, central.RowsOf([]messages.Bet{bet(a, s, "N")}), func(err error) {
 					if err != nil {
 						t.Error(err)
 					}
@@ -221,7 +221,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 	if _, err := os.Stat(central.JournalPath(path)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.AppendBatch(1, 99, 0, nil, nil); err == nil {
+	if err := l.AppendBatch(1, 99, 0, central.Rows{}, nil); err == nil {
 		t.Error("AppendBatch on a closed ledger succeeded")
 	}
 }

@@ -15,7 +15,9 @@ import (
 // Store is what the Lottery needs of its storage; *Ledger is the real one.
 // Each method calls done once its work is durable (or failed).
 type Store interface {
-	AppendBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, done func(error)) error
+	// AppendBatch stores a batch; rows.Data is the caller's again once it
+	// returns.
+	AppendBatch(agency int, seq uint64, sum uint64, rows Rows, done func(error)) error
 	MarkDone(agency int, batches uint64, done func(error)) error
 	MarkDrawn(done func(error)) error
 	Sync(done func(error)) error
@@ -110,7 +112,7 @@ func (l *Lottery) agency(n int) (*agencyState, error) {
 // one already stored is acknowledged again without storing it twice, one that
 // skips ahead is refused. When it returns nil, reply is called once the
 // outcome is durable, with repeat set for a batch stored before.
-func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages.Bet, reply func(repeat bool, err error)) error {
+func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, rows Rows, reply func(repeat bool, err error)) error {
 	a, err := l.agency(agency)
 	if err != nil {
 		return err
@@ -130,7 +132,7 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages
 	case seq != a.LastBatch+1:
 		return &OutOfOrderError{Agency: agency, Got: seq, Next: a.LastBatch + 1}
 	}
-	if err := l.store.AppendBatch(agency, seq, sum, bets, func(err error) { reply(false, err) }); err != nil {
+	if err := l.store.AppendBatch(agency, seq, sum, rows, func(err error) { reply(false, err) }); err != nil {
 		return err
 	}
 	if seq == 1 {
@@ -138,7 +140,7 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, bets []messages
 	}
 	a.LastBatch = seq
 	a.Sums = append(a.Sums, sum)
-	a.Bets += int64(len(bets))
+	a.Bets += int64(rows.Bets)
 	return nil
 }
 

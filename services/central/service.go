@@ -214,22 +214,18 @@ func (s *Service) checkAgency(c *call) error {
 	return err
 }
 
-// betSlices recycles the decoded bets of a batch among the workers: the
-// store copies what it keeps.
-var betSlices = sync.Pool{New: func() any { return new([]messages.Bet) }}
-
 func (s *Service) work(queue <-chan *call) {
 	defer s.running.Done()
+	// A batch's rows, rendered for the store, which copies what it keeps:
+	// one buffer serves every batch of the worker.
+	var rows []byte
 	for c := range queue {
 		s.queued.Add(-int64(len(c.data)))
 		if c.done {
 			s.handleDone(c)
 			continue
 		}
-		bets := betSlices.Get().(*[]messages.Bet)
-		*bets = s.handleBatch(c, (*bets)[:0])
-		clear(*bets) // drop the references to the payload
-		betSlices.Put(bets)
+		rows = s.handleBatch(c, rows[:0])
 	}
 }
 
@@ -242,11 +238,12 @@ func (s *Service) window() int {
 	return max(1, min(s.maxWindow, budget/max(1, s.lottery.Sending())))
 }
 
-// handleBatch is decode → store → reply, with one exit for failure.
-func (s *Service) handleBatch(c *call, bets []messages.Bet) []messages.Bet {
-	b, err := messages.DecodeBatch(bets, c.subject, c.header, c.data)
+// handleBatch is decode → store → reply, with one exit for failure. It
+// renders the rows into buf, and returns it for the next batch.
+func (s *Service) handleBatch(c *call, buf []byte) []byte {
+	b, err := messages.DecodeBatch(buf, c.subject, c.header, c.data)
 	if err == nil {
-		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, b.Bets, func(repeat bool, err error) {
+		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, Rows{Data: b.Stored, Bets: b.Rows}, func(repeat bool, err error) {
 			if err != nil {
 				s.failBatch(c, b.Rows, err)
 				return
@@ -262,7 +259,7 @@ func (s *Service) handleBatch(c *call, bets []messages.Bet) []messages.Bet {
 	if err != nil {
 		s.failBatch(c, b.Rows, err)
 	}
-	return b.Bets
+	return b.Stored
 }
 
 func (s *Service) handleDone(c *call) {

@@ -21,7 +21,7 @@ type meetingStore struct {
 	in1, in2 chan struct{}
 }
 
-func (m *meetingStore) AppendBatch(agency int, seq uint64, _ uint64, bets []messages.Bet, done func(error)) error {
+func (m *meetingStore) AppendBatch(agency int, seq uint64, _ uint64, _ central.Rows, done func(error)) error {
 	switch agency {
 	case 1:
 		close(m.in1)

@@ -40,7 +40,7 @@ func TestSendingCountsAgenciesBetweenFirstBatchAndDone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bet := []messages.Bet{{Agency: 1, FirstName: "A", LastName: "B", Document: "1", Number: 1}}
+	bet := RowsOf([]messages.Bet{{Agency: 1, FirstName: "A", LastName: "B", Document: "1", Number: 1}})
 	step := func(what string, err error, want int) {
 		t.Helper()
 		if err != nil {
@@ -63,7 +63,7 @@ func TestSendingCountsAgenciesBetweenFirstBatchAndDone(t *testing.T) {
 // memStore is a Store that keeps nothing and answers at once.
 type memStore struct{}
 
-func (memStore) AppendBatch(_ int, _ uint64, _ uint64, _ []messages.Bet, done func(error)) error {
+func (memStore) AppendBatch(_ int, _ uint64, _ uint64, _ Rows, done func(error)) error {
 	done(nil)
 	return nil
 }

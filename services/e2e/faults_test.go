@@ -69,7 +69,7 @@ func TestCentralKilledAtEveryCommitStage(t *testing.T) {
 	ns, files, betsFile, resultc := startAgenciesForFaults(t)
 
 	var logs strings.Builder
-	stages := []string{central.StageBeforeWrite, central.StageDataWritten, central.StageDataSynced, central.StageJournalWritten, central.StageCommitted}
+	stages := []string{central.StageRowsWritten, central.StageDataSynced, central.StageJournalWritten, central.StageCommitted}
 	for i, stage := range stages {
 		for _, round := range []int{2, 9} {
 			fp := fmt.Sprintf("%s:%d", stage, round+i)
