@@ -326,6 +326,37 @@ func TestEncoderAddFalseWhenFull(t *testing.T) {
 	}
 }
 
+// A released batch's memory carries a later batch, whose payload is its
+// own rows only; batches not released keep theirs.
+func TestEncoderReusesReleasedPayloads(t *testing.T) {
+	enc := messages.NewBatchEncoder(1, 1)
+	flush := func(first string) *messages.Batch {
+		t.Helper()
+		if added, err := enc.Add(bet(t, first, "Perez")); !added || err != nil {
+			t.Fatalf("Add = %v, %v", added, err)
+		}
+		return enc.Flush()
+	}
+	long := flush("Maximiliano Sebastián")
+	kept := flush("Ana")
+	keptPayload := string(kept.Payload)
+	reused := &long.Payload[:1][0]
+	enc.Release(long)
+	if long.Payload != nil {
+		t.Error("a released batch keeps its payload")
+	}
+	next := flush("Juan")
+	if &next.Payload[:1][0] != reused {
+		t.Error("the next batch did not reuse the released payload")
+	}
+	if want := "Juan,Perez,30123456,1990-05-17,7574\n"; string(next.Payload) != want {
+		t.Errorf("reused payload %q, want %q", next.Payload, want)
+	}
+	if string(kept.Payload) != keptPayload {
+		t.Errorf("a batch not released changed: %q, was %q", kept.Payload, keptPayload)
+	}
+}
+
 func TestEncoderCutsByBytes(t *testing.T) {
 	long := strings.Repeat("n", messages.MaxNameBytes)
 	var in []messages.Bet

@@ -1,7 +1,6 @@
 package messages
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/csv"
@@ -109,7 +108,8 @@ type BatchEncoder struct {
 	seq     uint64
 	n       int
 	payload []byte
-	row     []byte // Add's scratch
+	row     []byte   // Add's scratch
+	free    [][]byte // payloads of released batches, for the next ones
 }
 
 // NewBatchEncoder returns an encoder for agency's batches, numbered from 1.
@@ -175,17 +175,30 @@ func (e *BatchEncoder) Flush() *Batch {
 	if e.n == 0 {
 		return nil
 	}
+	var payload []byte
+	if n := len(e.free); n > 0 {
+		payload, e.free = e.free[n-1][:0], e.free[:n-1]
+	}
 	b := &Batch{
 		Agency:  e.agency,
 		Seq:     e.seq,
 		Bets:    e.n,
-		Payload: bytes.Clone(e.payload),
+		Payload: append(payload, e.payload...),
 	}
 	e.payload = e.payload[:0]
 	e.n = 0
 	e.seq++
 	e.setBudget()
 	return b
+}
+
+// Release gives the payload of b, a batch of this encoder, back for a later
+// batch: b must not be used after. An agency releases a batch once it is
+// acknowledged, so that its batches in flight reuse a window's worth of
+// memory instead of touching fresh pages for every one.
+func (e *BatchEncoder) Release(b *Batch) {
+	e.free = append(e.free, b.Payload)
+	b.Payload = nil
 }
 
 // BatchHeader is what the central reads from a batch's headers.

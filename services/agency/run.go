@@ -134,6 +134,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 	}
 	defer sender.Close()
 	enc := messages.NewBatchEncoder(cfg.ID, cfg.MaxAmount)
+	sender.release = enc.Release
 	nextProgress := time.Now().Add(progressEvery)
 	send := func() error {
 		if b := enc.Flush(); b != nil {

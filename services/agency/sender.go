@@ -35,9 +35,10 @@ type Sender struct {
 	replies chan *nats.Msg
 	sub     *nats.Subscription
 
-	agency   int         // whose batches these are: replies must name it
-	pending  []*inflight // sent, not acknowledged, in sequence order
-	failures int         // consecutive failed attempts, for the backoff
+	agency   int                   // whose batches these are: replies must name it
+	pending  []*inflight           // sent, not acknowledged, in sequence order
+	failures int                   // consecutive failed attempts, for the backoff
+	release  func(*messages.Batch) // called with each batch once acknowledged, if set
 
 	// Stats
 	Batches   int
@@ -209,6 +210,9 @@ func (s *Sender) ack(i int) {
 	s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	s.failures = 0
 	s.log.Debug("lote_confirmado", "agency", p.batch.Agency, "batch", p.batch.Seq, "bets", p.batch.Bets)
+	if s.release != nil {
+		s.release(p.batch)
+	}
 }
 
 // retryFrom backs off, then resends pending[i:] in order. It gives up when

@@ -262,7 +262,7 @@ func startEmbedded(cfg *Config, log *slog.Logger) (string, func(), error) {
 	}, nil
 }
 
-// killAt parses CENTRAL_FAILPOINT ("data-written:3") into a failpoint that
+// killAt parses CENTRAL_FAILPOINT ("rows-written:3") into a failpoint that
 // kills this process, as kill -9 would, at that stage of that commit round.
 func killAt(spec string) (LedgerOption, error) {
 	stage, roundText, _ := strings.Cut(spec, ":")
