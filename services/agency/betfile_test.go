@@ -114,18 +114,31 @@ func TestBetFileMissing(t *testing.T) {
 	}
 }
 
-// DefaultMaxAmount bets of the size its comment assumes fit in one message.
-func TestDefaultMaxAmountFitsIn8kB(t *testing.T) {
-	enc := messages.NewBatchEncoder(99999, agency.DefaultMaxAmount+1)
-	b := messages.Bet{Agency: 99999, FirstName: strings.Repeat("N", 24), LastName: strings.Repeat("L", 16), Document: "12345678", Number: 9999}
-	for i := range agency.DefaultMaxAmount {
-		if ok, err := enc.Add(b); !ok || err != nil {
-			t.Fatalf("bet %d of %d did not fit: %v", i+1, agency.DefaultMaxAmount, err)
+// DefaultMaxAmount is as many of the shortest valid bets as one message
+// holds: by default the encoder's 8 kB budget, not the count, ends a batch.
+func TestDefaultMaxAmountIsAFullMessage(t *testing.T) {
+	shortest, err := messages.ParseBet(1, []string{"a", "b", "1", fmt.Sprintf("%d-01-01", messages.MinBirthYear), "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := messages.NewBatchEncoder(1, 10*agency.DefaultMaxAmount)
+	fit := 0
+	for {
+		ok, err := enc.Add(shortest)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if !ok {
+			break
+		}
+		fit++
 	}
 	batch := enc.Flush()
 	if size := messages.WireSize(batch.Msg().Subject, batch.Msg().Header, len(batch.Payload)); size > messages.MaxMessageBytes {
-		t.Fatalf("%d bytes", size)
+		t.Fatalf("a full batch is %d bytes on the wire", size)
+	}
+	if fit != agency.DefaultMaxAmount {
+		t.Errorf("%d of the shortest bets fit in a message, DefaultMaxAmount is %d: make them equal", fit, agency.DefaultMaxAmount)
 	}
 }
 

@@ -107,7 +107,7 @@ func TestStandbyTakesOverAfterKillAndLeaderLoss(t *testing.T) {
 		for id := 1; id <= 5; id++ {
 			files = append(files, filepath.Join(dir, "agency-"+strconv.Itoa(id)+".csv"))
 		}
-		// The project's batches (118 bets), kept small in flight so that
+		// The project's batches (full 8 kB messages), kept small in flight so that
 		// the kill comes mid-run.
 		testTakeover(t, files, map[string]string{"BATCH_IN_FLIGHT": "2", "AGENCY_REQUEST_TIMEOUT": "1s", "AGENCY_RETRY_FOR": "2m"}, 100)
 	})

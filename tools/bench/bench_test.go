@@ -60,8 +60,8 @@ func TestBenchRuns(t *testing.T) {
 	for _, want := range []string{
 		"bench: scenarios official, 2 runs each",
 		"official: 3 agencies, 600 bets from " + data,
-		// 200 bets = 2 batches of 118 max, 3 agencies
-		"official run 1/2: wall ", "official run 2/2: wall ", " 6 batches, ",
+		// 200 of gendata's bets fit in one 8 kB batch; 3 agencies
+		"official run 1/2: wall ", "official run 2/2: wall ", " 3 batches, ",
 		"official: 2 runs, 600 bets each:",
 		"agencies launched → all agencies exited, with nats-server and central already up",
 		"summary, medians of each scenario's runs:",
