@@ -150,9 +150,15 @@ func checkBet(fields []string) (validBet, error) {
 }
 
 func checkName(field, s string) error {
-	if plainASCII(s) && len(s) <= MaxNameBytes {
-		return nil // the common case, in one pass
+	if len(s) <= MaxNameBytes && (plainASCII(s) || validText(s)) {
+		return nil // the common cases, in one pass
 	}
+	return nameError(field, s)
+}
+
+// nameError is checkName's rules one at a time, to say which one s breaks
+// (nil if none).
+func nameError(field, s string) error {
 	switch {
 	case s == "":
 		return fieldErr(field, s, "empty")
@@ -182,6 +188,30 @@ func plainASCII(s string) bool {
 			return false
 		}
 		seen = seen || c != ' '
+	}
+	return seen
+}
+
+// validText reports in one pass whether s is a valid name, whatever
+// checkName's slow path would say of it: valid UTF-8 with no control
+// character and at least one character that is not a space.
+func validText(s string) bool {
+	seen := false
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+			seen = seen || c != ' '
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && size == 1) || unicode.IsControl(r) {
+			return false
+		}
+		seen = seen || !unicode.IsSpace(r)
+		i += size
 	}
 	return seen
 }

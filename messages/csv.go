@@ -63,6 +63,12 @@ func needsQuotes(field string) bool {
 			return true
 		}
 	}
+	return leadingSpace(field)
+}
+
+// leadingSpace reports whether a non-empty field starts with a space, as
+// csv.Writer reads one.
+func leadingSpace(field string) bool {
 	if c := field[0]; c < utf8.RuneSelf {
 		return c == ' ' || c == '\t' || c == '\v' || c == '\f' // unicode.IsSpace for ASCII, less \r \n
 	}
@@ -84,11 +90,8 @@ func appendRecord(dst []byte, fields []string) []byte {
 // for it; one with quotes goes through encoding/csv. A line is always one
 // record: a quoted field cannot run into the next line.
 func SplitRow(dst []string, line string) ([]string, error) {
-	if strings.IndexByte(line, '"') < 0 {
-		for f := range strings.SplitSeq(line, ",") {
-			dst = append(dst, f)
-		}
-		return dst, nil
+	if fields, plain := splitPlain(dst, line); plain {
+		return fields, nil
 	}
 	cr := csv.NewReader(strings.NewReader(line))
 	cr.FieldsPerRecord = -1
@@ -100,6 +103,23 @@ func SplitRow(dst []string, line string) ([]string, error) {
 		return dst, errors.New("quoted field holds a line break")
 	}
 	return append(dst, rec...), nil
+}
+
+// splitPlain is SplitRow for a line without quotes, in one pass: it cuts
+// it on its commas, appending the fields to dst. It reports false, and dst
+// as it was, for a line that holds a quote.
+func splitPlain(dst []string, line string) ([]string, bool) {
+	if strings.IndexByte(line, '"') >= 0 {
+		return dst, false
+	}
+	for {
+		i := strings.IndexByte(line, ',')
+		if i < 0 {
+			return append(dst, line), true
+		}
+		dst = append(dst, line[:i])
+		line = line[i+1:]
+	}
 }
 
 // Lines calls fn with each line of text that is not blank (without LF or

@@ -42,3 +42,17 @@ func FuzzParseDate(f *testing.F) {
 		}
 	})
 }
+
+// checkName's one-pass check accepts exactly the names its rules, one at a
+// time, accept.
+func FuzzCheckNameFastPath(f *testing.F) {
+	for _, s := range []string{"Juan", "Nicolás", "", " ", "\u00a0", "\u00a0Ana", "A\u0085", "A\x7f", "A\tB", "\xff", "\ufffd", "Ñandú de la Cruz", "  x  "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fast := len(s) <= MaxNameBytes && (plainASCII(s) || validText(s))
+		if err := nameError("first_name", s); fast != (err == nil) {
+			t.Fatalf("%q: one-pass check %v, rules say %v", s, fast, err)
+		}
+	})
+}

@@ -353,22 +353,28 @@ func DecodeRows(dst []byte, agency int, payload []byte) ([]byte, int, error) {
 func AppendBetCSV(dst []byte, line []byte) ([]byte, error) {
 	text := readOnly(line)
 	var buf [Fields + 1]string
-	fields, err := SplitRow(buf[:0], text)
-	if err != nil {
-		return dst, err
+	var err error
+	fields, plain := splitPlain(buf[:0], text)
+	if !plain {
+		if fields, err = SplitRow(buf[:0], text); err != nil {
+			return dst, err
+		}
 	}
 	v, err := checkBet(fields)
 	if err != nil {
 		return dst, err
 	}
-	return appendValid(dst, text, fields, v, strings.IndexByte(text, '"') >= 0), nil
+	return appendValid(dst, text, fields, v, !plain), nil
 }
 
 // appendValid appends the CSV row of a valid bet: its line as it came, if
 // AppendCSV would write the same (no quotes, none needed, the number
-// without leading zeros), else what AppendCSV writes.
+// without leading zeros), else what AppendCSV writes. Of csv.Writer's rule
+// (needsQuotes) only `\.` and a leading space can apply to a valid name
+// read from a line without quotes: it holds no comma, quote, CR or LF.
 func appendValid(dst []byte, line string, fields []string, v validBet, quoted bool) []byte {
-	if !quoted && !needsQuotes(fields[0]) && !needsQuotes(fields[1]) && (len(fields[4]) == 1 || fields[4][0] != '0') {
+	plainName := func(f string) bool { return f != `\.` && !leadingSpace(f) }
+	if !quoted && plainName(fields[0]) && plainName(fields[1]) && (len(fields[4]) == 1 || fields[4][0] != '0') {
 		return append(append(dst, line...), '\n')
 	}
 	return v.bet(0, fields).AppendCSV(dst)
@@ -392,11 +398,15 @@ func eachBet(payload string, fn func(line string, fields []string, v validBet, q
 	var bad error
 	rows := 0
 	Lines(payload, func(n int, line string) bool {
-		fields, err := SplitRow(buf[:0], line)
+		var err error
+		fields, plain := splitPlain(buf[:0], line)
+		if !plain {
+			fields, err = SplitRow(buf[:0], line)
+		}
 		if err == nil {
 			var v validBet
 			if v, err = checkBet(fields); err == nil {
-				fn(line, fields, v, strings.IndexByte(line, '"') >= 0)
+				fn(line, fields, v, !plain)
 				rows++
 				return true
 			}
