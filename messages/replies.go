@@ -9,7 +9,7 @@ type BatchReply struct {
 	Batch  uint64 `json:"batch"`
 	Bets   int    `json:"bets"`
 	// Window is how many batches the agency may keep in flight from now on:
-	// the central's share of its queue budget among the agencies sending
+	// the central's share of its queue budget among the agencies not done
 	// (credit-based flow control). 0: no advice, keep the current window.
 	Window int `json:"window,omitempty"`
 }

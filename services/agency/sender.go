@@ -165,7 +165,7 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 		s.ack(i)
 		if ack.Window > 0 {
 			// The central's grant: its share of its queue among the agencies
-			// sending (see messages.BatchReply).
+			// not done (see messages.BatchReply).
 			s.window = min(ack.Window, messages.MaxWindow)
 		}
 		return nil

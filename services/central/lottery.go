@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 
 	"github.com/quiniela/quiniela/messages"
 )
@@ -65,7 +64,6 @@ type Lottery struct {
 
 	mu        sync.Mutex // guards doneCount
 	doneCount int
-	sending   atomic.Int64 // agencies with a batch stored and not done
 
 	drawn   chan struct{} // closed when winners is set
 	winners [][]string    // documents of each agency's winners, index agency-1
@@ -88,8 +86,6 @@ func NewLottery(ctx context.Context, n int, store Store, rec Recovered, log *slo
 		l.agencies[agency-1].Progress = *p
 		if p.Done {
 			l.doneCount++
-		} else if p.LastBatch > 0 {
-			l.sending.Add(1)
 		}
 	}
 	if l.doneCount == n {
@@ -134,9 +130,6 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, rows Rows, repl
 	}
 	if err := l.store.AppendBatch(agency, seq, sum, rows, func(err error) { reply(false, err) }); err != nil {
 		return err
-	}
-	if seq == 1 {
-		l.sending.Add(1)
 	}
 	a.LastBatch = seq
 	a.Sums = append(a.Sums, sum)
@@ -188,9 +181,6 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	}
 	a.Done = true
 	a.Batches = batches
-	if batches > 0 {
-		l.sending.Add(-1)
-	}
 	return nil
 }
 
@@ -204,8 +194,8 @@ func (l *Lottery) agencyDone(ctx context.Context) {
 	}
 }
 
-// Sending is how many agencies have stored a batch and are not done yet.
-func (l *Lottery) Sending() int { return int(l.sending.Load()) }
+// NotDone is how many agencies are not done yet: any of them may send.
+func (l *Lottery) NotDone() int { return len(l.agencies) - l.DoneCount() }
 
 // DoneCount is how many agencies are done.
 func (l *Lottery) DoneCount() int {

@@ -7,36 +7,38 @@ import (
 )
 
 // The window the central grants shares its queue budget among the agencies
-// sending: wide for a few, narrow for many, never 0.
+// not done: wide for a few, narrow for many, never 0.
 func TestWindowSharesTheQueueBudget(t *testing.T) {
 	for _, tc := range []struct {
-		sending    int64
-		queueBytes int64
-		want       int
+		agencies, done int
+		queueBytes     int64
+		want           int
 	}{
-		{0, DefaultQueueBytes, messages.MaxWindow},
-		{5, DefaultQueueBytes, messages.MaxWindow}, // 1,024 batches of budget / 5
-		{100, DefaultQueueBytes, 10},
-		{1000, DefaultQueueBytes, 1},
-		{50_000, DefaultQueueBytes, 1},
-		{4, 64 << 10, 2}, // 8 batches of budget
+		{5, 5, DefaultQueueBytes, messages.MaxWindow},
+		{5, 0, DefaultQueueBytes, messages.MaxWindow}, // 1,024 batches of budget / 5
+		{50, 0, DefaultQueueBytes, 20},
+		{50, 40, DefaultQueueBytes, messages.MaxWindow}, // the last ten widen
+		{100, 0, DefaultQueueBytes, 10},
+		{1000, 0, DefaultQueueBytes, 1},
+		{50_000, 0, DefaultQueueBytes, 1},
+		{4, 0, 64 << 10, 2}, // 8 batches of budget
 	} {
-		s := &Service{lottery: &Lottery{}, maxQueued: tc.queueBytes, maxWindow: messages.MaxWindow}
-		s.lottery.sending.Store(tc.sending)
+		s := &Service{lottery: &Lottery{agencies: make([]agencyState, tc.agencies), doneCount: tc.done},
+			maxQueued: tc.queueBytes, maxWindow: messages.MaxWindow}
 		if got := s.window(); got != tc.want {
-			t.Errorf("%d agencies sending, %d bytes of queue: window %d, want %d", tc.sending, tc.queueBytes, got, tc.want)
+			t.Errorf("%d agencies, %d done, %d bytes of queue: window %d, want %d", tc.agencies, tc.done, tc.queueBytes, got, tc.want)
 		}
 	}
-	capped := &Service{lottery: &Lottery{}, maxQueued: DefaultQueueBytes, maxWindow: 2}
+	capped := &Service{lottery: &Lottery{agencies: make([]agencyState, 1)}, maxQueued: DefaultQueueBytes, maxWindow: 2}
 	if got := capped.window(); got != 2 {
 		t.Errorf("CENTRAL_MAX_WINDOW=2: window %d", got)
 	}
 }
 
-// Sending counts the agencies between their first stored batch and done.
-func TestSendingCountsAgenciesBetweenFirstBatchAndDone(t *testing.T) {
-	store := &memStore{}
-	l, err := NewLottery(t.Context(), 3, store, Recovered{}, nil)
+// Agencies not done: every agency until its done, whether it has sent yet
+// or not, and a done agency's repeated done changes nothing.
+func TestNotDoneCountsAgenciesUntilDone(t *testing.T) {
+	l, err := NewLottery(t.Context(), 3, memStore{}, Recovered{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,17 +48,15 @@ func TestSendingCountsAgenciesBetweenFirstBatchAndDone(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if got := l.Sending(); got != want {
-			t.Errorf("after %s: %d sending, want %d", what, got, want)
+		if got := l.NotDone(); got != want {
+			t.Errorf("after %s: %d not done, want %d", what, got, want)
 		}
 	}
 	noReply := func(bool, error) {}
-	step("agency 1 batch 1", l.StoreBatch(1, 1, 11, bet, noReply), 1)
-	step("agency 1 batch 2", l.StoreBatch(1, 2, 12, bet, noReply), 1)
-	step("agency 1 batch 1 again", l.StoreBatch(1, 1, 11, bet, noReply), 1)
-	step("agency 2 batch 1", l.StoreBatch(2, 1, 21, bet, noReply), 2)
-	step("agency 1 done", l.Done(t.Context(), 1, 2, func(messages.DoneReply, error) {}), 1)
-	step("agency 1 done again", l.Done(t.Context(), 1, 2, func(messages.DoneReply, error) {}), 1)
+	step("start", nil, 3)
+	step("agency 1 batch 1", l.StoreBatch(1, 1, 11, bet, noReply), 3)
+	step("agency 1 done", l.Done(t.Context(), 1, 1, func(messages.DoneReply, error) {}), 2)
+	step("agency 1 done again", l.Done(t.Context(), 1, 1, func(messages.DoneReply, error) {}), 2)
 	step("agency 3 done with no batch", l.Done(t.Context(), 3, 0, func(messages.DoneReply, error) {}), 1)
 }
 
