@@ -144,6 +144,9 @@ func testTakeover(t *testing.T, files []string, env map[string]string, killAfter
 	leader.Shutdown()
 
 	results := <-resultc
+	// The agencies have their winners, so the draw is logged: wait for its
+	// line to be read off the running central's output before counting.
+	second.log.WaitFor(t, "sorteo", "success", 1, 30*time.Second)
 	logs := first.log.String() + second.log.String() + third.log.String()
 	checkOutcome(t, files, filepath.Join(secondDir, "bets.csv"), logs, results)
 	sameFile(t, filepath.Join(secondDir, "bets.csv"), filepath.Join(thirdDir, "bets.csv"), 20*time.Second)
@@ -206,6 +209,7 @@ func TestPausedCentralIsFenced(t *testing.T) {
 	first.log.WaitFor(t, "central_en_espera", "in_progress", 1, 10*time.Second)
 
 	results := <-resultc
+	second.log.WaitFor(t, "sorteo", "success", 1, 30*time.Second) // read off its output, as above
 	checkOutcome(t, files, filepath.Join(secondDir, "bets.csv"), first.log.String()+second.log.String(), results)
 	// The first central, standby again, tails the stream into its copy.
 	sameFile(t, filepath.Join(secondDir, "bets.csv"), filepath.Join(firstDir, "bets.csv"), 20*time.Second)
