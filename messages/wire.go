@@ -353,18 +353,24 @@ func DecodeRows(dst []byte, agency int, payload []byte) ([]byte, int, error) {
 func AppendBetCSV(dst []byte, line []byte) ([]byte, error) {
 	text := readOnly(line)
 	var buf [Fields + 1]string
-	var err error
-	fields, plain := splitPlain(buf[:0], text)
-	if !plain {
-		if fields, err = SplitRow(buf[:0], text); err != nil {
-			return dst, err
-		}
-	}
-	v, err := checkBet(fields)
+	fields, v, quoted, err := readBet(buf[:0], text)
 	if err != nil {
 		return dst, err
 	}
-	return appendValid(dst, text, fields, v, !plain), nil
+	return appendValid(dst, text, fields, v, quoted), nil
+}
+
+// readBet cuts a line into its fields (appended to buf) and checks them by
+// ParseBet's rules; quoted says whether the line holds quotes.
+func readBet(buf []string, line string) (fields []string, v validBet, quoted bool, err error) {
+	fields, plain := splitPlain(buf, line)
+	if !plain {
+		if fields, err = SplitRow(buf, line); err != nil {
+			return nil, validBet{}, true, err
+		}
+	}
+	v, err = checkBet(fields)
+	return fields, v, !plain, err
 }
 
 // appendValid appends the CSV row of a valid bet: its line as it came, if
@@ -398,21 +404,14 @@ func eachBet(payload string, fn func(line string, fields []string, v validBet, q
 	var bad error
 	rows := 0
 	Lines(payload, func(n int, line string) bool {
-		var err error
-		fields, plain := splitPlain(buf[:0], line)
-		if !plain {
-			fields, err = SplitRow(buf[:0], line)
+		fields, v, quoted, err := readBet(buf[:0], line)
+		if err != nil {
+			bad = &Error{Code: CodeInvalidBet, Description: (&RowError{Row: n, Err: err}).Error()}
+			return false
 		}
-		if err == nil {
-			var v validBet
-			if v, err = checkBet(fields); err == nil {
-				fn(line, fields, v, !plain)
-				rows++
-				return true
-			}
-		}
-		bad = &Error{Code: CodeInvalidBet, Description: (&RowError{Row: n, Err: err}).Error()}
-		return false
+		fn(line, fields, v, quoted)
+		rows++
+		return true
 	})
 	switch {
 	case bad != nil:
