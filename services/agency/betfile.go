@@ -22,11 +22,10 @@ const maxLineBytes = 4096
 // quote cannot swallow the lines after it, as it would in a multi-line CSV
 // record, since no field of a bet may hold a line break.
 type BetFile struct {
-	path   string
-	agency int
-	f      *os.File
-	r      *bufio.Reader
-	line   int
+	path string
+	f    *os.File
+	r    *bufio.Reader
+	line int
 }
 
 // InvalidRowError is a line of an agency file that is not a valid bet.
@@ -54,7 +53,7 @@ func OpenBetFile(path string, agency int) (*BetFile, error) {
 	if bom, _ := r.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
 		r.Discard(3) // a UTF-8 BOM, as some spreadsheets write
 	}
-	return &BetFile{path: path, agency: agency, f: f, r: r}, nil
+	return &BetFile{path: path, f: f, r: r}, nil
 }
 
 // Next appends the next bet to dst as its CSV row, as the encoder takes it
