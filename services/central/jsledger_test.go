@@ -75,12 +75,13 @@ func await(t *testing.T, what string, call func(done func(error)) error) error {
 	}
 }
 
-func batchOf(agency, seq, n int) []messages.Bet {
+// batchOf is batch seq of agency, n bets, as the store takes it.
+func batchOf(agency, seq, n int) central.Rows {
 	bets := make([]messages.Bet, n)
 	for i := range bets {
 		bets[i] = bet(agency, seq*1000+i, fmt.Sprintf("Nombre%d", seq))
 	}
-	return bets
+	return central.RowsOf(bets)
 }
 
 // On a 3-node cluster with R3: batches appended in a burst (many in flight
@@ -109,7 +110,7 @@ func TestJetStreamLedgerOnCluster(t *testing.T) {
 	for ag := 1; ag <= agencies; ag++ {
 		for seq := 1; seq <= batches; seq++ {
 			wg.Add(1)
-			if err := store.AppendBatch(ag, uint64(seq), uint64(ag*1000+seq), central.RowsOf(batchOf(ag, seq, 5)), func(err error) {
+			if err := store.AppendBatch(ag, uint64(seq), uint64(ag*1000+seq), batchOf(ag, seq, 5), func(err error) {
 				errs <- err
 				wg.Done()
 			}); err != nil {
@@ -185,12 +186,12 @@ func TestJetStreamLedgerOnCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := await(t, "fresh write", func(done func(error)) error {
-		return fresh.AppendBatch(4, 1, 41, central.RowsOf(batchOf(4, 1, 3)), done)
+		return fresh.AppendBatch(4, 1, 41, batchOf(4, 1, 3), done)
 	}); err != nil {
 		t.Fatalf("write of the fresh central: %v", err)
 	}
 	err = await(t, "stale write", func(done func(error)) error {
-		return stale.AppendBatch(4, 1, 42, central.RowsOf(batchOf(4, 1, 3)), done)
+		return stale.AppendBatch(4, 1, 42, batchOf(4, 1, 3), done)
 	})
 	if err == nil {
 		t.Fatal("a stale central stored batch 1 of agency 4 a second time")
@@ -200,7 +201,7 @@ func TestJetStreamLedgerOnCluster(t *testing.T) {
 	default:
 		t.Error("the stale store was not fenced after a refused write")
 	}
-	if err := stale.AppendBatch(5, 1, 51, central.RowsOf(batchOf(5, 1, 1)), func(error) {}); err == nil {
+	if err := stale.AppendBatch(5, 1, 51, batchOf(5, 1, 1), func(error) {}); err == nil {
 		t.Error("a fenced store took another batch")
 	}
 
@@ -258,7 +259,7 @@ func TestJetStreamLedgerLeaderLoss(t *testing.T) {
 				}
 			}
 		}
-		if err := store.AppendBatch(1, uint64(seq), uint64(seq), central.RowsOf(batchOf(1, seq, 2)), func(err error) { acked <- err }); err != nil {
+		if err := store.AppendBatch(1, uint64(seq), uint64(seq), batchOf(1, seq, 2), func(err error) { acked <- err }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -362,7 +363,7 @@ func TestJetStreamLedgerRefusesFileLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := await(t, "append", func(done func(error)) error {
-		return ledger.AppendBatch(1, 1, 1, central.RowsOf(batchOf(1, 1, 2)), done)
+		return ledger.AppendBatch(1, 1, 1, batchOf(1, 1, 2), done)
 	}); err != nil {
 		t.Fatal(err)
 	}
