@@ -173,24 +173,29 @@ func StartCluster(t testing.TB, n int) []*server.Server {
 // StartJetStreamCluster starts n NATS servers with JetStream on, each with
 // its own store in a temporary folder, as one cluster (JetStream needs a
 // server name per node and a cluster name), and returns once JetStream has
-// a meta leader that every node follows.
+// a meta leader that every node follows and that counts every node online:
+// before it does, an R3 stream is refused "no suitable peers for placement,
+// peer offline" (nats-server's own tests wait alike, waitOnPeerCount).
 func StartJetStreamCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
 	nodes := startCluster(t, n, func(o *server.Options) {
 		o.JetStream = true
 		o.StoreDir = t.TempDir()
 	})
-	WaitFor(t, 20*time.Second, "JetStream meta leader elected and followed by every node", func() bool {
-		leaders := 0
+	WaitFor(t, 20*time.Second, "JetStream meta leader elected, followed by every node, seeing all of them online", func() bool {
+		var leader *server.Server
 		for _, ns := range nodes {
 			if ns.JetStreamIsLeader() {
-				leaders++
+				if leader != nil {
+					return false
+				}
+				leader = ns
 			}
 			if !ns.JetStreamIsCurrent() {
 				return false
 			}
 		}
-		return leaders == 1
+		return leader != nil && len(leader.JetStreamClusterPeers()) == n
 	})
 	return nodes
 }
