@@ -43,8 +43,9 @@ type endpointStats struct {
 	Data central.EndpointStatsData
 }
 
-// waitStats polls the stats until ok holds (the central counts a reply as
-// it sends it, a moment before the test may read the stats).
+// waitStats polls the stats until ok holds: a reply can reach the test before
+// it is counted (the central counts it as it sends it, micro only once the
+// handler has returned).
 func waitStats(t *testing.T, nc *nats.Conn, what string, ok func(map[string]endpointStats) bool) map[string]endpointStats {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -89,8 +90,9 @@ func TestStatsCountEveryReply(t *testing.T) {
 		t.Fatalf("winners of an unknown agency: code %v", code)
 	}
 
-	st := waitStats(t, nc, "5 batch and 2 winners replies", func(st map[string]endpointStats) bool {
-		return st["batch"].Data.Replies == 5 && st["winners"].Data.Replies == 2
+	st := waitStats(t, nc, "5 batch and 2 winners requests and replies", func(st map[string]endpointStats) bool {
+		return st["batch"].Data.Replies == 5 && st["winners"].Data.Replies == 2 &&
+			st["batch"].NumRequests >= 5 && st["winners"].NumRequests >= 2
 	})
 	batch, winners := st["batch"], st["winners"]
 	if batch.Data.Errors != 2 || batch.Data.ErrorsByCode["409"] != 1 || batch.Data.ErrorsByCode["422"] != 1 {
