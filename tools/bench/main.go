@@ -108,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return o, cli.ErrUsage
 	}
+	for i, s := range o.scenarios {
+		o.scenarios[i].goals = s.heldTo(o.ledger)
+	}
 	if o.cache == "" {
 		o.cache = filepath.Join(o.bin, "bench-data")
 	}

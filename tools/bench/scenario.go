@@ -21,25 +21,43 @@ type scenario struct {
 	// the official one, whatever -data holds.
 	agencies, bets int
 	goals          []goal
+	// speedGoals are held only with the default settings (the file ledger,
+	// one nats-server): a JetStream ledger or a cluster does more per bet.
+	speedGoals []goal
 }
 
 func (s scenario) generated() bool { return s.agencies > 0 }
 
-// The goals of the issue that asked for the scenarios. Memory is held to
-// its goal in every scenario; throughput and the draw only where they were
-// asked for, on 10 M bets.
+// The goals of the issues that asked for the scenarios. Memory is held to
+// its goal in every scenario; the draw only where it was asked for, on
+// 10 M bets. The speed goals (issue 13: the official data set in 60 ms,
+// 20× the fastest public solution of the exercise, with all processes
+// within 120 ms of CPU; scale at 2 M bets/s) were set on the project's
+// 2-core machine, where a bench of commit 25d2843 takes 110–120 ms: a
+// slower machine can miss them with nothing wrong.
 var (
 	centralRSSGoal = goal{metric: &mCentralRSS, limit: 64}
 	agencyRSSGoal  = goal{metric: &mAgencyRSS, limit: 32}
-	throughputGoal = goal{metric: &mBetsPerSecond, limit: 1_000_000, atLeast: true}
 	drawGoal       = goal{metric: &mDraw, limit: 2000}
+	wallGoal       = goal{metric: &mWall, limit: 60}
+	cpuGoal        = goal{metric: &mCPU, limit: 120}
+	throughputGoal = goal{metric: &mBetsPerSecond, limit: 2_000_000, atLeast: true}
 )
 
 // scenarios are the known scenarios, in the order -scenario all runs them.
 var scenarios = []scenario{
-	{name: "official", goals: []goal{centralRSSGoal, agencyRSSGoal}},
-	{name: "scale", agencies: 50, bets: 200_000, goals: []goal{throughputGoal, drawGoal, centralRSSGoal, agencyRSSGoal}},
+	{name: "official", goals: []goal{centralRSSGoal, agencyRSSGoal}, speedGoals: []goal{wallGoal, cpuGoal}},
+	{name: "scale", agencies: 50, bets: 200_000, goals: []goal{drawGoal, centralRSSGoal, agencyRSSGoal}, speedGoals: []goal{throughputGoal}},
 	{name: "many", agencies: 1000, bets: 1000, goals: []goal{centralRSSGoal, agencyRSSGoal}},
+}
+
+// heldTo is the goals the scenario's runs are held to: the speed goals
+// only with the default ledger.
+func (s scenario) heldTo(ledger string) []goal {
+	if ledger != "file" {
+		return s.goals
+	}
+	return slices.Concat(s.speedGoals, s.goals)
 }
 
 // scenarioNames lists the names -scenario takes.

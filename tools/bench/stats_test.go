@@ -53,21 +53,23 @@ func tableRow(t *testing.T, out, name string) []string {
 func runs3() []result {
 	const mb = 1 << 20
 	return []result{
-		{Wall: 8 * time.Second, Launch: 100 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 0,
+		{Wall: 4 * time.Second, Launch: 100 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 0,
 			RTTP50ms: 1, RTTP99ms: 5, Fsyncs: 100, Draw: 300 * time.Millisecond, CentralRSS: 50 * mb, AgencyRSS: 20 * mb, NATSRSS: 30 * mb},
-		{Wall: 20 * time.Second, Launch: 300 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 4,
+		{Wall: 10 * time.Second, Launch: 300 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 4,
 			RTTP50ms: 3, RTTP99ms: 9, Fsyncs: 300, Draw: 2500 * time.Millisecond, CentralRSS: 90 * mb, AgencyRSS: 40 * mb, NATSRSS: 50 * mb},
-		{Wall: 10 * time.Second, Launch: 200 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 1,
+		{Wall: 5 * time.Second, Launch: 200 * time.Millisecond, Bets: 10_000_000, Batches: 84_800, Resent: 1,
 			RTTP50ms: 2, RTTP99ms: 7, Fsyncs: 200, Draw: 1500 * time.Millisecond, CentralRSS: 70 * mb, AgencyRSS: 30 * mb, NATSRSS: 40 * mb},
 	}
 }
 
+// scenarioNamed is a scenario as the bench holds it with the default ledger.
 func scenarioNamed(t *testing.T, name string) scenario {
 	t.Helper()
 	ss, err := selectScenarios(name)
 	if err != nil || len(ss) != 1 {
 		t.Fatalf("selectScenarios(%q) = %v, %v", name, ss, err)
 	}
+	ss[0].goals = ss[0].heldTo("file")
 	return ss[0]
 }
 
@@ -76,10 +78,10 @@ func TestWriteTable(t *testing.T) {
 	writeTable(&out, scenarioResult{scenario: scenarioNamed(t, "scale"), runs: runs3()})
 	text := out.String()
 	for name, want := range map[string][]string{
-		"wall time (ms)":             {"10000.0", "8000.0", "20000.0"},
+		"wall time (ms)":             {"5000.0", "4000.0", "10000.0"},
 		"launch (ms)":                {"200.0", "100.0", "300.0"},
-		"bets/s":                     {"1000000", "500000", "1250000", "≥", "1000000", "PASS"},
-		"batches/s":                  {"8480", "4240", "10600"},
+		"bets/s":                     {"2000000", "1000000", "2500000", "≥", "2000000", "PASS"},
+		"batches/s":                  {"16960", "8480", "21200"},
 		"rtt p50 (ms)":               {"2.00", "1.00", "3.00"},
 		"rtt p99 (ms)":               {"7.00", "5.00", "9.00"},
 		"fsyncs":                     {"200", "100", "300"},
@@ -111,11 +113,11 @@ func TestWriteSummary(t *testing.T) {
 		"p50", "ms", "p99", "ms", "fsyncs", "draw", "ms", "central", "MiB", "agency", "MiB", "nats", "MiB", "CPU", "ms", "µs/bet", "goals"}; !slices.Equal(got, want) {
 		t.Errorf("header %q, want %q", got, want)
 	}
-	if got, want := tableRow(t, text, "official"), []string{"1", "5", "10000000", "8000.0", "1250000", "10600", "1.00", "5.00",
-		"100", "300", "50.0", "20.0", "30.0", "0", "0.00", "PASS", "2/2"}; !slices.Equal(got, want) {
+	if got, want := tableRow(t, text, "official"), []string{"1", "5", "10000000", "4000.0", "2500000", "21200", "1.00", "5.00",
+		"100", "300", "50.0", "20.0", "30.0", "0", "0.00", "FAIL", "3/4:", "wall", "ms"}; !slices.Equal(got, want) {
 		t.Errorf("official %q, want %q", got, want)
 	}
-	if got, want := tableRow(t, text, "scale"), []string{"3", "50", "10000000", "10000.0", "1000000", "8480", "2.00", "7.00",
+	if got, want := tableRow(t, text, "scale"), []string{"3", "50", "10000000", "5000.0", "2000000", "16960", "2.00", "7.00",
 		"200", "1500", "70.0", "30.0", "40.0", "0", "0.00", "FAIL", "3/4:", "central", "MiB"}; !slices.Equal(got, want) {
 		t.Errorf("scale %q, want %q", got, want)
 	}
@@ -128,8 +130,10 @@ func TestGoals(t *testing.T) {
 		want bool
 		text string
 	}{
-		{throughputGoal, 1_000_000, true, "≥ 1000000"},
-		{throughputGoal, 999_999.9, false, "≥ 1000000"},
+		{throughputGoal, 2_000_000, true, "≥ 2000000"},
+		{throughputGoal, 1_999_999.9, false, "≥ 2000000"},
+		{wallGoal, 60, true, "≤ 60"},
+		{cpuGoal, 120.5, false, "≤ 120"},
 		{drawGoal, 2000, true, "≤ 2000"},
 		{drawGoal, 2001, false, "≤ 2000"},
 		{centralRSSGoal, 63.9, true, "≤ 64"},
@@ -179,6 +183,25 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || o.runs != 3 || o.data != "d" || o.bin != "bin" || o.cache != filepath.Join("bin", "bench-data") ||
 		len(o.scenarios) != 1 || o.scenarios[0].name != "official" {
 		t.Errorf("parseFlags = %+v, %v", o, err)
+	}
+	// The speed goals hold with the default ledger only.
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-scenario", "official"}, []string{"wall ms", "CPU ms", "central MiB", "agency MiB"}},
+		{[]string{"-scenario", "scale"}, []string{"bets/s", "draw ms", "central MiB", "agency MiB"}},
+		{[]string{"-scenario", "official", "-ledger", "jetstream"}, []string{"central MiB", "agency MiB"}},
+		{[]string{"-scenario", "scale", "-cluster"}, []string{"draw ms", "central MiB", "agency MiB"}},
+	} {
+		o, err := parseFlags(tc.args, &stderr)
+		var got []string
+		for _, g := range o.scenarios[0].goals {
+			got = append(got, g.metric.short)
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%q: goals %q, %v; want %q", tc.args, got, err, tc.want)
+		}
 	}
 }
 
