@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natstest"
 )
 
 // Compose: the installed commands, and a stack run under a project of its
@@ -94,7 +95,7 @@ func newStack(t *testing.T, c composeCmd, imgs images, data, creds string, v var
 	}
 	var urls []string
 	for k := range natsServices(v) {
-		port := freePort(t)
+		port := natstest.FreePort(t)
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", port))
 		if k == 0 {
 			env = append(env, "NATS_PORT="+strconv.Itoa(port))

@@ -11,7 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,8 +23,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/nats-io/nats.go"
 
+	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/internal/logline"
 )
 
@@ -215,7 +216,7 @@ func startCluster(t testing.TB, n int, configure func(*server.Options)) []*serve
 	ports := make([]int, n)
 	var routes []string
 	for i := range ports {
-		ports[i] = freePort(t)
+		ports[i] = FreePort(t)
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
 	var nodes []*server.Server
@@ -241,24 +242,14 @@ func startCluster(t testing.TB, n int, configure func(*server.Options)) []*serve
 	return nodes
 }
 
-// freePort is a loopback TCP port free at the time of the call, below the
-// ephemeral range (Linux's starts at 32768, other systems' higher): a port
-// from that range, freed here, can be taken by any connection's source port
-// before the server binds it, and the server then never gets ready (seen
-// once in 20 runs of the e2e package, a cluster port in 43,000s).
-func freePort(t testing.TB) int {
+// FreePort is harness.FreePort, failing the test when there is none.
+func FreePort(t testing.TB) int {
 	t.Helper()
-	var err error
-	for range 100 {
-		port := 10000 + mathrand.IntN(32768-10000)
-		var ln net.Listener
-		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			ln.Close()
-			return port
-		}
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("picking a free port below 32768: %v", err)
-	return 0
+	return port
 }
 
 // WaitFor polls cond until it holds, failing the test after timeout. It is

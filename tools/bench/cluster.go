@@ -27,10 +27,10 @@ func startNATSCluster(ctx context.Context, bin, dir string, sink *harness.Sink) 
 	var routes, urls []string
 	for i := range clusterNodes {
 		var err error
-		if clientPorts[i], err = freePort(); err != nil {
+		if clientPorts[i], err = harness.FreePort(); err != nil {
 			return nil, "", err
 		}
-		if routePorts[i], err = freePort(); err != nil {
+		if routePorts[i], err = harness.FreePort(); err != nil {
 			return nil, "", err
 		}
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(routePorts[i]))

@@ -15,7 +15,7 @@ import (
 // accepts connections; it returns the server and its URL. With jsDir it
 // runs JetStream with its store there.
 func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*harness.Proc, string, error) {
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -35,17 +35,6 @@ func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*har
 		return nil, "", err
 	}
 	return p, "nats://" + addr, nil
-}
-
-// freePort asks the kernel for a free port. Another process could take it
-// before nats-server does; then nats-server exits and waitAccepting says so.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitAccepting polls addr until it accepts a TCP connection, p exits, ctx
