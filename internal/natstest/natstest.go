@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/nats-io/nats.go"
 
 	"github.com/quiniela/quiniela/internal/harness"

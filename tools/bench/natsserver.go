@@ -13,7 +13,9 @@ import (
 
 // startNATS starts bin/nats-server on a free local port and waits until it
 // accepts connections; it returns the server and its URL. With jsDir it
-// runs JetStream with its store there.
+// runs JetStream with its store there. Another process could take the
+// port before nats-server binds it; then nats-server exits and
+// waitAccepting says so.
 func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*harness.Proc, string, error) {
 	port, err := harness.FreePort()
 	if err != nil {
