@@ -270,7 +270,7 @@ func writeNotes(w io.Writer) {
 		"  agency: the largest over a run's agencies; MiB = 2^20 bytes",
 		"goals: held to the median of the runs; the speed goals (wall, CPU, bets/s; default ledger only) were set",
 		"  on a 2-core machine where commit 25d2843 takes 110–120 ms on the official set: on a slower machine or",
-		"  hour, run that commit's make bench beside this one and compare their wall times (README, Scaling)",
+		"  hour, run that commit's bench beside this one and compare their wall times (README, Scaling, gives the commands)",
 	} {
 		fmt.Fprintln(w, l)
 	}
