@@ -38,45 +38,62 @@ func wantCode(t *testing.T, what string, err error, code messages.Code) *message
 }
 
 func TestDecodeBatchHeader(t *testing.T) {
-	const A, B = messages.HeaderAgency, messages.HeaderBatch
+	const A, B, L = messages.HeaderAgency, messages.HeaderBatch, messages.HeaderLines
 	tests := []struct {
 		name    string
 		subject string
 		h       nats.Header
 		code    messages.Code // 0: success
 		seq     uint64
+		lines   string // on success: the lines as String writes them
 	}{
-		{"ok", "bets.agency.1", hdr(A, "1", B, "1"), 0, 1},
-		{"ok big", "bets.agency.123", hdr(A, "123", B, "18446744073709551615"), 0, math.MaxUint64},
-		{"agency header differs", "bets.agency.1", hdr(A, "2", B, "1"), messages.CodeWrongAgency, 0},
-		{"agency header 01", "bets.agency.1", hdr(A, "01", B, "1"), messages.CodeWrongAgency, 0},
-		{"agency header with space", "bets.agency.1", hdr(A, " 1", B, "1"), messages.CodeWrongAgency, 0},
-		{"agency header missing", "bets.agency.1", hdr(B, "1"), messages.CodeWrongAgency, 0},
-		{"agency header in lower case", "bets.agency.1", hdr("quiniela-agency", "1", B, "1"), messages.CodeWrongAgency, 0},
-		{"no headers at all", "bets.agency.1", nil, messages.CodeWrongAgency, 0},
-		{"seq 0", "bets.agency.1", hdr(A, "1", B, "0"), messages.CodeMalformed, 0},
-		{"seq -1", "bets.agency.1", hdr(A, "1", B, "-1"), messages.CodeMalformed, 0},
-		{"seq +1", "bets.agency.1", hdr(A, "1", B, "+1"), messages.CodeMalformed, 0},
-		{"seq abc", "bets.agency.1", hdr(A, "1", B, "abc"), messages.CodeMalformed, 0},
-		{"seq 1.5", "bets.agency.1", hdr(A, "1", B, "1.5"), messages.CodeMalformed, 0},
-		{"seq empty", "bets.agency.1", hdr(A, "1", B, ""), messages.CodeMalformed, 0},
-		{"seq missing", "bets.agency.1", hdr(A, "1"), messages.CodeMalformed, 0},
-		{"seq beyond uint64", "bets.agency.1", hdr(A, "1", B, "18446744073709551616"), messages.CodeMalformed, 0},
-		{"subject agency abc", "bets.agency.abc", hdr(A, "abc", B, "1"), messages.CodeUnknownAgency, 0},
-		{"subject agency 0", "bets.agency.0", hdr(A, "0", B, "1"), messages.CodeUnknownAgency, 0},
-		{"subject agency 01", "bets.agency.01", hdr(A, "1", B, "1"), messages.CodeUnknownAgency, 0},
-		{"other subject", "foo.bar", hdr(A, "1", B, "1"), messages.CodeUnknownAgency, 0},
+		{"ok", "bets.agency.1", hdr(A, "1", B, "1", L, "1"), 0, 1, "1"},
+		{"ok big", "bets.agency.123", hdr(A, "123", B, "18446744073709551615", L, "18446744073709551615"), 0, math.MaxUint64, "18446744073709551615"},
+		{"lines with gaps", "bets.agency.1", hdr(A, "1", B, "2", L, "2-41,43,45-60"), 0, 2, "2-41,43,45-60"},
+		{"lines missing", "bets.agency.1", hdr(A, "1", B, "1"), messages.CodeMalformed, 0, ""},
+		{"lines empty", "bets.agency.1", hdr(A, "1", B, "1", L, ""), messages.CodeMalformed, 0, ""},
+		{"line 0", "bets.agency.1", hdr(A, "1", B, "1", L, "0"), messages.CodeMalformed, 0, ""},
+		{"line 01", "bets.agency.1", hdr(A, "1", B, "1", L, "01"), messages.CodeMalformed, 0, ""},
+		{"line +1", "bets.agency.1", hdr(A, "1", B, "1", L, "+1"), messages.CodeMalformed, 0, ""},
+		{"lines decreasing", "bets.agency.1", hdr(A, "1", B, "1", L, "3,2"), messages.CodeMalformed, 0, ""},
+		{"line twice", "bets.agency.1", hdr(A, "1", B, "1", L, "2,2"), messages.CodeMalformed, 0, ""},
+		{"ranges touching", "bets.agency.1", hdr(A, "1", B, "1", L, "1-2,3"), messages.CodeMalformed, 0, ""},
+		{"range of one line", "bets.agency.1", hdr(A, "1", B, "1", L, "4-4"), messages.CodeMalformed, 0, ""},
+		{"range backwards", "bets.agency.1", hdr(A, "1", B, "1", L, "5-4"), messages.CodeMalformed, 0, ""},
+		{"range open", "bets.agency.1", hdr(A, "1", B, "1", L, "5-"), messages.CodeMalformed, 0, ""},
+		{"range from 0", "bets.agency.1", hdr(A, "1", B, "1", L, "0-4"), messages.CodeMalformed, 0, ""},
+		{"lines with spaces", "bets.agency.1", hdr(A, "1", B, "1", L, "1, 3"), messages.CodeMalformed, 0, ""},
+		{"lines trailing comma", "bets.agency.1", hdr(A, "1", B, "1", L, "1,"), messages.CodeMalformed, 0, ""},
+		{"lines beyond uint64", "bets.agency.1", hdr(A, "1", B, "1", L, "18446744073709551616"), messages.CodeMalformed, 0, ""},
+		{"agency header differs", "bets.agency.1", hdr(A, "2", B, "1"), messages.CodeWrongAgency, 0, ""},
+		{"agency header 01", "bets.agency.1", hdr(A, "01", B, "1"), messages.CodeWrongAgency, 0, ""},
+		{"agency header with space", "bets.agency.1", hdr(A, " 1", B, "1"), messages.CodeWrongAgency, 0, ""},
+		{"agency header missing", "bets.agency.1", hdr(B, "1"), messages.CodeWrongAgency, 0, ""},
+		{"agency header in lower case", "bets.agency.1", hdr("quiniela-agency", "1", B, "1"), messages.CodeWrongAgency, 0, ""},
+		{"no headers at all", "bets.agency.1", nil, messages.CodeWrongAgency, 0, ""},
+		{"seq 0", "bets.agency.1", hdr(A, "1", B, "0", L, "1"), messages.CodeMalformed, 0, ""},
+		{"seq -1", "bets.agency.1", hdr(A, "1", B, "-1"), messages.CodeMalformed, 0, ""},
+		{"seq +1", "bets.agency.1", hdr(A, "1", B, "+1"), messages.CodeMalformed, 0, ""},
+		{"seq abc", "bets.agency.1", hdr(A, "1", B, "abc"), messages.CodeMalformed, 0, ""},
+		{"seq 1.5", "bets.agency.1", hdr(A, "1", B, "1.5"), messages.CodeMalformed, 0, ""},
+		{"seq empty", "bets.agency.1", hdr(A, "1", B, ""), messages.CodeMalformed, 0, ""},
+		{"seq missing", "bets.agency.1", hdr(A, "1"), messages.CodeMalformed, 0, ""},
+		{"seq beyond uint64", "bets.agency.1", hdr(A, "1", B, "18446744073709551616"), messages.CodeMalformed, 0, ""},
+		{"subject agency abc", "bets.agency.abc", hdr(A, "abc", B, "1"), messages.CodeUnknownAgency, 0, ""},
+		{"subject agency 0", "bets.agency.0", hdr(A, "0", B, "1"), messages.CodeUnknownAgency, 0, ""},
+		{"subject agency 01", "bets.agency.01", hdr(A, "1", B, "1"), messages.CodeUnknownAgency, 0, ""},
+		{"other subject", "foo.bar", hdr(A, "1", B, "1"), messages.CodeUnknownAgency, 0, ""},
 		// The subject is checked before the headers.
-		{"bad subject and headers", "bets.agency.x", nil, messages.CodeUnknownAgency, 0},
+		{"bad subject and headers", "bets.agency.x", nil, messages.CodeUnknownAgency, 0, ""},
 		// The agency is checked before the sequence.
-		{"wrong agency and bad seq", "bets.agency.1", hdr(A, "2", B, "0"), messages.CodeWrongAgency, 0},
+		{"wrong agency and bad seq", "bets.agency.1", hdr(A, "2", B, "0"), messages.CodeWrongAgency, 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bh, err := messages.DecodeBatchHeader(tt.subject, tt.h)
 			if tt.code != 0 {
 				wantCode(t, "DecodeBatchHeader", err, tt.code)
-				if bh != (messages.BatchHeader{}) {
+				if bh.Agency != 0 || bh.Seq != 0 || bh.Lines != nil {
 					t.Errorf("header %+v returned with the error", bh)
 				}
 				return
@@ -85,8 +102,8 @@ func TestDecodeBatchHeader(t *testing.T) {
 				t.Fatalf("DecodeBatchHeader(%q, %v) = %v", tt.subject, tt.h, err)
 			}
 			agency, _ := messages.AgencyFromSubject(tt.subject)
-			if bh.Agency != agency || bh.Seq != tt.seq {
-				t.Errorf("DecodeBatchHeader = %+v, want agency %d seq %d", bh, agency, tt.seq)
+			if bh.Agency != agency || bh.Seq != tt.seq || bh.Lines.String() != tt.lines {
+				t.Errorf("DecodeBatchHeader = %+v, want agency %d seq %d lines %s", bh, agency, tt.seq, tt.lines)
 			}
 		})
 	}
@@ -94,12 +111,12 @@ func TestDecodeBatchHeader(t *testing.T) {
 
 func TestBatchMsgRoundTrip(t *testing.T) {
 	for _, b := range []messages.Batch{
-		{Agency: 1, Seq: 1, Bets: 1, Payload: []byte("Juan,Perez,30123456,1990-05-17,7574\n")},
-		{Agency: 4711, Seq: 123456, Bets: 1, Payload: []byte("x")},
+		{Agency: 1, Seq: 1, Bets: 1, Lines: messages.LineSet{{First: 1, Last: 1}}, Payload: []byte("Juan,Perez,30123456,1990-05-17,7574\n")},
+		{Agency: 4711, Seq: 123456, Bets: 1, Lines: messages.LineSet{{First: 2, Last: 9}, {First: 12, Last: 12}}, Payload: []byte("x")},
 	} {
 		m := b.Msg()
 		bh, err := messages.DecodeBatchHeader(m.Subject, m.Header)
-		if err != nil || bh.Agency != b.Agency || bh.Seq != b.Seq {
+		if err != nil || bh.Agency != b.Agency || bh.Seq != b.Seq || bh.Lines.String() != b.Lines.String() {
 			t.Errorf("DecodeBatchHeader(Msg of %+v) = %+v, %v", b, bh, err)
 		}
 		if m.Reply != "" || string(m.Data) != string(b.Payload) {

@@ -33,10 +33,11 @@
 //
 // # Batch
 //
-// A batch request on bets.agency.N carries two headers and the bets as CSV:
+// A batch request on bets.agency.N carries three headers and the bets as CSV:
 //
 //	Quiniela-Agency: N     the agency, the same N as the subject's
 //	Quiniela-Batch: S      the batch's sequence number: 1, 2, 3, … per agency
+//	Quiniela-Lines: L      the lines of the agency's file its rows come from
 //
 //	Juan,Perez,30123456,1990-05-17,7574
 //	"Perez, Juan","O""Brien",0001,2000-02-29,42
@@ -52,6 +53,18 @@
 // its LF, and blank lines, which they skip. [BatchEncoder] writes the
 // payload and [Batch.Msg] the request; the central reads them with
 // [DecodeBatchHeader] and [DecodeBets].
+//
+// Quiniela-Lines ([HeaderLines], [LineSet]) names the file line of each
+// row, in the order of the rows: line numbers and ranges, increasing,
+// joined by commas, 1-20,24-120 for rows from lines 1 to 20 and 24 to 120
+// (lines 21 to 23 were blank or invalid, or the header of a CSV). It counts
+// exactly one line per row, and has one spelling: no leading zeros, no
+// spaces, a range of one line written as its number, ranges that touch
+// (1-2,3) joined. A bet is identified by its agency and its line: the
+// central stores a row once per line, so an agency run again after fixing a
+// row it had skipped sends the fixed row with the rest, and only the fixed
+// row is stored (see the sequence rules). [BatchEncoder] counts the header
+// with the payload under the 8 kB rule.
 //
 // Every row must pass [ParseBet], the same rules at the agency, which skips
 // a bad row of its file, and at the central, which refuses a batch that
@@ -86,7 +99,9 @@
 //	row 2: number "10000": want an integer from 0 to 9999
 //
 // Headers that cannot be read get 400 (a Quiniela-Batch that is missing,
-// zero, signed or not a number), and so does a payload without any row. A
+// zero, signed or not a number; a Quiniela-Lines that is missing, not in
+// its one spelling, or names more or fewer lines than the payload has
+// rows), and so does a payload without any row. A
 // Quiniela-* header sent more than once (Quiniela-Batch: 1 and
 // Quiniela-Batch: 2, or the same name in another case, quiniela-batch) is
 // refused with 400 too, whatever the values: there is no single batch to
@@ -116,11 +131,13 @@
 // A success reply has a JSON body and no error headers:
 //
 //	request   reply          example
-//	batch     BatchReply     {"agency":1,"batch":3,"bets":120}
+//	batch     BatchReply     {"agency":1,"batch":3,"bets":120,"added":120,"window":64}
 //	done      DoneReply      {"agency":1,"batches":3,"bets":250}
 //	winners   WinnersReply   {"agency":1,"winners":["30123456","27000111"]}
 //
-// [BatchReply] says the batch is on disk, with its number of bets; [DoneReply]
+// [BatchReply] says every row of the batch is on disk, with its number of
+// bets, and how many of them this request stored ("added"; the others
+// were stored by an earlier request for their lines); [DoneReply]
 // counts the bets stored for the agency in all; [WinnersReply] lists the
 // winners' documents (an empty list when the agency has none).
 //
@@ -136,7 +153,9 @@
 // description for people: one line of valid UTF-8 of at most
 // [MaxDescriptionBytes] (200) bytes, where values a peer sent are quoted
 // and cut to 40 bytes ([Clip]). Quiniela-Next-Batch ([HeaderNextBatch])
-// comes only with 409: the batch the central expects next. Quiniela-Agency
+// comes only with 409: the batch the central expects next. Quiniela-Lines
+// comes only with 410: the lines of the batch that the central does not
+// have and can no longer store. Quiniela-Agency
 // and Quiniela-Batch name the request the reply answers ([Error.Agency],
 // [Error.Batch], which [ReplyError] fills), as a success reply's body does:
 //
@@ -171,10 +190,12 @@
 //	400   malformed       headers or payload cannot be read                        no
 //	403   wrong agency    Quiniela-Agency is not the subject's agency              no
 //	404   unknown agency  the subject names no agency of this lottery              no
-//	409   out of order    a batch skips ahead, or done names another count;        no: resend from
+//	409   out of order    a batch skips ahead, or done counts batches not stored;  no: resend from
 //	                      Quiniela-Next-Batch says which batch comes next              Quiniela-Next-Batch
-//	410   agency done     a new batch after the agency said it was done            no
-//	412   batch mismatch  a batch number already stored with another payload       no
+//	410   lottery closed  every agency is done and a row's line is not stored:     no
+//	                      it cannot enter; Quiniela-Lines names those lines
+//	412   batch mismatch  a row for a stored line differs from the row stored      no
+//	                      there; the description names the line
 //	413   too large       the request breaks the 8 kB rule                         no
 //	422   invalid bet     a row fails validation; the description names it         no
 //	425   draw pending    winners asked before every agency is done                yes
@@ -209,25 +230,41 @@
 //
 // # Sequence rules
 //
-// Each agency numbers its batches 1, 2, 3, … and the central applies each
-// (agency, batch) exactly once, in that order, so that an agency can resend
-// anything it is unsure of:
+// Each agency numbers its batches 1, 2, 3, … and the central takes them in
+// that order; each row is stored once for its (agency, line). So an agency
+// can resend anything it is unsure of, and run again over its whole file:
 //
-//   - A batch already stored, resent with the same payload byte for byte
-//     (the central compares [BatchSum], a SHA-256 prefix of the payload), gets the
-//     same success reply again and is not stored twice: a retry after a
-//     timeout is always safe.
-//   - A batch number already stored with a different payload is refused
-//     with 412: the agency must resend the same batches (same file, same
-//     maxAmount).
-//   - A batch that skips ahead (batch 5 when the central has 1 to 3) is
-//     refused with 409 and Quiniela-Next-Batch: 4; the agency resends from
-//     there. An agency that keeps several batches in flight sees those
-//     that follow a refused batch refused with 409 too.
-//   - A new batch after the agency's done is refused with 410.
-//   - Done must name the number of batches the central has stored for the
-//     agency; otherwise it is refused with 409 and Quiniela-Next-Batch. A
-//     repeated done gets the same DoneReply.
+//   - A batch already stored, resent with the same lines and payload byte
+//     for byte (the central compares [BatchSum], a SHA-256 prefix of
+//     Quiniela-Lines and the payload), gets the same success reply again
+//     (with added 0) and is not stored twice: a retry after a timeout is
+//     always safe.
+//   - Any other batch is taken row by row: a row for a line already stored
+//     must be the row stored there ([RowSum] compares them) and is not
+//     stored again; a row for a line not stored yet is stored. One row that
+//     differs from the row stored for its line refuses the whole batch with
+//     412, naming the line: the file changed there since it was sent. So an
+//     agency run again with the same file, or with rows it had skipped as
+//     invalid now fixed, or with another maxAmount, stores exactly the rows
+//     the central lacks.
+//   - The batch after the last one stored (batch 4 when the central has 1
+//     to 3) is recorded under its number, even if every row was stored
+//     before; an earlier number records only the rows it adds. A batch that
+//     skips ahead (batch 5 when the central has 1 to 3) is refused with 409
+//     and Quiniela-Next-Batch: 4; the agency resends from there. An agency
+//     that keeps several batches in flight sees those that follow a refused
+//     batch refused with 409 too.
+//   - An agency may send batches after its done, as long as some agency is
+//     not done: the draw has not run yet and rows it adds take part. Once
+//     every agency is done the lottery is closed: the draw runs (or ran)
+//     with what is stored, and a batch with a row whose line is not stored
+//     is refused with 410 and Quiniela-Lines naming those lines; a batch
+//     whose rows are all stored is acknowledged as before, whatever its
+//     number.
+//   - Done must count only batches the central has stored for the agency
+//     (its count is at most the last batch stored; an agency run again may
+//     send fewer batches than before); otherwise it is refused with 409 and
+//     Quiniela-Next-Batch. A repeated done gets a DoneReply again.
 //
 // # Which replies the central sends at all
 //
@@ -289,7 +326,12 @@
 //	Quiniela-Agency: N
 //	Quiniela-Batch: S          its first batch
 //	Quiniela-Sums: s1,s2,…     the BatchSum of batches S, S+1, …
-//	Quiniela-Counts: n1,n2,…   their numbers of rows
+//	Quiniela-Counts: n1,n2,…   their numbers of rows stored
+//	Quiniela-Lines: l1;l2;…    the file lines of those rows, a LineSet a batch
+//
+// A batch whose number is not the agency's next holds rows added to that
+// earlier batch (lines that were not stored), and so does a message that
+// begins with one.
 //
 // A done message has no body and Quiniela-Agency and Quiniela-Batches. Every
 // write carries Nats-Expected-Last-Subject-Sequence (the sequence of the
@@ -304,7 +346,7 @@
 // them (-H adds a header in K:V form; a last row may go without its LF):
 //
 //	nats sub 'bets.>'
-//	nats req bets.agency.1 'Juan,Perez,30123456,1990-05-17,7574' -H Quiniela-Agency:1 -H Quiniela-Batch:1
+//	nats req bets.agency.1 'Juan,Perez,30123456,1990-05-17,7574' -H Quiniela-Agency:1 -H Quiniela-Batch:1 -H Quiniela-Lines:1
 //	nats req bets.agency.1.done '' -H Quiniela-Agency:1 -H Quiniela-Batches:1
 //	nats req winners.agency.1 ''
 //	nats req quiniela.status ''

@@ -150,8 +150,11 @@ func checkBatches(t *testing.T, agency, maxAmount int, bets []messages.Bet, batc
 		if m.Subject != messages.BatchSubject(agency) {
 			t.Fatalf("batch %d: subject %q", i, m.Subject)
 		}
-		if !reflect.DeepEqual(m.Header, batchHeader(agency, b.Seq)) {
-			t.Fatalf("batch %d: header %v, want %v", i, m.Header, batchHeader(agency, b.Seq))
+		// Add numbers the bets' lines 1, 2, 3, …
+		want := batchHeader(agency, b.Seq)
+		want.Set(messages.HeaderLines, messages.LineSet{{First: uint64(next + 1), Last: uint64(next + b.Bets)}}.String())
+		if !reflect.DeepEqual(m.Header, want) {
+			t.Fatalf("batch %d: header %v, want %v", i, m.Header, want)
 		}
 		if !bytes.Equal(m.Data, b.Payload) {
 			t.Fatalf("batch %d: Msg().Data differs from Payload", i)
@@ -180,7 +183,9 @@ func checkBatches(t *testing.T, agency, maxAmount int, bets []messages.Bet, batc
 		// the next bet.
 		if i < len(batches)-1 && b.Bets < maxAmount {
 			grown := len(b.Payload) + len(csvRow(bets[next]))
-			if s := messages.WireSize(m.Subject, m.Header, grown); s <= messages.MaxMessageBytes {
+			h := batchHeader(agency, b.Seq)
+			h.Set(messages.HeaderLines, messages.LineSet{{First: uint64(next - b.Bets + 1), Last: uint64(next + 1)}}.String())
+			if s := messages.WireSize(m.Subject, h, grown); s <= messages.MaxMessageBytes {
 				t.Fatalf("batch %d: cut at %d bets and %d bytes, but the next row fits (%d bytes on the wire)", i, b.Bets, size, s)
 			}
 			byteCuts++
@@ -436,7 +441,9 @@ func TestMaxPayloadBytes(t *testing.T) {
 // TestEncoderExactFit: a row that fills the payload budget to the byte is
 // taken; one byte more is refused as too large.
 func TestEncoderExactFit(t *testing.T) {
-	budget := messages.MaxPayloadBytes(messages.BatchSubject(1), batchHeader(1, 1))
+	h := batchHeader(1, 1)
+	h.Set(messages.HeaderLines, "1")
+	budget := messages.MaxPayloadBytes(messages.BatchSubject(1), h)
 	base := messages.Bet{FirstName: "", LastName: "b", Document: "1", Birthdate: date(t, "2000-01-01"), Number: 0}
 	fill := budget - len(csvRow(base)) // bytes of first name that fill the budget
 	exact := base
@@ -613,5 +620,60 @@ func TestDocCodeTable(t *testing.T) {
 	}
 	if named < 12 {
 		t.Errorf("only %d named codes", named)
+	}
+}
+
+// TestEncoderLinesWithGaps: bets of lines with gaps (rows skipped as
+// invalid) are cut by a header that grows with every gap, and still keep
+// to the 8 kB rule to the byte and name each bet's line.
+func TestEncoderLinesWithGaps(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 3))
+	for s := 0; s < 50; s++ {
+		const agency = 4
+		enc := messages.NewBatchEncoder(agency, 1+r.IntN(400))
+		var lines []uint64
+		var batches []*messages.Batch
+		line := uint64(r.IntN(1 << 40))
+		for i := 0; i < 1000; i++ {
+			line += 1 + uint64(r.IntN(3))*uint64(r.IntN(1<<20)) // often the next line, often a gap
+			bet := randBet(t, r, agency)
+			for {
+				added, err := enc.AddCSVAt(bet.AppendCSV(nil), line)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if added {
+					break
+				}
+				batches = append(batches, enc.Flush())
+			}
+			lines = append(lines, line)
+		}
+		batches = append(batches, enc.Flush())
+		var got []uint64
+		for i, b := range batches {
+			m := b.Msg()
+			if size, real := messages.WireSize(m.Subject, m.Header, len(m.Data)), len(wireBytes(m, replySubject)); size != real || size > messages.MaxMessageBytes {
+				t.Fatalf("sequence %d batch %d: WireSize %d, %d bytes on the wire, limit %d", s, i, size, real, messages.MaxMessageBytes)
+			}
+			bh, err := messages.DecodeBatchHeader(m.Subject, m.Header)
+			if err != nil || bh.Lines.Count() != uint64(b.Bets) {
+				t.Fatalf("sequence %d batch %d: %+v, %v, for %d bets", s, i, bh, err, b.Bets)
+			}
+			bh.Lines.All(func(l uint64) bool { got = append(got, l); return true })
+		}
+		if !reflect.DeepEqual(got, lines) {
+			t.Fatalf("sequence %d: the batches name lines %v…, the bets came from %v…", s, got[:min(5, len(got))], lines[:5])
+		}
+	}
+	enc := messages.NewBatchEncoder(1, 10)
+	row := []byte(goodRow)
+	if ok, err := enc.AddCSVAt(row, 5); !ok || err != nil {
+		t.Fatalf("AddCSVAt(line 5) = %v, %v", ok, err)
+	}
+	for _, l := range []uint64{5, 4, 0} {
+		if ok, err := enc.AddCSVAt(row, l); ok || err == nil {
+			t.Errorf("AddCSVAt(line %d) after line 5 = %v, %v; want an error", l, ok, err)
+		}
 	}
 }

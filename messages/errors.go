@@ -20,8 +20,8 @@ const (
 	CodeWrongAgency   Code = 403 // the agency in the headers is not the agency of the subject
 	CodeUnknownAgency Code = 404 // the subject names no agency of this lottery (0, 99, abc)
 	CodeOutOfOrder    Code = 409 // a batch skips ahead, or done before every batch arrived
-	CodeAgencyDone    Code = 410 // a new batch after the agency said it was done
-	CodeBatchMismatch Code = 412 // a batch resent with other content than the one stored under its number
+	CodeClosed        Code = 410 // a row the central has not stored, after the draw: it can no longer enter
+	CodeBatchMismatch Code = 412 // a row for a stored line differs from the row stored for it
 	CodeTooLarge      Code = 413 // over the 8 kB rule
 	CodeInvalidBet    Code = 422 // a row fails validation; the description names it
 	CodeDrawPending   Code = 425 // winners asked before every agency is done: ask again
@@ -35,7 +35,7 @@ var codeNames = map[Code]string{
 	CodeWrongAgency:   "wrong agency",
 	CodeUnknownAgency: "unknown agency",
 	CodeOutOfOrder:    "out of order",
-	CodeAgencyDone:    "agency done",
+	CodeClosed:        "lottery closed",
 	CodeBatchMismatch: "batch mismatch",
 	CodeTooLarge:      "too large",
 	CodeInvalidBet:    "invalid bet",
@@ -69,6 +69,9 @@ type Error struct {
 	Code        Code
 	Description string
 	NextBatch   uint64 // with CodeOutOfOrder: the batch the central expects
+	// Lines, with CodeClosed, are the lines of the batch the central
+	// has not stored and cannot store any more (header Quiniela-Lines).
+	Lines LineSet
 	// Agency and Batch name the request the reply answers (headers
 	// Quiniela-Agency, Quiniela-Batch), when the central could read them,
 	// so that an agency can tell a reply to its own request from one a peer
@@ -100,6 +103,9 @@ func (e *Error) Headers() micro.Headers {
 	if e.NextBatch > 0 {
 		h[HeaderNextBatch] = []string{strconv.FormatUint(e.NextBatch, 10)}
 	}
+	if len(e.Lines) > 0 {
+		h[HeaderLines] = []string{e.Lines.String()}
+	}
 	if e.Agency > 0 {
 		h[HeaderAgency] = []string{strconv.Itoa(e.Agency)}
 	}
@@ -128,6 +134,7 @@ func ReplyError(msg *nats.Msg) error {
 	e.NextBatch, _ = strconv.ParseUint(msg.Header.Get(HeaderNextBatch), 10, 64)
 	e.Agency, _ = strconv.Atoi(msg.Header.Get(HeaderAgency))
 	e.Batch, _ = strconv.ParseUint(msg.Header.Get(HeaderBatch), 10, 64)
+	e.Lines, _ = ParseLineSet(msg.Header.Get(HeaderLines))
 	return e
 }
 

@@ -3,6 +3,7 @@ package messages_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ func TestCodeStringAndRetryable(t *testing.T) {
 		{messages.CodeWrongAgency, 403, "403 wrong agency", false},
 		{messages.CodeUnknownAgency, 404, "404 unknown agency", false},
 		{messages.CodeOutOfOrder, 409, "409 out of order", false},
-		{messages.CodeAgencyDone, 410, "410 agency done", false},
+		{messages.CodeClosed, 410, "410 lottery closed", false},
 		{messages.CodeBatchMismatch, 412, "412 batch mismatch", false},
 		{messages.CodeTooLarge, 413, "413 too large", false},
 		{messages.CodeInvalidBet, 422, "422 invalid bet", false},
@@ -60,17 +61,20 @@ func TestCodeStringAndRetryable(t *testing.T) {
 }
 
 func TestBatchSum(t *testing.T) {
-	// The first 8 bytes of SHA-256("123456789").
-	if got := messages.BatchSum([]byte("123456789")); got != 0x15e2b0d3c33891eb {
-		t.Errorf("BatchSum(123456789) = %#x, want 0x15e2b0d3c33891eb", got)
+	// The first 8 bytes of SHA-256("1-3\n123456789").
+	if got := messages.BatchSum("1-3", []byte("123456789")); got != 0x90f3b3fe0df3e61e {
+		t.Errorf("BatchSum(1-3, 123456789) = %#x, want 0x90f3b3fe0df3e61e", got)
 	}
 	a := []byte(goodRow)
 	b := []byte(strings.Replace(goodRow, "7574", "7575", 1))
-	if messages.BatchSum(a) == messages.BatchSum(b) {
+	if messages.BatchSum("1", a) == messages.BatchSum("1", b) {
 		t.Errorf("two payloads one digit apart have the same sum")
 	}
-	if messages.BatchSum(nil) != 0xe3b0c44298fc1c14 {
-		t.Errorf("BatchSum(nil) = %#x, want the SHA-256 of nothing", messages.BatchSum(nil))
+	if messages.BatchSum("1", a) == messages.BatchSum("2", a) {
+		t.Errorf("one payload on two lines has one sum")
+	}
+	if messages.BatchSum("", nil) != 0x01ba4719c80b6fe9 {
+		t.Errorf("BatchSum(\"\", nil) = %#x, want the SHA-256 of a LF", messages.BatchSum("", nil))
 	}
 }
 
@@ -155,8 +159,21 @@ func TestReplyError(t *testing.T) {
 		if !errors.As(err, &e) {
 			t.Fatalf("ReplyError = %v (%T), want *messages.Error", err, err)
 		}
-		if *e != *sent {
+		if !reflect.DeepEqual(e, sent) {
 			t.Errorf("ReplyError = %+v, want %+v", *e, *sent)
+		}
+	})
+	t.Run("lottery closed with lines", func(t *testing.T) {
+		sent := &messages.Error{Code: messages.CodeClosed, Description: "batch 1 of agency 1: lines 50 are not stored", Agency: 1, Batch: 1,
+			Lines: messages.LineSet{{First: 50, Last: 50}, {First: 70, Last: 72}}}
+		h := sent.Headers()
+		if got := h[messages.HeaderLines]; len(got) != 1 || got[0] != "50,70-72" {
+			t.Errorf("Headers()[%s] = %q, want 50,70-72", messages.HeaderLines, got)
+		}
+		err := messages.ReplyError(errorReply("410", sent.Description, h))
+		var e *messages.Error
+		if !errors.As(err, &e) || !reflect.DeepEqual(e, sent) {
+			t.Errorf("ReplyError = %+v, want %+v", err, *sent)
 		}
 	})
 	t.Run("codes", func(t *testing.T) {

@@ -97,24 +97,32 @@ func FuzzDecodeBets(f *testing.F) {
 }
 
 func FuzzDecodeBatchHeader(f *testing.F) {
-	f.Add("bets.agency.1", "1", "1")
-	f.Add("bets.agency.12", "12", "18446744073709551615")
-	f.Add("bets.agency.1", "2", "1")
-	f.Add("bets.agency.1", "1", "0")
-	f.Add("bets.agency.1", "1", "-1")
-	f.Add("bets.agency.1", "1", "abc")
-	f.Add("bets.agency.1", "1", "")
-	f.Add("bets.agency.abc", "abc", "1")
-	f.Add("bets.agency.01", "1", "1")
-	f.Add("bets.agency.1.done", "1", "1")
-	f.Add("winners.agency.5", "5", "007")
-	f.Fuzz(func(t *testing.T, subject, agencyHeader, batchHeader string) {
+	f.Add("bets.agency.1", "1", "1", "1")
+	f.Add("bets.agency.12", "12", "18446744073709551615", "2-41,43,45-60")
+	f.Add("bets.agency.1", "2", "1", "1")
+	f.Add("bets.agency.1", "1", "0", "1")
+	f.Add("bets.agency.1", "1", "-1", "1-3")
+	f.Add("bets.agency.1", "1", "abc", "1")
+	f.Add("bets.agency.1", "1", "", "1")
+	f.Add("bets.agency.1", "1", "1", "")
+	f.Add("bets.agency.1", "1", "1", "3,2")
+	f.Add("bets.agency.1", "1", "1", "1-2,3")
+	f.Add("bets.agency.1", "1", "1", "01-5")
+	f.Add("bets.agency.1", "1", "1", "5-5")
+	f.Add("bets.agency.abc", "abc", "1", "1")
+	f.Add("bets.agency.01", "1", "1", "1")
+	f.Add("bets.agency.1.done", "1", "1", "1")
+	f.Add("winners.agency.5", "5", "007", "7")
+	f.Fuzz(func(t *testing.T, subject, agencyHeader, batchHeader, linesHeader string) {
 		h := nats.Header{}
 		if agencyHeader != "" {
 			h.Set(messages.HeaderAgency, agencyHeader)
 		}
 		if batchHeader != "" {
 			h.Set(messages.HeaderBatch, batchHeader)
+		}
+		if linesHeader != "" {
+			h.Set(messages.HeaderLines, linesHeader)
 		}
 		bh, err := messages.DecodeBatchHeader(subject, h)
 		if err != nil {
@@ -127,10 +135,20 @@ func FuzzDecodeBatchHeader(f *testing.F) {
 			default:
 				t.Fatalf("code %v", e.Code)
 			}
-			if bh != (messages.BatchHeader{}) {
+			if bh.Agency != 0 || bh.Seq != 0 || bh.Lines != nil {
 				t.Fatalf("%+v returned with an error", bh)
 			}
 			return
+		}
+		// One spelling per set of lines: what is accepted is written back
+		// as it came, in increasing ranges that do not touch.
+		if got := bh.Lines.String(); got != linesHeader || len(bh.Lines) == 0 {
+			t.Fatalf("lines %q read as %v, written %q", linesHeader, bh.Lines, got)
+		}
+		for i, r := range bh.Lines {
+			if r.First == 0 || r.Last < r.First || (i > 0 && r.First <= bh.Lines[i-1].Last+1) {
+				t.Fatalf("lines %q read as %v", linesHeader, bh.Lines)
+			}
 		}
 		agency, err := messages.AgencyFromSubject(subject)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -104,7 +105,7 @@ func TestWireContractThroughNATS(t *testing.T) {
 	if s.size != sent {
 		t.Errorf("the service counts %d bytes, the agency %d", s.size, sent)
 	}
-	if s.bh != (messages.BatchHeader{Agency: 12, Seq: 1}) || s.bets != full.Bets {
+	if s.bh.Agency != 12 || s.bh.Seq != 1 || s.bh.Lines.String() != fmt.Sprintf("1-%d", full.Bets) || s.bets != full.Bets {
 		t.Errorf("the service saw %+v with %d bets, want agency 12 seq 1 with %d", s.bh, s.bets, full.Bets)
 	}
 	if err := messages.ReplyError(reply); err != nil {
@@ -117,13 +118,13 @@ func TestWireContractThroughNATS(t *testing.T) {
 	if ack != (messages.BatchReply{Agency: 12, Batch: 1, Bets: full.Bets}) {
 		t.Errorf("reply %+v", ack)
 	}
-	if want := fmt.Sprintf(`{"agency":12,"batch":1,"bets":%d}`, full.Bets); string(reply.Data) != want {
+	if want := fmt.Sprintf(`{"agency":12,"batch":1,"bets":%d,"added":0}`, full.Bets); string(reply.Data) != want {
 		t.Errorf("reply %s, want %s", reply.Data, want)
 	}
 
 	// Batch 5 is out of order: the micro error reply carries the code, the
 	// description and the batch expected.
-	b5 := messages.Batch{Agency: 12, Seq: 5, Bets: 1, Payload: []byte(goodRow)}
+	b5 := messages.Batch{Agency: 12, Seq: 5, Bets: 1, Lines: messages.LineSet{{First: 9, Last: 9}}, Payload: []byte(goodRow)}
 	reply, err = nc.RequestMsg(b5.Msg(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +136,7 @@ func TestWireContractThroughNATS(t *testing.T) {
 		t.Fatalf("ReplyError = %v, want *messages.Error", err)
 	}
 	want := messages.Error{Code: messages.CodeOutOfOrder, Description: "batch 5: want batch 1", NextBatch: 1}
-	if *e != want {
+	if !reflect.DeepEqual(*e, want) {
 		t.Errorf("ReplyError = %+v, want %+v", *e, want)
 	}
 }
@@ -145,7 +146,8 @@ func TestRepliesJSON(t *testing.T) {
 		v    any
 		json string
 	}{
-		{messages.BatchReply{Agency: 1, Batch: 3, Bets: 120}, `{"agency":1,"batch":3,"bets":120}`},
+		{messages.BatchReply{Agency: 1, Batch: 3, Bets: 120, Added: 120}, `{"agency":1,"batch":3,"bets":120,"added":120}`},
+		{messages.BatchReply{Agency: 1, Batch: 3, Bets: 120, Window: 8}, `{"agency":1,"batch":3,"bets":120,"added":0,"window":8}`},
 		{messages.DoneReply{Agency: 1, Batches: 3, Bets: 250}, `{"agency":1,"batches":3,"bets":250}`},
 		{messages.WinnersReply{Agency: 1, Winners: []string{"30123456", "27000111"}}, `{"agency":1,"winners":["30123456","27000111"]}`},
 		{messages.WinnersReply{Agency: 2, Winners: []string{}}, `{"agency":2,"winners":[]}`},

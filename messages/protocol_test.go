@@ -70,7 +70,7 @@ func TestRepeatedHeaderRefused(t *testing.T) {
 		t.Errorf("description %q does not name %s", e.Description, messages.HeaderBatches)
 	}
 	// A header sent once, and headers of other protocols, are fine.
-	ok := batch(messages.HeaderAgency, "1", messages.HeaderBatch, "7", "Nats-Msg-Id", "a", "X-Trace", "1", "X-Trace", "2")
+	ok := batch(messages.HeaderAgency, "1", messages.HeaderBatch, "7", messages.HeaderLines, "3", "Nats-Msg-Id", "a", "X-Trace", "1", "X-Trace", "2")
 	if bh, err := messages.DecodeBatchHeader(messages.BatchSubject(1), ok); err != nil || bh.Seq != 7 {
 		t.Errorf("DecodeBatchHeader(%v) = %+v, %v", ok, bh, err)
 	}

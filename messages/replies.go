@@ -2,12 +2,15 @@ package messages
 
 // Success replies are JSON, readable with `nats req`.
 
-// BatchReply acknowledges a batch: it is on disk. A resent batch that was
-// already stored gets the same reply, so a retry cannot tell, and need not.
+// BatchReply acknowledges a batch: every row of it is on disk. Added counts
+// the rows this request stored; the others were stored before, by an
+// earlier request for their lines (a resend after a timeout, or an earlier
+// run of the agency), and are not stored twice.
 type BatchReply struct {
 	Agency int    `json:"agency"`
 	Batch  uint64 `json:"batch"`
 	Bets   int    `json:"bets"`
+	Added  int    `json:"added"`
 	// Window is how many batches the agency may keep in flight from now on:
 	// the central's share of its queue budget among the agencies not done
 	// (credit-based flow control). 0: no advice, keep the current window.

@@ -10,11 +10,12 @@ import (
 
 // BatchRequest is a batch as the central reads it off the wire.
 type BatchRequest struct {
-	Agency int    // from the subject and header; 0 if they could not be read
-	Seq    uint64 // from the header; 0 if it could not be read
-	Sum    uint64 // BatchSum of the payload
-	Stored []byte // the bets as the store's rows (DecodeRows)
-	Rows   int    // rows of the payload (what a fail line counts); the bets, if valid
+	Agency int     // from the subject and header; 0 if they could not be read
+	Seq    uint64  // from the header; 0 if it could not be read
+	Sum    uint64  // BatchSum of the lines and the payload
+	Lines  LineSet // the file line of each row, from the header
+	Stored []byte  // the bets as the store's rows (DecodeRows)
+	Rows   int     // rows of the payload (what a fail line counts); the bets, if valid
 }
 
 // DecodeBatch reads a batch request whole: its size on the wire, its
@@ -29,7 +30,7 @@ func DecodeBatch(dst []byte, subject string, h nats.Header, payload []byte) (Bat
 		req.Rows = countRows(payload)
 		return req, err
 	}
-	req.Agency, req.Seq = bh.Agency, bh.Seq
+	req.Agency, req.Seq, req.Lines = bh.Agency, bh.Seq, bh.Lines
 	if size := WireSize(subject, h, len(payload)); size > MaxMessageBytes {
 		req.Rows = countRows(payload)
 		return req, &Error{Code: CodeTooLarge,
@@ -46,7 +47,12 @@ func DecodeBatch(dst []byte, subject string, h nats.Header, payload []byte) (Bat
 		req.Rows = countRows(payload)
 		return req, e
 	}
-	req.Stored, req.Rows, req.Sum = stored, n, BatchSum(payload)
+	if lines := bh.Lines.Count(); lines != uint64(n) {
+		req.Rows = n
+		return req, &Error{Code: CodeMalformed,
+			Description: fmt.Sprintf("batch %d of agency %d has %d rows, but header %s names %d lines: want one line per row", bh.Seq, bh.Agency, n, HeaderLines, lines)}
+	}
+	req.Stored, req.Rows, req.Sum = stored, n, BatchSum(h.Get(HeaderLines), payload)
 	return req, nil
 }
 

@@ -1,8 +1,6 @@
 package messages
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ const (
 	HeaderAgency  = "Quiniela-Agency"  // the sending agency, equal to the N of the subject
 	HeaderBatch   = "Quiniela-Batch"   // batch sequence number of the agency: 1, 2, 3, …
 	HeaderBatches = "Quiniela-Batches" // on done: how many batches the agency sent in all
+	// HeaderLines (lines.go): on a batch, the file lines of its rows.
 )
 
 // The 8 kB rule: nothing that goes on the wire for one message may exceed
@@ -35,10 +34,15 @@ const (
 // WireSize is the number of bytes a request with this subject, headers and
 // payload takes on the wire, with the reply subject counted at its maximum.
 func WireSize(subject string, h nats.Header, payloadLen int) int {
-	hdr := headerBytes(h)
-	total := hdr + payloadLen
+	return wireSize(len(subject), headerBytes(h), payloadLen)
+}
+
+// wireSize is WireSize from the sizes of the subject, the header block and
+// the payload.
+func wireSize(subject, hdr, payload int) int {
+	total := hdr + payload
 	// HPUB <subject> <reply> <hdr> <total>\r\n<headers><payload>\r\n
-	return len("HPUB ") + len(subject) + 1 + MaxReplyBytes + 1 +
+	return len("HPUB ") + subject + 1 + MaxReplyBytes + 1 +
 		digits(hdr) + 1 + digits(total) + 2 + total + 2
 }
 
@@ -57,21 +61,30 @@ func headerBytes(h nats.Header) int {
 	return n
 }
 
-func digits(n int) int { return len(strconv.Itoa(n)) }
+func digits(n int) int {
+	d := 1
+	for ; n >= 10; n /= 10 {
+		d++
+	}
+	return d
+}
 
 // Batch is an encoded batch of one agency, ready to send.
 type Batch struct {
 	Agency  int
 	Seq     uint64 // 1 for the agency's first batch
 	Bets    int
-	Payload []byte // CSV rows, LF-terminated
+	Lines   LineSet // the file lines of its rows, one per bet
+	Payload []byte  // CSV rows, LF-terminated
 }
 
 // Msg is the batch as a NATS request message.
 func (b *Batch) Msg() *nats.Msg {
+	h := batchHeader(b.Agency, b.Seq)
+	h.Set(HeaderLines, b.Lines.String())
 	return &nats.Msg{
 		Subject: BatchSubject(b.Agency),
-		Header:  batchHeader(b.Agency, b.Seq),
+		Header:  h,
 		Data:    b.Payload,
 	}
 }
@@ -81,15 +94,6 @@ func batchHeader(agency int, seq uint64) nats.Header {
 	h.Set(HeaderAgency, strconv.Itoa(agency))
 	h.Set(HeaderBatch, strconv.FormatUint(seq, 10))
 	return h
-}
-
-// BatchSum is the checksum of a batch payload: the first 8 bytes of its
-// SHA-256, big-endian. The central keeps it per (agency, batch) so that a
-// resent batch is known to be the same batch, not another one under a
-// reused number. (A CRC-32 was too weak: valid one-row batches collide.)
-func BatchSum(payload []byte) uint64 {
-	sum := sha256.Sum256(payload)
-	return binary.BigEndian.Uint64(sum[:8])
 }
 
 // ErrBetTooLarge is returned for a bet whose row alone cannot fit in a
@@ -103,26 +107,33 @@ var ErrBetTooLarge = errors.New("bet does not fit in one 8 kB message")
 type BatchEncoder struct {
 	agency    int
 	maxAmount int
-	budget    int // payload bytes allowed for the next batch
+	subject   int // bytes of the subject
+	header    int // bytes of the next batch's header block, Quiniela-Lines empty
 
-	seq     uint64
-	n       int
-	payload []byte
-	row     []byte   // Add's scratch
-	free    [][]byte // payloads of released batches, for the next ones
+	seq      uint64
+	n        int
+	payload  []byte
+	lines    LineSet // of the rows in payload
+	linesLen int     // of lines as HeaderLines writes it
+	nextLine uint64
+	row      []byte   // Add's scratch
+	free     [][]byte // payloads of released batches, for the next ones
 }
 
 // NewBatchEncoder returns an encoder for agency's batches, numbered from 1.
 func NewBatchEncoder(agency, maxAmount int) *BatchEncoder {
-	e := &BatchEncoder{agency: agency, maxAmount: max(maxAmount, 1), seq: 1}
+	e := &BatchEncoder{agency: agency, maxAmount: max(maxAmount, 1), seq: 1, nextLine: 1}
 	e.setBudget()
 	return e
 }
 
-// setBudget computes the payload bytes left once the subject and headers of
-// the next batch are counted (the sequence number grows a digit now and then).
+// setBudget measures the subject and the header block of the next batch
+// with an empty Quiniela-Lines (the sequence number grows a digit now and
+// then), to which the value of Quiniela-Lines adds byte for byte.
 func (e *BatchEncoder) setBudget() {
-	e.budget = MaxPayloadBytes(BatchSubject(e.agency), batchHeader(e.agency, e.seq))
+	h := batchHeader(e.agency, e.seq)
+	h.Set(HeaderLines, "")
+	e.subject, e.header = len(BatchSubject(e.agency)), headerBytes(h)
 }
 
 // MaxPayloadBytes is the largest payload a request on subject with headers h
@@ -147,21 +158,29 @@ func (e *BatchEncoder) Add(bet Bet) (bool, error) {
 }
 
 // AddCSV is Add for a bet given as its CSV row, as AppendCSV (or
-// AppendBetCSV) writes it.
+// AppendBetCSV) writes it, from the line after the last bet's.
 func (e *BatchEncoder) AddCSV(row []byte) (bool, error) {
+	return e.AddCSVAt(row, e.nextLine)
+}
+
+// AddCSVAt is AddCSV for the bet of line of the agency's file, which must
+// come after the line of every bet added before.
+func (e *BatchEncoder) AddCSVAt(row []byte, line uint64) (bool, error) {
+	if line < e.nextLine || line == 0 {
+		return false, fmt.Errorf("adding the bet of line %d after line %d: want increasing lines", line, e.nextLine-1)
+	}
 	if e.n == e.maxAmount {
 		return false, nil
 	}
-	before := len(e.payload)
-	e.payload = append(e.payload, row...)
-	if len(e.payload) > e.budget {
-		size := len(e.payload) - before
-		e.payload = e.payload[:before]
+	linesLen := linesLenAfterAdd(e.linesLen, e.lines, line)
+	if size := wireSize(e.subject, e.header+linesLen, len(e.payload)+len(row)); size > MaxMessageBytes {
 		if e.n == 0 {
-			return false, fmt.Errorf("%w: row of %d bytes, room for %d", ErrBetTooLarge, size, e.budget)
+			return false, fmt.Errorf("%w: row of %d bytes makes a batch of %d bytes on the wire", ErrBetTooLarge, len(row), size)
 		}
 		return false, nil
 	}
+	e.payload = append(e.payload, row...)
+	e.lines, e.linesLen, e.nextLine = e.lines.Add(line), linesLen, line+1
 	e.n++
 	return true, nil
 }
@@ -183,9 +202,11 @@ func (e *BatchEncoder) Flush() *Batch {
 		Agency:  e.agency,
 		Seq:     e.seq,
 		Bets:    e.n,
+		Lines:   e.lines,
 		Payload: append(payload, e.payload...),
 	}
 	e.payload = e.payload[:0]
+	e.lines, e.linesLen = nil, 0
 	e.n = 0
 	e.seq++
 	e.setBudget()
@@ -205,11 +226,12 @@ func (e *BatchEncoder) Release(b *Batch) {
 type BatchHeader struct {
 	Agency int
 	Seq    uint64
+	Lines  LineSet
 }
 
 // DecodeBatchHeader checks a batch request's subject and headers: the agency
-// of the subject and of the header must be the same, and the sequence a
-// positive number.
+// of the subject and of the header must be the same, the sequence a
+// positive number, and the lines lines (ParseLineSet), at least one.
 func DecodeBatchHeader(subject string, h nats.Header) (BatchHeader, error) {
 	if err := headersOnce(h); err != nil {
 		return BatchHeader{}, err
@@ -222,7 +244,15 @@ func DecodeBatchHeader(subject string, h nats.Header) (BatchHeader, error) {
 	if err != nil {
 		return BatchHeader{}, err
 	}
-	return BatchHeader{Agency: agency, Seq: seq}, nil
+	v := h.Get(HeaderLines)
+	lines, err := ParseLineSet(v)
+	if err == nil && len(lines) == 0 {
+		err = errors.New("want the file lines of the rows, such as 1-120")
+	}
+	if err != nil {
+		return BatchHeader{}, &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s %s: %v", HeaderLines, Clip(v), err)}
+	}
+	return BatchHeader{Agency: agency, Seq: seq, Lines: lines}, nil
 }
 
 // DecodeDone reads a done request: its agency and the number of batches the
@@ -266,7 +296,7 @@ func headersOnce(h nats.Header) error {
 		}
 		seen[strings.ToLower(k)] += len(vs)
 	}
-	for _, name := range []string{HeaderAgency, HeaderBatch, HeaderBatches} {
+	for _, name := range []string{HeaderAgency, HeaderBatch, HeaderBatches, HeaderLines} {
 		if n := seen[strings.ToLower(name)]; n > 1 {
 			return &Error{Code: CodeMalformed, Description: fmt.Sprintf("header %s is sent %d times: send it once", name, n)}
 		}

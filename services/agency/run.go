@@ -1,12 +1,14 @@
 package agency
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,11 +27,48 @@ const (
 )
 
 // SkippedRowsError is returned by Run when the lottery finished for this
-// agency but invalid rows of its file were skipped (each was logged).
-type SkippedRowsError struct{ Rows int }
+// agency but rows of its file are not in it: invalid rows it skipped (each
+// was logged), and rows the central refused because the lottery had closed.
+type SkippedRowsError struct {
+	Rows   int              // invalid rows skipped
+	Lines  messages.LineSet // their lines
+	Closed messages.LineSet // lines refused: the draw had run
+}
 
 func (e *SkippedRowsError) Error() string {
-	return fmt.Sprintf("%d invalid rows skipped (logged above with file:line); fix them and run again: rows already sent are not stored twice", e.Rows)
+	var parts []string
+	if e.Rows > 0 {
+		parts = append(parts, fmt.Sprintf("%d invalid rows skipped, at lines %s (logged above with file:line): this run did not send them, and the draw has run",
+			e.Rows, shortLines(e.Lines)))
+	}
+	if len(e.Closed) > 0 {
+		parts = append(parts, fmt.Sprintf("the rows at lines %s are not in the lottery: the central did not have them and the draw had run, so it can no longer take them",
+			shortLines(e.Closed)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// shortLines writes lines for a message, cut after a few ranges.
+func shortLines(ls messages.LineSet) string {
+	const show = 10
+	if len(ls) <= show {
+		return ls.String()
+	}
+	return fmt.Sprintf("%s and %d more", ls[:show], ls[show:].Count())
+}
+
+// sortedLines is ls as a LineSet: ranges sorted and joined.
+func sortedLines(ls []messages.LineRange) messages.LineSet {
+	slices.SortFunc(ls, func(a, b messages.LineRange) int { return cmp.Compare(a.First, b.First) })
+	var out messages.LineSet
+	for _, r := range ls {
+		if n := len(out); n > 0 && r.First <= out[n-1].Last+1 {
+			out[n-1].Last = max(out[n-1].Last, r.Last)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // progressEvery is how often a long send logs its progress.
@@ -39,8 +78,11 @@ const progressEvery = 2 * time.Second
 type Summary struct {
 	Agency   int
 	Bets     int
+	Added    int // of Bets, stored by this run (the rest were stored before)
 	Batches  int
 	Skipped  int
+	Lines    messages.LineSet // of the rows skipped
+	Closed   messages.LineSet // of rows refused: the lottery had closed
 	Resent   int
 	Winners  int
 	Duration time.Duration
@@ -100,6 +142,12 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		sum.FirstAck = sum.firstAck.Sub(start)
 	}
 	sum.LastAck = time.Since(start)
+	if sum.Skipped > 0 {
+		// Said now, while the agency waits for the draw: until every
+		// agency is done, a run with the rows fixed adds them.
+		log.Warn("filas_invalidas", "agency", cfg.ID, "skipped", sum.Skipped, "lines", shortLines(sum.Lines),
+			"detail", "these rows were not sent; until the draw runs (when every agency is done), fix them and run this agency again with the same file: the fixed rows are added, the rows already stored are not stored twice, a changed row at a stored line is refused; after the draw no row can enter")
+	}
 	if err := sendDone(ctx, nc, cfg, uint64(sum.Batches), log); err != nil {
 		return err
 	}
@@ -112,14 +160,14 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 	sum.Winners = len(winners)
 	log.Info("consulta_ganadores", "cant_ganadores", len(winners))
 	sum.Duration = time.Since(start)
-	log.Info("resumen", append([]any{"agency", sum.Agency, "bets", sum.Bets, "batches", sum.Batches,
+	log.Info("resumen", append([]any{"agency", sum.Agency, "bets", sum.Bets, "added", sum.Added, "batches", sum.Batches,
 		"skipped", sum.Skipped, "resent", sum.Resent, "winners", sum.Winners,
 		"rtt_p50_ms", ms(sum.P50), "rtt_p99_ms", ms(sum.P99), "seconds", fmt.Sprintf("%.3f", sum.Duration.Seconds()),
 		"connected_ms", ms(sum.Connected), "first_ack_ms", ms(sum.FirstAck), "last_ack_ms", ms(sum.LastAck),
 		"done_ms", ms(sum.DoneAck), "winners_ms", ms(sum.WinnersAt)},
 		peakrss.Fields()...)...)
-	if sum.Skipped > 0 {
-		return &SkippedRowsError{Rows: sum.Skipped}
+	if sum.Skipped > 0 || len(sum.Closed) > 0 {
+		return &SkippedRowsError{Rows: sum.Skipped, Lines: sum.Lines, Closed: sum.Closed}
 	}
 	return nil
 }
@@ -159,6 +207,7 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 		var bad *InvalidRowError
 		if errors.As(err, &bad) {
 			sum.Skipped++
+			sum.Lines = sum.Lines.Add(uint64(bad.Line))
 			log.Error("leer_apuesta", "error", bad)
 			continue
 		}
@@ -166,9 +215,10 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 			return err
 		}
 		for {
-			added, err := enc.AddCSV(row)
+			added, err := enc.AddCSVAt(row, uint64(bets.Line()))
 			if err != nil {
 				sum.Skipped++
+				sum.Lines = sum.Lines.Add(uint64(bets.Line()))
 				log.Error("leer_apuesta", "error", &InvalidRowError{Path: cfg.DataFile, Line: bets.Line(), Reason: err})
 				break
 			}
@@ -186,9 +236,15 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 	if err := sender.Flush(ctx); err != nil {
 		return err
 	}
-	sum.Bets, sum.Batches, sum.Resent, sum.firstAck = sender.Bets, sender.Batches, sender.Resent, sender.FirstAck
+	sum.Bets, sum.Added, sum.Batches, sum.Resent, sum.firstAck = sender.Bets, sender.Added, sender.Batches, sender.Resent, sender.FirstAck
+	sum.Closed = sortedLines(sender.Closed)
 	sum.P50, sum.P99 = percentile(sender.RoundTrip, 50), percentile(sender.RoundTrip, 99)
-	log.Info("enviar_apuestas", "agency", cfg.ID, "bets", sum.Bets, "batches", sum.Batches, "skipped", sum.Skipped)
+	log.Info("enviar_apuestas", "agency", cfg.ID, "bets", sum.Bets, "added", sum.Added, "batches", sum.Batches, "skipped", sum.Skipped)
+	if before := sum.Bets - sum.Added; before > 0 {
+		// An agency run again (or a reply lost and the batch resent).
+		log.Info("apuestas_ya_guardadas", "agency", cfg.ID, "bets", before,
+			"detail", "the central had these rows already, from an earlier run or an earlier attempt of a request: stored once")
+	}
 	return nil
 }
 

@@ -41,9 +41,14 @@ type Sender struct {
 	release  func(*messages.Batch) // called with each batch once acknowledged, if set
 
 	// Stats
-	Batches   int
-	Bets      int
-	Resent    int
+	Batches int
+	Bets    int // acknowledged: stored at the central
+	Added   int // of Bets, those the replies say these requests stored; the rest were stored before
+	Resent  int
+	// Closed are the lines of rows the central refused because the
+	// lottery is closed (every agency done): they are not stored and
+	// cannot be.
+	Closed    messages.LineSet
 	RoundTrip []time.Duration // of each acknowledged batch, first send to ack
 	FirstAck  time.Time       // when the first batch was acknowledged
 }
@@ -162,6 +167,7 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 	}
 	p := s.pending[i]
 	if err == nil {
+		s.Added += ack.Added
 		s.ack(i)
 		if ack.Window > 0 {
 			// The central's grant: its share of its queue among the agencies
@@ -190,6 +196,15 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 			return fmt.Errorf("sending batch %d of agency %d: the central expects batch %d, which it had acknowledged before (was its store replaced?): %w",
 				seq, p.batch.Agency, werr.NextBatch, err)
 		}
+		return nil
+	case werr != nil && werr.Code == messages.CodeClosed:
+		// The rows of those lines cannot enter the lottery; the others of
+		// the batch are stored. Say so at the end, and go on: the central
+		// answers each batch by its rows now, whatever its number.
+		s.log.Warn("enviar_apuestas", "result", logline.Fail, "agency", p.batch.Agency, "batch", seq, "lines", werr.Lines.String(), "error", err)
+		s.Closed = append(s.Closed, werr.Lines...)
+		p.batch.Bets -= int(min(werr.Lines.Count(), uint64(p.batch.Bets))) // ack counts those stored
+		s.ack(i)
 		return nil
 	case werr != nil && werr.Code.Retryable():
 		return s.retryFrom(ctx, i)

@@ -36,8 +36,9 @@ func StoreBets(w io.Writer, bets []messages.Bet) error {
 // from a batch's payload in one pass (messages.DecodeRows), never building
 // the bets.
 type Rows struct {
-	Data []byte
-	Bets int
+	Data  []byte
+	Bets  int
+	Lines messages.LineSet // the agency file's line of each row, in order
 }
 
 // RowsOf is bets as Rows.
@@ -167,4 +168,36 @@ func splitRows(path string, n int) ([]int64, error) {
 		}
 	}
 	return append(cuts, size), nil
+}
+
+// agencyRows calls fn with each row of agency in the bets file at path,
+// in order, LF included, until fn returns false. A last row without its
+// LF is another agency's being written, or a torn one: it is passed over.
+func agencyRows(path string, agency int, fn func(row []byte) bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	prefix := strconv.AppendInt(nil, int64(agency), 10)
+	prefix = append(prefix, ',')
+	r := bufio.NewReaderSize(f, 256<<10)
+	for {
+		row, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			for err == bufio.ErrBufferFull { // no bet is that long: not one of ours
+				_, err = r.ReadSlice('\n')
+			}
+			continue
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if bytes.HasPrefix(row, prefix) && !fn(row) {
+			return nil
+		}
+	}
 }

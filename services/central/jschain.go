@@ -36,7 +36,8 @@ func (s *JetStreamStore) enqueue(agency int, item ledgerItem) {
 func (s *JetStreamStore) send(c *chain) {
 	n, size := 1, len(c.queue[0].rows)
 	if !c.queue[0].done {
-		for n < len(c.queue) && !c.queue[n].done && size+len(c.queue[n].rows) <= maxGroupBytes {
+		// Consecutive batches: a message names its first and counts on.
+		for n < len(c.queue) && !c.queue[n].done && c.queue[n].seq == c.queue[n-1].seq+1 && size+len(c.queue[n].rows) <= maxGroupBytes {
 			size += len(c.queue[n].rows)
 			n++
 		}
@@ -57,18 +58,20 @@ func (s *JetStreamStore) groupMsg(agency int, group []ledgerItem) *nats.Msg {
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d.done.%d", agency, group[0].batches))
 		return msg
 	}
-	var sums, counts []string
+	var sums, counts, lines []string
 	var body bytes.Buffer
 	h := fnv.New64a()
 	for _, it := range group {
 		sums = append(sums, strconv.FormatUint(it.sum, 10))
 		counts = append(counts, strconv.Itoa(it.count))
+		lines = append(lines, it.lines.String())
 		body.Write(it.rows)
-		fmt.Fprintf(h, "%d,", it.sum)
+		fmt.Fprintf(h, "%d,%s;", it.sum, lines[len(lines)-1])
 	}
 	msg.Header.Set(messages.HeaderBatch, strconv.FormatUint(group[0].seq, 10))
 	msg.Header.Set(HeaderSums, strings.Join(sums, ","))
 	msg.Header.Set(HeaderCounts, strings.Join(counts, ","))
+	msg.Header.Set(messages.HeaderLines, strings.Join(lines, ";"))
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d.%d-%d.%x", agency, group[0].seq, group[len(group)-1].seq, h.Sum64()))
 	msg.Data = body.Bytes()
 	return msg

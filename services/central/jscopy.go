@@ -159,23 +159,41 @@ func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte
 	first, err := strconv.ParseUint(h.Get(messages.HeaderBatch), 10, 64)
 	sums, err2 := parseUints(h.Get(HeaderSums))
 	counts, err3 := parseUints(h.Get(HeaderCounts))
-	if err := errors.Join(err, err2, err3); err != nil || len(sums) != len(counts) || len(sums) == 0 {
+	lines, err4 := parseLineSets(h.Get(messages.HeaderLines))
+	if err := errors.Join(err, err2, err3, err4); err != nil || len(sums) != len(counts) || len(sums) != len(lines) || len(sums) == 0 {
 		return fmt.Errorf("batches of agency %d: bad headers: %v", agency, err)
 	}
-	if first != a.LastBatch+1 || a.Done {
+	if first == 0 || first > a.LastBatch+1 {
 		// The per-subject CAS rules this out; say so if it ever happens.
-		return fmt.Errorf("agency %d: batch %d follows batch %d (done %v)", agency, first, a.LastBatch, a.Done)
+		return fmt.Errorf("agency %d: batch %d follows batch %d", agency, first, a.LastBatch)
+	}
+	for i, n := range counts {
+		if lines[i].Count() != n {
+			return fmt.Errorf("batch %d of agency %d: %d rows on %d lines", first+uint64(i), agency, n, lines[i].Count())
+		}
 	}
 	if _, err := l.file.Write(body); err != nil {
 		return err
 	}
-	for _, n := range counts {
-		a.Bets += int64(n)
+	for i := range sums {
+		a.apply(first+uint64(i), sums[i], int(counts[i]), lines[i])
 	}
-	a.Sums = append(a.Sums, sums...)
-	a.LastBatch += uint64(len(sums))
 	a.subjectSeq = seq
 	return nil
+}
+
+// parseLineSets reads the Quiniela-Lines of a ledger message: the lines
+// of each of its batches, separated by semicolons.
+func parseLineSets(s string) ([]messages.LineSet, error) {
+	var out []messages.LineSet
+	for f := range strings.SplitSeq(s, ";") {
+		ls, err := messages.ParseLineSet(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", messages.HeaderLines, s, err)
+		}
+		out = append(out, ls)
+	}
+	return out, nil
 }
 
 func parseUints(s string) ([]uint64, error) {
@@ -266,6 +284,7 @@ func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint6
 	for n, a := range l.agencies {
 		p := a.Progress
 		p.Sums = append([]uint64(nil), a.Sums...)
+		p.Stored = append([]messages.LineRange(nil), a.Stored...)
 		rec.Agencies[n] = &p
 		seqs[n] = a.subjectSeq
 	}

@@ -81,7 +81,7 @@ func batchOf(agency, seq, n int) central.Rows {
 	for i := range bets {
 		bets[i] = bet(agency, seq*1000+i, fmt.Sprintf("Nombre%d", seq))
 	}
-	return central.RowsOf(bets)
+	return central.RowsFrom(uint64(seq*1000), bets)
 }
 
 // On a 3-node cluster with R3: batches appended in a burst (many in flight

@@ -2,6 +2,7 @@ package central
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiniela/quiniela/messages"
 )
 
 // JetStreamStore is the Store of an active central on the JetStream
@@ -44,6 +47,7 @@ type ledgerItem struct {
 	seq, sum uint64 // batch
 	rows     []byte
 	count    int
+	lines    messages.LineSet
 	done     bool // a done notification with batches
 	batches  uint64
 	cb       func(error)
@@ -90,7 +94,7 @@ func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows Ro
 	}
 	s.queued += len(rows.Data)
 	// Kept until the stream acknowledges it: a copy, since rows.Data is the caller's.
-	s.enqueue(agency, ledgerItem{seq: seq, sum: sum, rows: bytes.Clone(rows.Data), count: rows.Bets, cb: done})
+	s.enqueue(agency, ledgerItem{seq: seq, sum: sum, rows: bytes.Clone(rows.Data), count: rows.Bets, lines: rows.Lines, cb: done})
 	return nil
 }
 
@@ -125,6 +129,21 @@ func (s *JetStreamStore) Sync(done func(error)) error {
 		go done(nil)
 	}
 	return nil
+}
+
+// Settle returns once every item queued so far is acknowledged and the
+// copy, bets.csv, holds it.
+func (s *JetStreamStore) Settle() error {
+	if err := settle(s.Sync); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	var last uint64
+	for _, c := range s.chains {
+		last = max(last, c.lastSeq)
+	}
+	s.mu.Unlock()
+	return s.l.waitCopied(context.Background(), last)
 }
 
 // MarkDrawn writes the draw, once for the whole lottery: if another central

@@ -12,11 +12,17 @@ import (
 // records what bets.csv holds.
 //
 // Every batch is written to bets.csv as it comes, then a journal record
-// names its agency, sequence, bet count and the offset where it ends:
+// names its agency, sequence, bet count, the offset where it ends, its
+// checksum and the agency file's lines of its rows:
 //
-//	B,<agency>,<seq>,<bets>,<end offset>,<checksum>
+//	B,<agency>,<seq>,<bets>,<end offset>,<checksum>,<lines>
 //	D,<agency>,<batches>     the agency is done
 //	W                        the draw ran
+//
+// <lines> is messages.LineSet's form (1-40,42: the record's last fields).
+// A record whose seq is not the agency's next batch holds rows added to
+// that earlier batch: lines it names that were not stored before (an
+// agency run again, with lines it had skipped fixed).
 //
 // A group commit fsyncs bets.csv, then appends the records gathered since
 // the last one to the journal and fsyncs it, and only then calls the
@@ -136,7 +142,8 @@ func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, rows Rows, done
 		return l.err
 	}
 	l.size += int64(len(rows.Data))
-	l.journal = fmt.Appendf(l.journal, "B,%d,%d,%d,%d,%d\n", agency, seq, rows.Bets, l.size, sum)
+	l.journal = fmt.Appendf(l.journal, "B,%d,%d,%d,%d,%d,", agency, seq, rows.Bets, l.size, sum)
+	l.journal = append(rows.Lines.Append(l.journal), '\n')
 	l.enqueue(done)
 	return nil
 }
@@ -152,6 +159,19 @@ func (l *Ledger) MarkDrawn(done func(error)) error { return l.record("W\n", done
 // Sync calls done once everything appended so far is durable: a repeated
 // request is answered only when what it repeats is on disk.
 func (l *Ledger) Sync(done func(error)) error { return l.record("", done) }
+
+// Settle returns once everything appended so far is durable: bets.csv
+// holds every row appended before it was called.
+func (l *Ledger) Settle() error { return settle(l.Sync) }
+
+// settle waits for sync's callback.
+func settle(sync func(func(error)) error) error {
+	done := make(chan error, 1)
+	if err := sync(func(err error) { done <- err }); err != nil {
+		return err
+	}
+	return <-done
+}
 
 func (l *Ledger) record(rec string, done func(error)) error {
 	l.mu.Lock()

@@ -19,7 +19,7 @@ func TestLedgerRefusesWorkAfterAFailedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := func(seq int) Rows {
-		return RowsOf([]messages.Bet{{Agency: 1, FirstName: "Ana", LastName: "Gomez", Document: "1", Number: seq}})
+		return RowsFrom(uint64(seq), []messages.Bet{{Agency: 1, FirstName: "Ana", LastName: "Gomez", Document: "1", Number: seq}})
 	}
 	committed := make(chan error, 1)
 	if err := l.AppendBatch(1, 1, 11, rows(1), func(err error) { committed <- err }); err != nil {

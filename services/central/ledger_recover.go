@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/quiniela/quiniela/messages"
 )
 
 // Recovery of the store at open: the journal's valid prefix is the truth
@@ -18,7 +20,11 @@ type Progress struct {
 	Sums      []uint64 // messages.BatchSum of batch i+1, to tell a resend from a reused number
 	Bets      int64
 	Done      bool
-	Batches   uint64 // with Done: how many batches the agency said it sent
+	Batches   uint64 // with Done: how many batches the agency said it sent first
+	// Stored are the file lines of the agency's stored rows, in the order
+	// stored: one range for a file sent whole in one run.
+	Stored  []messages.LineRange
+	MaxLine uint64 // the last line stored
 }
 
 // Recovered is the state Open read back from the journal.
@@ -71,6 +77,10 @@ func readJournal(f *os.File, rec *Recovered) (valid, end int64, err error) {
 		if err != nil {
 			return 0, 0, fmt.Errorf("reading journal: %w", err)
 		}
+		if strings.HasPrefix(line, "B,") && strings.Count(line, ",") == 5 {
+			// Whole, so not torn: never cut what an older central stored.
+			return 0, 0, fmt.Errorf("the journal's record %q names no file lines: it was written by an earlier version of the central, which this one cannot continue; finish that lottery with it, or start a new one in another folder", strings.TrimSpace(line))
+		}
 		if !applyRecord(strings.TrimSuffix(line, "\n"), rec, &end) {
 			return valid, end, nil
 		}
@@ -96,21 +106,22 @@ func applyRecord(line string, rec *Recovered, end *int64) bool {
 		return p
 	}
 	switch {
-	case f[0] == "B" && len(f) == 6:
+	case f[0] == "B" && len(f) >= 7:
 		agency, ok1 := num(1)
 		seq, ok2 := num(2)
 		bets, ok3 := num(3)
 		off, ok4 := num(4)
 		sum, err5 := strconv.ParseUint(f[5], 10, 64)
-		if !(ok1 && ok2 && ok3 && ok4) || err5 != nil || agency == 0 || off < *end {
+		lines, err6 := messages.ParseLineSet(strings.Join(f[6:], ","))
+		if !(ok1 && ok2 && ok3 && ok4) || err5 != nil || err6 != nil || agency == 0 || seq == 0 || off < *end || lines.Count() != uint64(bets) {
 			return false
 		}
 		p := progress(agency)
-		if uint64(seq) != p.LastBatch+1 || p.Done {
+		if uint64(seq) > p.LastBatch+1 {
 			return false
 		}
-		p.LastBatch, p.Bets, *end = uint64(seq), p.Bets+bets, off
-		p.Sums = append(p.Sums, sum)
+		p.apply(uint64(seq), sum, int(bets), lines)
+		*end = off
 	case f[0] == "D" && len(f) == 3:
 		agency, ok1 := num(1)
 		batches, ok2 := num(2)

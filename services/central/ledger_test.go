@@ -81,7 +81,7 @@ func TestLoadBetsReportsBadLine(t *testing.T) {
 func appendSync(t *testing.T, l *central.Ledger, agency int, seq uint64, bets []messages.Bet) {
 	t.Helper()
 	errc := make(chan error, 1)
-	if err := l.AppendBatch(agency, seq, uint64(seq), central.RowsOf(bets), func(err error) { errc <- err }); err != nil {
+	if err := l.AppendBatch(agency, seq, uint64(seq), central.RowsFrom(uint64(seq)*1000, bets), func(err error) { errc <- err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -123,10 +123,11 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 	committed, _ := os.ReadFile(path)
 
 	cases := map[string]struct{ bets, journal string }{
-		"torn row":                       {bets: "1,Torn,Ro", journal: ""},
-		"rows of a batch without record": {bets: "1,X,Y,5,1990-01-01,5\n1,X,Y,6,1990-01-01,6\n", journal: ""},
-		"torn journal record":            {bets: "1,X,Y,5,1990-01-01,5\n", journal: "B,1,2,1,99,0"},
-		"record out of sequence":         {bets: "1,X,Y,5,1990-01-01,5\n", journal: fmt.Sprintf("B,1,5,1,%d,0\n", len(committed)+21)},
+		"torn row":                           {bets: "1,Torn,Ro", journal: ""},
+		"rows of a batch without record":     {bets: "1,X,Y,5,1990-01-01,5\n1,X,Y,6,1990-01-01,6\n", journal: ""},
+		"torn journal record":                {bets: "1,X,Y,5,1990-01-01,5\n", journal: "B,1,2,1,99,0,5"},
+		"record out of sequence":             {bets: "1,X,Y,5,1990-01-01,5\n", journal: fmt.Sprintf("B,1,5,1,%d,0,5\n", len(committed)+21)},
+		"record naming more lines than rows": {bets: "1,X,Y,5,1990-01-01,5\n", journal: fmt.Sprintf("B,1,2,1,%d,0,5-6\n", len(committed)+21)},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -143,7 +144,10 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 			if rec.DroppedBytes != int64(len(tc.bets)) {
 				t.Errorf("dropped %d bytes, want %d", rec.DroppedBytes, len(tc.bets))
 			}
-			want := map[int]central.Progress{1: {LastBatch: 1, Bets: 2, Sums: []uint64{1}}, 2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1, Sums: []uint64{1}}}
+			want := map[int]central.Progress{
+				1: {LastBatch: 1, Bets: 2, Sums: []uint64{1}, Stored: []messages.LineRange{{First: 1000, Last: 1001}}, MaxLine: 1001},
+				2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1, Sums: []uint64{1}, Stored: []messages.LineRange{{First: 1000, Last: 1000}}, MaxLine: 1000},
+			}
 			for agency, p := range want {
 				if got := rec.Agencies[agency]; !reflect.DeepEqual(*got, p) {
 					t.Errorf("agency %d recovered as %+v, want %+v", agency, *got, p)
@@ -195,7 +199,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 			for s := 1; s <= batches; s++ {
 				var cb sync.WaitGroup
 				cb.Add(1)
-				l.AppendBatch(a, uint64(s), 0, central.RowsOf([]messages.Bet{bet(a, s, "N")}), func(err error) {
+				l.AppendBatch(a, uint64(s), 0, central.RowsFrom(uint64(s), []messages.Bet{bet(a, s, "N")}), func(err error) {
 					if err != nil {
 						t.Error(err)
 					}

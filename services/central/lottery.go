@@ -1,6 +1,7 @@
 package central
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,16 +21,41 @@ type Store interface {
 	MarkDone(agency int, batches uint64, done func(error)) error
 	MarkDrawn(done func(error)) error
 	Sync(done func(error)) error
+	// Settle returns once every row appended so far is durable and in the
+	// file Path names, for a read of it.
+	Settle() error
 	Path() string
 }
 
 // Domain errors; the service turns them into wire codes in one table.
 var (
 	ErrUnknownAgency = errors.New("no such agency in this lottery")
-	ErrAgencyDone    = errors.New("the agency is done: the central takes nothing more from it")
 	ErrDrawPending   = errors.New("the draw waits for every agency to be done")
-	ErrBatchMismatch = errors.New("differs from the batch stored under that number") // README, "Not promised", says why and what to do
+	ErrBatchMismatch = errors.New("differs from the bet stored for that line") // README, "Not promised", says why and what to do
 )
+
+// ClosedError refuses a batch with rows the central has not stored once
+// every agency is done: the draw runs (or ran) without them, and they
+// cannot enter the lottery any more.
+type ClosedError struct {
+	Agency int
+	Batch  uint64
+	Lines  messages.LineSet // of the rows not stored
+}
+
+func (e *ClosedError) Error() string {
+	return fmt.Sprintf("batch %d of agency %d: lines %s are not stored and cannot be any more: every agency is done and the draw ran without them",
+		e.Batch, e.Agency, clipLines(e.Lines))
+}
+
+// clipLines writes ls for a description, cut after a few ranges.
+func clipLines(ls messages.LineSet) string {
+	const show = 8
+	if len(ls) <= show {
+		return ls.String()
+	}
+	return fmt.Sprintf("%s and %d more", ls[:show], ls[show:].Count())
+}
 
 // OutOfOrderError refuses a batch (or a done) that does not follow what is
 // stored: the agency must resend from Next.
@@ -44,8 +70,6 @@ func (e *OutOfOrderError) Error() string {
 	switch {
 	case e.Done && e.Next == 1:
 		return fmt.Sprintf("agency %d says it sent %d batches, but the central has none of them: send them from batch 1", e.Agency, e.Got)
-	case e.Done && e.Got < e.Next-1:
-		return fmt.Sprintf("agency %d says it sent %d batches, but the central has stored %d: done must count every batch sent", e.Agency, e.Got, e.Next-1)
 	case e.Done:
 		return fmt.Sprintf("agency %d says it sent %d batches, but the central has batches 1 to %d: send batch %d next",
 			e.Agency, e.Got, e.Next-1, e.Next)
@@ -65,6 +89,14 @@ type Lottery struct {
 	mu        sync.Mutex // guards doneCount
 	doneCount int
 
+	// closeMu is held across the check of closed and the store's append of
+	// a done agency's rows, and across the append of the last done: so rows
+	// taken before the lottery closed precede the last done in the store,
+	// and the draw sees them.
+	closeMu  sync.Mutex
+	accepted int  // done notifications accepted, durable or not
+	closed   bool // every agency is done: nothing more is stored
+
 	drawn   chan struct{} // closed when winners is set
 	winners [][]string    // documents of each agency's winners, index agency-1
 	drawErr error
@@ -73,6 +105,11 @@ type Lottery struct {
 type agencyState struct {
 	mu sync.Mutex // held across the sequence check and the append, so a batch is applied once
 	Progress
+	// rowSums is messages.RowSum of the row stored for each line, read
+	// from the store when a batch first names a stored line (an agency run
+	// again), then kept up to date; nil until then, so that a lottery
+	// costs memory per batch, not per bet.
+	rowSums map[uint64]uint64
 }
 
 // NewLottery returns a lottery of n agencies, resumed from what the store
@@ -88,7 +125,9 @@ func NewLottery(ctx context.Context, n int, store Store, rec Recovered, log *slo
 			l.doneCount++
 		}
 	}
+	l.accepted = l.doneCount
 	if l.doneCount == n {
+		l.closed = true
 		go l.draw(ctx, rec.Drawn)
 	}
 	return l, nil
@@ -104,11 +143,18 @@ func (l *Lottery) agency(n int) (*agencyState, error) {
 	return &l.agencies[n-1], nil
 }
 
-// StoreBatch applies batch seq of agency: the next one in sequence is stored,
-// one already stored is acknowledged again without storing it twice, one that
-// skips ahead is refused. When it returns nil, reply is called once the
-// outcome is durable, with repeat set for a batch stored before.
-func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, rows Rows, reply func(repeat bool, err error)) error {
+// StoreBatch applies batch seq of agency, whose rows come from the file
+// lines rows.Lines. A batch stored before (same number, lines and rows) is
+// acknowledged again without a look at its rows. Otherwise each row is
+// stored unless its line is stored already, with the same row: a row for a
+// stored line that differs refuses the batch (ErrBatchMismatch, naming the
+// line); once every agency is done a row not stored refuses it
+// (*ClosedError). The next batch in sequence is recorded under its number,
+// even if it adds no row; an earlier number records only the rows it adds
+// (an agency run again with lines it had skipped, fixed); a later one is
+// refused (*OutOfOrderError). When it returns nil, reply is called once the
+// outcome is durable, with the number of rows stored by this call.
+func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, rows Rows, reply func(added int, err error)) error {
 	a, err := l.agency(agency)
 	if err != nil {
 		return err
@@ -118,23 +164,161 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, rows Rows, repl
 	if err := l.storeUsable(); err != nil {
 		return err
 	}
+	repeat := func() error { return l.store.Sync(func(err error) { reply(0, err) }) }
 	switch {
-	case seq <= a.LastBatch && a.Sums[seq-1] != sum:
-		return fmt.Errorf("batch %d of agency %d %w", seq, agency, ErrBatchMismatch)
-	case seq <= a.LastBatch:
-		return l.store.Sync(func(err error) { reply(true, err) })
-	case a.Done:
-		return fmt.Errorf("batch %d of agency %d: %w", seq, agency, ErrAgencyDone)
-	case seq != a.LastBatch+1:
+	case seq <= a.LastBatch && a.Sums[seq-1] == sum:
+		return repeat()
+	case seq > a.LastBatch+1 && !l.isClosed():
 		return &OutOfOrderError{Agency: agency, Got: seq, Next: a.LastBatch + 1}
+	case seq == a.LastBatch+1 && !a.Done && len(rows.Lines) > 0 && rows.Lines[0].First > a.MaxLine:
+		// Lines after every stored one: the agency's first run.
+		return l.appendRows(a, agency, seq, sum, rows, reply)
 	}
-	if err := l.store.AppendBatch(agency, seq, sum, rows, func(err error) { reply(false, err) }); err != nil {
+	// Some of its lines may be stored: an agency run again.
+	if err := l.loadRowSums(a, agency); err != nil {
+		return fmt.Errorf("batch %d of agency %d: reading the rows stored for its lines: %w", seq, agency, err)
+	}
+	added, err := a.unstored(agency, seq, rows)
+	if err != nil {
 		return err
 	}
-	a.LastBatch = seq
-	a.Sums = append(a.Sums, sum)
-	a.Bets += int64(rows.Bets)
+	if !a.Done {
+		return l.appendRows(a, agency, seq, sum, added, reply)
+	}
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	if l.closed {
+		if added.Bets > 0 {
+			return &ClosedError{Agency: agency, Batch: seq, Lines: added.Lines}
+		}
+		return repeat()
+	}
+	return l.appendRows(a, agency, seq, sum, added, reply)
+}
+
+// appendRows stores rows, all at lines not stored yet, for batch seq: under
+// that number if it is the next, else as rows added to an earlier batch.
+func (l *Lottery) appendRows(a *agencyState, agency int, seq, sum uint64, rows Rows, reply func(int, error)) error {
+	if seq <= a.LastBatch && rows.Bets == 0 {
+		return l.store.Sync(func(err error) { reply(0, err) })
+	}
+	if err := l.store.AppendBatch(agency, seq, sum, rows, func(err error) { reply(rows.Bets, err) }); err != nil {
+		return err
+	}
+	a.apply(seq, sum, rows.Bets, rows.Lines)
+	if a.rowSums != nil {
+		eachRow(rows.Data, rows.Lines, func(line uint64, row []byte) { a.rowSums[line] = messages.RowSum(row) })
+	}
 	return nil
+}
+
+// apply records rows of batch seq at lines as stored: under number seq if
+// it is the next, else as rows added to batch seq. The journal's and the
+// stream's recoveries replay their records through it.
+func (p *Progress) apply(seq, sum uint64, bets int, lines messages.LineSet) {
+	if seq == p.LastBatch+1 {
+		p.LastBatch = seq
+		p.Sums = append(p.Sums, sum)
+	}
+	p.Bets += int64(bets)
+	for _, r := range lines {
+		if n := len(p.Stored); n > 0 && p.Stored[n-1].Last+1 == r.First {
+			p.Stored[n-1].Last = r.Last
+		} else {
+			p.Stored = append(p.Stored, r)
+		}
+		p.MaxLine = max(p.MaxLine, r.Last)
+	}
+}
+
+// unstored checks each row of rows against the row stored for its line
+// and returns those whose line is not stored. A row that differs from the
+// one stored for its line refuses the batch.
+func (a *agencyState) unstored(agency int, seq uint64, rows Rows) (Rows, error) {
+	out := Rows{Data: rows.Data[:0:0]}
+	var mismatch uint64
+	eachRow(rows.Data, rows.Lines, func(line uint64, row []byte) {
+		stored, ok := a.rowSums[line]
+		switch {
+		case !ok:
+			out.Data = append(out.Data, row...)
+			out.Lines = out.Lines.Add(line)
+			out.Bets++
+		case stored != messages.RowSum(row) && mismatch == 0:
+			mismatch = line
+		}
+	})
+	if mismatch > 0 {
+		return Rows{}, fmt.Errorf("batch %d of agency %d: line %d %w: the agency's file changed there since it was sent", seq, agency, mismatch, ErrBatchMismatch)
+	}
+	return out, nil
+}
+
+// loadRowSums reads the rows stored for agency into a.rowSums, once.
+func (l *Lottery) loadRowSums(a *agencyState, agency int) error {
+	if a.rowSums != nil {
+		return nil
+	}
+	if err := l.store.Settle(); err != nil {
+		return err
+	}
+	sums := make(map[uint64]uint64, a.Bets)
+	lines := a.storedLines()
+	err := agencyRows(l.store.Path(), agency, func(row []byte) bool {
+		line, ok := lines()
+		if ok {
+			sums[line] = messages.RowSum(row)
+		}
+		return ok
+	})
+	if err == nil && int64(len(sums)) != a.Bets {
+		err = fmt.Errorf("%s holds %d rows of agency %d, its ledger %d", l.store.Path(), len(sums), agency, a.Bets)
+	}
+	if err != nil {
+		return err
+	}
+	a.rowSums = sums
+	return nil
+}
+
+// storedLines returns the lines of the agency's stored rows one at a
+// time, in the order stored.
+func (p *Progress) storedLines() func() (uint64, bool) {
+	i, next := 0, uint64(0)
+	return func() (uint64, bool) {
+		for i < len(p.Stored) {
+			r := p.Stored[i]
+			if next < r.First {
+				next = r.First
+			}
+			if next <= r.Last {
+				next++
+				return next - 1, true
+			}
+			i, next = i+1, 0
+		}
+		return 0, false
+	}
+}
+
+// eachRow calls fn with each row of data (one per LF) and its line.
+func eachRow(data []byte, lines messages.LineSet, fn func(line uint64, row []byte)) {
+	lines.All(func(line uint64) bool {
+		end := bytes.IndexByte(data, '\n') + 1
+		if end == 0 {
+			return false
+		}
+		fn(line, data[:end])
+		data = data[end:]
+		return true
+	})
+}
+
+// isClosed reports whether every agency is done.
+func (l *Lottery) isClosed() bool {
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	return l.closed
 }
 
 // storeUsable is the store's own refusal, if it has one: the JetStream
@@ -161,16 +345,20 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	if err := l.storeUsable(); err != nil {
 		return err
 	}
-	switch {
-	case a.Done && batches != a.Batches:
-		return fmt.Errorf("agency %d already said it was done after %d batches, and cannot now say %d: %w", agency, a.Batches, batches, ErrAgencyDone)
-	case batches != a.LastBatch:
+	// Every batch the agency sent is stored when the central has batches up
+	// to its count: an agency run again may send fewer batches than the
+	// central has (another maxAmount), each of whose rows it has.
+	// Once the lottery is closed a done agency's batches are answered by
+	// their rows and none is recorded, so its count goes unchecked.
+	if batches > a.LastBatch && !(a.Done && l.isClosed()) {
 		return &OutOfOrderError{Agency: agency, Got: batches, Next: a.LastBatch + 1, Done: true}
 	}
 	ack := messages.DoneReply{Agency: agency, Batches: batches, Bets: a.Bets}
 	if a.Done {
 		return l.store.Sync(func(err error) { reply(ack, err) })
 	}
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
 	if err := l.store.MarkDone(agency, batches, func(err error) {
 		if err == nil {
 			l.agencyDone(ctx)
@@ -181,6 +369,8 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	}
 	a.Done = true
 	a.Batches = batches
+	l.accepted++
+	l.closed = l.accepted == len(l.agencies)
 	return nil
 }
 

@@ -24,7 +24,6 @@ var errorCodes = []struct {
 	code messages.Code
 }{
 	{ErrUnknownAgency, messages.CodeUnknownAgency},
-	{ErrAgencyDone, messages.CodeAgencyDone},
 	{ErrBatchMismatch, messages.CodeBatchMismatch},
 	{ErrDrawPending, messages.CodeDrawPending},
 	{errShuttingDown, messages.CodeUnavailable},
@@ -40,11 +39,14 @@ func replyFor(err error) *messages.Error {
 	e := &messages.Error{Code: messages.CodeInternal}
 	var wire *messages.Error
 	var order *OutOfOrderError
+	var closed *ClosedError
 	switch {
 	case errors.As(err, &wire):
 		e.Code, e.NextBatch = wire.Code, wire.NextBatch
 	case errors.As(err, &order):
 		e.Code, e.NextBatch = messages.CodeOutOfOrder, order.Next
+	case errors.As(err, &closed):
+		e.Code, e.Lines = messages.CodeClosed, closed.Lines
 	case errors.Is(err, messages.ErrBetTooLarge):
 		e.Code = messages.CodeTooLarge
 	default:

@@ -247,17 +247,22 @@ func (s *Service) window() int {
 func (s *Service) handleBatch(c *call, buf []byte) []byte {
 	b, err := messages.DecodeBatch(buf, c.subject, c.header, c.data)
 	if err == nil {
-		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, Rows{Data: b.Stored, Bets: b.Rows}, func(repeat bool, err error) {
+		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, Rows{Data: b.Stored, Bets: b.Rows, Lines: b.Lines}, func(added int, err error) {
 			if err != nil {
 				s.failBatch(c, b.Rows, err)
 				return
 			}
-			if repeat {
-				s.log.Info("apuesta_repetida", "agency", b.Agency, "batch", b.Seq, "cantidad", b.Rows)
-			} else {
+			switch {
+			case added == b.Rows:
 				s.log.Info("apuesta_recibida", "cantidad", b.Rows)
+			case added == 0:
+				s.log.Info("apuesta_repetida", "agency", b.Agency, "batch", b.Seq, "cantidad", b.Rows)
+			default:
+				// An agency run again: the rows of lines it had not sent.
+				s.log.Info("apuesta_recibida", "cantidad", added)
+				s.log.Info("apuesta_repetida", "agency", b.Agency, "batch", b.Seq, "cantidad", b.Rows-added)
 			}
-			s.respond(c, messages.BatchReply{Agency: b.Agency, Batch: b.Seq, Bets: b.Rows, Window: s.window()})
+			s.respond(c, messages.BatchReply{Agency: b.Agency, Batch: b.Seq, Bets: b.Rows, Added: added, Window: s.window()})
 		})
 	}
 	if err != nil {

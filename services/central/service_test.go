@@ -43,6 +43,7 @@ var errTimedOut = errors.New("agency 2 never reached the store while agency 1 wa
 func (m *meetingStore) MarkDone(int, uint64, func(error)) error { return nil }
 func (m *meetingStore) MarkDrawn(func(error)) error             { return nil }
 func (m *meetingStore) Sync(done func(error)) error             { done(nil); return nil }
+func (m *meetingStore) Settle() error                           { return nil }
 func (m *meetingStore) Path() string                            { return "" }
 
 func TestAgenciesAreServedInParallel(t *testing.T) {

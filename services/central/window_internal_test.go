@@ -42,7 +42,7 @@ func TestNotDoneCountsAgenciesUntilDone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bet := RowsOf([]messages.Bet{{Agency: 1, FirstName: "A", LastName: "B", Document: "1", Number: 1}})
+	bet := RowsFrom(1, []messages.Bet{{Agency: 1, FirstName: "A", LastName: "B", Document: "1", Number: 1}})
 	step := func(what string, err error, want int) {
 		t.Helper()
 		if err != nil {
@@ -52,7 +52,7 @@ func TestNotDoneCountsAgenciesUntilDone(t *testing.T) {
 			t.Errorf("after %s: %d not done, want %d", what, got, want)
 		}
 	}
-	noReply := func(bool, error) {}
+	noReply := func(int, error) {}
 	step("start", nil, 3)
 	step("agency 1 batch 1", l.StoreBatch(1, 1, 11, bet, noReply), 3)
 	step("agency 1 done", l.Done(t.Context(), 1, 1, func(messages.DoneReply, error) {}), 2)
@@ -70,4 +70,5 @@ func (memStore) AppendBatch(_ int, _ uint64, _ uint64, _ Rows, done func(error))
 func (memStore) MarkDone(_ int, _ uint64, done func(error)) error { done(nil); return nil }
 func (memStore) MarkDrawn(done func(error)) error                 { done(nil); return nil }
 func (memStore) Sync(done func(error)) error                      { done(nil); return nil }
+func (memStore) Settle() error                                    { return nil }
 func (memStore) Path() string                                     { return "" }

@@ -194,13 +194,13 @@ func TestWireRejectsBadRequests(t *testing.T) {
 			t.Fatalf("done refused: %v", e)
 		}
 	}
-	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "2"), goodRow); code != messages.CodeAgencyDone {
-		t.Errorf("batch after done: code %v, want %v", code, messages.CodeAgencyDone)
+	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "2"), goodRow); code != messages.CodeClosed {
+		t.Errorf("batch after done: code %v, want %v", code, messages.CodeClosed)
 	}
 	// A done that changes its count after done: 410 too, not "send batch 2".
 	done3 := map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "3"}
-	if e := lastError(t, nc, "bets.agency.1.done", done3, ""); e.Code != messages.CodeAgencyDone || !strings.Contains(e.Description, "already said it was done after 1 batches") || e.Agency != 1 {
-		t.Errorf("done with 3 after done with 1: %v (agency header %d), want %v naming the 1 batch", e, e.Agency, messages.CodeAgencyDone)
+	if e := lastError(t, nc, "bets.agency.1.done", done3, ""); e.Code != messages.CodeClosed || !strings.Contains(e.Description, "already said it was done after 1 batches") || e.Agency != 1 {
+		t.Errorf("done with 3 after done with 1: %v (agency header %d), want %v naming the 1 batch", e, e.Agency, messages.CodeClosed)
 	}
 	// An agency with nothing to send may say done with 0 batches.
 	if code, e, _ := request(t, nc, "bets.agency.2.done", map[string]string{messages.HeaderAgency: "2", messages.HeaderBatches: "0"}, ""); code != 0 {
