@@ -51,7 +51,7 @@ func TestCentralMemoryWithManyAgencies(t *testing.T) {
 	c.log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
 	nc := natstest.Connect(t, ns)
 	for seq := 1; seq <= 3; seq++ {
-		if code, e, _ := request(t, nc, messages.BatchSubject(100000), batchHeaders("100000", strconv.Itoa(seq)), goodRow); code != 0 {
+		if code, e, _ := request(t, nc, messages.BatchSubject(100000), batchHeaders("100000", strconv.Itoa(seq), strconv.Itoa(seq)), goodRow); code != 0 {
 			t.Fatalf("batch %d of agency 100000: %v", seq, e)
 		}
 	}

@@ -69,7 +69,7 @@ func TestStatsCountEveryReply(t *testing.T) {
 	nc := natstest.Connect(t, ns)
 
 	for seq := range 3 {
-		if code, e, _ := request(t, nc, "bets.agency.1", batchHeaders("1", fmt.Sprint(seq+1)), goodRow); code != 0 {
+		if code, e, _ := request(t, nc, "bets.agency.1", batchHeaders("1", fmt.Sprint(seq+1), fmt.Sprint(seq+1)), goodRow); code != 0 {
 			t.Fatalf("good batch %d refused: %v", seq+1, e)
 		}
 	}
@@ -77,10 +77,10 @@ func TestStatsCountEveryReply(t *testing.T) {
 		"skips ahead": messages.CodeOutOfOrder,
 		"bad row":     messages.CodeInvalidBet,
 	}
-	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "9"), goodRow); code != want["skips ahead"] {
+	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "9", "9"), goodRow); code != want["skips ahead"] {
 		t.Fatalf("batch that skips ahead: code %v", code)
 	}
-	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "4"), "A,B,x,1990-01-01,1\n"); code != want["bad row"] {
+	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "4", "4"), "A,B,x,1990-01-01,1\n"); code != want["bad row"] {
 		t.Fatalf("batch with a bad row: code %v", code)
 	}
 	if code, _, _ := request(t, nc, "winners.agency.1", nil, ""); code != messages.CodeDrawPending {
@@ -141,10 +141,10 @@ func TestStatusDuringAndAfterTheDraw(t *testing.T) {
 	if st := status(); st.Of != 3 || st.Done != 0 || st.Drawn || st.Bets != 0 || len(st.Agencies) != 0 || st.Winners != nil {
 		t.Errorf("status before any bet: %+v", st)
 	}
-	request(t, nc, "bets.agency.1", batchHeaders("1", "1"), goodRow+goodRow2)
-	request(t, nc, "bets.agency.1", batchHeaders("1", "2"), goodRow)
+	request(t, nc, "bets.agency.1", batchHeaders("1", "1", "1-2"), goodRow+goodRow2)
+	request(t, nc, "bets.agency.1", batchHeaders("1", "2", "3"), goodRow)
 	request(t, nc, "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "2"}, "")
-	request(t, nc, "bets.agency.3", batchHeaders("3", "1"), goodRow2)
+	request(t, nc, "bets.agency.3", batchHeaders("3", "1", "1"), goodRow2)
 	st := status()
 	wantAgencies := []messages.AgencyStatus{{Agency: 1, Batches: 2, Bets: 3, Done: true}, {Agency: 3, Batches: 1, Bets: 1}}
 	if fmt.Sprint(st.Agencies) != fmt.Sprint(wantAgencies) || st.Bets != 4 || st.Done != 1 || st.Drawn {
@@ -230,7 +230,7 @@ func TestRepliesOnlyToTheAgencysInbox(t *testing.T) {
 	victim.Flush()
 	forged := []*nats.Msg{
 		{Subject: "winners.agency.1", Reply: messages.AgencyInboxPrefix(2) + ".x.1"},
-		{Subject: "bets.agency.1", Reply: messages.AgencyInboxPrefix(2) + ".x.2", Header: nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}}, Data: []byte(goodRow)},
+		{Subject: "bets.agency.1", Reply: messages.AgencyInboxPrefix(2) + ".x.2", Header: nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}, messages.HeaderLines: {"1"}}, Data: []byte(goodRow)},
 		{Subject: "winners.agency.1", Reply: "bets.agency.2"},
 		{Subject: messages.StatusSubject, Reply: "bets.agency.2"},
 		{Subject: messages.StatusSubject, Reply: messages.AgencyInboxPrefix(2) + ".x.3"},
@@ -248,7 +248,7 @@ func TestRepliesOnlyToTheAgencysInbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer own.Close()
-	if code, e, _ := request(t, own, "bets.agency.1", batchHeaders("1", "1"), goodRow); code != 0 {
+	if code, e, _ := request(t, own, "bets.agency.1", batchHeaders("1", "1", "1"), goodRow); code != 0 {
 		t.Fatalf("agency 1 on its own inbox: %v", e)
 	}
 	select {

@@ -36,8 +36,9 @@ func request(t *testing.T, nc *nats.Conn, subject string, headers map[string]str
 	return 0, nil, reply.Data
 }
 
-func batchHeaders(agency, seq string) map[string]string {
-	return map[string]string{messages.HeaderAgency: agency, messages.HeaderBatch: seq}
+// batchHeaders are a batch's headers; lines its Quiniela-Lines.
+func batchHeaders(agency, seq, lines string) map[string]string {
+	return map[string]string{messages.HeaderAgency: agency, messages.HeaderBatch: seq, messages.HeaderLines: lines}
 }
 
 const (
@@ -61,19 +62,19 @@ func TestWireRejectsBadRequests(t *testing.T) {
 		want    messages.Code
 		inDesc  string
 	}{
-		{"garbage payload", "bets.agency.1", batchHeaders("1", "1"), "\x00\x01garbage", messages.CodeInvalidBet, "row 1"},
-		{"one bad row of three", "bets.agency.1", batchHeaders("1", "1"), goodRow + "Ana,Gómez,28999111,2023-02-30,1234\n" + goodRow2, messages.CodeInvalidBet, "row 2: birthdate"},
-		{"unbalanced quote", "bets.agency.1", batchHeaders("1", "1"), "\"Juan,Pérez,30123456,1990-05-17,7574\n", messages.CodeInvalidBet, "row 1"},
-		{"empty payload", "bets.agency.1", batchHeaders("1", "1"), "", messages.CodeMalformed, "empty"},
-		{"over 8 kB", "bets.agency.1", batchHeaders("1", "1"), tooBig, messages.CodeTooLarge, "8192"},
-		{"agency header differs from subject", "bets.agency.1", batchHeaders("2", "1"), goodRow, messages.CodeWrongAgency, "agency 1"},
+		{"garbage payload", "bets.agency.1", batchHeaders("1", "1", "1"), "\x00\x01garbage", messages.CodeInvalidBet, "row 1"},
+		{"one bad row of three", "bets.agency.1", batchHeaders("1", "1", "1"), goodRow + "Ana,Gómez,28999111,2023-02-30,1234\n" + goodRow2, messages.CodeInvalidBet, "row 2: birthdate"},
+		{"unbalanced quote", "bets.agency.1", batchHeaders("1", "1", "1"), "\"Juan,Pérez,30123456,1990-05-17,7574\n", messages.CodeInvalidBet, "row 1"},
+		{"empty payload", "bets.agency.1", batchHeaders("1", "1", "1"), "", messages.CodeMalformed, "empty"},
+		{"over 8 kB", "bets.agency.1", batchHeaders("1", "1", "1"), tooBig, messages.CodeTooLarge, "8192"},
+		{"agency header differs from subject", "bets.agency.1", batchHeaders("2", "1", "1"), goodRow, messages.CodeWrongAgency, "agency 1"},
 		{"no headers", "bets.agency.1", nil, goodRow, messages.CodeWrongAgency, ""},
-		{"sequence 0", "bets.agency.1", batchHeaders("1", "0"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
-		{"sequence abc", "bets.agency.1", batchHeaders("1", "abc"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
-		{"agency 0", "bets.agency.0", batchHeaders("0", "1"), goodRow, messages.CodeUnknownAgency, ""},
-		{"agency 99 of 3", "bets.agency.99", batchHeaders("99", "1"), goodRow, messages.CodeUnknownAgency, "1 to 3"},
-		{"agency abc", "bets.agency.abc", batchHeaders("abc", "1"), goodRow, messages.CodeUnknownAgency, ""},
-		{"skipped sequence", "bets.agency.1", batchHeaders("1", "2"), goodRow, messages.CodeOutOfOrder, "expects batch 1"},
+		{"sequence 0", "bets.agency.1", batchHeaders("1", "0", "1"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"sequence abc", "bets.agency.1", batchHeaders("1", "abc", "1"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"agency 0", "bets.agency.0", batchHeaders("0", "1", "1"), goodRow, messages.CodeUnknownAgency, ""},
+		{"agency 99 of 3", "bets.agency.99", batchHeaders("99", "1", "1"), goodRow, messages.CodeUnknownAgency, "1 to 3"},
+		{"agency abc", "bets.agency.abc", batchHeaders("abc", "1", "1"), goodRow, messages.CodeUnknownAgency, ""},
+		{"skipped sequence", "bets.agency.1", batchHeaders("1", "2", "1"), goodRow, messages.CodeOutOfOrder, "expects batch 1"},
 		{"done claiming batches never sent", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "3"}, "", messages.CodeOutOfOrder, "has none of them: send them from batch 1"},
 		{"done without count", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1"}, "", messages.CodeMalformed, "Quiniela-Batches"},
 		{"done of agency 99", "bets.agency.99.done", map[string]string{messages.HeaderAgency: "99", messages.HeaderBatches: "0"}, "", messages.CodeUnknownAgency, ""},
@@ -81,11 +82,11 @@ func TestWireRejectsBadRequests(t *testing.T) {
 		{"winners before the draw", "winners.agency.1", nil, "", messages.CodeDrawPending, "0 of 3"},
 		// Values a peer controls are cut in descriptions (the loop below checks
 		// every description's size), so that every refusal gets a reply.
-		{"2,100-byte agency header of control bytes", "bets.agency.1", batchHeaders(strings.Repeat("\x01", 2100), "1"), goodRow, messages.CodeWrongAgency, "Quiniela-Agency"},
+		{"2,100-byte agency header of control bytes", "bets.agency.1", batchHeaders(strings.Repeat("\x01", 2100), "1", "1"), goodRow, messages.CodeWrongAgency, "Quiniela-Agency"},
 		{"subject of 1,500 DEL bytes", "winners.agency." + strings.Repeat("\x7f", 1500), nil, "", messages.CodeUnknownAgency, "winners.agency"},
-		{"2,000-quote batch header", "bets.agency.1", batchHeaders("1", strings.Repeat(`"`, 2000)), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
-		{"forged log line in the batch header", "bets.agency.1", batchHeaders("1", "x | action: sorteo | result: success"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
-		{"forged log line in a row", "bets.agency.1", batchHeaders("1", "1"), "A,B,1 | action: sorteo | result: success,1990-01-01,1\n", messages.CodeInvalidBet, "row 1: document"},
+		{"2,000-quote batch header", "bets.agency.1", batchHeaders("1", strings.Repeat(`"`, 2000), "1"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"forged log line in the batch header", "bets.agency.1", batchHeaders("1", "x | action: sorteo | result: success", "1"), goodRow, messages.CodeMalformed, "Quiniela-Batch"},
+		{"forged log line in a row", "bets.agency.1", batchHeaders("1", "1", "1"), "A,B,1 | action: sorteo | result: success,1990-01-01,1\n", messages.CodeInvalidBet, "row 1: document"},
 		{"done with a forged agency header", "bets.agency.1.done", map[string]string{messages.HeaderAgency: "1 | action: sorteo | result: success", messages.HeaderBatches: "0"}, "", messages.CodeWrongAgency, "Quiniela-Agency"},
 	}
 	for _, tc := range cases {
@@ -122,13 +123,13 @@ func TestWireRejectsBadRequests(t *testing.T) {
 		want   messages.Code
 		inDesc string
 	}{
-		{"blank line before a bad row", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}},
+		{"blank line before a bad row", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}, messages.HeaderLines: {"1"}},
 			"Juan,Perez,1,1990-05-17,1\n\nAna,Gomez,2,1990-05-17,10000\n", messages.CodeInvalidBet, "row 2: number"},
-		{"batch header twice", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1", "2"}},
+		{"batch header twice", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1", "2"}, messages.HeaderLines: {"1"}},
 			goodRow, messages.CodeMalformed, "Quiniela-Batch"},
-		{"agency header twice", nats.Header{messages.HeaderAgency: {"1", "1"}, messages.HeaderBatch: {"1"}},
+		{"agency header twice", nats.Header{messages.HeaderAgency: {"1", "1"}, messages.HeaderBatch: {"1"}, messages.HeaderLines: {"1"}},
 			goodRow, messages.CodeMalformed, "Quiniela-Agency"},
-		{"birthdate after today", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}},
+		{"birthdate after today", nats.Header{messages.HeaderAgency: {"1"}, messages.HeaderBatch: {"1"}, messages.HeaderLines: {"1"}},
 			"Juan,Perez,1," + future + ",1\n", messages.CodeInvalidBet, "row 1: birthdate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,7 +156,7 @@ func TestWireRejectsBadRequests(t *testing.T) {
 	if got := c.log.Count("action: apuesta_recibida | result: fail | cantidad: 3"); got != 1 {
 		t.Errorf("fail line for the 3-row batch logged %d times, want once", got)
 	}
-	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "5"), goodRow); e.NextBatch != 1 || e.Agency != 1 || e.Batch != 5 {
+	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "5", "1"), goodRow); e.NextBatch != 1 || e.Agency != 1 || e.Batch != 5 {
 		t.Errorf("out-of-order reply names next batch %d, agency %d, batch %d; want 1, 1, 5", e.NextBatch, e.Agency, e.Batch)
 	}
 	// A fail line for a done names the agency of its subject, whatever its headers say.
@@ -165,10 +166,10 @@ func TestWireRejectsBadRequests(t *testing.T) {
 	}
 
 	// The central still serves: a good batch, a replay of it, done, done
-	// again, a batch after done.
-	var ack messages.BatchReply
+	// again, a batch after done, before and after the lottery closes.
+	var acks []messages.BatchReply
 	for range 2 {
-		code, e, data := request(t, nc, "bets.agency.1", batchHeaders("1", "1"), goodRow+goodRow2)
+		code, e, data := request(t, nc, "bets.agency.1", batchHeaders("1", "1", "1-2"), goodRow+goodRow2)
 		if code != 0 {
 			t.Fatalf("good batch refused: %v", e)
 		}
@@ -176,17 +177,18 @@ func TestWireRejectsBadRequests(t *testing.T) {
 		if err := json.Unmarshal(data, &got); err != nil {
 			t.Fatal(err)
 		}
-		if ack != (messages.BatchReply{}) && got != ack {
-			t.Errorf("replayed batch got %+v, first got %+v: want the same reply", got, ack)
-		}
-		ack = got
+		acks = append(acks, got)
 	}
-	if ack != (messages.BatchReply{Agency: 1, Batch: 1, Bets: 2, Window: messages.MaxWindow}) { // one agency sending: the widest window
-		t.Errorf("batch reply %+v", ack)
+	// One agency sending: the widest window. The replay stores nothing.
+	if want := (messages.BatchReply{Agency: 1, Batch: 1, Bets: 2, Added: 2, Window: messages.MaxWindow}); acks[0] != want {
+		t.Errorf("batch reply %+v, want %+v", acks[0], want)
 	}
-	// Batch 1 again, with other bets: not a resend, a reused number.
-	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "1"), goodRow2+goodRow); e.Code != messages.CodeBatchMismatch || !strings.Contains(e.Description, "batch 1 of agency 1 differs") {
-		t.Errorf("batch 1 resent with other content: %v, want %v", e, messages.CodeBatchMismatch)
+	if want := (messages.BatchReply{Agency: 1, Batch: 1, Bets: 2, Added: 0, Window: messages.MaxWindow}); acks[1] != want {
+		t.Errorf("replayed batch got %+v, want %+v", acks[1], want)
+	}
+	// Batch 1 again, with other bets on its lines: not a resend, a changed file.
+	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "1", "1-2"), goodRow2+goodRow); e.Code != messages.CodeBatchMismatch || !strings.Contains(e.Description, "batch 1 of agency 1: line 1 differs from the bet stored for that line") {
+		t.Errorf("batch 1 resent with other content: %v, want %v naming line 1", e, messages.CodeBatchMismatch)
 	}
 	done := map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "1"}
 	for range 2 {
@@ -194,24 +196,36 @@ func TestWireRejectsBadRequests(t *testing.T) {
 			t.Fatalf("done refused: %v", e)
 		}
 	}
-	if code, _, _ := request(t, nc, "bets.agency.1", batchHeaders("1", "2"), goodRow); code != messages.CodeClosed {
-		t.Errorf("batch after done: code %v, want %v", code, messages.CodeClosed)
+	// After its done, before the draw (agencies 2 and 3 are not done): a
+	// row of a line not stored is stored, with a stored one not again.
+	if code, e, data := request(t, nc, "bets.agency.1", batchHeaders("1", "2", "2-3"), goodRow2+goodRow); code != 0 || !strings.Contains(string(data), `"added":1`) {
+		t.Errorf("batch after done, before the draw: %v %s, want 1 row added", e, data)
 	}
-	// A done that changes its count after done: 410 too, not "send batch 2".
+	// A done that counts a batch the central does not have: 409.
 	done3 := map[string]string{messages.HeaderAgency: "1", messages.HeaderBatches: "3"}
-	if e := lastError(t, nc, "bets.agency.1.done", done3, ""); e.Code != messages.CodeClosed || !strings.Contains(e.Description, "already said it was done after 1 batches") || e.Agency != 1 {
-		t.Errorf("done with 3 after done with 1: %v (agency header %d), want %v naming the 1 batch", e, e.Agency, messages.CodeClosed)
+	if e := lastError(t, nc, "bets.agency.1.done", done3, ""); e.Code != messages.CodeOutOfOrder || e.NextBatch != 3 || e.Agency != 1 {
+		t.Errorf("done with 3 after batches 1 and 2: %v (agency header %d), want %v naming batch 3", e, e.Agency, messages.CodeOutOfOrder)
 	}
 	// An agency with nothing to send may say done with 0 batches.
-	if code, e, _ := request(t, nc, "bets.agency.2.done", map[string]string{messages.HeaderAgency: "2", messages.HeaderBatches: "0"}, ""); code != 0 {
-		t.Errorf("done with 0 batches refused: %v", e)
+	for _, a := range []string{"2", "3"} {
+		if code, e, _ := request(t, nc, "bets.agency."+a+".done", map[string]string{messages.HeaderAgency: a, messages.HeaderBatches: "0"}, ""); code != 0 {
+			t.Errorf("done with 0 batches refused: %v", e)
+		}
+	}
+	// Every agency done: the lottery is closed. A row not stored is refused
+	// with its line; rows all stored are acknowledged whatever the number.
+	if e := lastError(t, nc, "bets.agency.1", batchHeaders("1", "3", "3-4"), goodRow+goodRow2); e.Code != messages.CodeClosed || e.Lines.String() != "4" || e.Batch != 3 {
+		t.Errorf("a new row after every agency is done: %+v, want %v naming line 4", e, messages.CodeClosed)
+	}
+	if code, e, data := request(t, nc, "bets.agency.1", batchHeaders("1", "9", "2-3"), goodRow2+goodRow); code != 0 || !strings.Contains(string(data), `"added":0`) {
+		t.Errorf("stored rows resent after every agency is done: %v %s, want acknowledged, 0 added", e, data)
 	}
 	c.stop(t)
-	if got := storedRows(t, c.betsFile); len(got) != 2 {
-		t.Errorf("stored %d rows, want the 2 of the one good batch, once: %v", len(got), got)
+	if got := storedRows(t, c.betsFile); len(got) != 3 {
+		t.Errorf("stored %d rows, want the 3 of lines 1 to 3, once: %v", len(got), got)
 	}
-	if n := c.log.Count("apuesta_repetida"); n != 1 {
-		t.Errorf("replay logged %d times as apuesta_repetida, want 1", n)
+	if n := c.log.Count("apuesta_repetida"); n != 3 {
+		t.Errorf("logged %d apuesta_repetida, want 3 (the replay, line 2 again, the resend after the close)", n)
 	}
 }
 
