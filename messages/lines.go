@@ -34,7 +34,7 @@ func (ls LineSet) Append(dst []byte) []byte {
 		}
 		dst = strconv.AppendUint(dst, r.First, 10)
 		if r.Last != r.First {
-			dst = append(append(dst, '-'), strconv.AppendUint(nil, r.Last, 10)...)
+			dst = strconv.AppendUint(append(dst, '-'), r.Last, 10)
 		}
 	}
 	return dst
@@ -118,11 +118,21 @@ func linesLenAfterAdd(textLen int, ls LineSet, line uint64) int {
 }
 
 func rangeLen(r LineRange) int {
-	n := len(strconv.FormatUint(r.First, 10))
+	n := digits64(r.First)
 	if r.Last != r.First {
-		n += 1 + len(strconv.FormatUint(r.Last, 10))
+		n += 1 + digits64(r.Last)
 	}
 	return n
+}
+
+// digits64 is the number of decimal digits of n, with no allocation: the
+// encoder asks it for every bet.
+func digits64(n uint64) int {
+	d := 1
+	for ; n >= 10; n /= 10 {
+		d++
+	}
+	return d
 }
 
 // BatchSum is the checksum of a batch: the first 8 bytes, big-endian, of

@@ -229,3 +229,23 @@ func TestLedgerGroupCommit(t *testing.T) {
 		t.Error("AppendBatch on a closed ledger succeeded")
 	}
 }
+
+// A journal written before batches named their lines is refused at open,
+// and its bets.csv is left as it was: never cut what an older central
+// stored.
+func TestLedgerRefusesJournalWithoutLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	rows := "1,A,B,1,1990-01-01,1\n"
+	if err := os.WriteFile(path, []byte(rows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(central.JournalPath(path), []byte(fmt.Sprintf("B,1,1,1,%d,7\n", len(rows))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := central.OpenLedger(path); err == nil || !strings.Contains(err.Error(), "earlier version") {
+		t.Fatalf("OpenLedger on a journal without lines: %v, want a refusal naming an earlier version", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != rows {
+		t.Errorf("bets.csv is %q after the refusal, want %q", got, rows)
+	}
+}

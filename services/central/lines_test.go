@@ -1,0 +1,192 @@
+package central_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central"
+)
+
+// openedStore is a store opened as a central starts: what it recovered,
+// and how to stop it as the central does.
+type openedStore struct {
+	store central.Store
+	rec   central.Recovered
+	close func()
+}
+
+// lineBet is agency 1's bet of file line n; changed gives another bet there.
+func lineBet(n int, changed bool) messages.Bet {
+	name := "Nombre"
+	if changed {
+		name = "Otro"
+	}
+	return bet(1, n, name)
+}
+
+// rowsAt are the bets of lines first to last of agency 1, as the store
+// takes them.
+func rowsAt(first, last int) central.Rows {
+	var bets []messages.Bet
+	for n := first; n <= last; n++ {
+		bets = append(bets, lineBet(n, false))
+	}
+	return central.RowsFrom(uint64(first), bets)
+}
+
+// store calls StoreBatch and waits for its reply: the rows it added.
+func storeBatch(t *testing.T, l *central.Lottery, agency int, seq, sum uint64, rows central.Rows) (int, error) {
+	t.Helper()
+	type result struct {
+		added int
+		err   error
+	}
+	done := make(chan result, 1)
+	if err := l.StoreBatch(agency, seq, sum, rows, func(added int, err error) { done <- result{added, err} }); err != nil {
+		return 0, err
+	}
+	select {
+	case r := <-done:
+		return r.added, r.err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("batch %d of agency %d: no reply in 20 s", seq, agency)
+		return 0, nil
+	}
+}
+
+func wantAdded(t *testing.T, what string, want int) func(int, error) {
+	return func(added int, err error) {
+		t.Helper()
+		if err != nil || added != want {
+			t.Fatalf("%s: added %d, %v; want %d added", what, added, err, want)
+		}
+	}
+}
+
+func markDone(t *testing.T, l *central.Lottery, agency int, batches uint64) {
+	t.Helper()
+	err := await(t, "done", func(done func(error)) error {
+		return l.Done(context.Background(), agency, batches, func(_ messages.DoneReply, err error) { done(err) })
+	})
+	if err != nil {
+		t.Fatalf("done of agency %d after %d batches: %v", agency, batches, err)
+	}
+}
+
+// supplementsAcrossRestarts runs a lottery of two agencies in which agency
+// 1 skipped line 4, then sends it fixed after its done, across restarts of
+// the central: each row is stored once per line, a changed row at a stored
+// line is refused, and once both agencies are done a new line is refused
+// with its number.
+func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
+	log, _ := logline.New(&natstest.Log{}, "INFO")
+	ctx := context.Background()
+	lottery := func(s openedStore) *central.Lottery {
+		l, err := central.NewLottery(ctx, 2, s.store, s.rec, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+
+	s := open()
+	l := lottery(s)
+	wantAdded(t, "batch 1, lines 1-3 (line 4 skipped)", 3)(storeBatch(t, l, 1, 1, 101, rowsAt(1, 3)))
+	wantAdded(t, "batch 2, lines 5-6", 2)(storeBatch(t, l, 1, 2, 102, rowsAt(5, 6)))
+	markDone(t, l, 1, 2)
+	// Run again with line 4 fixed, after done, before the draw.
+	wantAdded(t, "batch 1 again with line 4", 1)(storeBatch(t, l, 1, 1, 201, rowsAt(1, 4)))
+	wantAdded(t, "batch 2 again", 0)(storeBatch(t, l, 1, 2, 202, rowsAt(5, 6)))
+	s.close()
+
+	s = open() // a restart
+	p := s.rec.Agencies[1]
+	if p == nil || p.LastBatch != 2 || p.Bets != 6 || !p.Done || p.MaxLine != 6 {
+		t.Fatalf("recovered %+v, want batches 1-2, 6 bets, done, lines to 6", p)
+	}
+	l = lottery(s)
+	// The rows are read back from the store to tell them apart.
+	wantAdded(t, "batch 1 again after a restart", 0)(storeBatch(t, l, 1, 1, 201, rowsAt(1, 4)))
+	wantAdded(t, "batch 3, lines 6-7", 1)(storeBatch(t, l, 1, 3, 203, rowsAt(6, 7)))
+	changed := central.RowsFrom(1, []messages.Bet{lineBet(1, false), lineBet(2, true)})
+	if _, err := storeBatch(t, l, 1, 1, 301, changed); !errors.Is(err, central.ErrBatchMismatch) || !strings.Contains(err.Error(), "line 2 differs") {
+		t.Fatalf("line 2 changed: %v, want ErrBatchMismatch naming line 2", err)
+	}
+	markDone(t, l, 2, 0) // the last agency: the lottery closes, the draw runs
+	select {
+	case <-l.Drawn():
+	case <-time.After(20 * time.Second):
+		t.Fatal("no draw in 20 s")
+	}
+	var closed *central.ClosedError
+	if _, err := storeBatch(t, l, 1, 4, 204, rowsAt(7, 8)); !errors.As(err, &closed) || closed.Lines.String() != "8" {
+		t.Fatalf("line 8 after the draw: %v, want a ClosedError naming line 8", err)
+	}
+	wantAdded(t, "batch 1 again after the draw", 0)(storeBatch(t, l, 1, 1, 201, rowsAt(1, 4)))
+	s.close()
+
+	s = open()
+	defer s.close()
+	if p := s.rec.Agencies[1]; p == nil || p.LastBatch != 3 || p.Bets != 7 {
+		t.Fatalf("recovered %+v, want batches 1-3 and 7 bets", p)
+	}
+	if !s.rec.Drawn {
+		t.Error("the draw was not recovered")
+	}
+	got := collect(t, s.store.Path())
+	var want []messages.Bet
+	for n := 1; n <= 7; n++ {
+		want = append(want, lineBet(n, false))
+	}
+	byDoc := func(a, b messages.Bet) int { return strings.Compare(a.Document, b.Document) }
+	slices.SortFunc(got, byDoc)
+	if !slices.Equal(got, want) {
+		t.Errorf("stored %v, want lines 1 to 7 once each: %v", got, want)
+	}
+}
+
+func TestLedgerStoresEachLineOnceAcrossRestarts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	supplementsAcrossRestarts(t, func() openedStore {
+		l, rec, err := central.OpenLedger(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return openedStore{store: l, rec: rec, close: func() {
+			if err := l.Close(); err != nil {
+				t.Error(err)
+			}
+		}}
+	})
+}
+
+func TestJetStreamLedgerStoresEachLineOnceAcrossRestarts(t *testing.T) {
+	ns := natstest.StartJetStreamServer(t)
+	n := 0
+	supplementsAcrossRestarts(t, func() openedStore {
+		n++ // each restart is a central on an empty folder: its copy is rebuilt from the stream
+		c := openJSCentral(t, []*server.Server{ns}, string(rune('a'+n)), 1)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		store, rec, err := c.ledger.Activate(ctx, always)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return openedStore{store: store, rec: rec, close: func() {
+			if err := store.Close(10 * time.Second); err != nil {
+				t.Error(err)
+			}
+			c.ledger.Close()
+		}}
+	})
+}
