@@ -26,7 +26,13 @@ import (
 //	Quiniela-Agency: N
 //	Quiniela-Batch: S            the first batch of the message
 //	Quiniela-Sums: s1,s2,…       messages.BatchSum of each batch, S, S+1, …
-//	Quiniela-Counts: n1,n2,…     rows of each batch
+//	Quiniela-Counts: n1,n2,…     rows of each batch stored
+//	Quiniela-Lines: l1;l2;…      the file lines of those rows (messages.LineSet)
+//
+// A batch whose number is not the agency's next holds rows added to that
+// earlier batch: lines it did not have (an agency run again, with rows it
+// had skipped fixed). Progress.apply replays both kinds, as the journal's
+// recovery does.
 //
 // A done notification is a message without body with Quiniela-Agency and
 // Quiniela-Batches: B. Every write names the sequence of the last message

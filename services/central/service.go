@@ -18,7 +18,7 @@ import (
 const ServiceName = "quiniela-central"
 
 // Version of the service and of its wire format.
-const Version = "1.1.0"
+const Version = "1.2.0" // 1.2: batches name their file lines (Quiniela-Lines)
 
 // DefaultQueueBytes is ServiceConfig.QueueBytes's default: 1,000 batches.
 const DefaultQueueBytes = 8 << 20
@@ -142,7 +142,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 		name, subject, about string
 		handler              func(micro.Request, *call)
 	}{
-		{"batch", messages.BatchSubjects, "store a batch of bets (CSV rows; headers Quiniela-Agency, Quiniela-Batch)", s.route},
+		{"batch", messages.BatchSubjects, "store a batch of bets (CSV rows; headers Quiniela-Agency, Quiniela-Batch, Quiniela-Lines)", s.route},
 		{"done", messages.DoneSubjects, "agency has sent every batch (header Quiniela-Batches)", s.route},
 		{"winners", messages.WinnersSubjects, "documents of the agency's winners, after the draw", s.winners},
 		{"status", messages.StatusSubject, "progress of every agency and the draw (for operators)", s.status},
