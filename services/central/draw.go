@@ -16,7 +16,18 @@ import (
 // been logged). The scan is cut into one range per core: by then every
 // agency is done and the cores are free.
 func (l *Lottery) draw(ctx context.Context, recovered bool) {
-	winners, total, err := l.scanWinners()
+	var err error
+	if !recovered {
+		// Rows a done agency added just before the last done are stored
+		// before it, but the JetStream ledger writes agencies in parallel:
+		// its copy may get them after the last done. Wait for them.
+		err = l.store.Settle()
+	}
+	var winners [][]string
+	var total int64
+	if err == nil {
+		winners, total, err = l.scanWinners()
+	}
 	if err == nil && !recovered {
 		mark := make(chan error, 1)
 		if err = l.store.MarkDrawn(func(e error) { mark <- e }); err == nil {
