@@ -61,13 +61,7 @@ func headerBytes(h nats.Header) int {
 	return n
 }
 
-func digits(n int) int {
-	d := 1
-	for ; n >= 10; n /= 10 {
-		d++
-	}
-	return d
-}
+func digits(n int) int { return digits64(uint64(n)) }
 
 // Batch is an encoded batch of one agency, ready to send.
 type Batch struct {
