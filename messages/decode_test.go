@@ -304,3 +304,29 @@ func TestRowErrorAndCSVReason(t *testing.T) {
 		t.Errorf("CSVReason(non-CSV error) = %v, want it unchanged", got)
 	}
 }
+
+// DecodeBatch: Quiniela-Lines names one line per row (blank lines are no
+// rows), and the batch's sum covers the lines as well as the payload.
+func TestDecodeBatchLines(t *testing.T) {
+	payload := []byte(goodRow + "\n" + goodRow)
+	h := func(lines string) nats.Header {
+		return hdr(messages.HeaderAgency, "3", messages.HeaderBatch, "2", messages.HeaderLines, lines)
+	}
+	req, err := messages.DecodeBatch(nil, messages.BatchSubject(3), h("7,9"), payload)
+	if err != nil || req.Rows != 2 || req.Lines.String() != "7,9" || req.Sum != messages.BatchSum("7,9", payload) {
+		t.Fatalf("DecodeBatch = %+v, %v; want 2 rows at lines 7,9", req, err)
+	}
+	other, err := messages.DecodeBatch(nil, messages.BatchSubject(3), h("7-8"), payload)
+	if err != nil || other.Sum == req.Sum {
+		t.Errorf("the same rows at other lines: sum %#x, %v; want another sum than %#x", other.Sum, err, req.Sum)
+	}
+	for _, lines := range []string{"7", "7-9", "1,3,5"} {
+		req, err := messages.DecodeBatch(nil, messages.BatchSubject(3), h(lines), payload)
+		if e := wantCode(t, "lines "+lines, err, messages.CodeMalformed); !strings.Contains(e.Description, "has 2 rows, but header Quiniela-Lines names") {
+			t.Errorf("lines %s for 2 rows: %q", lines, e.Description)
+		}
+		if len(req.Stored) != 0 || req.Agency != 3 || req.Seq != 2 {
+			t.Errorf("lines %s for 2 rows: %+v, want the batch named and no rows", lines, req)
+		}
+	}
+}

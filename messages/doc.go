@@ -155,7 +155,8 @@
 // and cut to 40 bytes ([Clip]). Quiniela-Next-Batch ([HeaderNextBatch])
 // comes only with 409: the batch the central expects next. Quiniela-Lines
 // comes only with 410: the lines of the batch that the central does not
-// have and can no longer store. Quiniela-Agency
+// have and can no longer store (as many leading ranges as fit in
+// [MaxReplyLinesBytes], 1024 bytes; the description counts them all). Quiniela-Agency
 // and Quiniela-Batch name the request the reply answers ([Error.Agency],
 // [Error.Batch], which [ReplyError] fills), as a success reply's body does:
 //

@@ -61,6 +61,10 @@ func (c Code) Retryable() bool {
 	return false
 }
 
+// MaxReplyLinesBytes bounds Quiniela-Lines on an error reply, so that the
+// reply fits a broker whose max_payload is 8 kB whatever the batch's gaps.
+const MaxReplyLinesBytes = 1024
+
 // HeaderNextBatch, on an out-of-order reply, is the batch the central expects next.
 const HeaderNextBatch = "Quiniela-Next-Batch"
 
@@ -70,7 +74,8 @@ type Error struct {
 	Description string
 	NextBatch   uint64 // with CodeOutOfOrder: the batch the central expects
 	// Lines, with CodeClosed, are the lines of the batch the central
-	// has not stored and cannot store any more (header Quiniela-Lines).
+	// has not stored and cannot store any more (header Quiniela-Lines): as
+	// many leading ranges as fit in MaxReplyLinesBytes.
 	Lines LineSet
 	// Agency and Batch name the request the reply answers (headers
 	// Quiniela-Agency, Quiniela-Batch), when the central could read them,

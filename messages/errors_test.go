@@ -224,3 +224,22 @@ func TestCodeOf(t *testing.T) {
 		}
 	}
 }
+
+func TestLineSetCut(t *testing.T) {
+	ls := messages.LineSet{{First: 1, Last: 20}, {First: 22, Last: 22}, {First: 30, Last: 400}}
+	for _, tc := range []struct {
+		max  int
+		want string
+	}{
+		{100, "1-20,22,30-400"},
+		{14, "1-20,22,30-400"},
+		{13, "1-20,22"},
+		{7, "1-20,22"},
+		{6, "1-20"},
+		{3, ""},
+	} {
+		if got := ls.Cut(tc.max).String(); got != tc.want {
+			t.Errorf("Cut(%d) = %q, want %q", tc.max, got, tc.want)
+		}
+	}
+}

@@ -49,6 +49,20 @@ func (ls LineSet) Count() uint64 {
 	return n
 }
 
+// Cut is the leading ranges of ls whose String takes at most maxBytes.
+func (ls LineSet) Cut(maxBytes int) LineSet {
+	n := 0
+	for i, r := range ls {
+		if i > 0 {
+			n++ // the comma
+		}
+		if n += rangeLen(r); n > maxBytes {
+			return ls[:i]
+		}
+	}
+	return ls
+}
+
 // Add appends line, which must follow every line of ls.
 func (ls LineSet) Add(line uint64) LineSet {
 	if n := len(ls); n > 0 && ls[n-1].Last+1 == line {

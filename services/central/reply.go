@@ -46,7 +46,7 @@ func replyFor(err error) *messages.Error {
 	case errors.As(err, &order):
 		e.Code, e.NextBatch = messages.CodeOutOfOrder, order.Next
 	case errors.As(err, &closed):
-		e.Code, e.Lines = messages.CodeClosed, closed.Lines
+		e.Code, e.Lines = messages.CodeClosed, closed.Lines.Cut(messages.MaxReplyLinesBytes)
 	case errors.Is(err, messages.ErrBetTooLarge):
 		e.Code = messages.CodeTooLarge
 	default:
