@@ -42,8 +42,19 @@ type Config struct {
 	RetryFor       time.Duration `env:"AGENCY_RETRY_FOR, overwrite, default=2m"`        // give up on a request unanswered this long
 	WinnersWait    time.Duration `env:"AGENCY_WINNERS_WAIT, overwrite, default=30m"`    // how long to wait for the draw
 	ConnectWait    time.Duration `env:"AGENCY_CONNECT_TIMEOUT, overwrite, default=60s"` // how long to wait for NATS at start
+	InvalidRows    string        `env:"AGENCY_INVALID_ROWS, overwrite, default=done"`   // done or wait: see InvalidRowsWait
 	Auth           natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS
 }
+
+// What an agency does after it skipped invalid rows (AGENCY_INVALID_ROWS).
+const (
+	// InvalidRowsDone: say done all the same; the draw runs when every
+	// agency is done, with the fixed rows if a run brings them before.
+	InvalidRowsDone = "done"
+	// InvalidRowsWait: do not say done, so that the draw waits for a run
+	// with the rows fixed (or one with AGENCY_INVALID_ROWS=done).
+	InvalidRowsWait = "wait"
+)
 
 // fileConfig is config.yaml. Unknown keys are errors, so a typo is caught.
 type fileConfig struct {
@@ -93,6 +104,8 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 		return cfg, fmt.Errorf("batch maxAmount %d: want at least 1", cfg.MaxAmount)
 	case cfg.InFlight < 1 || cfg.InFlight > 64:
 		return cfg, fmt.Errorf("batch inFlight %d: want 1 to 64", cfg.InFlight)
+	case cfg.InvalidRows != InvalidRowsDone && cfg.InvalidRows != InvalidRowsWait:
+		return cfg, fmt.Errorf("AGENCY_INVALID_ROWS=%q: want %s (say done all the same) or %s (leave the draw waiting for a run with them fixed)", cfg.InvalidRows, InvalidRowsDone, InvalidRowsWait)
 	case cfg.RequestTimeout <= 0 || cfg.RetryFor <= 0 || cfg.WinnersWait <= 0 || cfg.ConnectWait <= 0:
 		return cfg, errors.New("AGENCY_REQUEST_TIMEOUT, AGENCY_RETRY_FOR, AGENCY_WINNERS_WAIT and AGENCY_CONNECT_TIMEOUT must be positive")
 	}

@@ -40,8 +40,12 @@ func TestLoadConfig(t *testing.T) {
 			}, ""},
 		{"defaults without a file", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": ""},
 			func(c agency.Config) bool {
-				return c.MaxAmount == agency.DefaultMaxAmount && c.InFlight == 8 && c.LogLevel == "INFO" && c.NATSURL == "nats://127.0.0.1:4222"
+				return c.MaxAmount == agency.DefaultMaxAmount && c.InFlight == 8 && c.LogLevel == "INFO" && c.NATSURL == "nats://127.0.0.1:4222" &&
+					c.InvalidRows == agency.InvalidRowsDone
 			}, ""},
+		{"invalid rows: wait", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": yaml, "AGENCY_INVALID_ROWS": "wait"},
+			func(c agency.Config) bool { return c.InvalidRows == agency.InvalidRowsWait }, ""},
+		{"invalid rows: unknown", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": yaml, "AGENCY_INVALID_ROWS": "skip"}, nil, `AGENCY_INVALID_ROWS="skip": want done`},
 		{"missing AGENCY_ID", map[string]string{"AGENCY_CONFIG": yaml}, nil, "AGENCY_ID"},
 		{"AGENCY_ID not a number", map[string]string{"AGENCY_ID": "abc", "AGENCY_CONFIG": yaml}, nil, "AGENCY_ID"},
 		{"AGENCY_ID zero", map[string]string{"AGENCY_ID": "0", "AGENCY_CONFIG": yaml}, nil, "AGENCY_ID=0"},

@@ -30,14 +30,19 @@ const (
 // agency but rows of its file are not in it: invalid rows it skipped (each
 // was logged), and rows the central refused because the lottery had closed.
 type SkippedRowsError struct {
-	Rows   int              // invalid rows skipped
-	Lines  messages.LineSet // their lines
-	Closed messages.LineSet // lines refused: the draw had run
+	Rows    int              // invalid rows skipped
+	Lines   messages.LineSet // their lines
+	Closed  messages.LineSet // lines refused: the draw had run
+	Waiting bool             // not done (AGENCY_INVALID_ROWS=wait): the draw waits
 }
 
 func (e *SkippedRowsError) Error() string {
 	var parts []string
-	if e.Rows > 0 {
+	switch {
+	case e.Waiting:
+		parts = append(parts, fmt.Sprintf("%d invalid rows skipped, at lines %s (logged above with file:line); this agency did not say it is done, so the draw waits for it: fix them and run it again (the rows stored are not stored twice), or run it with AGENCY_INVALID_ROWS=done to finish without them",
+			e.Rows, shortLines(e.Lines)))
+	case e.Rows > 0:
 		parts = append(parts, fmt.Sprintf("%d invalid rows skipped, at lines %s (logged above with file:line): this run did not send them, and the draw has run",
 			e.Rows, shortLines(e.Lines)))
 	}
@@ -142,11 +147,16 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 		sum.FirstAck = sum.firstAck.Sub(start)
 	}
 	sum.LastAck = time.Since(start)
+	if sum.Skipped > 0 && cfg.InvalidRows == InvalidRowsWait {
+		log.Warn("filas_invalidas", "agency", cfg.ID, "skipped", sum.Skipped, "lines", shortLines(sum.Lines),
+			"detail", "these rows were not sent, and this agency does not say it is done (AGENCY_INVALID_ROWS=wait): the draw waits; fix them and run this agency again with the same file: the fixed rows are added, the rows already stored are not stored twice")
+		return &SkippedRowsError{Rows: sum.Skipped, Lines: sum.Lines, Waiting: true}
+	}
 	if sum.Skipped > 0 {
 		// Said now, while the agency waits for the draw: until every
 		// agency is done, a run with the rows fixed adds them.
 		log.Warn("filas_invalidas", "agency", cfg.ID, "skipped", sum.Skipped, "lines", shortLines(sum.Lines),
-			"detail", "these rows were not sent; until the draw runs (when every agency is done), fix them and run this agency again with the same file: the fixed rows are added, the rows already stored are not stored twice, a changed row at a stored line is refused; after the draw no row can enter")
+			"detail", "these rows were not sent; until the draw runs (when every agency is done), fix them and run this agency again with the same file: the fixed rows are added, the rows already stored are not stored twice, a changed row at a stored line is refused; after the draw no row can enter (AGENCY_INVALID_ROWS=wait makes the draw wait for the fix)")
 	}
 	if err := sendDone(ctx, nc, cfg, uint64(sum.Batches), log); err != nil {
 		return err

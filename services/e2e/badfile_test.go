@@ -207,3 +207,35 @@ func TestChangedStoredLineIsRefused(t *testing.T) {
 	c.stop(t)
 	compareRows(t, inputRows(t, []string{writeAgencyFile(t, t.TempDir(), 1, rows)}), storedRows(t, c.betsFile))
 }
+
+// AGENCY_INVALID_ROWS=wait: an agency that skipped rows does not say done,
+// so the draw waits until a run brings them fixed; then it runs with them.
+func TestInvalidRowsWaitHoldsTheDraw(t *testing.T) {
+	ns := natstest.StartServer(t)
+	dir := t.TempDir()
+	c := startCentral(t, ns.ClientURL(), dir, map[string]string{"CENTRAL_AGENCIES": "1", "CENTRAL_WINNERS_HOLD": "20ms"})
+	bad, fixed, rows := fixedRowFiles(t, dir)
+	env := map[string]string{"AGENCY_INVALID_ROWS": "wait"}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	r1 := runAgency(ctx, ns.ClientURL(), 1, bad, env)
+	var skipped *agency.SkippedRowsError
+	if !errors.As(r1.err, &skipped) || !skipped.Waiting || skipped.Lines.String() != "12" || !strings.Contains(r1.err.Error(), "the draw waits for it") {
+		t.Fatalf("first run: %v, want line 12 skipped and the draw waiting; log:\n%s", r1.err, r1.log)
+	}
+	if n := len(r1.log.Lines("notificar_fin")); n != 0 {
+		t.Errorf("the first run said done (%d notificar_fin lines)", n)
+	}
+	// The only agency is not done: no draw.
+	if _, err := askWinners(t, natstest.Connect(t, ns), 1); messages.CodeOf(err) != messages.CodeDrawPending {
+		t.Fatalf("winners after the first run: %v, want draw pending", err)
+	}
+	r2 := runAgency(ctx, ns.ClientURL(), 1, fixed, env)
+	checkNoError(t, []agencyResult{r2})
+	c.stop(t)
+	compareRows(t, inputRows(t, []string{writeAgencyFile(t, t.TempDir(), 1, rows)}), storedRows(t, c.betsFile))
+	if got := r2.log.Lines("consulta_ganadores"); len(got) != 1 || got[0].Fields["cant_ganadores"] != strconv.Itoa(len(winningDocs(t, writeAgencyFile(t, t.TempDir(), 1, rows)))) {
+		t.Errorf("winners of the fixed run %+v, want the fixed row's among them", got)
+	}
+}
