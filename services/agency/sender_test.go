@@ -27,7 +27,7 @@ type fakeCentral struct {
 	next     uint64
 	stored   [][]byte
 	arrivals map[uint64]int
-	script   map[uint64]string // seq → "lose request", "lose reply", "unavailable"
+	script   map[uint64]string // seq → "lose request", "lose reply", "unavailable", "closed"
 	window   int               // granted in every reply, 0: none
 }
 
@@ -43,6 +43,11 @@ func (f *fakeCentral) handle(nc *nats.Conn) nats.MsgHandler {
 		}
 		fail := func(code messages.Code, next uint64) {
 			h := nats.Header{}
+			if code == messages.CodeClosed { // its last line is not stored, and cannot be
+				lines, _ := messages.ParseLineSet(m.Header.Get(messages.HeaderLines))
+				last := lines[len(lines)-1].Last
+				h.Set(messages.HeaderLines, messages.LineSet{{First: last, Last: last}}.String())
+			}
 			h.Set(micro.ErrorCodeHeader, strconv.Itoa(int(code)))
 			h.Set(micro.ErrorHeader, code.String())
 			h.Set(messages.HeaderAgency, "1")
@@ -57,6 +62,10 @@ func (f *fakeCentral) handle(nc *nats.Conn) nats.MsgHandler {
 			return
 		case action == "unavailable":
 			fail(messages.CodeUnavailable, 0)
+			return
+		case action == "closed" && seq == f.next:
+			f.next++
+			fail(messages.CodeClosed, 0)
 			return
 		case seq > f.next:
 			fail(messages.CodeOutOfOrder, f.next)
@@ -211,5 +220,50 @@ func TestSenderTakesTheGrantedWindow(t *testing.T) {
 		}
 		sender.Close()
 		sub.Unsubscribe()
+	}
+}
+
+// A batch refused because the lottery closed (410) does not stop the
+// sender: it keeps the lines the central named, counts the other bets of
+// the batch as stored, and goes on with the next batches.
+func TestSenderGoesOnAfterClosedBatch(t *testing.T) {
+	ns := natstest.StartServer(t)
+	nc := natstest.Connect(t, ns)
+	fake := &fakeCentral{next: 1, arrivals: map[uint64]int{}, script: map[uint64]string{2: "closed", 4: "closed"}}
+	sub, err := nc.Subscribe(messages.BatchSubject(1), fake.handle(nc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	log, _ := logline.New(io.Discard, "INFO")
+	sender, err := agency.NewSender(natstest.Connect(t, ns), 1, 4, 5*time.Second, 30*time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	enc := messages.NewBatchEncoder(1, 3)
+	for i := range 15 { // 5 batches of 3, lines 1 to 15
+		b := messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: strconv.Itoa(i + 1), Number: i}
+		if ok, err := enc.Add(b); err != nil || !ok {
+			if err := sender.Send(ctx, enc.Flush()); err != nil {
+				t.Fatal(err)
+			}
+			enc.Add(b)
+		}
+	}
+	if err := sender.Send(ctx, enc.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sender.Flush(ctx); err != nil {
+		t.Fatalf("Flush after two batches refused as closed: %v", err)
+	}
+	var closed []string
+	for _, r := range sender.Closed {
+		closed = append(closed, messages.LineSet{r}.String())
+	}
+	if got := strings.Join(closed, ","); got != "6,12" || sender.Batches != 5 || sender.Bets != 13 {
+		t.Errorf("sender: closed lines %s, %d batches, %d bets; want lines 6,12, 5 batches, 13 bets", got, sender.Batches, sender.Bets)
 	}
 }
