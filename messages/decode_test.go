@@ -64,6 +64,7 @@ func TestDecodeBatchHeader(t *testing.T) {
 		{"range from 0", "bets.agency.1", hdr(A, "1", B, "1", L, "0-4"), messages.CodeMalformed, 0, ""},
 		{"lines with spaces", "bets.agency.1", hdr(A, "1", B, "1", L, "1, 3"), messages.CodeMalformed, 0, ""},
 		{"lines trailing comma", "bets.agency.1", hdr(A, "1", B, "1", L, "1,"), messages.CodeMalformed, 0, ""},
+		{"lines after the last uint64", "bets.agency.1", hdr(A, "1", B, "1", L, "18446744073709551614-18446744073709551615,5"), messages.CodeMalformed, 0, ""},
 		{"lines beyond uint64", "bets.agency.1", hdr(A, "1", B, "1", L, "18446744073709551616"), messages.CodeMalformed, 0, ""},
 		{"agency header differs", "bets.agency.1", hdr(A, "2", B, "1"), messages.CodeWrongAgency, 0, ""},
 		{"agency header 01", "bets.agency.1", hdr(A, "01", B, "1"), messages.CodeWrongAgency, 0, ""},

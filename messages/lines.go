@@ -107,7 +107,7 @@ func ParseLineSet(s string) (LineSet, error) {
 		if err != nil || a == 0 || first != strconv.FormatUint(a, 10) || (isRange && last != strconv.FormatUint(b, 10)) {
 			return nil, fmt.Errorf("%s: want a line number (1 or more) or a range such as 2-41", Clip(part))
 		}
-		if n := len(ls); n > 0 && a <= ls[n-1].Last+1 {
+		if n := len(ls); n > 0 && (a <= ls[n-1].Last || a == ls[n-1].Last+1) {
 			return nil, fmt.Errorf("%s after %d: want increasing lines, ranges not touching", Clip(part), ls[n-1].Last)
 		}
 		ls = append(ls, LineRange{a, b})

@@ -284,20 +284,22 @@ func (l *Lottery) loadRowSums(a *agencyState, agency int) error {
 // storedLines returns the lines of the agency's stored rows one at a
 // time, in the order stored.
 func (p *Progress) storedLines() func() (uint64, bool) {
-	i, next := 0, uint64(0)
+	i, next := 0, uint64(0) // next 0: the start of range i (lines are 1 or more)
 	return func() (uint64, bool) {
-		for i < len(p.Stored) {
-			r := p.Stored[i]
-			if next < r.First {
-				next = r.First
-			}
-			if next <= r.Last {
-				next++
-				return next - 1, true
-			}
-			i, next = i+1, 0
+		if i == len(p.Stored) {
+			return 0, false
 		}
-		return 0, false
+		r := p.Stored[i]
+		if next == 0 {
+			next = r.First
+		}
+		line := next
+		if line == r.Last {
+			i, next = i+1, 0
+		} else {
+			next++
+		}
+		return line, true
 	}
 }
 
