@@ -234,13 +234,10 @@ func TestSenderGoesOnAfterClosedBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	t.Cleanup(func() { sub.Unsubscribe() })
 	log, _ := logline.New(io.Discard, "INFO")
-	sender, err := agency.NewSender(natstest.Connect(t, ns), 1, 4, 5*time.Second, 30*time.Second, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sender.Close()
+	sender, _ := agency.NewSender(natstest.Connect(t, ns), 1, 4, 5*time.Second, 30*time.Second, log)
+	t.Cleanup(func() { sender.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	enc := messages.NewBatchEncoder(1, 3)
