@@ -3,6 +3,8 @@ package central_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -187,6 +189,89 @@ func TestJetStreamLedgerStoresEachLineOnceAcrossRestarts(t *testing.T) {
 				t.Error(err)
 			}
 			c.ledger.Close()
+		}}
+	})
+}
+
+// A done agency's row that races the last done: acknowledged means in the
+// draw, refused means not stored; never acknowledged and left out.
+func closingRace(t *testing.T, open func(i int) openedStore) {
+	log, _ := logline.New(&natstest.Log{}, "INFO")
+	in, out := 0, 0
+	defer func() { t.Logf("the late row made the draw %d times, was refused %d times", in, out) }()
+	for i := range 20 {
+		s := open(i)
+		l, err := central.NewLottery(context.Background(), 2, s.store, s.rec, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantAdded(t, "batch 1", 1)(storeBatch(t, l, 1, 1, 1, rowsAt(1, 1)))
+		markDone(t, l, 1, 1)
+		// The stored rows are read back once, before the race.
+		wantAdded(t, "batch 1 again, as another batch", 0)(storeBatch(t, l, 1, 1, 3, rowsAt(1, 1)))
+		late := bet(1, 2, "Tarde")
+		late.Number = central.WinningNumber
+		type result struct {
+			added int
+			err   error
+		}
+		raced := make(chan result, 1)
+		go func() {
+			added, err := storeBatch(t, l, 1, 1, 2, central.RowsFrom(1, []messages.Bet{lineBet(1, false), late}))
+			raced <- result{added, err}
+		}()
+		// Not a wait for anything: varied, so that either may come first.
+		time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+		markDone(t, l, 2, 0)
+		r := <-raced
+		winners, err := l.WinnersFor(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var closed *central.ClosedError
+		switch {
+		case r.err == nil && r.added == 1:
+			in++
+			if !slices.Contains(winners, late.Document) {
+				t.Fatalf("run %d: the late row was acknowledged but the draw left it out: winners %v", i, winners)
+			}
+		case errors.As(r.err, &closed) && closed.Lines.String() == "2":
+			out++
+			if slices.Contains(winners, late.Document) {
+				t.Fatalf("run %d: the late row was refused but the draw has it", i)
+			}
+		default:
+			t.Fatalf("run %d: the late row: added %d, %v", i, r.added, r.err)
+		}
+		s.close()
+	}
+}
+
+func TestLedgerClosingRace(t *testing.T) {
+	dir := t.TempDir()
+	closingRace(t, func(i int) openedStore {
+		l, rec, err := central.OpenLedger(filepath.Join(dir, fmt.Sprintf("bets-%d.csv", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return openedStore{store: l, rec: rec, close: func() { l.Close() }}
+	})
+}
+
+func TestJetStreamLedgerClosingRace(t *testing.T) {
+	closingRace(t, func(i int) openedStore {
+		ns := natstest.StartJetStreamServer(t) // a fresh stream each run
+		c := openJSCentral(t, []*server.Server{ns}, "a", 1)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		store, rec, err := c.ledger.Activate(ctx, always)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return openedStore{store: store, rec: rec, close: func() {
+			store.Close(10 * time.Second)
+			c.ledger.Close()
+			ns.Shutdown()
 		}}
 	})
 }
