@@ -107,8 +107,8 @@ type agencyState struct {
 	Progress
 	// rowSums is messages.RowSum of the row stored for each line, read
 	// from the store when a batch first names a stored line (an agency run
-	// again), then kept up to date; nil until then, so that a lottery
-	// costs memory per batch, not per bet.
+	// again), then kept up to date until the agency's next done; nil
+	// otherwise, so that a lottery costs memory per batch, not per bet.
 	rowSums map[uint64]uint64
 }
 
@@ -356,6 +356,7 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 		return &OutOfOrderError{Agency: agency, Got: batches, Next: a.LastBatch + 1, Done: true}
 	}
 	ack := messages.DoneReply{Agency: agency, Batches: batches, Bets: a.Bets}
+	a.rowSums = nil // the run that needed them is over; another reads them again
 	if a.Done {
 		return l.store.Sync(func(err error) { reply(ack, err) })
 	}
