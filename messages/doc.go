@@ -219,7 +219,8 @@
 // length (nats.go's request inboxes have 38 bytes; a custom inbox prefix must
 // keep the reply subject within 128). [WireSize] computes the count and
 // [MaxPayloadBytes] the largest payload that keeps within it: for agency 1's
-// first batch the headers take 51 bytes and the payload may have 7982.
+// first batch, of lines 1-170, the headers take 74 bytes and the payload
+// may have 7959.
 //
 // [BatchEncoder] closes a batch when it holds maxAmount bets or when the
 // next row would break the rule, whichever comes first. Any bet that passes

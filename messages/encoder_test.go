@@ -572,11 +572,12 @@ func TestLargestValidBetFits(t *testing.T) {
 		t.Fatalf("DecodeBets = %+v, %v", got, err)
 	}
 	h := batchHeader(1, 1)
-	if n := len(wireBytes(&nats.Msg{Subject: "x", Header: h}, "")) - len("HPUB x  51 51\r\n\r\n"); n != 51 {
-		t.Errorf("agency 1's first batch headers take %d bytes; doc.go says 51", n)
+	h.Set(messages.HeaderLines, "1-170")
+	if n := len(wireBytes(&nats.Msg{Subject: "x", Header: h}, "")) - len("HPUB x  74 74\r\n\r\n"); n != 74 {
+		t.Errorf("agency 1's first batch headers take %d bytes; doc.go says 74", n)
 	}
-	if p := messages.MaxPayloadBytes(messages.BatchSubject(1), h); p != 7982 {
-		t.Errorf("agency 1's first batch may carry %d payload bytes; doc.go says 7982", p)
+	if p := messages.MaxPayloadBytes(messages.BatchSubject(1), h); p != 7959 {
+		t.Errorf("agency 1's first batch may carry %d payload bytes; doc.go says 7959", p)
 	}
 }
 
