@@ -201,7 +201,7 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 		// The rows of those lines cannot enter the lottery; the others of
 		// the batch are stored. Say so at the end, and go on: the central
 		// answers each batch by its rows now, whatever its number.
-		s.log.Warn("enviar_apuestas", "result", logline.Fail, "agency", p.batch.Agency, "batch", seq, "lines", werr.Lines.String(), "error", err)
+		s.log.Warn("enviar_apuestas", "agency", p.batch.Agency, "batch", seq, "lines", werr.Lines.String(), "error", err)
 		s.Closed = append(s.Closed, werr.Lines...)
 		p.batch.Bets -= int(min(werr.Lines.Count(), uint64(p.batch.Bets))) // ack counts those stored
 		s.ack(i)
