@@ -48,12 +48,13 @@ test:
 	$(GO) test -race -count=1 -timeout 9m ./...
 	$(MAKE) test-stress
 
-## test-stress: the wire and service-layer tests STRESS (30) times over, with
+## test-stress: the wire and service-layer tests, and the closing of the lottery
+# against a done agency's late rows, STRESS (30) times over, with
 # the race detector: a race that shows once in 30 runs is a race
 STRESS ?= 30
 test-stress:
 	$(GO) test -race -count=$(STRESS) -timeout 5m \
-		-run 'TestWire|TestStats|TestHeld|TestReplies|TestStatus|TestAgenciesAreServedInParallel' \
+		-run 'TestWire|TestStats|TestHeld|TestReplies|TestStatus|TestAgenciesAreServedInParallel|TestLedgerClosingRace|TestFixedRowEntersBeforeTheDraw' \
 		./services/e2e ./services/central
 
 ## bench: real processes (nats-server, central, agencies), median of RUNS runs of each SCENARIO
