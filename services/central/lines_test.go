@@ -172,24 +172,31 @@ func TestLedgerStoresEachLineOnceAcrossRestarts(t *testing.T) {
 	})
 }
 
+// openJSStore is a central named name on ns's JetStream, in an empty
+// folder (its copy rebuilt from the stream), active.
+func openJSStore(t *testing.T, ns *server.Server, name string) openedStore {
+	t.Helper()
+	c := openJSCentral(t, []*server.Server{ns}, name, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store, rec, err := c.ledger.Activate(ctx, always)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openedStore{store: store, rec: rec, close: func() {
+		if err := store.Close(10 * time.Second); err != nil {
+			t.Error(err)
+		}
+		c.ledger.Close()
+	}}
+}
+
 func TestJetStreamLedgerStoresEachLineOnceAcrossRestarts(t *testing.T) {
 	ns := natstest.StartJetStreamServer(t)
 	n := 0
 	supplementsAcrossRestarts(t, func() openedStore {
-		n++ // each restart is a central on an empty folder: its copy is rebuilt from the stream
-		c := openJSCentral(t, []*server.Server{ns}, string(rune('a'+n)), 1)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		store, rec, err := c.ledger.Activate(ctx, always)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return openedStore{store: store, rec: rec, close: func() {
-			if err := store.Close(10 * time.Second); err != nil {
-				t.Error(err)
-			}
-			c.ledger.Close()
-		}}
+		n++ // each restart is another central, on an empty folder
+		return openJSStore(t, ns, string(rune('a'+n)))
 	})
 }
 
@@ -259,19 +266,9 @@ func TestLedgerClosingRace(t *testing.T) {
 }
 
 func TestJetStreamLedgerClosingRace(t *testing.T) {
-	closingRace(t, func(i int) openedStore {
+	closingRace(t, func(int) openedStore {
 		ns := natstest.StartJetStreamServer(t) // a fresh stream each run
-		c := openJSCentral(t, []*server.Server{ns}, "a", 1)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		store, rec, err := c.ledger.Activate(ctx, always)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return openedStore{store: store, rec: rec, close: func() {
-			store.Close(10 * time.Second)
-			c.ledger.Close()
-			ns.Shutdown()
-		}}
+		s := openJSStore(t, ns, "a")
+		return openedStore{store: s.store, rec: s.rec, close: func() { s.close(); ns.Shutdown() }}
 	})
 }
