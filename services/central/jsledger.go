@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -140,19 +141,17 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 	if err != nil {
 		return nil, err
 	}
-	// bets.csv is rebuilt from the stream: never truncate a file ledger's.
-	if _, err := os.Stat(JournalPath(cfg.BetsFile)); err == nil {
-		return nil, fmt.Errorf("%s belongs to a file ledger (%s exists), which the JetStream ledger would overwrite: set CENTRAL_BETS_FILE to another file, or remove both to start over",
-			cfg.BetsFile, JournalPath(cfg.BetsFile))
+	if err := checkStoreFolder(cfg.BetsFile); err != nil {
+		return nil, err
 	}
 	lock, err := lockStore(cfg.BetsFile)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(cfg.BetsFile, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := openCopy(cfg.BetsFile, cfg.Stream)
 	if err != nil {
 		lock.release()
-		return nil, fmt.Errorf("opening bets file for the copy of the stream: %w", err)
+		return nil, err
 	}
 	l := &JetStreamLedger{cfg: cfg, js: js, stream: stream, log: log, file: f, lock: lock,
 		agencies: map[int]*appliedAgency{}, changed: make(chan struct{}), stopped: make(chan struct{})}
@@ -177,6 +176,39 @@ func (l *JetStreamLedger) Activate(ctx context.Context, held func() bool) (*JetS
 		s.chains[n] = &chain{agency: n, lastSeq: seq}
 	}
 	return s, rec, nil
+}
+
+// CopyMarkerPath is the file beside a JetStream central's bets file that
+// says it is a copy of a stream, which the central may rebuild at will.
+func CopyMarkerPath(path string) string { return path + ".jetstream" }
+
+// openCopy opens bets.csv for the copy of stream, emptied: it is rebuilt
+// from the stream. It refuses a bets file that is not a copy (no
+// CopyMarkerPath beside it), a file ledger's above all, whose only copy of
+// its bets it is.
+func openCopy(path, stream string) (*os.File, error) {
+	if _, err := os.Stat(JournalPath(path)); err == nil {
+		return nil, fmt.Errorf("%s belongs to a file ledger (%s exists), which the JetStream ledger would overwrite; %w, and it was left untouched. "+
+			"Run that lottery with CENTRAL_LEDGER=file, or start this one in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
+			path, JournalPath(path), ErrForeignStore)
+	}
+	info, err := os.Stat(path)
+	if err == nil && info.Size() > 0 {
+		if _, err := os.Stat(CopyMarkerPath(path)); err != nil {
+			return nil, fmt.Errorf("%s holds %d bytes but is not a JetStream central's copy (no %s), and the JetStream ledger would overwrite it; %w, and it was left untouched. "+
+				"Move it away, or start this lottery in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
+				path, info.Size(), CopyMarkerPath(path), ErrForeignStore)
+		}
+	}
+	note := fmt.Sprintf("%s is a copy of JetStream stream %s, rebuilt from it whenever a central starts\n", filepath.Base(path), stream)
+	if err := os.WriteFile(CopyMarkerPath(path), []byte(note), 0o644); err != nil {
+		return nil, fmt.Errorf("marking %s as a copy of the stream: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening bets file for the copy of the stream: %w", err)
+	}
+	return f, nil
 }
 
 // Path is the local copy, bets.csv.

@@ -82,6 +82,9 @@ func JournalPath(path string) string { return path + ".journal" }
 // OpenLedger opens (creating if needed) the store at path and recovers it.
 // It refuses a store that another central has open.
 func OpenLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
+	if err := checkStoreFolder(path); err != nil {
+		return nil, Recovered{}, err
+	}
 	lock, err := lockStore(path)
 	if err != nil {
 		return nil, Recovered{}, err
@@ -97,6 +100,9 @@ func OpenLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 
 func openLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 	rec := Recovered{Agencies: map[int]*Progress{}}
+	if err := checkOwnStore(path); err != nil {
+		return nil, rec, err
+	}
 	bf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, rec, fmt.Errorf("opening bets file: %w", err)

@@ -2,9 +2,13 @@ package central
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -12,7 +16,66 @@ import (
 )
 
 // Recovery of the store at open: the journal's valid prefix is the truth
-// (see Ledger); bets.csv is cut back to what it covers.
+// (see Ledger); bets.csv is cut back to what it covers — but only when
+// what it cuts is a tail a stopped central left: rows of batches it was
+// storing, the last one perhaps torn. A file the ledger cannot prove is its
+// own (no journal, or more beyond the journal than such a tail) is refused
+// untouched.
+
+// ErrForeignStore is returned for a bets file the ledger did not write, or
+// that holds more than its journal explains: it is left as it was.
+var ErrForeignStore = errors.New("not a store of this central's file ledger")
+
+// maxTornRow bounds the torn last row of a tail: a stored row is a few
+// hundred bytes at most (messages' field bounds).
+const maxTornRow = 1 << 10
+
+// checkStoreFolder says plainly that the bets file's folder is missing,
+// before anything beside the bets file is opened.
+func checkStoreFolder(path string) error {
+	dir := filepath.Dir(path)
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("bets file %s: its folder %s does not exist: create it, or set CENTRAL_BETS_FILE to a file in an existing folder", path, dir)
+	case err != nil:
+		return fmt.Errorf("bets file %s: %w", path, err)
+	case !info.IsDir():
+		return fmt.Errorf("bets file %s: %s is not a folder", path, dir)
+	}
+	return nil
+}
+
+// checkOwnStore refuses a non-empty bets file with no journal beside it:
+// the ledger creates the journal with the file, so such a file is someone
+// else's (a JetStream central's copy, another run's or tool's file), and
+// recovering it would cut it to nothing. Nothing is created or changed.
+func checkOwnStore(path string) error {
+	info, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening bets file: %w", err)
+	}
+	if info.Size() == 0 {
+		return nil
+	}
+	_, err = os.Stat(JournalPath(path))
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("opening journal: %w", err)
+	}
+	what := "a file this central's file ledger did not write (another run's, a tool's, or one kept by hand)"
+	if _, err := os.Stat(CopyMarkerPath(path)); err == nil {
+		what = "a JetStream central's copy of its stream (" + CopyMarkerPath(path) + "): that lottery lives in the stream, run it with CENTRAL_LEDGER=jetstream"
+	}
+	return fmt.Errorf("%s holds %d bytes and has no journal (%s): it is %s; %w, and it was left untouched. "+
+		"Move it away to start a new lottery here, or start the new lottery in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
+		path, info.Size(), JournalPath(path), what, ErrForeignStore)
+}
 
 // Progress is what the journal says of one agency.
 type Progress struct {
@@ -49,6 +112,13 @@ func (l *Ledger) recover(rec *Recovered) error {
 		return fmt.Errorf("%s has %d bytes but its journal records %d: the file was cut or replaced; restore it or remove both it and %s to start over",
 			l.path, info.Size(), end, JournalPath(l.path))
 	}
+	if info.Size() > end {
+		if err := checkTail(l.betsFile, end, info.Size()); err != nil {
+			return fmt.Errorf("%s has %d bytes, %d beyond the %d its journal %s records, and they are not a tail a stopped central left: %v; %w, and it was left untouched. "+
+				"Move both away to start a new lottery here, or start the new lottery in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
+				l.path, info.Size(), info.Size()-end, end, JournalPath(l.path), err, ErrForeignStore)
+		}
+	}
 	rec.DroppedBytes = info.Size() - end
 	if err := cutAndSync(l.betsFile, end); err != nil {
 		return fmt.Errorf("recovering bets file: %w", err)
@@ -58,6 +128,37 @@ func (l *Ledger) recover(rec *Recovered) error {
 	}
 	l.size = end
 	return nil
+}
+
+// checkTail accepts bets.csv's bytes [from, to) as a tail a stopped
+// central left: rows of the batches it was storing when it stopped, whole
+// but for the last, which may be torn (and, after a power cut, zeros the
+// file system gave the unwritten end). Anything else is not the ledger's
+// to cut.
+func checkTail(f *os.File, from, to int64) error {
+	r := bufio.NewReader(io.NewSectionReader(f, from, to-from))
+	var fields []string
+	for pos := from; ; {
+		row, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			return fmt.Errorf("byte %d starts a line longer than any bet row", pos)
+		}
+		if err == io.EOF {
+			torn := bytes.TrimRight(row, "\x00")
+			if len(torn) > maxTornRow || bytes.IndexByte(torn, 0) >= 0 {
+				return fmt.Errorf("byte %d starts %d bytes that are not a torn bet row", pos, len(row))
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		text := strings.TrimSuffix(string(row[:len(row)-1]), "\r")
+		if fields, _, err = parseStoredRow(fields[:0], text); err != nil {
+			return fmt.Errorf("the row at byte %d is not a bet row: %v", pos, err)
+		}
+		pos += int64(len(row))
+	}
 }
 
 // readJournal reads the journal's records into rec and returns the length

@@ -173,8 +173,14 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 		return err
 	}
 	defer ledger.Close() // on an early return; a no-op after the Close below
-	log.Info("abrir_apuestas", "file", cfg.BetsFile,
-		"agencies_with_bets", len(rec.Agencies), "dropped_bytes", rec.DroppedBytes)
+	opened := []any{"file", cfg.BetsFile, "agencies_with_bets", len(rec.Agencies), "dropped_bytes", rec.DroppedBytes}
+	if rec.DroppedBytes > 0 {
+		// Rows no journal record covers: batches never acknowledged, which
+		// their agencies resend. Said at WARN: bytes were cut.
+		log.Warn("abrir_apuestas", append(opened, "result", logline.Success, "dropped", "the tail a stopped central left: rows of batches it had not acknowledged")...)
+	} else {
+		log.Info("abrir_apuestas", opened...)
+	}
 
 	lottery, err := NewLottery(ctx, cfg.Agencies, ledger, rec, log)
 	if err != nil {

@@ -69,7 +69,7 @@ func TestRunFailsClearly(t *testing.T) {
 		"bad log level":  {map[string]string{"LOG_LEVEL": "LOUD", "CENTRAL_BETS_FILE": dir + "/a.csv"}, "LOG_LEVEL"},
 		"port in use":    {map[string]string{"NATS_LISTEN": busy, "CENTRAL_BETS_FILE": dir + "/b.csv"}, "NATS_LISTEN"},
 		"bad listen":     {map[string]string{"NATS_LISTEN": "nowhere", "CENTRAL_BETS_FILE": dir + "/c.csv"}, "host:port"},
-		"bets file dir":  {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/missing/dir/bets.csv"}, "opening bets file"},
+		"bets file dir":  {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/missing/dir/bets.csv"}, "missing/dir does not exist"},
 		"failpoint typo": {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/d.csv", "CENTRAL_FAILPOINT": "committed"}, "STAGE:ROUND"},
 		"no jetstream":   {map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": dir + "/e.csv", "CENTRAL_LEDGER": "jetstream"}, "has no JetStream"},
 	} {
