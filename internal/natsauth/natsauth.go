@@ -54,6 +54,11 @@ type Permissions struct {
 	Subscribe   []string
 }
 
+// CentralClaimSubject is where centrals claim a NATS server's lottery and
+// answer each other's claims, so that only one serves it (the central's
+// claim.go); only centrals publish or listen there.
+const CentralClaimSubject = "central.claim"
+
 // centralNeverPublishes are the subjects only agencies and the inspector
 // publish on. Publish allows none of them already; the deny list keeps it
 // so if an allow is ever widened.
@@ -73,9 +78,9 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// ledger stream (ledger.>) and the lease (a KV bucket) through the
 		// JetStream API, whose replies come to its own _INBOX.
 		return Permissions{
-			Publish:     append([]string{"_INBOX.>", AgencyInboxes}, centralJetStream...),
+			Publish:     append([]string{"_INBOX.>", AgencyInboxes, CentralClaimSubject}, centralJetStream...),
 			PublishDeny: centralNeverPublishes,
-			Subscribe:   []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>", "_INBOX.>"},
+			Subscribe:   []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>", "_INBOX.>", CentralClaimSubject},
 		}, nil
 	case InspectorUser:
 		// Read-only: `nats micro ls/info/stats` (requests on $SRV),

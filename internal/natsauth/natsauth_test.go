@@ -366,3 +366,28 @@ func BenchmarkUsers100000(b *testing.B) {
 		}
 	})
 }
+
+// Centrals claim the lottery on CentralClaimSubject (one serves a server's
+// lottery): a central may publish and listen there, no agency nor the
+// inspector may publish there to refuse one its start.
+func TestOnlyCentralsClaim(t *testing.T) {
+	l := start(t, 2)
+	other := connect(t, l.ns, natsauth.CentralUser, l.users.Passwords[natsauth.CentralUser], "")
+	sub, err := other.SubscribeSync(natsauth.CentralClaimSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Flush()
+	l.central.Publish(natsauth.CentralClaimSubject, []byte("claim"))
+	if _, err := sub.NextMsg(5 * time.Second); err != nil {
+		t.Errorf("a central did not hear another's claim: %v", err)
+	}
+	for _, c := range []*client{l.agencies[0], l.inspector} {
+		c.Publish(natsauth.CentralClaimSubject, []byte("forged"))
+		c.violation(t, natsauth.CentralClaimSubject)
+	}
+	l.drain(t)
+	if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+		t.Errorf("a forged claim reached a central: %q", m.Data)
+	}
+}

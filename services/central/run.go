@@ -39,6 +39,7 @@ type Config struct {
 	MaxWindow    int           `env:"CENTRAL_MAX_WINDOW, default=64"`       // most batches in flight granted to one agency
 	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
 	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
+	ClaimWait    time.Duration `env:"CENTRAL_CLAIM_WAIT, default=1s"`       // file ledger: how long to listen for another central before serving
 	TLSCert      string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
 	TLSKey       string        `env:"CENTRAL_TLS_KEY"`
 	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
@@ -89,8 +90,8 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	if cfg.Agencies < 1 || cfg.Agencies > MaxAgencies {
 		return cfg, fmt.Errorf("CENTRAL_AGENCIES=%d: want 1 to %d", cfg.Agencies, MaxAgencies)
 	}
-	if cfg.WinnersHold <= 0 || cfg.DrainTimeout <= 0 {
-		return cfg, fmt.Errorf("CENTRAL_WINNERS_HOLD and CENTRAL_DRAIN_TIMEOUT must be positive")
+	if cfg.WinnersHold <= 0 || cfg.DrainTimeout <= 0 || cfg.ClaimWait <= 0 {
+		return cfg, fmt.Errorf("CENTRAL_WINNERS_HOLD, CENTRAL_DRAIN_TIMEOUT and CENTRAL_CLAIM_WAIT must be positive")
 	}
 	if cfg.HeldWinners < 1 || cfg.QueueBytes < 1 {
 		return cfg, fmt.Errorf("CENTRAL_HELD_WINNERS and CENTRAL_QUEUE_BYTES must be positive")
@@ -195,6 +196,13 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 	}
 	defer nc.Close()
 
+	// One central serves a lottery on a server (claim.go): its endpoints
+	// only once no other answers.
+	claim, err := ClaimLottery(nc, newClaimant(LedgerFile, "", cfg.BetsFile), cfg.ClaimWait)
+	if err != nil {
+		return err
+	}
+	defer claim.Release()
 	svc, err := StartService(ctx, nc, lottery, ServiceConfig{
 		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners,
 		MaxWindow: cfg.MaxWindow,
@@ -205,8 +213,14 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 	log.Info("central_lista", "nats", nc.ConnectedUrlRedacted(),
 		"agencies", cfg.Agencies, "service", ServiceName)
 
-	<-ctx.Done()
-	log.Info("apagado", "result", logline.InProgress, "reason", context.Cause(ctx))
+	var lost error
+	select {
+	case <-ctx.Done():
+		log.Info("apagado", "result", logline.InProgress, "reason", context.Cause(ctx))
+	case <-claim.Lost():
+		lost = claim.LostTo()
+		log.Error("apagado", "error", lost)
+	}
 
 	svc.Stop()
 	log.Info("detener_servicio")
@@ -219,7 +233,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 	log.Info("cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 
-	return drain(nc, closed, cfg.DrainTimeout, log)
+	return errors.Join(drain(nc, closed, cfg.DrainTimeout, log), lost)
 }
 
 // drain drains the connection, bounded by timeout: the replies still queued

@@ -16,7 +16,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := central.Config{NATSListen: "127.0.0.1:4222", LogLevel: "INFO", Agencies: 5, BetsFile: "bets.csv",
-		WinnersHold: 2 * time.Second, QueueBytes: 8 << 20, HeldWinners: 10_000, MaxWindow: 64, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second,
+		WinnersHold: 2 * time.Second, QueueBytes: 8 << 20, HeldWinners: 10_000, MaxWindow: 64, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second, ClaimWait: time.Second,
 		Ledger: "file", Stream: "QUINIELA", Replicas: 1, LeaseTTL: 2 * time.Second}
 	if cfg != want {
 		t.Errorf("defaults %+v, want %+v", cfg, want)

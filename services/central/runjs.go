@@ -100,6 +100,14 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 		lease.Release(bg)
 		return err
 	}
+	// A file-ledger central that starts on this server meanwhile hears it.
+	claim, err := AnswerClaims(nc, newClaimant(LedgerJetStream, cfg.Stream, cfg.BetsFile))
+	if err != nil {
+		svc.Stop()
+		lease.Release(bg)
+		return err
+	}
+	defer claim.Release()
 	log.InfoContext(ctx, "central_lista", "nats", nc.ConnectedUrlRedacted(),
 		"agencies", cfg.Agencies, "service", ServiceName, "ledger", LedgerJetStream)
 

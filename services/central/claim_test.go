@@ -1,0 +1,89 @@
+package central_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/services/central"
+)
+
+// Two file-ledger centrals, each with its own bets file, started at once on
+// one NATS server: exactly one serves, the other exits saying which holds
+// the lottery, before it adds an endpoint. Then a third, started later, is
+// refused by the one serving.
+func TestOneCentralPerLottery(t *testing.T) {
+	ns := natstest.StartServer(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(name string) (*natstest.Log, chan error) {
+		log := &natstest.Log{}
+		errc := make(chan error, 1)
+		go func() {
+			errc <- central.Run(ctx, natstest.Env(map[string]string{
+				"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(dir, name+".csv"),
+			}), log)
+		}()
+		return log, errc
+	}
+	logs := make([]*natstest.Log, 2)
+	errcs := make([]chan error, 2)
+	for i, name := range []string{"a", "b"} {
+		logs[i], errcs[i] = start(name)
+	}
+	// The loser exits on its own; the winner serves until cancelled.
+	var loser, winner int
+	select {
+	case err := <-errcs[0]:
+		loser, winner = 0, 1
+		errcs[0] <- err
+	case err := <-errcs[1]:
+		loser, winner = 1, 0
+		errcs[1] <- err
+	case <-time.After(time.Minute):
+		t.Fatalf("neither central exited within a minute; logs:\n%s\n%s", logs[0], logs[1])
+	}
+	err := <-errcs[loser]
+	if !errors.Is(err, central.ErrLotteryHeld) || !strings.Contains(err.Error(), "pid") || !strings.Contains(err.Error(), "host") {
+		t.Errorf("the central that lost: %v, want ErrLotteryHeld naming the holder's host and pid", err)
+	}
+	if n := len(logs[loser].Lines("central_lista")); n != 0 {
+		t.Errorf("the central that lost logged central_lista %d times", n)
+	}
+	logs[winner].WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
+	select {
+	case err := <-errcs[winner]:
+		t.Fatalf("the central that won exited: %v", err)
+	default:
+	}
+	// One service instance answers micro's PING.
+	nc := natstest.Connect(t, ns)
+	sub, _ := nc.SubscribeSync(nc.NewRespInbox())
+	nc.PublishRequest("$SRV.PING."+central.ServiceName, sub.Subject, nil)
+	if _, err := sub.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no service answers PING: %v", err)
+	}
+	if extra, err := sub.NextMsg(1500 * time.Millisecond); err == nil {
+		t.Errorf("a second service instance answers PING: %s", extra.Data)
+	}
+
+	// Later: refused, naming the one that serves it.
+	_, errc := start("c")
+	if err := <-errc; !errors.Is(err, central.ErrLotteryHeld) || !strings.Contains(err.Error(), "serves it") || !strings.Contains(err.Error(), filepath.Join(dir, []string{"a", "b"}[winner]+".csv")) {
+		t.Errorf("a third central: %v, want ErrLotteryHeld saying the winner serves it", err)
+	}
+	cancel()
+	if err := <-errcs[winner]; err != nil {
+		t.Errorf("the winner's shutdown: %v", err)
+	}
+	// Nothing reached the loser's store.
+	if n := len(collect(t, filepath.Join(dir, []string{"a", "b"}[loser]+".csv"))); n != 0 {
+		t.Errorf("the central that lost stored %d bets", n)
+	}
+}
