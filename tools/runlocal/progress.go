@@ -11,15 +11,21 @@ import (
 	"github.com/quiniela/quiniela/messages"
 )
 
-// progressEvery is how often the run shows the central's progress.
-const progressEvery = time.Second
+// progressEvery is how often the run shows the central's progress, and
+// progressTimeout how long one status request may take: a slow answer
+// delays the next line, it is not an error.
+const (
+	progressEvery   = time.Second
+	progressTimeout = 5 * time.Second
+)
 
-// watchProgress asks the central's status endpoint every interval, over
+// watchProgress asks the central's status endpoint every interval (each
+// request waits up to timeout; the next waits for the tick after it), over
 // its own connection to url (with opts: the inspector's credentials), and
 // says each answer in one line, until stop is called; stop returns once
 // it has stopped. A status it cannot get is said once, not every time:
 // the run does not depend on it.
-func watchProgress(url string, opts []nats.Option, expected int, every time.Duration, say func(string, ...any)) (stop func()) {
+func watchProgress(url string, opts []nats.Option, expected int, every, timeout time.Duration, say func(string, ...any)) (stop func()) {
 	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("runlocal-progress")}, opts...)...)
 	if err != nil {
 		say("progress: not shown, connecting as the inspector: %v", err)
@@ -37,7 +43,7 @@ func watchProgress(url string, opts []nats.Option, expected int, every time.Dura
 				return
 			case <-t.C:
 			}
-			line, err := askProgress(nc, expected, every)
+			line, err := askProgress(nc, expected, timeout)
 			switch {
 			case err == nil:
 				say("%s", line)

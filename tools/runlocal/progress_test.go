@@ -63,7 +63,9 @@ func TestProgressLinesFromTheStatus(t *testing.T) {
 		{Bets: 100, Done: 3, Of: 3, Drawn: true},
 	})
 	say, ch := lines()
-	stop := watchProgress(ns.ClientURL(), nil, 100, 5*time.Millisecond, say)
+	// A fast tick, a generous request timeout: the lines come in order
+	// however slow the machine.
+	stop := watchProgress(ns.ClientURL(), nil, 100, 5*time.Millisecond, time.Minute, say)
 	got := []string{next(t, ch), next(t, ch), next(t, ch)}
 	stop()
 	want := []string{
@@ -84,7 +86,7 @@ func TestProgressWithoutAServer(t *testing.T) {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	say, ch := lines()
-	watchProgress(url, nil, 100, time.Millisecond, say)()
+	watchProgress(url, nil, 100, time.Millisecond, time.Minute, say)()
 	if l := next(t, ch); !strings.HasPrefix(l, "progress: not shown, connecting as the inspector: ") {
 		t.Errorf("line %q, want one saying progress is not shown", l)
 	}

@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer harness.KillAgencies(agencies)
-	stopProgress := watchProgress(url, env.inspector, expected, progressEvery, say)
+	stopProgress := watchProgress(url, env.inspector, expected, progressEvery, progressTimeout, say)
 	waitErr := harness.WaitAgencies(ctx, agencies)
 	wall := time.Since(start)
 	stopProgress()
