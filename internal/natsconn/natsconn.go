@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,7 +42,11 @@ type Options struct {
 	InboxPrefix  string        // reply inboxes; empty: _INBOX
 	ConnectWait  time.Duration // give up if no server answers this long
 	DrainTimeout time.Duration
+	ReportEvery  time.Duration // while connecting, a line this often with the last error; 0: DefaultReportEvery
 }
+
+// DefaultReportEvery is how often Connect says it is still connecting.
+const DefaultReportEvery = 3 * time.Second
 
 // Connect connects to NATS at url (one URL or several, comma-separated,
 // tried in order), retrying until a server answers or ConnectWait runs out,
@@ -49,6 +56,7 @@ type Options struct {
 func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *nats.Conn, closed <-chan struct{}, err error) {
 	connected := make(chan struct{})
 	closedCh := make(chan struct{})
+	var attempts lastAttempt
 	opts := []nats.Option{
 		nats.Name(o.Name),
 		nats.RetryOnFailedConnect(true),
@@ -61,6 +69,9 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.DrainTimeout(o.DrainTimeout),
 		nats.ConnectHandler(func(*nats.Conn) { close(connected) }),
+		// Why each attempt failed (connection refused, no such host): the
+		// client keeps it nowhere else while it retries.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { attempts.set(err) }),
 	}
 	opts = append(opts, eventHandlers(log, closedCh)...)
 	authOpts, err := authOptions(o)
@@ -70,29 +81,87 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 	opts = append(opts, authOpts...)
 	nc, err = nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", redact(url), err)
 	}
 	if nc.IsConnected() {
 		logConnected(log, nc)
 		return nc, closedCh, nil
 	}
+	every := o.ReportEvery
+	if every <= 0 {
+		every = DefaultReportEvery
+	}
+	report := time.NewTicker(every)
+	defer report.Stop()
+	started := time.Now()
 	timer := time.NewTimer(o.ConnectWait)
 	defer timer.Stop()
-	select {
-	case <-connected:
-		logConnected(log, nc)
-		return nc, closedCh, nil
-	case <-closedCh:
-		// The client gives up on its own only when the server refused the
-		// same credentials twice.
-		err = fmt.Errorf("connecting to NATS at %s: %w", url, explain(nc.LastError()))
-	case <-timer.C:
-		err = fmt.Errorf("connecting to NATS at %s: no answer in %v (last error: %v): is the server running? (set NATS_URL)", url, o.ConnectWait, nc.LastError())
-	case <-ctx.Done():
-		err = fmt.Errorf("connecting to NATS at %s: %w", url, context.Cause(ctx))
+	lastErr := func() string { return describe(explain(attempts.last(nc))) }
+	for err == nil {
+		select {
+		case <-connected:
+			logConnected(log, nc)
+			return nc, closedCh, nil
+		case <-report.C:
+			log.Warn("nats_conectado", "result", logline.InProgress, "url", redact(url),
+				"waited", time.Since(started).Round(time.Second), "last_error", lastErr())
+		case <-closedCh:
+			// The client gives up on its own only when the server refused the
+			// same credentials twice.
+			err = fmt.Errorf("connecting to NATS at %s: %w", redact(url), explain(nc.LastError()))
+		case <-timer.C:
+			err = fmt.Errorf("connecting to NATS at %s: no answer in %v (last error: %s): is the server running there? (set NATS_URL)", redact(url), o.ConnectWait, lastErr())
+		case <-ctx.Done():
+			err = fmt.Errorf("connecting to NATS at %s (last error: %s): %w", redact(url), lastErr(), context.Cause(ctx))
+		}
 	}
 	nc.Close()
 	return nil, nil, err
+}
+
+// lastAttempt keeps why the last connection attempt failed.
+type lastAttempt struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (a *lastAttempt) set(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// The first report of a failed first connect is only "no servers
+	// available": keep a real cause once there is one.
+	if err != nil && (a.err == nil || !errors.Is(err, nats.ErrNoServers)) {
+		a.err = err
+	}
+}
+
+// last is the most telling error: the client's own (a server's -ERR, such
+// as an authorization violation) or the last attempt's.
+func (a *lastAttempt) last(nc *nats.Conn) error {
+	if err := nc.LastError(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+func describe(err error) string {
+	if err == nil {
+		return "none yet, no attempt has finished"
+	}
+	return err.Error()
+}
+
+// redact hides the passwords a URL list may carry.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // eventHandlers log what happens to the connection and close closed when

@@ -1,6 +1,8 @@
 package natsconn_test
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -104,4 +106,80 @@ func TestDrainLogsNoDisconnection(t *testing.T) {
 	if n := log.Count("nats_desconectado"); n != 0 {
 		t.Errorf("a drain logged %d nats_desconectado lines; log:\n%s", n, log)
 	}
+}
+
+// connectTo connects to url as svc with password, logging into log, and
+// gives up after wait or when ctx ends.
+func connectTo(ctx context.Context, url, password string, wait time.Duration, log *natstest.Log) error {
+	logger, _ := logline.New(log, "INFO")
+	nc, _, err := natsconn.Connect(ctx, url, natsconn.Options{
+		Name: "svc", Auth: natsconn.Auth{User: "svc", Password: password},
+		ConnectWait: wait, DrainTimeout: time.Second, ReportEvery: 20 * time.Millisecond,
+	}, logger)
+	if err == nil {
+		nc.Close()
+	}
+	return err
+}
+
+// While it connects, a line every ReportEvery names the address and the
+// last real error; the end says it again, never "(last error: <nil>)".
+func TestConnectingSaysTheLastError(t *testing.T) {
+	closed := stop(t, natstest.StartServer(t))
+	for name, tc := range map[string]struct{ url, password, want string }{
+		"refused":  {fmt.Sprintf("nats://svc:pw@127.0.0.1:%d", closed), "", "connection refused"},
+		"no host":  {"nats://no-such-host.invalid:4222", "", "no such host"},
+		"password": {"", "wrong", "uthorization"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			url := tc.url
+			if url == "" {
+				url = usersServer(t, 0, "secret").ClientURL()
+			}
+			log := &natstest.Log{}
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- connectTo(ctx, url, tc.password, time.Hour, log) }()
+			if name != "password" { // the server refuses the credentials twice: Connect ends at once
+				waitLine(t, log, func(l logline.Line) bool {
+					return l.Action == "nats_conectado" && l.Result == logline.InProgress && strings.Contains(l.Fields["last_error"], tc.want)
+				})
+				cancel()
+			}
+			err := <-errc
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "<nil>") {
+				t.Errorf("Connect: %v, want the last error (%q)", err, tc.want)
+			}
+			if strings.Contains(log.String()+fmt.Sprint(err), "svc:pw@") {
+				t.Errorf("a password in the URL was shown: %v\n%s", err, log)
+			}
+			for _, l := range log.Lines("nats_conectado") {
+				if l.Result == logline.InProgress && !strings.Contains(l.Fields["url"], strings.TrimPrefix(strings.Split(url, "@")[len(strings.Split(url, "@"))-1], "nats://")) {
+					t.Errorf("progress line %+v does not name the address %s", l, url)
+				}
+			}
+		})
+	}
+	// ConnectWait runs out: the same error at the end.
+	log := &natstest.Log{}
+	err := connectTo(context.Background(), fmt.Sprintf("nats://127.0.0.1:%d", closed), "", time.Second, log)
+	if err == nil || !strings.Contains(err.Error(), "no answer in 1s") || strings.Contains(err.Error(), "<nil>") {
+		t.Errorf("Connect after ConnectWait: %v, want the address and the last error", err)
+	}
+}
+
+// waitLine waits for a line of log that ok accepts.
+func waitLine(t *testing.T, log *natstest.Log, ok func(logline.Line) bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		for _, text := range strings.Split(log.String(), "\n") {
+			if l, found := logline.Parse(text); found && ok(l) {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no such line in a minute; log:\n%s", log)
 }
