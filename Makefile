@@ -43,9 +43,12 @@ central: build
 	NATS_URL= NATS_LISTEN=127.0.0.1:$(NATS_PORT) CENTRAL_AGENCIES=$(AGENCIES) \
 		CENTRAL_BETS_FILE=$(BETS_FILE) CENTRAL_USERS_FILE=.creds/users.json $(BIN)/central
 
-## test: every test, with the race detector, then the service layer's stress run
+## test: every test, with the race detector, then the service layer's stress run.
+# go test -json through tools/testsummary: go test's usual lines, then the
+# skipped tests with their reasons and "N passed, N failed, N skipped".
+# QUINIELA_DATA_DIR=folder runs the course's data-set tests from there.
 test:
-	$(GO) test -race -count=1 -timeout 9m ./...
+	GO=$(GO) $(GO) run ./tools/testsummary -race -count=1 -timeout 9m ./...
 	$(MAKE) test-stress
 
 ## test-stress: the wire and service-layer tests, and the closing of the lottery

@@ -7,9 +7,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -152,16 +154,65 @@ func (l *Log) Count(text string) int { return strings.Count(l.String(), text) }
 // Env is a getenv built from a map, for the run functions.
 func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
-// CatedraDir is the course's official data set, beside the repository in
-// ../shared. A user's fresh clone has none: the test is skipped, saying so.
+// DataDirVar names a folder holding the course's data set
+// (agency-{1..5}.csv), for the tests that run it.
+const DataDirVar = "QUINIELA_DATA_DIR"
+
+// catedraSums are the SHA-256 sums of the course's files: a folder is used
+// only if it holds exactly them (.data/ usually holds synthetic files,
+// whose winners differ).
+var catedraSums = [...]string{
+	"6ab3e3a51e96a71ba5be94f93b2e5cd9b9c484e6df2e964c91a100dea3b660e0",
+	"b8dc9d6f551f60dcbb6cd8d50135f82031532527249bc02c068ef7a4f7102bfa",
+	"f56e6d7f166124b184a503469e6b84ead51e2e44d4b03bca97a0ed744c283e78",
+	"ab0736590f91da25608053a39073a063f2ee23f4d3cbcf74fce0b40ac53b8f08",
+	"603c2956a1d1ac8a621394ac6ff68a8f04a801f390fadbe62f36d940d7b61ce7",
+}
+
+// isCatedra reports why dir does not hold the course's data set, or nil
+// (3.6 MB hashed: milliseconds).
+func isCatedra(dir string) error {
+	for i, want := range catedraSums {
+		name := filepath.Join(dir, fmt.Sprintf("agency-%d.csv", i+1))
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(data)); got != want {
+			return fmt.Errorf("%s is not the course's file (SHA-256 %s…)", name, got[:12])
+		}
+	}
+	return nil
+}
+
+// CatedraDir is the course's official data set: the folder named by
+// QUINIELA_DATA_DIR (which must hold it), else ../shared/datasets/catedra
+// beside the repository, else the repository's .data/ if it holds the
+// course's files. A user's fresh clone has none: the test is skipped,
+// saying where it looked.
 func CatedraDir(t testing.TB) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "datasets", "catedra")
-	if _, err := os.Stat(filepath.Join(dir, "agency-1.csv")); err != nil {
-		t.Skipf("SKIP: the course's data set is not at %s (it lives beside the repository, in ../shared; a fresh clone has none)", dir)
+	if dir := os.Getenv(DataDirVar); dir != "" {
+		if err := isCatedra(dir); err != nil {
+			t.Fatalf("%s=%s does not hold the course's data set agency-{1..5}.csv: %v", DataDirVar, dir, err)
+		}
+		return dir
 	}
-	return dir
+	_, file, _, _ := runtime.Caller(0)
+	repo := filepath.Join(filepath.Dir(file), "..", "..")
+	shared := filepath.Join(repo, "..", "shared", "datasets", "catedra")
+	dotData := filepath.Join(repo, ".data")
+	var why []string
+	for _, dir := range []string{shared, dotData} {
+		err := isCatedra(dir)
+		if err == nil {
+			return dir
+		}
+		why = append(why, err.Error())
+	}
+	t.Skipf("SKIP: the course's data set is not here (%s): set %s to its folder, or copy its agency-*.csv into .data/ (a fresh clone has none)",
+		strings.Join(why, "; "), DataDirVar)
+	return ""
 }
 
 // StartCluster starts n NATS servers on loopback, routed to each other as
