@@ -72,7 +72,8 @@ fuzz:
 	@for f in $$($(GO) test -list '^Fuzz' ./messages | grep ^Fuzz); do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./messages || exit 1; done
 
+## clean: binaries, make central's store (file ledger, or the JetStream copy and the embedded server's jetstream/)
 clean:
-	rm -rf $(BIN) bets.csv bets.csv.journal bets.csv.lock
+	rm -rf $(BIN) bets.csv bets.csv.journal bets.csv.lock bets.csv.jetstream jetstream
 
 include deploy/docker.mk

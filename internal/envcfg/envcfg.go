@@ -4,9 +4,12 @@ package envcfg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sethvargo/go-envconfig"
 )
@@ -28,8 +31,31 @@ func Process(ctx context.Context, getenv func(string) string, target any) error 
 		f := t.Field(i)
 		key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		if key != "" && strings.HasPrefix(msg, f.Name+": ") {
+			if want := wantOf(f.Type, err); want != "" {
+				return fmt.Errorf("%s=%q: %s", key, getenv(key), want)
+			}
 			return fmt.Errorf("%s: %s", key, strings.TrimPrefix(msg, f.Name+": "))
 		}
 	}
 	return err
+}
+
+// wantOf says what a value of type t looks like, for a value that did not
+// parse (err), instead of Go's parser's words (strconv.ParseInt: …).
+func wantOf(t reflect.Type, err error) string {
+	var num *strconv.NumError
+	isNum := errors.As(err, &num)
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)):
+		return "want a duration such as 500ms, 5s, 2m or 1h30m"
+	case isNum && errors.Is(num.Err, strconv.ErrRange):
+		return "out of range"
+	case isNum && t.Kind() == reflect.Bool:
+		return "want true or false"
+	case isNum && t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "want a whole number"
+	case isNum:
+		return "want a number"
+	}
+	return ""
 }

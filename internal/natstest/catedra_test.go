@@ -18,9 +18,15 @@ type stopTB struct {
 
 type stopped struct{}
 
-func (s *stopTB) Fatalf(format string, args ...any) { s.how = "fatal: " + fmt.Sprintf(format, args...); panic(stopped{}) }
-func (s *stopTB) Skipf(format string, args ...any)  { s.how = "skip: " + fmt.Sprintf(format, args...); panic(stopped{}) }
-func (s *stopTB) Helper()                           {}
+func (s *stopTB) Fatalf(format string, args ...any) {
+	s.how = "fatal: " + fmt.Sprintf(format, args...)
+	panic(stopped{})
+}
+func (s *stopTB) Skipf(format string, args ...any) {
+	s.how = "skip: " + fmt.Sprintf(format, args...)
+	panic(stopped{})
+}
+func (s *stopTB) Helper() {}
 
 func catedraDir(t *testing.T) (dir, how string) {
 	tb := &stopTB{TB: t}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/quiniela/quiniela/internal/envcfg"
@@ -59,8 +61,8 @@ const (
 // fileConfig is config.yaml. Unknown keys are errors, so a typo is caught.
 type fileConfig struct {
 	Batch struct {
-		MaxAmount int `yaml:"maxAmount"`
-		InFlight  int `yaml:"inFlight"`
+		MaxAmount *int `yaml:"maxAmount"` // nil: not given (0 is refused)
+		InFlight  int  `yaml:"inFlight"`
 	} `yaml:"batch"`
 	Log struct {
 		Level string `yaml:"level"`
@@ -83,16 +85,20 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 		return cfg, err
 	}
 	// The file's values, then the environment again: it overrides them.
+	maxAmount := DefaultMaxAmount
+	if fc.Batch.MaxAmount != nil {
+		maxAmount = *fc.Batch.MaxAmount
+	}
 	cfg = Config{
 		ID: cfg.ID, ConfigFile: cfg.ConfigFile, Auth: cfg.Auth,
-		MaxAmount: fc.Batch.MaxAmount, InFlight: fc.Batch.InFlight,
+		MaxAmount: maxAmount, InFlight: fc.Batch.InFlight,
 		LogLevel: fc.Log.Level, NATSURL: fc.NATS.URL,
 	}
 	if err := process(); err != nil {
 		return cfg, fmt.Errorf("reading configuration: %w", err)
 	}
-	if cfg.MaxAmount == 0 {
-		cfg.MaxAmount = DefaultMaxAmount
+	if v := getenv("BATCH_MAX_AMOUNT"); v != "" {
+		cfg.MaxAmount, _ = strconv.Atoi(v) // parsed by process already; "0" too, which it takes for unset
 	}
 	if cfg.DataFile == "" {
 		cfg.DataFile = ".data/agency-" + strconv.Itoa(cfg.ID) + ".csv"
@@ -101,7 +107,7 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	case cfg.ID < 1:
 		return cfg, fmt.Errorf("AGENCY_ID=%d: want a positive agency number", cfg.ID)
 	case cfg.MaxAmount < 1:
-		return cfg, fmt.Errorf("batch maxAmount %d: want at least 1", cfg.MaxAmount)
+		return cfg, fmt.Errorf("batch maxAmount %d (BATCH_MAX_AMOUNT or config.yaml's batch: maxAmount): want at least 1 bet per batch (bytes are capped at 8 kB whatever it says)", cfg.MaxAmount)
 	case cfg.InFlight < 1 || cfg.InFlight > 64:
 		return cfg, fmt.Errorf("batch inFlight %d: want 1 to 64", cfg.InFlight)
 	case cfg.InvalidRows != InvalidRowsDone && cfg.InvalidRows != InvalidRowsWait:
@@ -127,7 +133,38 @@ func readConfigFile(path string, explicit bool) (fileConfig, error) {
 	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return fc, fmt.Errorf("config file %s: %w", path, err)
+		return fc, fmt.Errorf("config file %s: %s", path, yamlProblems(err))
 	}
 	return fc, nil
+}
+
+var (
+	unknownKey = regexp.MustCompile(`^(line \d+): field (\S+) not found in type .*$`)
+	wrongType  = regexp.MustCompile(`^(line \d+): cannot unmarshal !!\w+ (.*) into \*?(\w+)$`)
+)
+
+// yamlProblems says what is wrong in YAML's decoding error without the Go
+// types it names (field maxAmont not found in type struct { MaxAmount …).
+func yamlProblems(err error) string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	var out []string
+	for _, e := range te.Errors {
+		if m := unknownKey.FindStringSubmatch(e); m != nil {
+			e = fmt.Sprintf("%s: unknown key %q (the keys are batch: {maxAmount, inFlight}, log: {level}, nats: {url})", m[1], m[2])
+		} else if m := wrongType.FindStringSubmatch(e); m != nil {
+			want := "a value of another kind"
+			switch {
+			case strings.HasPrefix(m[3], "int"):
+				want = "a whole number"
+			case m[3] == "string":
+				want = "a string"
+			}
+			e = fmt.Sprintf("%s: %s: want %s", m[1], m[2], want)
+		}
+		out = append(out, e)
+	}
+	return strings.Join(out, "; ")
 }

@@ -52,6 +52,12 @@ func TestLoadConfig(t *testing.T) {
 		{"named file missing", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": "/nonexistent/config.yaml"}, nil, "/nonexistent/config.yaml"},
 		{"unknown key", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": writeFile(t, "typo.yaml", "batch:\n  maxAmmount: 5\n")}, nil, "maxAmmount"},
 		{"not YAML", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": writeFile(t, "bad.yaml", "batch: [\n")}, nil, "bad.yaml"},
+		{"AGENCY_ID in plain words", map[string]string{"AGENCY_ID": "abc", "AGENCY_CONFIG": yaml}, nil, `AGENCY_ID="abc": want a whole number`},
+		{"a duration in plain words", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": yaml, "AGENCY_RETRY_FOR": "2"}, nil, `AGENCY_RETRY_FOR="2": want a duration such as`},
+		{"unknown key without Go types", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": writeFile(t, "typo2.yaml", "batch:\n  maxAmont: 5\n")}, nil, `line 2: unknown key "maxAmont" (the keys are batch: {maxAmount`},
+		{"wrong kind without Go types", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": writeFile(t, "kind.yaml", "batch:\n  maxAmount: many\n")}, nil, "line 2: `many`: want a whole number"},
+		{"zero maxAmount", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": yaml, "BATCH_MAX_AMOUNT": "0"}, nil, "maxAmount 0"},
+		{"zero maxAmount in the file", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": writeFile(t, "zero.yaml", "batch:\n  maxAmount: 0\n")}, nil, "maxAmount 0"},
 		{"negative maxAmount", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": yaml, "BATCH_MAX_AMOUNT": "-5"}, nil, "maxAmount -5"},
 		{"bad duration", map[string]string{"AGENCY_ID": "1", "AGENCY_CONFIG": yaml, "AGENCY_REQUEST_TIMEOUT": "soon"}, nil, "AGENCY_REQUEST_TIMEOUT"},
 	}
@@ -66,6 +72,11 @@ func TestLoadConfig(t *testing.T) {
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one mentioning %q", err, tc.wantErr)
+				}
+				for _, internal := range []string{"strconv.", "struct {", "time: invalid", "*int"} {
+					if strings.Contains(err.Error(), internal) {
+						t.Errorf("error %q shows Go's internals (%s)", err, internal)
+					}
 				}
 				return
 			}
