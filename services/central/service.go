@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -204,13 +205,21 @@ func (s *Service) route(req micro.Request, c *call) {
 }
 
 // checkAgency checks that c's subject names an agency of this lottery
-// (nameRequest read it).
+// (nameRequest read it). A refusal is logged at INFO: an agency started
+// with the wrong AGENCY_ID, or a central with too small CENTRAL_AGENCIES,
+// shows in the central's log too.
 func (s *Service) checkAgency(c *call) error {
+	var err error
 	if c.agency == 0 {
-		_, err := messages.AgencyFromSubject(c.subject) // again, for its description
-		return fmt.Errorf("%w: %v", ErrUnknownAgency, err)
+		_, err = messages.AgencyFromSubject(c.subject) // again, for its description
+		err = fmt.Errorf("%w: %v", ErrUnknownAgency, err)
+	} else {
+		_, err = s.lottery.agency(c.agency)
 	}
-	_, err := s.lottery.agency(c.agency)
+	if err != nil {
+		s.log.Info("agencia_desconocida", "result", logline.Fail, "subject", c.subject,
+			"code", int(messages.CodeUnknownAgency), "error", err)
+	}
 	return err
 }
 

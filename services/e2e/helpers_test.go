@@ -57,7 +57,7 @@ func startCentral(t *testing.T, url, dir string, env map[string]string) *central
 			c.stop(t)
 		}
 	})
-	c.log.WaitFor(t, "central_lista", "success", 1, 10*time.Second)
+	c.log.WaitFor(t, "central_lista", "success", 1, time.Minute) // a bound against hanging: a loaded machine may take seconds
 	return c
 }
 

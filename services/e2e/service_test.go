@@ -65,7 +65,7 @@ func waitStats(t *testing.T, nc *nats.Conn, what string, ok func(map[string]endp
 // (a batch after its commit, a winners request after its hold) included.
 func TestStatsCountEveryReply(t *testing.T) {
 	ns := natstest.StartServer(t)
-	startCentral(t, ns.ClientURL(), t.TempDir(), map[string]string{"CENTRAL_AGENCIES": "2", "CENTRAL_WINNERS_HOLD": "20ms"})
+	c := startCentral(t, ns.ClientURL(), t.TempDir(), map[string]string{"CENTRAL_AGENCIES": "2", "CENTRAL_WINNERS_HOLD": "20ms"})
 	nc := natstest.Connect(t, ns)
 
 	for seq := range 3 {
@@ -88,6 +88,10 @@ func TestStatsCountEveryReply(t *testing.T) {
 	}
 	if code, _, _ := request(t, nc, "winners.agency.7", nil, ""); code != messages.CodeUnknownAgency {
 		t.Fatalf("winners of an unknown agency: code %v", code)
+	}
+	// The central says so in its log, at INFO (the log is written before the reply).
+	if !strings.Contains(c.log.String(), "INFO action: agencia_desconocida | result: fail | subject: winners.agency.7") {
+		t.Errorf("no INFO line for the unknown agency; log:\n%s", c.log)
 	}
 
 	st := waitStats(t, nc, "5 batch and 2 winners requests and replies", func(st map[string]endpointStats) bool {
