@@ -255,6 +255,12 @@ func sendBets(ctx context.Context, nc *nats.Conn, cfg Config, bets *BetFile, log
 		log.Info("apuestas_ya_guardadas", "agency", cfg.ID, "bets", before,
 			"detail", "the central had these rows already, from an earlier run or an earlier attempt of a request: stored once")
 	}
+	if sum.Bets == 0 && sum.Skipped == 0 {
+		// Not an error (the agency still tells the central it is done, so
+		// the draw can run), but rarely what was meant.
+		log.Warn("enviar_apuestas", "result", logline.Success, "agency", cfg.ID, "file", cfg.DataFile,
+			"warning", "the file holds no bets: is AGENCY_DATA_FILE the right one?")
+	}
 	return nil
 }
 
