@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout)
 		writeNotes(stdout)
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, missedGoals(done))...)
 }
 
 // benchScenario prepares a scenario's data and runs the lottery on it

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -250,6 +251,25 @@ func goalsSummary(vs []verdict) string {
 		return fmt.Sprintf("PASS %d/%d", len(vs), len(vs))
 	}
 	return fmt.Sprintf("FAIL %d/%d: %s", len(vs)-len(failed), len(vs), strings.Join(failed, ", "))
+}
+
+// errGoalsMissed makes the bench exit non-zero when a goal FAILs, so that a
+// script (or CI) running `make bench` sees it.
+var errGoalsMissed = errors.New("goals missed")
+
+// missedGoals is an error naming every scenario that missed a goal, and
+// the goals, or nil.
+func missedGoals(srs []scenarioResult) error {
+	var missed []string
+	for _, sr := range srs {
+		if v := goalsSummary(evaluate(sr.goals, sr.runs)); strings.HasPrefix(v, "FAIL") {
+			missed = append(missed, sr.name+" "+v)
+		}
+	}
+	if len(missed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (see the README's Scaling: the speed goals are this machine's)", errGoalsMissed, strings.Join(missed, "; "))
 }
 
 // wallCovers says what the wall time measures.

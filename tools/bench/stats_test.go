@@ -123,6 +123,20 @@ func TestWriteSummary(t *testing.T) {
 	}
 }
 
+// A goal that FAILs makes the bench's error, naming it; all PASS: none.
+func TestMissedGoalsFailTheBench(t *testing.T) {
+	official := scenarioResult{scenario: scenarioNamed(t, "official"), runs: runs3()[:1],
+		data: dataSet{files: make([]harness.AgencyFile, 5), bets: 10_000_000}}
+	err := missedGoals([]scenarioResult{official})
+	if !errors.Is(err, errGoalsMissed) || !strings.Contains(err.Error(), "official FAIL 3/4: wall ms") {
+		t.Errorf("missedGoals = %v, want errGoalsMissed naming official's wall ms", err)
+	}
+	official.goals = nil
+	if err := missedGoals([]scenarioResult{official}); err != nil {
+		t.Errorf("no goal missed: %v", err)
+	}
+}
+
 func TestGoals(t *testing.T) {
 	for _, tc := range []struct {
 		g    goal
