@@ -38,6 +38,7 @@ type Sender struct {
 	agency   int                   // whose batches these are: replies must name it
 	pending  []*inflight           // sent, not acknowledged, in sequence order
 	failures int                   // consecutive failed attempts, for the backoff
+	noReply  noResponders          // no central subscribed yet: said once, then at DEBUG
 	release  func(*messages.Batch) // called with each batch once acknowledged, if set
 
 	// Stats
@@ -224,6 +225,7 @@ func (s *Sender) ack(i int) {
 	}
 	s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	s.failures = 0
+	s.noReply.answered(s.log, p.batch)
 	s.log.Debug("lote_confirmado", "agency", p.batch.Agency, "batch", p.batch.Seq, "bets", p.batch.Bets)
 	if s.release != nil {
 		s.release(p.batch)
@@ -240,7 +242,7 @@ func (s *Sender) retryFrom(ctx context.Context, i int) error {
 	}
 	s.failures++
 	wait := Backoff(s.failures)
-	s.log.Info("reenviar_lote", "result", logline.InProgress, "agency", p.batch.Agency, "batch", p.batch.Seq,
+	s.log.Log(ctx, s.noReply.level(p.lastErr), "reenviar_lote", "result", logline.InProgress, "agency", p.batch.Agency, "batch", p.batch.Seq,
 		"batches", len(s.pending)-i, "wait_ms", wait.Milliseconds(), "error", p.lastErr)
 	if err := sleepCtx(ctx, wait); err != nil {
 		return fmt.Errorf("sending batch %d of agency %d: %w", p.batch.Seq, p.batch.Agency, err)
@@ -253,6 +255,36 @@ func (s *Sender) retryFrom(ctx context.Context, i int) error {
 		}
 	}
 	return nil
+}
+
+// noResponders counts the resends for want of a central (agencies started
+// before it): the first is logged at INFO, the others at DEBUG, and the
+// first acknowledgement after them sums them up, so that a central that
+// starts late costs a line or two, not one per backoff.
+type noResponders struct {
+	resends int
+	since   time.Time
+}
+
+func (n *noResponders) level(err error) slog.Level {
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return slog.LevelInfo
+	}
+	n.resends++
+	if n.resends == 1 {
+		n.since = time.Now()
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
+func (n *noResponders) answered(log *slog.Logger, b *messages.Batch) {
+	if n.resends == 0 {
+		return
+	}
+	log.Info("reenviar_lote", "agency", b.Agency, "batch", b.Seq, "detail", "the central answers",
+		"no_responders", n.resends, "waited_ms", time.Since(n.since).Milliseconds())
+	*n = noResponders{}
 }
 
 func (s *Sender) find(seq uint64) int {

@@ -264,3 +264,49 @@ func TestSenderGoesOnAfterClosedBatch(t *testing.T) {
 		t.Errorf("sender: closed lines %s, %d batches, %d bets; want lines 6,12, 5 batches, 13 bets", got, sender.Batches, sender.Bets)
 	}
 }
+
+// Agencies started before the central meet "no responders" at every
+// backoff: the first is said at INFO, the rest at DEBUG, and the first
+// acknowledgement sums them up in one INFO line.
+func TestSenderSaysOnceThatNoCentralAnswers(t *testing.T) {
+	ns := natstest.StartServer(t)
+	out := &natstest.Log{}
+	log, _ := logline.New(out, "DEBUG")
+	sender, err := agency.NewSender(natstest.Connect(t, ns), 1, 4, 5*time.Second, time.Minute, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	enc := messages.NewBatchEncoder(1, 3)
+	enc.Add(messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: "1", Number: 1})
+	if err := sender.Send(ctx, enc.Flush()); err != nil {
+		t.Fatal(err)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- sender.Flush(ctx) }()
+	// Several resends with nobody there, then a central.
+	out.WaitFor(t, "reenviar_lote", logline.InProgress, 4, time.Minute)
+	nc := natstest.Connect(t, ns)
+	fake := &fakeCentral{next: 1, arrivals: map[uint64]int{}}
+	if _, err := nc.Subscribe(messages.BatchSubject(1), fake.handle(nc)); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	if n := strings.Count(text, "INFO action: reenviar_lote | result: in_progress"); n != 1 {
+		t.Errorf("%d INFO lines for the missing central, want 1; log:\n%s", n, text)
+	}
+	if n := strings.Count(text, "DEBUG action: reenviar_lote | result: in_progress"); n < 3 {
+		t.Errorf("%d DEBUG lines for the later resends, want at least 3; log:\n%s", n, text)
+	}
+	summary := out.Lines("reenviar_lote")
+	last := summary[len(summary)-1]
+	if last.Result != logline.Success || last.Fields["no_responders"] == "" || last.Fields["no_responders"] == "0" {
+		t.Errorf("last reenviar_lote %+v, want a success summing up the resends", last)
+	}
+}
