@@ -19,7 +19,7 @@ import (
 // standard counters and the central's own data.
 func serviceStats(t *testing.T, nc *nats.Conn) map[string]endpointStats {
 	t.Helper()
-	reply, err := nc.Request("$SRV.STATS."+central.ServiceName, nil, 5*time.Second)
+	reply, err := nc.Request("$SRV.STATS."+central.ServiceName, nil, 30*time.Second)
 	if err != nil {
 		t.Fatalf("asking micro stats: %v", err)
 	}
@@ -48,7 +48,7 @@ type endpointStats struct {
 // handler has returned).
 func waitStats(t *testing.T, nc *nats.Conn, what string, ok func(map[string]endpointStats) bool) map[string]endpointStats {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		st := serviceStats(t, nc)
 		if ok(st) {

@@ -22,7 +22,7 @@ func request(t *testing.T, nc *nats.Conn, subject string, headers map[string]str
 	for k, v := range headers {
 		msg.Header.Set(k, v)
 	}
-	reply, err := nc.RequestMsg(msg, 5*time.Second)
+	reply, err := nc.RequestMsg(msg, 30*time.Second) // a bound against hanging, not a synchronisation
 	if err != nil {
 		t.Fatalf("request on %s: %v", subject, err)
 	}
