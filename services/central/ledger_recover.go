@@ -47,19 +47,18 @@ func checkStoreFolder(path string) error {
 }
 
 // checkOwnStore refuses a non-empty bets file with no journal beside it:
-// the ledger creates the journal with the file, so such a file is someone
-// else's (a JetStream central's copy, another run's or tool's file), and
-// recovering it would cut it to nothing. Nothing is created or changed.
+// the ledger creates the journal, durably, before the bets file holds a
+// byte (so a crash cannot leave one without the other), and such a file is
+// someone else's (a JetStream central's copy, another run's or tool's
+// file): recovering it would cut it to nothing. Nothing is changed then.
 func checkOwnStore(path string) error {
+	size := int64(0)
 	info, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	switch {
+	case err == nil:
+		size = info.Size()
+	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("opening bets file: %w", err)
-	}
-	if info.Size() == 0 {
-		return nil
 	}
 	_, err = os.Stat(JournalPath(path))
 	if err == nil {
@@ -68,13 +67,35 @@ func checkOwnStore(path string) error {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("opening journal: %w", err)
 	}
+	if size == 0 {
+		return createJournal(path)
+	}
 	what := "a file this central's file ledger did not write (another run's, a tool's, or one kept by hand)"
 	if _, err := os.Stat(CopyMarkerPath(path)); err == nil {
 		what = "a JetStream central's copy of its stream (" + CopyMarkerPath(path) + "): that lottery lives in the stream, run it with CENTRAL_LEDGER=jetstream"
 	}
 	return fmt.Errorf("%s holds %d bytes and has no journal (%s): it is %s; %w, and it was left untouched. "+
 		"Move it away to start a new lottery here, or start the new lottery in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
-		path, info.Size(), JournalPath(path), what, ErrForeignStore)
+		path, size, JournalPath(path), what, ErrForeignStore)
+}
+
+// createJournal creates a new store's empty journal and makes its name
+// durable (an fsync of the folder) before bets.csv gets any row.
+func createJournal(path string) error {
+	f, err := os.OpenFile(JournalPath(path), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("creating journal: %w", err)
+	}
+	err = errors.Join(f.Sync(), f.Close())
+	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
+		err = errors.Join(err, d.Sync(), d.Close())
+	} else {
+		err = errors.Join(err, derr)
+	}
+	if err != nil {
+		return fmt.Errorf("creating journal %s: %w", JournalPath(path), err)
+	}
+	return nil
 }
 
 // Progress is what the journal says of one agency.
