@@ -24,7 +24,7 @@ import (
 //
 //   - it subscribes to ClaimSubject, then publishes its claim there as a
 //     request, and listens for ClaimWait;
-//   - a central that serves (of either ledger) answers "serving": the
+//   - a central that serves (either ledger) answers "serving": the
 //     claimant refuses to start and names it;
 //   - two claimants that start at once hear each other: one's subscription
 //     was in place before the other published, and each answers the other
@@ -33,7 +33,9 @@ import (
 //     hears another serving (replies lost past ClaimWait) stops unless its
 //     ID is the lower, so that a split lasts no longer than one round trip.
 //
-// JetStream centrals answer, and settle among themselves with their lease.
+// JetStream centrals claim too, when they start, and answer for as long as
+// they run (standby ones included: they take over later); those of one
+// stream ignore each other here and settle with their lease.
 
 // ClaimSubject is where centrals claim the lottery of their NATS server.
 const ClaimSubject = natsauth.CentralClaimSubject
@@ -170,19 +172,6 @@ collect:
 		sub.Unsubscribe()
 		return nil, err
 	}
-	return c, nil
-}
-
-// AnswerClaims makes a central that serves by other means (the JetStream
-// lease) answer claims, so that no file-ledger central starts beside it.
-func AnswerClaims(nc *nats.Conn, me Claimant) (*Claim, error) {
-	me.State = claimServing
-	c := &Claim{nc: nc, me: me, lost: make(chan struct{})}
-	sub, err := nc.Subscribe(ClaimSubject, c.heard)
-	if err != nil {
-		return nil, fmt.Errorf("answering claims on %s: %w", ClaimSubject, err)
-	}
-	c.sub = sub
 	return c, nil
 }
 

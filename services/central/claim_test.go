@@ -87,3 +87,50 @@ func TestOneCentralPerLottery(t *testing.T) {
 		t.Errorf("the central that lost stored %d bets", n)
 	}
 }
+
+// Whatever the ledger: a file-ledger central is refused beside a JetStream
+// one, and a JetStream one beside a file-ledger one; two JetStream
+// centrals of one stream (active and standby) both run.
+func TestOneCentralPerLotteryWhateverTheLedger(t *testing.T) {
+	ns := natstest.StartJetStreamServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(ledger string) (*natstest.Log, chan error) {
+		log := &natstest.Log{}
+		errc := make(chan error, 1)
+		go func() {
+			errc <- central.Run(ctx, natstest.Env(map[string]string{
+				"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(t.TempDir(), "bets.csv"), "CENTRAL_LEDGER": ledger,
+			}), log)
+		}()
+		return log, errc
+	}
+	jsLog, jsErr := start("jetstream")
+	jsLog.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
+	standbyLog, standbyErr := start("jetstream")
+	standbyLog.WaitFor(t, "central_en_espera", logline.InProgress, 1, time.Minute)
+	_, fileErr := start("file")
+	if err := <-fileErr; !errors.Is(err, central.ErrLotteryHeld) || !strings.Contains(err.Error(), "jetstream ledger on stream QUINIELA") {
+		t.Errorf("a file-ledger central beside JetStream ones: %v, want ErrLotteryHeld naming a JetStream central", err)
+	}
+	cancel()
+	for _, errc := range []chan error{jsErr, standbyErr} {
+		if err := <-errc; err != nil {
+			t.Errorf("a JetStream central: %v", err)
+		}
+	}
+
+	// The other way round.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	fileLog, fileErr := start("file")
+	fileLog.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
+	_, jsErr = start("jetstream")
+	if err := <-jsErr; !errors.Is(err, central.ErrLotteryHeld) || !strings.Contains(err.Error(), "file ledger") {
+		t.Errorf("a JetStream central beside a file-ledger one: %v, want ErrLotteryHeld naming it", err)
+	}
+	cancel()
+	if err := <-fileErr; err != nil {
+		t.Errorf("the file-ledger central: %v", err)
+	}
+}

@@ -39,7 +39,7 @@ type Config struct {
 	MaxWindow    int           `env:"CENTRAL_MAX_WINDOW, default=64"`       // most batches in flight granted to one agency
 	DrainTimeout time.Duration `env:"CENTRAL_DRAIN_TIMEOUT, default=5s"`    // bound on the NATS drain at shutdown
 	ConnectWait  time.Duration `env:"CENTRAL_CONNECT_TIMEOUT, default=30s"` // how long to wait for NATS_URL at start
-	ClaimWait    time.Duration `env:"CENTRAL_CLAIM_WAIT, default=1s"`       // file ledger: how long to listen for another central before serving
+	ClaimWait    time.Duration `env:"CENTRAL_CLAIM_WAIT, default=1s"`       // how long to listen for another central serving this server's lottery
 	TLSCert      string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
 	TLSKey       string        `env:"CENTRAL_TLS_KEY"`
 	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth

@@ -27,6 +27,14 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 		return err
 	}
 	defer nc.Close()
+	// No file-ledger central serves this server's lottery, and none starts
+	// while this one runs, active or standby (claim.go); JetStream centrals
+	// of the same stream settle among themselves with the lease.
+	claim, err := ClaimLottery(nc, newClaimant(LedgerJetStream, cfg.Stream, cfg.BetsFile), cfg.ClaimWait)
+	if err != nil {
+		return err
+	}
+	defer claim.Release()
 	js, err := NewJetStream(nc)
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
@@ -100,14 +108,6 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 		lease.Release(bg)
 		return err
 	}
-	// A file-ledger central that starts on this server meanwhile hears it.
-	claim, err := AnswerClaims(nc, newClaimant(LedgerJetStream, cfg.Stream, cfg.BetsFile))
-	if err != nil {
-		svc.Stop()
-		lease.Release(bg)
-		return err
-	}
-	defer claim.Release()
 	log.InfoContext(ctx, "central_lista", "nats", nc.ConnectedUrlRedacted(),
 		"agencies", cfg.Agencies, "service", ServiceName, "ledger", LedgerJetStream)
 
