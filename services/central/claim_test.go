@@ -13,6 +13,15 @@ import (
 	"github.com/quiniela/quiniela/services/central"
 )
 
+// runCentral runs a central with env until ctx ends: its log, and where
+// Run's error comes.
+func runCentral(ctx context.Context, env map[string]string) (*natstest.Log, chan error) {
+	log := &natstest.Log{}
+	errc := make(chan error, 1)
+	go func() { errc <- central.Run(ctx, natstest.Env(env), log) }()
+	return log, errc
+}
+
 // Two file-ledger centrals, each with its own bets file, started at once on
 // one NATS server: exactly one serves, the other exits saying which holds
 // the lottery, before it adds an endpoint. Then a third, started later, is
@@ -23,14 +32,7 @@ func TestOneCentralPerLottery(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := func(name string) (*natstest.Log, chan error) {
-		log := &natstest.Log{}
-		errc := make(chan error, 1)
-		go func() {
-			errc <- central.Run(ctx, natstest.Env(map[string]string{
-				"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(dir, name+".csv"),
-			}), log)
-		}()
-		return log, errc
+		return runCentral(ctx, map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(dir, name+".csv")})
 	}
 	logs := make([]*natstest.Log, 2)
 	errcs := make([]chan error, 2)
@@ -96,14 +98,9 @@ func TestOneCentralPerLotteryWhateverTheLedger(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := func(ledger string) (*natstest.Log, chan error) {
-		log := &natstest.Log{}
-		errc := make(chan error, 1)
-		go func() {
-			errc <- central.Run(ctx, natstest.Env(map[string]string{
-				"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(t.TempDir(), "bets.csv"), "CENTRAL_LEDGER": ledger,
-			}), log)
-		}()
-		return log, errc
+		return runCentral(ctx, map[string]string{
+			"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(t.TempDir(), "bets.csv"), "CENTRAL_LEDGER": ledger,
+		})
 	}
 	jsLog, jsErr := start("jetstream")
 	jsLog.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)

@@ -136,12 +136,8 @@ func TestRunLogsACutTailAtWarn(t *testing.T) {
 	path, committed := closedStore(t)
 	extra := "1,X,Y,5,1990-01-01,5\n"
 	os.WriteFile(path, append(committed, extra...), 0o644)
-	log := &natstest.Log{}
 	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		errc <- central.Run(ctx, natstest.Env(map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": path}), log)
-	}()
+	log, errc := runCentral(ctx, map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": path})
 	log.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
 	cancel()
 	if err := <-errc; err != nil {
