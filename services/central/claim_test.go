@@ -131,3 +131,34 @@ func TestOneCentralPerLotteryWhateverTheLedger(t *testing.T) {
 		t.Errorf("the file-ledger central: %v", err)
 	}
 }
+
+// The backstop: a serving central that hears another announce it serves
+// too (its claim's answer came too late) stops if the other's ID is the
+// lower, saying who keeps the lottery, and keeps serving if it is not.
+func TestServingCentralStopsForALowerID(t *testing.T) {
+	ns := natstest.StartServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log, errc := runCentral(ctx, map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(t.TempDir(), "bets.csv")})
+	log.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
+	nc := natstest.Connect(t, ns)
+	announce := func(id string) {
+		nc.Publish(central.ClaimSubject, []byte(`{"id":"`+id+`","host":"elsewhere","pid":42,"ledger":"file","bets_file":"other.csv","state":"serving"}`))
+		nc.Flush()
+	}
+	announce("~higher") // '~' sorts after any host name
+	// Still serving: it answers a claim.
+	reply, err := nc.Request(central.ClaimSubject, []byte(`{"id":"~probe","state":"claiming"}`), 30*time.Second)
+	if err != nil || !strings.Contains(string(reply.Data), `"state":"serving"`) {
+		t.Fatalf("after a higher ID's announcement: %v %s, want it still serving", err, reply.Data)
+	}
+	announce("!lower") // '!' sorts before any host name
+	select {
+	case err := <-errc:
+		if !errors.Is(err, central.ErrLotteryHeld) || !strings.Contains(err.Error(), "!lower") || !strings.Contains(err.Error(), "pid 42") {
+			t.Errorf("Run: %v, want ErrLotteryHeld naming the other central", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the central still serves beside a lower ID; log:\n%s", log)
+	}
+}
