@@ -63,6 +63,7 @@ test-stress:
 ## bench: real processes (nats-server, central, agencies), median of RUNS runs of each SCENARIO
 # (`make bench SCENARIO=all RUNS=3`); the data of scale and many is generated once into $(BIN)/bench-data.
 # BENCH_FLAGS=-cluster: 3 nodes with JetStream, R3, two centrals, the takeover timed; -ledger jetstream: one node
+# BENCH_FLAGS=-compare-cluster: each run with the file ledger and in cluster mode back to back, the ratios held to goals
 bench: build nats-server
 	$(GO) run ./tools/bench -bin $(BIN) -scenario $(SCENARIO) -runs $(RUNS) $(BENCH_FLAGS)
 

@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		done = append(done, sr)
 	}
 	writeSummary(stdout, done)
+	writeRatioSummary(stdout, done)
 	if len(done) > 0 {
 		fmt.Fprintln(stdout)
 		writeNotes(stdout)
@@ -92,20 +93,72 @@ func benchScenario(ctx context.Context, o options, s scenario, stdout, stderr io
 	}
 	fmt.Fprintf(stdout, "%s: %d agencies, %d bets from %s\n", s.name, len(ds.files), ds.bets, ds.dir)
 	for i := range o.runs {
-		r, logPath, err := runOnce(ctx, o, ds.files, ds.bets)
-		if err != nil {
-			if logPath != "" {
-				fmt.Fprintf(stderr, "processes' output of %s run %d, last %d lines (all of it in %s):\n", s.name, i+1, logTail, logPath)
-				printTail(stderr, logPath, logTail)
+		if !o.compare {
+			r, err := runReported(ctx, o, ds, s.name, "", i, stdout, stderr)
+			if err != nil {
+				return sr, err
 			}
-			return sr, fmt.Errorf("run %d/%d: %w", i+1, o.runs, err)
+			sr.runs = append(sr.runs, r)
+			continue
 		}
-		fmt.Fprintf(stdout, "%s run %d/%d: %s\n", s.name, i+1, o.runs, r)
-		sr.runs = append(sr.runs, r)
+		// Both modes back to back, in alternating order: a drift of the
+		// machine's speed during a pair weighs on either mode alike.
+		file, cluster := o, o
+		cluster.cluster, cluster.ledger = true, "jetstream"
+		for _, mode := range pairOrder(i) {
+			if mode == modeFile {
+				r, err := runReported(ctx, file, ds, s.name, " "+modeFile, i, stdout, stderr)
+				if err != nil {
+					return sr, err
+				}
+				sr.runs = append(sr.runs, r)
+			} else {
+				r, err := runReported(ctx, cluster, ds, s.name, " "+modeCluster, i, stdout, stderr)
+				if err != nil {
+					return sr, err
+				}
+				sr.cluster = append(sr.cluster, r)
+			}
+		}
 	}
 	writeTable(stdout, sr)
 	writeCriticalPath(stdout, sr.runs)
+	if o.compare {
+		writeTable(stdout, sr.clusterView())
+		writeCriticalPath(stdout, sr.cluster)
+		writeRatios(stdout, sr)
+	}
 	return sr, nil
+}
+
+// The modes -compare-cluster runs, as its lines name them.
+const (
+	modeFile    = "file"
+	modeCluster = "cluster"
+)
+
+// pairOrder is the order of the modes in the i-th pair of runs: the file
+// ledger first in even pairs, the cluster first in odd ones.
+func pairOrder(i int) []string {
+	if i%2 == 0 {
+		return []string{modeFile, modeCluster}
+	}
+	return []string{modeCluster, modeFile}
+}
+
+// runReported is run i of a scenario: its line on stdout, or its log's
+// tail on stderr if it failed. mode, if any, is " file" or " cluster".
+func runReported(ctx context.Context, o options, ds dataSet, name, mode string, i int, stdout, stderr io.Writer) (result, error) {
+	r, logPath, err := runOnce(ctx, o, ds.files, ds.bets)
+	if err != nil {
+		if logPath != "" {
+			fmt.Fprintf(stderr, "processes' output of %s run %d%s, last %d lines (all of it in %s):\n", name, i+1, mode, logTail, logPath)
+			printTail(stderr, logPath, logTail)
+		}
+		return r, fmt.Errorf("run %d/%d%s: %w", i+1, o.runs, mode, err)
+	}
+	fmt.Fprintf(stdout, "%s run %d/%d%s: %s\n", name, i+1, o.runs, mode, r)
+	return r, nil
 }
 
 // result is what one run measured.

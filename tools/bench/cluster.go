@@ -21,22 +21,28 @@ const clusterNodes = 3
 // stores under dir, routed to each other as one cluster, and waits until
 // each accepts connections; it returns them and their client URLs,
 // comma-separated.
-func startNATSCluster(ctx context.Context, bin, dir string, sink *harness.Sink) ([]*harness.Proc, string, error) {
+// With profile, each serves Go's profiles on a port of its own, returned
+// in profPorts.
+func startNATSCluster(ctx context.Context, bin, dir string, profile bool, sink *harness.Sink) (nodes []*harness.Proc, url string, profPorts []int, err error) {
 	clientPorts := make([]int, clusterNodes)
 	routePorts := make([]int, clusterNodes)
+	profPorts = make([]int, clusterNodes)
 	var routes, urls []string
 	for i := range clusterNodes {
-		var err error
 		if clientPorts[i], err = harness.FreePort(); err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		if routePorts[i], err = harness.FreePort(); err != nil {
-			return nil, "", err
+			return nil, "", nil, err
+		}
+		if profile {
+			if profPorts[i], err = harness.FreePort(); err != nil {
+				return nil, "", nil, err
+			}
 		}
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(routePorts[i]))
 		urls = append(urls, "nats://127.0.0.1:"+strconv.Itoa(clientPorts[i]))
 	}
-	var nodes []*harness.Proc
 	kill := func() {
 		for _, p := range nodes {
 			p.Kill()
@@ -44,25 +50,30 @@ func startNATSCluster(ctx context.Context, bin, dir string, sink *harness.Sink) 
 	}
 	for i := range clusterNodes {
 		name := nodeName(i)
+		conf, err := writeJetStreamConfig(filepath.Join(dir, name), name, profPorts[i])
+		if err != nil {
+			kill()
+			return nil, "", nil, err
+		}
 		p, err := harness.Start(harness.Spec{
 			Name: name, Path: filepath.Join(bin, "nats-server"), Sink: sink,
-			Args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]), "--name", name,
-				"-js", "-sd", filepath.Join(dir, name), "--cluster_name", "quiniela",
+			Args: []string{"-c", conf, "-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]), "--name", name,
+				"--cluster_name", "quiniela",
 				"--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")},
 		})
 		if err != nil {
 			kill()
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		nodes = append(nodes, p)
 	}
 	for i, p := range nodes {
 		if err := waitAccepting(ctx, p, net.JoinHostPort("127.0.0.1", strconv.Itoa(clientPorts[i])), natsTimeout); err != nil {
 			kill()
-			return nil, "", err
+			return nil, "", nil, err
 		}
 	}
-	return nodes, strings.Join(urls, ","), nil
+	return nodes, strings.Join(urls, ","), profPorts, nil
 }
 
 func nodeName(i int) string { return natsName + "-" + strconv.Itoa(i+1) }
@@ -73,7 +84,7 @@ func nodeName(i int) string { return natsName + "-" + strconv.Itoa(i+1) }
 // standby's takeover (kill → its central_lista), then checks that the
 // standby's bets.csv, rebuilt from the stream, holds every bet too.
 func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBets int, dir string, sink *harness.Sink) (res result, err error) {
-	nodes, url, err := startNATSCluster(ctx, o.bin, dir, sink)
+	nodes, url, profPorts, err := startNATSCluster(ctx, o.bin, dir, o.profile != "", sink)
 	if err != nil {
 		return res, err
 	}
@@ -108,7 +119,11 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 	}
 	defer standby.Kill()
 
+	profiled := o.profileNodes(ctx, nodes, profPorts)
 	if err := timeAgencies(ctx, o, files, url, activeFile, wantBets, sink, &res); err != nil {
+		return res, err
+	}
+	if err := profiled(); err != nil {
 		return res, err
 	}
 	err = takeOver(ctx, active, standby, standbyFile, nodes, wantBets, &res)

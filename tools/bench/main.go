@@ -21,9 +21,17 @@
 // the agencies log theirs in their last line, and nats-server's is read
 // from /proc before the bench stops it (see internal/peakrss).
 //
+// With -compare-cluster each run is made twice, back to back, with the
+// file ledger and in the cluster mode (in alternating order, so that a
+// machine's drift weighs on both alike), and the cluster mode is held to
+// ratios of the file ledger's figures, each pair's ratio taken and their
+// median held to the goal: on a loaded machine absolute times are noise,
+// ratios of runs made seconds apart are not.
+//
 // Usage:
 //
 //	go run ./tools/bench [-scenario official|scale|many|all] [-runs 7] [-bin bin]
+//	    [-cluster | -ledger jetstream | -compare-cluster] [-profile DIR]
 //	    [-data DIR] [-cache DIR] [-config services/agency/config.yaml] [-tmp DIR] [-timeout 5m]
 //
 // -data defaults to ../shared/datasets/catedra (the course's data set)
@@ -54,9 +62,11 @@ const courseData = "../shared/datasets/catedra"
 // options are the command-line flags.
 type options struct {
 	bin, data, cache, config, tmp string
-	profile                       string // a directory for CPU profiles of every run's central and agency 1
-	ledger                        string // CENTRAL_LEDGER: file, or jetstream (nats-server with -js)
-	cluster                       bool   // 3 nats-servers, JetStream R3, two centrals; implies ledger jetstream
+	profile                       string        // a directory for CPU profiles of every run's central and agency 1
+	profileNodesFor               time.Duration // -cluster with -profile: how long each node's CPU profile covers
+	ledger                        string        // CENTRAL_LEDGER: file, or jetstream (nats-server with -js)
+	cluster                       bool          // 3 nats-servers, JetStream R3, two centrals; implies ledger jetstream
+	compare                       bool          // each run twice, back to back: the file ledger, then the cluster mode
 	scenarios                     []scenario
 	runs                          int
 	timeout                       time.Duration
@@ -77,8 +87,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tmp, "tmp", os.TempDir(), "where each run's directory (bets file, journal, log) goes; on tmpfs fsync costs nothing")
 	fs.StringVar(&o.ledger, "ledger", "file", "the central's CENTRAL_LEDGER: file, or jetstream (nats-server then runs with JetStream, its store in the run's directory)")
 	fs.BoolVar(&o.cluster, "cluster", false, "3 nats-servers with JetStream as one cluster, the ledger on R3, an active central and a standby; after the agencies, kill -9 the active one and time the takeover (implies -ledger jetstream)")
+	fs.BoolVar(&o.compare, "compare-cluster", false, "run each run twice back to back, with the file ledger and in -cluster mode, and hold the cluster mode to ratios of the file ledger's figures")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each run; then its processes are killed")
 	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of each run's central and agency 1 into this directory (go tool pprof bin/central DIR/central-*.prof)")
+	fs.DurationVar(&o.profileNodesFor, "profile-nodes", 10*time.Second, "with -profile in the cluster mode: each nats-server's CPU profile covers this long from the agencies' launch (whole seconds; the run waits for it)")
 	err := fs.Parse(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -97,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case o.ledger != "file" && o.ledger != "jetstream":
 		fmt.Fprintf(stderr, "bench: -ledger %q: want file or jetstream\n", o.ledger)
 		return o, cli.ErrUsage
+	case o.compare && (o.cluster || o.ledger != "file"):
+		fmt.Fprintln(stderr, "bench: -compare-cluster runs both modes itself: no -cluster or -ledger with it")
+		return o, cli.ErrUsage
 	case o.timeout <= 0:
 		fmt.Fprintf(stderr, "bench: -timeout %v: want a positive duration\n", o.timeout)
 		return o, cli.ErrUsage
@@ -109,7 +124,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, cli.ErrUsage
 	}
 	for i, s := range o.scenarios {
-		o.scenarios[i].goals = s.heldTo(o.ledger)
+		o.scenarios[i].goals = s.heldTo(o.ledger, o.cluster)
+		if o.compare {
+			o.scenarios[i].clusterGoals = s.heldTo("jetstream", true)
+		}
 	}
 	if o.cache == "" {
 		o.cache = filepath.Join(o.bin, "bench-data")

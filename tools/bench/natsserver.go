@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -23,7 +24,11 @@ func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*har
 	}
 	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port)}
 	if jsDir != "" {
-		args = append(args, "-js", "-sd", jsDir)
+		conf, err := writeJetStreamConfig(jsDir, natsName, 0)
+		if err != nil {
+			return nil, "", err
+		}
+		args = append(args, "-c", conf)
 	}
 	p, err := harness.Start(harness.Spec{
 		Name: natsName, Path: filepath.Join(bin, "nats-server"), Args: args, Sink: sink,
@@ -37,6 +42,25 @@ func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*har
 		return nil, "", err
 	}
 	return p, "nats://" + addr, nil
+}
+
+// writeJetStreamConfig writes a nats-server config file beside storeDir
+// that runs JetStream with its store there and an fsync after every write
+// (sync_interval: always: without it JetStream acknowledges writes that
+// only the page cache holds, for up to 2 minutes; the ledger promises
+// more, and its cost is part of what the bench measures). With profPort,
+// the server serves Go's profiles on it (/debug/pprof). It returns the
+// file's path.
+func writeJetStreamConfig(storeDir, name string, profPort int) (string, error) {
+	conf := fmt.Sprintf("jetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", storeDir)
+	if profPort > 0 {
+		conf += fmt.Sprintf("prof_port: %d\n", profPort)
+	}
+	path := filepath.Join(filepath.Dir(storeDir), name+".conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", fmt.Errorf("nats-server config of %s: %w", name, err)
+	}
+	return path, nil
 }
 
 // waitAccepting polls addr until it accepts a TCP connection, p exits, ctx

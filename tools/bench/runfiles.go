@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -18,6 +21,56 @@ func (o options) profileEnv(name string) []string {
 		return nil
 	}
 	return []string{profile.Env + "=" + filepath.Join(o.profile, name+"-%p.prof")}
+}
+
+// profileNodes, with -profile, starts taking a CPU profile of each node
+// from its profiling port for the next -profile-nodes (the agencies' run,
+// roughly), into the -profile directory as nats-N-PID.prof. It returns a
+// function that waits for the profiles and says whether one failed.
+func (o options) profileNodes(ctx context.Context, nodes []*harness.Proc, ports []int) func() error {
+	if o.profile == "" {
+		return func() error { return nil }
+	}
+	errs := make(chan error, len(nodes))
+	for i, p := range nodes {
+		go func() {
+			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", ports[i], max(1, int(o.profileNodesFor.Seconds())))
+			path := filepath.Join(o.profile, fmt.Sprintf("%s-%d.prof", nodeName(i), p.Pid()))
+			errs <- fetchProfile(ctx, url, path)
+		}()
+	}
+	return func() error {
+		var all []error
+		for range nodes {
+			all = append(all, <-errs)
+		}
+		return errors.Join(all...)
+	}
+}
+
+// fetchProfile writes what url answers to path.
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("nats-server profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("nats-server profile %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("nats-server profile into %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // cleanRunDir removes a run's directory after a good run; after a failed

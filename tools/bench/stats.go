@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -132,8 +133,122 @@ func column(rs []result, f func(result) float64) []float64 {
 // scenarioResult is what a scenario's runs measured.
 type scenarioResult struct {
 	scenario
-	data dataSet
-	runs []result
+	data    dataSet
+	runs    []result
+	cluster []result // -compare-cluster: the cluster mode's runs, paired with runs
+}
+
+// clusterView is the cluster mode's runs as a scenario of their own,
+// named "<name> cluster", held to their goals.
+func (sr scenarioResult) clusterView() scenarioResult {
+	v := scenarioResult{scenario: sr.scenario, data: sr.data, runs: sr.cluster}
+	v.name += " " + modeCluster
+	v.goals = sr.clusterGoals
+	return v
+}
+
+// views are the scenario's runs and, with -compare-cluster, its cluster
+// mode's runs as a scenario of their own.
+func (sr scenarioResult) views() []scenarioResult {
+	if len(sr.cluster) == 0 {
+		return []scenarioResult{sr}
+	}
+	return []scenarioResult{sr, sr.clusterView()}
+}
+
+// ratio is a cluster run's figure over its paired file run's: how many
+// times the file ledger's the cluster mode takes.
+func ratio(m *metric, file, cluster result) float64 {
+	f, c := m.value(file), m.value(cluster)
+	switch {
+	case f > 0:
+		return c / f
+	case c == 0:
+		return 1
+	}
+	return math.Inf(1)
+}
+
+// ratios are the pairs' ratios of one figure.
+func ratios(m *metric, sr scenarioResult) []float64 {
+	n := min(len(sr.runs), len(sr.cluster))
+	xs := make([]float64, n)
+	for i := range n {
+		xs[i] = ratio(m, sr.runs[i], sr.cluster[i])
+	}
+	return xs
+}
+
+// evaluateRatios holds each ratio goal to the median of the pairs' ratios.
+func evaluateRatios(goals []goal, sr scenarioResult) []verdict {
+	out := make([]verdict, len(goals))
+	for i, g := range goals {
+		m := median(ratios(g.metric, sr))
+		out[i] = verdict{goal: g, median: m, pass: g.met(m)}
+	}
+	return out
+}
+
+// ratioMetrics are the rows of a scenario's table of ratios.
+var ratioMetrics = []*metric{
+	&mWall, &mRTTP50, &mCPUPerBet, &mCentralCPU, &mAgenciesCPU, &mNATSCPU, &mCentralRSS, &mNATSRSS,
+}
+
+// writeRatios prints, for each figure of ratioMetrics, the median, min and
+// max of the pairs' cluster/file ratios, and the goal it is held to.
+func writeRatios(w io.Writer, sr scenarioResult) {
+	n := min(len(sr.runs), len(sr.cluster))
+	if n == 0 {
+		return
+	}
+	verdicts := evaluateRatios(sr.ratioGoals, sr)
+	fmt.Fprintf(w, "\n%s: the cluster mode over the file ledger, %s back to back (ratio of each pair):\n", sr.name, plural(n, "pair"))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	width := 0
+	for _, m := range ratioMetrics {
+		width = max(width, utf8.RuneCountInString(m.name))
+	}
+	fmt.Fprintln(tw, "cluster/file\tmedian\tmin\tmax\tgoal\t\t")
+	for _, m := range ratioMetrics {
+		xs := ratios(m, sr)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t", padRight(m.name, width), median(xs), slices.Min(xs), slices.Max(xs))
+		if i := slices.IndexFunc(verdicts, func(v verdict) bool { return v.metric == m }); i >= 0 {
+			fmt.Fprintf(tw, "%s\t%s\t\n", verdicts[i].goal, passFail(verdicts[i].pass))
+		} else {
+			fmt.Fprint(tw, "\t\t\n")
+		}
+	}
+	tw.Flush()
+}
+
+// writeRatioSummary prints, with -compare-cluster, a row per scenario: the
+// medians of its pairs' ratios and how they fared against their goals,
+// with the cluster mode's own goals.
+func writeRatioSummary(w io.Writer, srs []scenarioResult) {
+	srs = slices.DeleteFunc(slices.Clone(srs), func(sr scenarioResult) bool { return len(sr.cluster) == 0 })
+	if len(srs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ncluster mode / file ledger, medians of each scenario's pairs of runs:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	width := len("scenario")
+	for _, sr := range srs {
+		width = max(width, utf8.RuneCountInString(sr.name))
+	}
+	head := []string{padRight("scenario", width), "pairs"}
+	for _, m := range ratioMetrics {
+		head = append(head, m.short)
+	}
+	fmt.Fprintln(tw, strings.Join(append(head, "goals"), "\t")+"\t")
+	for _, sr := range srs {
+		row := []string{padRight(sr.name, width), fmt.Sprint(min(len(sr.runs), len(sr.cluster)))}
+		for _, m := range ratioMetrics {
+			row = append(row, fmt.Sprintf("%.2f", median(ratios(m, sr))))
+		}
+		vs := slices.Concat(evaluateRatios(sr.ratioGoals, sr), evaluate(sr.clusterGoals, sr.cluster))
+		fmt.Fprintln(tw, strings.Join(append(row, goalsSummary(vs)), "\t")+"\t")
+	}
+	tw.Flush()
 }
 
 // writeTable prints, for each figure, the median, min and max over the
@@ -220,6 +335,11 @@ func writeSummary(w io.Writer, srs []scenarioResult) {
 	fmt.Fprintln(w, "\nsummary, medians of each scenario's runs:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	width := len("scenario")
+	var views []scenarioResult
+	for _, sr := range srs {
+		views = append(views, sr.views()...)
+	}
+	srs = views
 	for _, sr := range srs {
 		width = max(width, utf8.RuneCountInString(sr.name))
 	}
@@ -291,6 +411,10 @@ func writeNotes(w io.Writer) {
 		"goals: held to the median of the runs; the speed goals (wall, CPU, bets/s; default ledger only) were set",
 		"  on a 2-core machine where commit 25d2843 takes 110–120 ms on the official set: on a slower machine or",
 		"  hour, run that commit's bench beside this one and compare their wall times (README, Scaling, gives the commands)",
+		"cluster (-cluster, -compare-cluster): 3 nats-servers, JetStream R3 with sync_interval: always, an active central and",
+		"  a standby; nats-server's CPU is the nodes' added, its peak RSS the largest node's; takeover: kill -9 of the active",
+		"  central → the standby's central_lista; -compare-cluster: cluster/file is each pair's ratio (runs back to back,",
+		"  alternating which goes first), its goals held to the median ratio, so that they hold on a loaded machine",
 	} {
 		fmt.Fprintln(w, l)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"maps"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -69,7 +70,7 @@ func scenarioNamed(t *testing.T, name string) scenario {
 	if err != nil || len(ss) != 1 {
 		t.Fatalf("selectScenarios(%q) = %v, %v", name, ss, err)
 	}
-	ss[0].goals = ss[0].heldTo("file")
+	ss[0].goals = ss[0].heldTo("file", false)
 	return ss[0]
 }
 
@@ -188,7 +189,8 @@ func TestResultLine(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	var stderr bytes.Buffer
-	for _, args := range [][]string{{"-runs", "0"}, {"extra"}, {"-timeout", "-1s"}, {"-scenario", "huge"}} {
+	for _, args := range [][]string{{"-runs", "0"}, {"extra"}, {"-timeout", "-1s"}, {"-scenario", "huge"},
+		{"-compare-cluster", "-cluster"}, {"-compare-cluster", "-ledger", "jetstream"}} {
 		if _, err := parseFlags(args, &stderr); !errors.Is(err, cli.ErrUsage) {
 			t.Errorf("%q: err = %v, want a usage error", args, err)
 		}
@@ -206,7 +208,11 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-scenario", "official"}, []string{"wall ms", "CPU ms", "central MiB", "agency MiB"}},
 		{[]string{"-scenario", "scale"}, []string{"bets/s", "draw ms", "central MiB", "agency MiB"}},
 		{[]string{"-scenario", "official", "-ledger", "jetstream"}, []string{"central MiB", "agency MiB"}},
-		{[]string{"-scenario", "scale", "-cluster"}, []string{"draw ms", "central MiB", "agency MiB"}},
+		{[]string{"-scenario", "scale", "-cluster"}, []string{"draw ms", "central MiB", "agency MiB", "takeover ms", "nats MiB"}},
+		{[]string{"-scenario", "official", "-cluster"}, []string{"central MiB", "agency MiB", "takeover ms"}},
+		// -compare-cluster: the file ledger's runs are held to the default
+		// goals (the cluster's are checked in TestCompareCluster).
+		{[]string{"-scenario", "official", "-compare-cluster"}, []string{"wall ms", "CPU ms", "central MiB", "agency MiB"}},
 	} {
 		o, err := parseFlags(tc.args, &stderr)
 		var got []string
@@ -270,5 +276,106 @@ func TestCriticalPathAndCPUPerBet(t *testing.T) {
 	r := result{Bets: 1000, CentralCPU: time.Millisecond, AgenciesCPU: 2 * time.Millisecond, NATSCPU: time.Millisecond}
 	if got := mCPUPerBet.value(r); got != 4 {
 		t.Errorf("CPU per bet %v µs, want 4", got)
+	}
+}
+
+// pairRuns are n file ledger runs and their cluster mode's pairs, the
+// cluster's figures the file's times the factors given.
+func pairRuns(wall, cpu []float64, takeover []time.Duration, natsMiB []int64) (file, cluster []result) {
+	for i := range wall {
+		f := result{Wall: 100 * time.Millisecond, Bets: 1000, CentralCPU: 10 * time.Millisecond, AgenciesCPU: 10 * time.Millisecond,
+			NATSCPU: 10 * time.Millisecond, RTTP50ms: 2, CentralRSS: 16 << 20, NATSRSS: 16 << 20}
+		c := f
+		c.Wall = time.Duration(float64(f.Wall) * wall[i])
+		c.CentralCPU = time.Duration(float64(f.CentralCPU) * cpu[i])
+		c.AgenciesCPU = time.Duration(float64(f.AgenciesCPU) * cpu[i])
+		c.NATSCPU = time.Duration(float64(f.NATSCPU) * cpu[i])
+		c.Takeover, c.NATSRSS = takeover[i], natsMiB[i]<<20
+		file, cluster = append(file, f), append(cluster, c)
+	}
+	return file, cluster
+}
+
+// The cluster mode is held to the median of the pairs' ratios, not to the
+// ratio of the medians nor to the best pair, and to its own goals.
+func TestCompareCluster(t *testing.T) {
+	o, err := parseFlags([]string{"-scenario", "official,scale", "-compare-cluster"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	official, scale := o.scenarios[0], o.scenarios[1]
+	for _, tc := range []struct {
+		s            scenario
+		ratio, goals []string
+	}{
+		{official, []string{"wall ms ≤ 2", "µs/bet ≤ 2"}, []string{"central MiB", "agency MiB", "takeover ms"}},
+		{scale, []string{"wall ms ≤ 1.5", "µs/bet ≤ 2"}, []string{"draw ms", "central MiB", "agency MiB", "takeover ms", "nats MiB"}},
+	} {
+		var ratio, goals []string
+		for _, g := range tc.s.ratioGoals {
+			ratio = append(ratio, g.metric.short+" "+g.String())
+		}
+		for _, g := range tc.s.clusterGoals {
+			goals = append(goals, g.metric.short)
+		}
+		if !slices.Equal(ratio, tc.ratio) || !slices.Equal(goals, tc.goals) {
+			t.Errorf("%s: ratio goals %q, cluster goals %q; want %q, %q", tc.s.name, ratio, goals, tc.ratio, tc.goals)
+		}
+	}
+
+	// Wall ratios 1.4, 1.6, 3: median 1.6, over scale's 1.5 and under the
+	// official's 2; the ratio of the medians would differ from neither,
+	// but the best pair (1.4) would pass scale. CPU per bet: 2.5, 1.5, 1.9.
+	file, cluster := pairRuns([]float64{1.4, 1.6, 3}, []float64{2.5, 1.5, 1.9},
+		[]time.Duration{1900 * time.Millisecond, 2500 * time.Millisecond, 1500 * time.Millisecond}, []int64{100, 140, 120})
+	sr := scenarioResult{scenario: scale, runs: file, cluster: cluster, data: dataSet{files: make([]harness.AgencyFile, 50), bets: 1000}}
+	var out bytes.Buffer
+	writeRatios(&out, sr)
+	text := out.String()
+	if !strings.Contains(text, "scale: the cluster mode over the file ledger, 3 pairs back to back (ratio of each pair):") {
+		t.Errorf("no heading:\n%s", text)
+	}
+	for name, want := range map[string][]string{
+		"wall time (ms)":             {"1.60", "1.40", "3.00", "≤", "1.5", "FAIL"},
+		"CPU per bet (µs)":           {"1.90", "1.50", "2.50", "≤", "2", "PASS"},
+		"nats-server CPU (ms)":       {"1.90", "1.50", "2.50"},
+		"rtt p50 (ms)":               {"1.00", "1.00", "1.00"},
+		"nats-server peak RSS (MiB)": {"7.50", "6.25", "8.75"},
+	} {
+		if got := tableRow(t, text, name); !slices.Equal(got, want) {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	vs := evaluateRatios(official.ratioGoals, sr)
+	if len(vs) != 2 || !vs[0].pass || vs[0].median != 1.6 || !vs[1].pass {
+		t.Errorf("official's ratio verdicts %+v, want both passed, wall at 1.6", vs)
+	}
+
+	// The cluster's own goals: takeover median 1900 ms passes, a node's
+	// median 120 MiB passes; the summary has a row for each mode and one
+	// of ratios.
+	out.Reset()
+	writeSummary(&out, []scenarioResult{sr})
+	writeRatioSummary(&out, []scenarioResult{sr})
+	text = out.String()
+	if row := tableRow(t, text, "scale cluster"); row[len(row)-2] != "PASS" || row[len(row)-1] != "5/5" {
+		t.Errorf("summary's cluster row %q, want its 5 goals passed", row)
+	}
+	ratioPart := text[strings.Index(text, "cluster mode / file ledger"):]
+	if got, want := tableRow(t, ratioPart, "scale"), []string{"3", "1.60", "1.00", "1.90", "1.90", "1.90", "1.90", "1.00", "7.50",
+		"FAIL", "6/7:", "wall", "ms"}; !slices.Equal(got, want) {
+		t.Errorf("ratio summary row %q, want %q", got, want)
+	}
+
+	// A figure the file ledger does not have (0) makes no ratio to pass.
+	if r := ratio(&mTakeover, result{}, result{Takeover: time.Second}); !math.IsInf(r, 1) {
+		t.Errorf("ratio over 0 = %v, want +Inf", r)
+	}
+	if r := ratio(&mTakeover, result{}, result{}); r != 1 {
+		t.Errorf("ratio of 0 over 0 = %v, want 1", r)
+	}
+	if got := [][]string{pairOrder(0), pairOrder(1), pairOrder(2)}; !slices.Equal(got[0], []string{"file", "cluster"}) ||
+		!slices.Equal(got[1], []string{"cluster", "file"}) || !slices.Equal(got[2], got[0]) {
+		t.Errorf("pair orders %q, want file first, then cluster first, alternating", got)
 	}
 }
