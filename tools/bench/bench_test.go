@@ -165,3 +165,50 @@ func TestPrepareDataOfficialAndGenerationFailure(t *testing.T) {
 		t.Fatalf("err = %v, want the generator's", err)
 	}
 }
+
+// -compare-cluster runs each mode once a pair, prints both tables and the
+// ratios, and with -profile takes every node's CPU profile.
+func TestBenchCompareCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node JetStream cluster and times a takeover (seconds): not with -short")
+	}
+	data := writeData(t, 2, 50, "")
+	profiles := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	args := append(benchArgs(t, data, 1), "-compare-cluster", "-profile", profiles, "-profile-nodes", "1s")
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"official run 1/1 file: wall ", "official run 1/1 cluster: wall ",
+		"official cluster: 1 run, 100 bets each:",
+		"official: the cluster mode over the file ledger, 1 pair back to back (ratio of each pair):",
+		"cluster mode / file ledger, medians of each scenario's pairs of runs:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// The takeover is measured and held to its goal (PASS or FAIL: a
+	// loaded machine may take longer); the ratios are figures.
+	if row := tableRow(t, out, "takeover (ms)"); len(row) != 6 || row[3] != "≤" || row[4] != "2000" {
+		t.Errorf("takeover row %q", row)
+	}
+	ratios := out[strings.Index(out, "the cluster mode over the file ledger"):]
+	if row := tableRow(t, ratios, "wall time (ms)"); len(row) != 6 || !plausibleRatio(row[0]) || row[4] != "2" {
+		t.Errorf("wall ratio row %q", row)
+	}
+	// The file ledger's central, the standby (the active one is killed),
+	// agency 1 of each mode, the nodes.
+	for pattern, n := range map[string]int{"central-[0-9]*": 1, "central-standby-*": 1, "agency-1-*": 2, "nats-1-*": 1, "nats-2-*": 1, "nats-3-*": 1} {
+		if got, _ := filepath.Glob(filepath.Join(profiles, pattern+".prof")); len(got) != n {
+			t.Errorf("profiles %s: %q, want %d", pattern, got, n)
+		}
+	}
+}
+
+func plausibleRatio(s string) bool {
+	x, err := strconv.ParseFloat(s, 64)
+	return err == nil && x > 0.1 && x < 100
+}

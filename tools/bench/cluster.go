@@ -113,7 +113,10 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 		return res, err
 	}
 	standbyFile := filepath.Join(standbyDir, "bets.csv")
-	standby, err := harness.StartCentral(o.bin, centralEnv("central-2", standbyFile), sink)
+	// The standby's profile shows its copy of the stream; the active
+	// central's would be lost to its kill -9 (-ledger jetstream profiles
+	// a central writing the stream).
+	standby, err := harness.StartCentral(o.bin, append(centralEnv("central-2", standbyFile), o.profileEnv("central-standby")...), sink)
 	if err != nil {
 		return res, err
 	}
