@@ -201,24 +201,10 @@ func writeRatios(w io.Writer, sr scenarioResult) {
 	if n == 0 {
 		return
 	}
-	verdicts := evaluateRatios(sr.ratioGoals, sr)
 	fmt.Fprintf(w, "\n%s: the cluster mode over the file ledger, %s back to back (ratio of each pair):\n", sr.name, plural(n, "pair"))
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	width := 0
-	for _, m := range ratioMetrics {
-		width = max(width, utf8.RuneCountInString(m.name))
-	}
-	fmt.Fprintln(tw, "cluster/file\tmedian\tmin\tmax\tgoal\t\t")
-	for _, m := range ratioMetrics {
-		xs := ratios(m, sr)
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t", padRight(m.name, width), median(xs), slices.Min(xs), slices.Max(xs))
-		if i := slices.IndexFunc(verdicts, func(v verdict) bool { return v.metric == m }); i >= 0 {
-			fmt.Fprintf(tw, "%s\t%s\t\n", verdicts[i].goal, passFail(verdicts[i].pass))
-		} else {
-			fmt.Fprint(tw, "\t\t\n")
-		}
-	}
-	tw.Flush()
+	writeFigures(w, "cluster/file", ratioMetrics, evaluateRatios(sr.ratioGoals, sr), func(m *metric) ([]float64, string) {
+		return ratios(m, sr), "%.2f"
+	})
 }
 
 // writeRatioSummary prints, with -compare-cluster, a row per scenario: the
@@ -258,20 +244,31 @@ func writeTable(w io.Writer, sr scenarioResult) {
 	if len(rs) == 0 {
 		return
 	}
-	verdicts := evaluate(sr.goals, rs)
 	fmt.Fprintf(w, "\n%s: %s, %d bets each:\n", sr.name, plural(len(rs), "run"), rs[0].Bets)
+	writeFigures(w, "", metrics, evaluate(sr.goals, rs), func(m *metric) ([]float64, string) {
+		if !measured(m, rs) {
+			return nil, ""
+		}
+		return column(rs, m.value), m.format
+	})
+}
+
+// writeFigures prints a row per metric of ms: the median, min and max of
+// the figures figures gives it (none: no row) in its format, and the goal
+// that holds it with PASS or FAIL if one of verdicts does.
+func writeFigures(w io.Writer, corner string, ms []*metric, verdicts []verdict, figures func(*metric) ([]float64, string)) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	width := 0
-	for _, m := range metrics {
+	for _, m := range ms {
 		width = max(width, utf8.RuneCountInString(m.name))
 	}
-	fmt.Fprintln(tw, "\tmedian\tmin\tmax\tgoal\t\t")
-	for _, m := range metrics {
-		if !measured(m, rs) {
+	fmt.Fprintln(tw, corner+"\tmedian\tmin\tmax\tgoal\t\t")
+	for _, m := range ms {
+		xs, format := figures(m)
+		if len(xs) == 0 {
 			continue
 		}
-		xs := column(rs, m.value)
-		fmt.Fprintf(tw, "%s\t"+m.format+"\t"+m.format+"\t"+m.format+"\t", padRight(m.name, width), median(xs), slices.Min(xs), slices.Max(xs))
+		fmt.Fprintf(tw, "%s\t"+format+"\t"+format+"\t"+format+"\t", padRight(m.name, width), median(xs), slices.Min(xs), slices.Max(xs))
 		if i := slices.IndexFunc(verdicts, func(v verdict) bool { return v.metric == m }); i >= 0 {
 			fmt.Fprintf(tw, "%s\t%s\t\n", verdicts[i].goal, passFail(verdicts[i].pass))
 		} else {
