@@ -176,7 +176,9 @@ func TestBenchCompareCluster(t *testing.T) {
 	profiles := t.TempDir()
 	var stdout, stderr bytes.Buffer
 	args := append(benchArgs(t, data, 1), "-compare-cluster", "-profile", profiles, "-profile-nodes", "1s")
-	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+	// Goals may FAIL on a loaded machine (the bench then exits 1): the
+	// run itself must not fail.
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil && !errors.Is(err, errGoalsMissed) {
 		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	out := stdout.String()

@@ -375,12 +375,21 @@ func goalsSummary(vs []verdict) string {
 var errGoalsMissed = errors.New("goals missed")
 
 // missedGoals is an error naming every scenario that missed a goal, and
-// the goals, or nil.
+// the goals, or nil; with -compare-cluster, the cluster mode's runs and
+// its ratios to the file ledger are held to theirs too.
 func missedGoals(srs []scenarioResult) error {
 	var missed []string
 	for _, sr := range srs {
-		if v := goalsSummary(evaluate(sr.goals, sr.runs)); strings.HasPrefix(v, "FAIL") {
-			missed = append(missed, sr.name+" "+v)
+		for _, v := range sr.views() {
+			if s := goalsSummary(evaluate(v.goals, v.runs)); strings.HasPrefix(s, "FAIL") {
+				missed = append(missed, v.name+" "+s)
+			}
+		}
+		if len(sr.cluster) == 0 {
+			continue
+		}
+		if s := goalsSummary(evaluateRatios(sr.ratioGoals, sr)); strings.HasPrefix(s, "FAIL") {
+			missed = append(missed, sr.name+" cluster/file "+s)
 		}
 	}
 	if len(missed) == 0 {

@@ -367,6 +367,19 @@ func TestCompareCluster(t *testing.T) {
 		t.Errorf("ratio summary row %q, want %q", got, want)
 	}
 
+	// The bench fails naming the ratio goals missed, and the cluster
+	// mode's own goals only if they are missed.
+	err = missedGoals([]scenarioResult{sr})
+	if !errors.Is(err, errGoalsMissed) || !strings.Contains(err.Error(), "scale cluster/file FAIL 1/2: wall ms") ||
+		strings.Contains(err.Error(), "scale cluster FAIL") {
+		t.Errorf("missedGoals = %v, want the wall ratio named, and nothing of the cluster's own goals", err)
+	}
+	sr.cluster[1].Takeover = 2500 * time.Millisecond // takeovers 1900, 2500, 1500 → 2500, 2500, 1500
+	sr.cluster[0].Takeover = 2500 * time.Millisecond
+	if err := missedGoals([]scenarioResult{sr}); err == nil || !strings.Contains(err.Error(), "scale cluster FAIL 4/5: takeover ms") {
+		t.Errorf("missedGoals = %v, want the cluster's takeover named", err)
+	}
+
 	// A figure the file ledger does not have (0) makes no ratio to pass.
 	if r := ratio(&mTakeover, result{}, result{Takeover: time.Second}); !math.IsInf(r, 1) {
 		t.Errorf("ratio over 0 = %v, want +Inf", r)
