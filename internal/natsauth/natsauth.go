@@ -1,7 +1,17 @@
-// Package natsauth confines each agency to its own subjects on the broker:
-// one NATS user per agency, one for the central, one read-only for
-// inspection. The same rules configure the embedded server, the compose
-// stack's nats-server.conf and the tests' servers.
+// Package natsauth confines each role to what it needs on the broker, with
+// two NATS accounts:
+//
+//   - AGENCIES: one user per agency, the central's service user and the
+//     read-only inspector. No JetStream: no request made there can reach
+//     the ledger, whatever its reply subject, and nats-server has no
+//     JetStream API there to answer one.
+//   - LEDGER: the central's ledger user alone, with JetStream, allowed only
+//     its stream and the lease's bucket (no delete, no purge, no other
+//     stream).
+//
+// The same rules configure the embedded server, the compose stacks'
+// nats-server.conf and the tests' servers: ServerConf writes them, and
+// Configure loads that text into a server's Options.
 package natsauth
 
 import (
@@ -20,9 +30,28 @@ import (
 
 // User names.
 const (
-	CentralUser   = "central"
-	InspectorUser = "inspector"
+	CentralUser   = "central"        // the central's service: answers requests
+	LedgerUser    = "central-ledger" // the central's ledger: its stream and lease
+	InspectorUser = "inspector"      // operators: status and micro stats
 )
+
+// Accounts.
+const (
+	AgenciesAccount = "AGENCIES"
+	LedgerAccount   = "LEDGER"
+)
+
+// LedgerEnvPrefix prefixes the central's ledger credentials in its
+// environment: CENTRAL_LEDGER_NATS_USER, CENTRAL_LEDGER_NATS_PASSWORD…
+const LedgerEnvPrefix = "CENTRAL_LEDGER_"
+
+// DefaultStream is the ledger's stream (CENTRAL_STREAM's default).
+const DefaultStream = "QUINIELA"
+
+// InspectorInboxPrefix is where the inspector reads replies: nats.go's
+// (and the nats CLI's) default inbox prefix, which in the AGENCIES account
+// only the inspector may subscribe to.
+const InspectorInboxPrefix = "_INBOX"
 
 // AgencyUser is agency N's user name.
 func AgencyUser(agency int) string { return messages.AgencyName(agency) }
@@ -40,15 +69,19 @@ const AgencyInboxes = messages.AgencyInboxes
 type Users struct {
 	Agencies  int               `json:"agencies"`
 	Passwords map[string]string `json:"passwords"`
+	// Stream is the ledger's stream the ledger user may use (the lease is
+	// bucket <Stream>_LEASE); empty: DefaultStream.
+	Stream string `json:"stream,omitempty"`
 }
 
-// Permissions are what each user may do. No user gets NATS's response
-// permission (allow_responses): nats-server lets a client answer a request
-// it received on any reply subject, even one its deny list names
-// (client.go, pubAllowedFullCheck, v2.15.2), so a peer that sent
-// `$SRV.PING` with reply subject bets.agency.2 could make the central
+// Permissions are what each user may do, in its Account. No user gets
+// NATS's response permission (allow_responses): nats-server lets a client
+// answer a request it received on any reply subject, even one its deny
+// list names (client.go, pubAllowedFullCheck, v2.15.2), so a peer that
+// sent `$SRV.PING` with reply subject bets.agency.2 could make the central
 // publish a batch. Replies go only where Publish allows.
 type Permissions struct {
+	Account     string
 	Publish     []string // subjects it may publish on
 	PublishDeny []string // subjects it may never publish on, whatever Publish says
 	Subscribe   []string
@@ -64,86 +97,136 @@ const CentralClaimSubject = "central.claim"
 // so if an allow is ever widened.
 var centralNeverPublishes = []string{"bets.>", "winners.>", "quiniela.>", "$SRV.>"}
 
+// ledgerNeverPublishes are the JetStream API requests that destroy stored
+// data: the ledger user's Publish allows none of them; the deny list keeps
+// it so if an allow is ever widened.
+var ledgerNeverPublishes = []string{"$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>",
+	"$JS.API.STREAM.MSG.DELETE.>", "$JS.API.STREAM.SNAPSHOT.>", "$JS.API.STREAM.RESTORE.>",
+	"$JS.API.ACCOUNT.>", "$JS.API.SERVER.>", "$JS.API.META.>"}
+
 // PermissionsOf returns the permissions of user.
 func (u Users) PermissionsOf(user string) (Permissions, error) {
 	switch user {
 	case CentralUser:
 		// It only answers requests: the agencies' (bets, done, winners) on
-		// their inboxes, and the inspector's (winners, status, micro's
-		// PING/INFO/STATS) on the default _INBOX. Being allowed rather than
+		// their inboxes, and the inspector's (status, micro's
+		// PING/INFO/STATS) on the inspector's. Being allowed rather than
 		// granted per request, a reply still goes out after a failover to
-		// another node. Which agency's inbox answers which request is the
-		// central's check (and each agency checks the replies it gets).
-		// With CENTRAL_LEDGER=jetstream it also writes and reads its
-		// ledger stream (ledger.>) and the lease (a KV bucket) through the
-		// JetStream API, whose replies come to its own _INBOX.
+		// another node. Which inbox answers which request is the central's
+		// check (and each agency checks the replies it gets); whatever a
+		// peer names as reply subject, this user cannot publish anywhere
+		// else, and its account holds no ledger.
 		return Permissions{
-			Publish:     append([]string{"_INBOX.>", AgencyInboxes, CentralClaimSubject}, centralJetStream...),
+			Account:     AgenciesAccount,
+			Publish:     []string{AgencyInboxes, InspectorInboxPrefix + ".>", CentralClaimSubject},
 			PublishDeny: centralNeverPublishes,
-			Subscribe:   []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>", "_INBOX.>", CentralClaimSubject},
+			// _INBOX.>: the answers to its own claims.
+			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>",
+				CentralClaimSubject, InspectorInboxPrefix + ".>"},
+		}, nil
+	case LedgerUser:
+		// The central's JetStream work, alone in its account: its stream
+		// and the lease's bucket, created, updated, read, written and
+		// consumed; replies on its own _INBOX.
+		return Permissions{
+			Account:     LedgerAccount,
+			Publish:     ledgerPublishes(u.stream()),
+			PublishDeny: ledgerNeverPublishes,
+			Subscribe:   []string{"_INBOX.>"},
 		}, nil
 	case InspectorUser:
-		// Read-only: `nats micro ls/info/stats` (requests on $SRV),
-		// `nats sub 'bets.>'` (watch batches go by), `nats req
-		// winners.agency.N ''` (what an agency sees), `nats req
-		// quiniela.status ''` (everyone's progress); replies on _INBOX. It
-		// cannot send bets or done.
-		// With the JetStream ledger: `nats stream info QUINIELA`, `nats
-		// stream get`, `nats kv ls`, `nats kv get QUINIELA_LEASE active`;
-		// no consumer, no write.
+		// Counts and stats, no bet: `nats micro ls/info/stats` (requests
+		// on $SRV) and `nats req quiniela.status ''` (everyone's
+		// progress); replies on _INBOX. It cannot send bets or done, ask
+		// winners, watch batches go by, nor reach the ledger (another
+		// account).
 		return Permissions{
-			Publish:   append([]string{"$SRV.>", messages.WinnersSubjects, messages.StatusSubject}, inspectorJetStream...),
-			Subscribe: []string{"_INBOX.>", "bets.>"},
+			Account:   AgenciesAccount,
+			Publish:   []string{"$SRV.>", messages.StatusSubject},
+			Subscribe: []string{InspectorInboxPrefix + ".>"},
 		}, nil
 	}
 	n, found := strings.CutPrefix(user, "agency-")
 	agency, err := messages.ParseAgency(n)
 	if !found || err != nil || agency > u.Agencies {
-		return Permissions{}, fmt.Errorf("no user %q: users are %s, %s and agency-1 to agency-%d", user, CentralUser, InspectorUser, u.Agencies)
+		return Permissions{}, fmt.Errorf("no user %q: users are %s, %s, %s and agency-1 to agency-%d", user, CentralUser, LedgerUser, InspectorUser, u.Agencies)
 	}
 	// Its own subjects only: not another's, and not quiniela.status, which
 	// would tell it the other agencies' progress.
 	return Permissions{
+		Account:   AgenciesAccount,
 		Publish:   []string{messages.BatchSubject(agency), messages.DoneSubject(agency), messages.WinnersSubject(agency)},
 		Subscribe: []string{InboxPrefix(agency) + ".>"},
 	}, nil
 }
 
-// The JetStream API subjects the central and the inspector may use.
-var (
-	centralJetStream   = []string{"$JS.API.>", "$KV.>", "ledger.>"}
-	inspectorJetStream = []string{"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
-		"$JS.API.STREAM.INFO.*", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>"}
-)
+func (u Users) stream() string {
+	if u.Stream == "" {
+		return DefaultStream
+	}
+	return u.Stream
+}
+
+// ledgerPublishes are the subjects the central's ledger user publishes on
+// for stream: what a whole run, a takeover and a fresh start need (checked
+// on nats-server 2.15.2 by the e2e tests, which fail on any permissions
+// violation of the central).
+func ledgerPublishes(stream string) []string {
+	bucket := stream + "_LEASE"
+	out := []string{
+		"$JS.API.INFO",            // is JetStream there
+		"ledger." + stream + ".>", // the ledger's entries
+		"$KV." + bucket + ".>",    // the lease
+		"$JS.ACK." + stream + ".>",
+	}
+	// The stream and the lease bucket's stream: created or updated at
+	// start, read, and read by message.
+	for _, s := range []string{stream, "KV_" + bucket} {
+		out = append(out,
+			"$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s, "$JS.API.STREAM.INFO."+s,
+			"$JS.API.STREAM.MSG.GET."+s, "$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>")
+	}
+	// The copy's ordered consumer: created, read, pulled, deleted and
+	// created again on a reset.
+	return append(out, "$JS.API.CONSUMER.*."+stream, "$JS.API.CONSUMER.*."+stream+".>",
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+".>")
+}
 
 func (u Users) names() []string {
-	names := []string{CentralUser, InspectorUser}
+	names := []string{CentralUser, LedgerUser, InspectorUser}
 	for a := 1; a <= u.Agencies; a++ {
 		names = append(names, AgencyUser(a))
 	}
 	return names
 }
 
-// ServerUsers are the users for an embedded or test server's Options.Users.
-func (u Users) ServerUsers() ([]*server.User, error) {
-	var out []*server.User
-	for _, name := range u.names() {
-		pw, ok := u.Passwords[name]
-		if !ok || pw == "" {
-			return nil, fmt.Errorf("credentials file has no password for %s", name)
-		}
-		p, err := u.PermissionsOf(name)
-		if err != nil {
-			return nil, err
-		}
-		perms := &server.Permissions{
-			// A nil list would allow everything: deny all but what is listed.
-			Publish:   &server.SubjectPermission{Allow: orNone(p.Publish), Deny: p.PublishDeny},
-			Subscribe: &server.SubjectPermission{Allow: orNone(p.Subscribe)},
-		}
-		out = append(out, &server.User{Username: name, Password: pw, Permissions: perms})
+// Configure gives a server's options these accounts and users (those of
+// ServerConf, loaded as nats-server loads the file): each user in its
+// account with its permissions, JetStream for the LEDGER account only.
+// JetStream itself the caller turns on (Options.JetStream).
+func (u Users) Configure(o *server.Options) error {
+	conf, err := u.ServerConf()
+	if err != nil {
+		return err
 	}
-	return out, nil
+	var loaded server.Options
+	if err := loaded.ProcessConfigString(conf); err != nil {
+		return fmt.Errorf("loading the accounts and users: %w", err)
+	}
+	o.Accounts = append(o.Accounts, loaded.Accounts...)
+	o.Users = append(o.Users, loaded.Users...)
+	return nil
+}
+
+// Account is the account named name of o (after Configure), for a test
+// that adds a user of its own to it.
+func Account(o *server.Options, name string) *server.Account {
+	for _, a := range o.Accounts {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
 }
 
 // orNone turns an empty list into one that matches nothing a client can use.
@@ -154,12 +237,16 @@ func orNone(subjects []string) []string {
 	return subjects
 }
 
-// ServerConf is the authorization block of a nats-server.conf with the
-// same users and permissions, for the compose stack.
+// ServerConf is the accounts block of a nats-server.conf with these
+// users and permissions, for the compose stacks (and, through Configure,
+// the embedded and the tests' servers).
 func (u Users) ServerConf() (string, error) {
-	var b strings.Builder
-	b.WriteString("# Generated by quiniela (natsauth): development credentials, do not commit.\nauthorization {\n  users = [\n")
+	byAccount := map[string][]string{}
 	for _, name := range u.names() {
+		pw, ok := u.Passwords[name]
+		if !ok || pw == "" {
+			return "", fmt.Errorf("credentials file has no password for %s", name)
+		}
 		p, err := u.PermissionsOf(name)
 		if err != nil {
 			return "", err
@@ -168,13 +255,31 @@ func (u Users) ServerConf() (string, error) {
 			data, _ := marshalNoEscape(orNone(list))
 			return string(data)
 		}
-		fmt.Fprintf(&b, "    {user: %q, password: %q, permissions: {publish: {allow: %s", name, u.Passwords[name], q(p.Publish))
+		var b strings.Builder
+		fmt.Fprintf(&b, "      {user: %q, password: %q, permissions: {publish: {allow: %s", name, pw, q(p.Publish))
 		if len(p.PublishDeny) > 0 {
 			fmt.Fprintf(&b, ", deny: %s", q(p.PublishDeny))
 		}
 		fmt.Fprintf(&b, "}, subscribe: {allow: %s}}}\n", q(p.Subscribe))
+		byAccount[p.Account] = append(byAccount[p.Account], b.String())
 	}
-	b.WriteString("  ]\n}\n")
+	var b strings.Builder
+	b.WriteString("# Generated by quiniela (natsauth): development credentials, do not commit.\n")
+	b.WriteString("# AGENCIES: agencies, the central's service, the inspector; no JetStream.\n")
+	b.WriteString("# LEDGER: the central's stream and lease; JetStream (the server's -js or jetstream block).\n")
+	b.WriteString("accounts {\n")
+	for _, account := range []string{AgenciesAccount, LedgerAccount} {
+		fmt.Fprintf(&b, "  %s {\n", account)
+		if account == LedgerAccount {
+			b.WriteString("    jetstream: enabled\n")
+		}
+		b.WriteString("    users = [\n")
+		for _, line := range byAccount[account] {
+			b.WriteString(line)
+		}
+		b.WriteString("    ]\n  }\n")
+	}
+	b.WriteString("}\n")
 	return b.String(), nil
 }
 
@@ -194,6 +299,17 @@ func ReadUsers(path string) (Users, error) {
 	return u, nil
 }
 
+// complete tells whether every user has a password (a file from before a
+// user was added has not).
+func (u Users) complete() bool {
+	for _, name := range u.names() {
+		if u.Passwords[name] == "" {
+			return false
+		}
+	}
+	return true
+}
+
 // NewUsers makes random passwords for the central, the inspector and
 // agencies 1..n.
 func NewUsers(n int) Users {
@@ -207,10 +323,12 @@ func NewUsers(n int) Users {
 // Generate writes development credentials for n agencies into dir, unless
 // they are there already for as many agencies: users.json (for the
 // embedded server), nats-server.conf (for a nats-server), and one
-// <user>.env file a user with NATS_USER and NATS_PASSWORD.
+// <user>.env file a user with NATS_USER and NATS_PASSWORD; central.env
+// also holds the ledger user's, as CENTRAL_LEDGER_NATS_USER and
+// CENTRAL_LEDGER_NATS_PASSWORD (the central connects as both).
 func Generate(dir string, n int) (Users, error) {
 	path := filepath.Join(dir, "users.json")
-	if u, err := ReadUsers(path); err == nil && u.Agencies == n {
+	if u, err := ReadUsers(path); err == nil && u.Agencies == n && u.complete() {
 		return u, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -226,6 +344,8 @@ func Generate(dir string, n int) (Users, error) {
 	for _, name := range u.names() {
 		files[name+".env"] = fmt.Sprintf("NATS_USER=%s\nNATS_PASSWORD=%s\n", name, u.Passwords[name])
 	}
+	files[CentralUser+".env"] += fmt.Sprintf("%sNATS_USER=%s\n%sNATS_PASSWORD=%s\n",
+		LedgerEnvPrefix, LedgerUser, LedgerEnvPrefix, u.Passwords[LedgerUser])
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			return u, fmt.Errorf("writing credentials: %w", err)

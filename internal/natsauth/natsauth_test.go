@@ -80,12 +80,13 @@ type lottery struct {
 func start(t *testing.T, n int) *lottery {
 	t.Helper()
 	l := &lottery{users: natsauth.NewUsers(n), seen: make(chan *nats.Msg, 1024)}
-	su, err := l.users.ServerUsers()
-	if err != nil {
+	opts := &server.Options{}
+	if err := l.users.Configure(opts); err != nil {
 		t.Fatal(err)
 	}
-	su = append(su, &server.User{Username: watcherUser, Password: watcherPassword})
-	l.ns = natstest.StartServerWith(t, &server.Options{Users: su})
+	opts.Users = append(opts.Users, &server.User{Username: watcherUser, Password: watcherPassword,
+		Account: natsauth.Account(opts, natsauth.AgenciesAccount)})
+	l.ns = natstest.StartServerWith(t, opts)
 	pw := l.users.Passwords
 	l.central = connect(t, l.ns, natsauth.CentralUser, pw[natsauth.CentralUser], "")
 	l.inspector = connect(t, l.ns, natsauth.InspectorUser, pw[natsauth.InspectorUser], "")
@@ -156,6 +157,7 @@ func TestCentralPublishesOnlyReplies(t *testing.T) {
 	for _, subject := range []string{
 		messages.BatchSubject(1), messages.DoneSubject(2), messages.WinnersSubject(3), messages.StatusSubject,
 		"$SRV.PING", "_INBOX_agency_1.x", "_INBOX_agency.1", "other",
+		"ledger.QUINIELA.agency.2", "$KV.QUINIELA_LEASE.active", "$JS.API.STREAM.PURGE.QUINIELA", "$JS.API.INFO",
 	} {
 		if err := l.central.Publish(subject, []byte("forged")); err != nil {
 			t.Fatal(err)
@@ -208,9 +210,10 @@ func TestInspectorCannotRelayThroughTheCentral(t *testing.T) {
 	for _, relay := range []struct{ subject, reply string }{
 		{"$SRV.PING", messages.BatchSubject(2)},
 		{"$SRV.INFO.quiniela-central", messages.DoneSubject(2)},
-		{messages.WinnersSubject(99), messages.BatchSubject(2)},
-		{messages.WinnersSubject(1), messages.WinnersSubject(2)},
+		{messages.StatusSubject, messages.BatchSubject(2)},
 		{messages.StatusSubject, messages.StatusSubject},
+		{"$SRV.STATS", "ledger.QUINIELA.agency.2"},
+		{"$SRV.PING", "$JS.API.STREAM.PURGE.QUINIELA"},
 	} {
 		if err := l.inspector.PublishMsg(&nats.Msg{Subject: relay.subject, Reply: relay.reply}); err != nil {
 			t.Fatal(err)
@@ -280,8 +283,9 @@ func TestResponsePermissionBeatsDeny(t *testing.T) {
 	}
 }
 
-// nats-server.conf and the embedded server's users are the same.
-func TestServerConfMatchesServerUsers(t *testing.T) {
+// nats-server.conf loads as nats-server loads it: two accounts, JetStream
+// in LEDGER only, each user in its account with its permissions.
+func TestServerConfAccounts(t *testing.T) {
 	users := natsauth.NewUsers(4)
 	conf, err := users.ServerConf()
 	if err != nil {
@@ -295,19 +299,38 @@ func TestServerConfMatchesServerUsers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats-server.conf does not load: %v\n%s", err, conf)
 	}
-	want, err := users.ServerUsers()
-	if err != nil {
+	if len(opts.Users) != 7 {
+		t.Fatalf("nats-server.conf has %d users, want 7 (central, central-ledger, inspector, 4 agencies)", len(opts.Users))
+	}
+	for _, u := range opts.Users {
+		p, err := users.PermissionsOf(u.Username)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Account == nil || u.Account.Name != p.Account || u.Password != users.Passwords[u.Username] {
+			t.Errorf("user %s: account %v, want %s", u.Username, u.Account, p.Account)
+		}
+		if got := u.Permissions; !reflect.DeepEqual(got.Publish.Allow, p.Publish) || !reflect.DeepEqual(got.Subscribe.Allow, p.Subscribe) ||
+			len(got.Publish.Deny) != len(p.PublishDeny) || got.Response != nil {
+			t.Errorf("user %s: nats-server.conf has %+v %+v %+v, want %+v", u.Username, got.Publish, got.Subscribe, got.Response, p)
+		}
+	}
+	// JetStream answers in LEDGER only: the agencies' account has none.
+	o := &server.Options{JetStream: true, StoreDir: t.TempDir()}
+	if err := users.Configure(o); err != nil {
 		t.Fatal(err)
 	}
-	if len(opts.Users) != len(want) {
-		t.Fatalf("nats-server.conf has %d users, want %d", len(opts.Users), len(want))
-	}
-	for i, u := range want {
-		got := opts.Users[i]
-		if got.Username != u.Username || got.Password != u.Password || !reflect.DeepEqual(got.Permissions, u.Permissions) {
-			t.Errorf("user %s: nats-server.conf has %+v %+v %+v, want %+v %+v %+v", u.Username,
-				got.Permissions.Publish, got.Permissions.Subscribe, got.Permissions.Response,
-				u.Permissions.Publish, u.Permissions.Subscribe, u.Permissions.Response)
+	ns := natstest.StartServerWith(t, o)
+	for _, c := range []struct {
+		user string
+		want bool
+	}{{natsauth.LedgerUser, true}, {natsauth.CentralUser, false}} {
+		acc, err := ns.LookupAccount(natsauth.LedgerAccount)
+		if c.user == natsauth.CentralUser {
+			acc, err = ns.LookupAccount(natsauth.AgenciesAccount)
+		}
+		if err != nil || acc.JetStreamEnabled() != c.want {
+			t.Errorf("%s's account: JetStream %v (%v), want %v", c.user, acc.JetStreamEnabled(), err, c.want)
 		}
 	}
 }
@@ -317,9 +340,9 @@ func TestServerConfMatchesServerUsers(t *testing.T) {
 // central to connect (one allow per agency made that 200 ms and 65 MB).
 func BenchmarkUsers100000(b *testing.B) {
 	users := natsauth.NewUsers(100_000)
-	b.Run("ServerUsers", func(b *testing.B) {
+	b.Run("Configure", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := users.ServerUsers(); err != nil {
+			if err := users.Configure(&server.Options{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -345,11 +368,11 @@ func BenchmarkUsers100000(b *testing.B) {
 			}
 		}
 	})
-	su, err := users.ServerUsers()
-	if err != nil {
+	opts := &server.Options{}
+	if err := users.Configure(opts); err != nil {
 		b.Fatal(err)
 	}
-	ns := natstest.StartServerWith(b, &server.Options{Users: su})
+	ns := natstest.StartServerWith(b, opts)
 	b.Run("CentralConnects", func(b *testing.B) {
 		for b.Loop() {
 			nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(natsauth.CentralUser, users.Passwords[natsauth.CentralUser]))

@@ -8,15 +8,18 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/quiniela/quiniela/internal/natsauth"
 )
 
 // StartEmbeddedNATS starts a nats-server inside this process, listening on
 // addr (host:port; port 0 picks a free one), so that the central can run
 // alone. Shut it down with Shutdown and WaitForShutdown.
-// users, when given, are the only clients allowed, each with its permissions.
+// users, when given, are the only clients allowed, each in its account with
+// its permissions (natsauth: JetStream in the LEDGER account only).
 // tlsConfig, when given, makes clients connect with TLS. jetStreamDir, when
 // given, turns JetStream on with its store there.
-func StartEmbeddedNATS(addr string, users []*server.User, tlsConfig *tls.Config, jetStreamDir string) (*server.Server, error) {
+func StartEmbeddedNATS(addr string, users *natsauth.Users, tlsConfig *tls.Config, jetStreamDir string) (*server.Server, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("NATS_LISTEN %q: want host:port: %w", addr, err)
@@ -33,18 +36,23 @@ func StartEmbeddedNATS(addr string, users []*server.User, tlsConfig *tls.Config,
 	} else {
 		ln.Close()
 	}
-	ns, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "quiniela-embedded",
 		Host:       host,
 		Port:       port,
 		NoSigs:     true, // the central handles signals itself
 		NoLog:      true,
-		Users:      users,
 		TLSConfig:  tlsConfig,
 		TLS:        tlsConfig != nil,
 		JetStream:  jetStreamDir != "",
 		StoreDir:   jetStreamDir,
-	})
+	}
+	if users != nil {
+		if err := users.Configure(opts); err != nil {
+			return nil, fmt.Errorf("configuring embedded NATS server: %w", err)
+		}
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configuring embedded NATS server: %w", err)
 	}

@@ -128,7 +128,7 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 		return err
 	})
 	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-		return nil, fmt.Errorf("CENTRAL_LEDGER=jetstream, but the NATS server has no JetStream for this user: start nats-server with -js (or a jetstream block in its configuration), or use CENTRAL_LEDGER=file: %w", err)
+		return nil, fmt.Errorf("CENTRAL_LEDGER=jetstream, but the NATS server has no JetStream for this user: start nats-server with -js (or a jetstream block in its configuration) and give the central its ledger user (CENTRAL_LEDGER_NATS_USER and CENTRAL_LEDGER_NATS_PASSWORD: central-ledger, in the account with JetStream), or use CENTRAL_LEDGER=file: %w", err)
 	}
 	if err != nil {
 		return nil, err

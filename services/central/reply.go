@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -146,41 +148,60 @@ func (c *call) nameRequest() {
 	}
 }
 
-// answerable tells whether c's reply subject may be answered at all. A
-// message without one is no request. One on the service's own subjects
-// would make the central talk to itself (a peer's relay). And a request on
-// agency N's subjects is never answered into another agency's inbox: that
-// is a peer trying to make the central write where only that agency reads
-// (an inbox it watched go by). Such requests are dropped, not answered: the
-// reply subject is the one thing that cannot be trusted. (The inspector's
-// requests, on _INBOX, are answered.)
+// answerable tells whether c may be answered on its reply subject: only
+// where a reply belongs, an allow-list. A request on agency N's subjects
+// is answered only into agency N's inboxes (_INBOX_agency.N.…), one on
+// quiniela.status only into the inspector's (_INBOX.…); a message without
+// a reply subject is no request. Anything else — the ledger's subjects,
+// the lease, the JetStream API, the service's own subjects, another
+// agency's inbox — is a peer trying to make the central write where it
+// may not (a relay), and is dropped unanswered, logged and counted
+// (ignored in the endpoint's stats): the reply subject is the one thing
+// that cannot be trusted. The broker holds the same line (the central's
+// service user may publish on those inboxes only, and the ledger is in
+// another account).
 func (s *Service) answerable(c *call) bool {
-	reason := ""
-	switch {
-	case c.reply == "":
-		reason = "no reply subject: a request is needed"
-	case isServiceSubject(c.reply):
-		reason = "reply subject is one of the service's own subjects"
-	default:
-		if owner, ok := messages.InboxAgency(c.reply); ok {
-			if agency, _ := messages.AgencyFromSubject(c.subject); agency != owner {
-				reason = "reply subject is another agency's inbox"
-			}
-		}
-	}
+	reason := refusedReply(c.subject, c.reply)
 	if reason == "" {
 		return true
 	}
-	s.log.Warn("solicitud_ignorada", "subject", c.subject, "reply", c.reply, "reason", reason)
-	c.stats.ignored.Add(1)
+	s.ignore(c.stats, c.subject, c.reply, reason)
 	return false
 }
 
-func isServiceSubject(subject string) bool {
-	for _, prefix := range []string{"bets.", "winners.", "quiniela.", "$SRV."} {
-		if strings.HasPrefix(subject, prefix) {
-			return true
-		}
+// ignore logs and counts a request dropped unanswered.
+func (s *Service) ignore(stats *endpointStats, subject, reply, reason string) {
+	s.log.Warn("solicitud_ignorada", "subject", subject, "reply", reply, "reason", reason)
+	stats.ignored.Add(1)
+}
+
+// refusedReply is why a request on subject may not be answered on reply,
+// or "" if it may.
+func refusedReply(subject, reply string) string {
+	if reply == "" {
+		return "no reply subject: a request is needed"
 	}
-	return false
+	if strings.ContainsAny(reply, "*> \t\r\n") {
+		return "reply subject is not a plain subject"
+	}
+	if subject == messages.StatusSubject || strings.HasPrefix(subject, "$SRV.") {
+		if !underPrefix(reply, natsauth.InspectorInboxPrefix) {
+			return "reply subject is not the inspector's inbox (" + natsauth.InspectorInboxPrefix + ".…)"
+		}
+		return ""
+	}
+	agency, err := messages.AgencyFromSubject(subject)
+	if err != nil {
+		return "subject names no agency whose inbox could take the reply"
+	}
+	if owner, ok := messages.InboxAgency(reply); !ok || owner != agency || !underPrefix(reply, messages.AgencyInboxPrefix(agency)) {
+		return "reply subject is not an inbox of agency " + strconv.Itoa(agency) + " (" + messages.AgencyInboxPrefix(agency) + ".…)"
+	}
+	return ""
+}
+
+// underPrefix tells whether subject is prefix followed by one or more tokens.
+func underPrefix(subject, prefix string) bool {
+	rest, found := strings.CutPrefix(subject, prefix+".")
+	return found && rest != "" && !strings.HasPrefix(rest, ".") && !strings.HasSuffix(rest, ".") && !strings.Contains(rest, "..")
 }

@@ -43,7 +43,12 @@ type Config struct {
 	TLSCert      string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
 	TLSKey       string        `env:"CENTRAL_TLS_KEY"`
 	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
-	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's own credentials
+	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's service (answers requests)
+	// CENTRAL_LEDGER_NATS_USER, _PASSWORD, _CREDS, _NKEY_SEED: with the
+	// JetStream ledger, who the central is for its stream and lease (the
+	// natsauth user central-ledger, in the LEDGER account); unset: the
+	// service's. TLS settings are the service's unless given.
+	LedgerAuth natsconn.Auth `env:", prefix=CENTRAL_LEDGER_"`
 
 	// CENTRAL_LEDGER: "file" keeps the ledger in bets.csv and its journal;
 	// "jetstream" keeps it in a JetStream stream (bets.csv is then a local
@@ -299,8 +304,9 @@ func killAt(spec string) (LedgerOption, error) {
 }
 
 // embeddedUsers reads the users of the embedded server, if any, and gives
-// the central its own credentials from them unless it was given some.
-func embeddedUsers(cfg *Config) ([]*server.User, error) {
+// the central its own credentials from them (the service's and the
+// ledger's) unless it was given some.
+func embeddedUsers(cfg *Config) (*natsauth.Users, error) {
 	if cfg.UsersFile == "" {
 		return nil, nil
 	}
@@ -311,7 +317,26 @@ func embeddedUsers(cfg *Config) ([]*server.User, error) {
 	if cfg.Auth == (natsconn.Auth{}) {
 		cfg.Auth = natsconn.Auth{User: natsauth.CentralUser, Password: u.Passwords[natsauth.CentralUser]}
 	}
-	return u.ServerUsers()
+	if cfg.LedgerAuth == (natsconn.Auth{}) {
+		cfg.LedgerAuth = natsconn.Auth{User: natsauth.LedgerUser, Password: u.Passwords[natsauth.LedgerUser]}
+	}
+	if u.Stream == "" {
+		u.Stream = cfg.Stream
+	}
+	return &u, nil
+}
+
+// ledgerAuth is who the central is for its ledger: CENTRAL_LEDGER_NATS_*,
+// with the service's TLS settings unless given; unset, the service's.
+func (cfg Config) ledgerAuth() natsconn.Auth {
+	a := cfg.LedgerAuth
+	if a.User == "" && a.Password == "" && a.Creds == "" && a.NkeySeed == "" {
+		return cfg.Auth
+	}
+	if a.TLSCA == "" && a.TLSCert == "" && a.TLSKey == "" {
+		a.TLSCA, a.TLSCert, a.TLSKey = cfg.Auth.TLSCA, cfg.Auth.TLSCert, cfg.Auth.TLSKey
+	}
+	return a
 }
 
 // embeddedTLS is the embedded server's TLS configuration, if any.

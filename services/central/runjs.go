@@ -19,7 +19,19 @@ import (
 // agencies from what the stream holds. If it loses the lease (it was paused
 // or cut off past its term) or another central writes to the stream, it
 // stops serving and waits for the lease again, from the stream's state.
+//
+// It has two connections: the ledger's (CENTRAL_LEDGER_NATS_*, in the
+// account that holds the stream and the lease) for its JetStream work, and
+// the service's (NATS_*, in the agencies' account) for requests and
+// replies, so that no reply subject a peer names can reach the ledger.
 func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger) error {
+	lnc, lclosed, err := natsconn.Connect(ctx, url, natsconn.Options{
+		Name: "central-ledger", Auth: cfg.ledgerAuth(), ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer lnc.Close()
 	nc, closed, err := natsconn.Connect(ctx, url, natsconn.Options{
 		Name: "central", Auth: cfg.Auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
 	}, log)
@@ -35,7 +47,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 		return err
 	}
 	defer claim.Release()
-	js, err := NewJetStream(nc)
+	js, err := NewJetStream(lnc)
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
@@ -74,7 +86,10 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	// No fsync of its own: the stream is the durable store (README, Guarantees).
 	log.InfoContext(bg, "cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
-	return drain(nc, closed, cfg.DrainTimeout, log)
+	if err := drain(nc, closed, cfg.DrainTimeout, log); err != nil {
+		return err
+	}
+	return drain(lnc, lclosed, cfg.DrainTimeout, log)
 }
 
 // serveTerm serves the agencies for one term of the lease: until ctx ends

@@ -58,6 +58,7 @@ type Service struct {
 	hold    time.Duration
 	ctx     context.Context
 	svc     micro.Service
+	srvGate *nats.Subscription // logs and counts $SRV requests with a refused reply subject
 	stats   map[string]*endpointStats
 
 	mu        sync.RWMutex // guards stopped and sends on workers
@@ -168,6 +169,20 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 			return nil, fmt.Errorf("adding endpoint %s: %w", e.name, err)
 		}
 	}
+	// micro answers $SRV.PING/INFO/STATS itself, on any reply subject: the
+	// broker lets this connection publish on inboxes only, and the
+	// requests that name another reply subject are logged and counted
+	// here, with the inspector's other requests (status's ignored).
+	gate, err := nc.Subscribe("$SRV.>", func(m *nats.Msg) {
+		if reason := refusedReply(m.Subject, m.Reply); reason != "" {
+			s.ignore(s.stats["status"], m.Subject, m.Reply, reason+"; micro's answer can reach inboxes only")
+		}
+	})
+	if err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("watching micro's $SRV requests: %w", err)
+	}
+	s.srvGate = gate
 	// Ready means subscribed at the server: a request sent after
 	// StartService returns finds a responder.
 	if err := nc.FlushTimeout(10 * time.Second); err != nil {
@@ -319,6 +334,9 @@ func (s *Service) failDone(c *call, err error) {
 // Stop stops taking requests, lets the workers finish what they hold, answers
 // held winners requests 503 and waits for all of it.
 func (s *Service) Stop() {
+	if s.srvGate != nil {
+		s.srvGate.Unsubscribe()
+	}
 	if s.svc != nil {
 		if err := s.svc.Stop(); err != nil {
 			s.log.Warn("detener_servicio", "error", err)
