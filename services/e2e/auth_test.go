@@ -29,11 +29,11 @@ func authServer(t *testing.T) (*server.Server, natsauth.Users, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	su, err := users.ServerUsers()
-	if err != nil {
+	opts := &server.Options{}
+	if err := users.Configure(opts); err != nil {
 		t.Fatal(err)
 	}
-	return natstest.StartServerWith(t, &server.Options{Users: su}), users, dir
+	return natstest.StartServerWith(t, opts), users, dir
 }
 
 // connectAs connects as user, with the inbox prefix its service uses, and
@@ -175,7 +175,7 @@ func TestGeneratedCredentials(t *testing.T) {
 	if err != nil || again.Passwords["central"] != users.Passwords["central"] {
 		t.Errorf("a second Generate changed the passwords (%v)", err)
 	}
-	for _, name := range []string{"users.json", "nats-server.conf", "central.env", "inspector.env", "agency-1.env", "agency-2.env"} {
+	for _, name := range []string{"users.json", "nats-server.conf", "central.env", "central-ledger.env", "inspector.env", "agency-1.env", "agency-2.env"} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || info.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v, want a 0600 file", name, info, err)
@@ -183,8 +183,15 @@ func TestGeneratedCredentials(t *testing.T) {
 	}
 	conf, _ := os.ReadFile(filepath.Join(dir, "nats-server.conf"))
 	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats-server.conf"))
-	if err != nil || len(opts.Users) != 4 {
-		t.Fatalf("nats-server.conf does not load as 4 users: %v\n%s", err, conf)
+	if err != nil || len(opts.Users) != 5 {
+		t.Fatalf("nats-server.conf does not load as 5 users: %v\n%s", err, conf)
+	}
+	central, _ := os.ReadFile(filepath.Join(dir, "central.env"))
+	for _, line := range []string{"NATS_USER=central\n", "CENTRAL_LEDGER_NATS_USER=central-ledger\n",
+		"CENTRAL_LEDGER_NATS_PASSWORD=" + users.Passwords[natsauth.LedgerUser] + "\n"} {
+		if !strings.Contains(string(central), line) {
+			t.Errorf("central.env has no line %q", line)
+		}
 	}
 	var raw map[string]any
 	data, _ := os.ReadFile(filepath.Join(dir, "users.json"))

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,14 +12,64 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
+	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central"
 )
 
-// The central on its embedded server with JetStream on and authorization:
-// the lottery runs; the inspector reads the stream and the lease but
-// writes neither; an agency cannot reach the JetStream API.
-func TestEmbeddedJetStreamWithAuthorization(t *testing.T) {
+// The ledger's names, as the central makes them and natsauth grants them.
+func TestLedgerNamesMatchPermissions(t *testing.T) {
+	p, err := natsauth.NewUsers(1).PermissionsOf(natsauth.LedgerUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{central.LedgerSubjects("QUINIELA"), "$KV." + central.LeaseBucket("QUINIELA") + ".>",
+		"$JS.API.STREAM.INFO.KV_" + central.LeaseBucket("QUINIELA")} {
+		found := false
+		for _, s := range p.Publish {
+			found = found || s == want
+		}
+		if !found {
+			t.Errorf("the ledger user may not publish on %s: %v", want, p.Publish)
+		}
+	}
+}
+
+// ledgerState is what a relay could change: the stream's messages and the
+// lease.
+type ledgerState struct {
+	msgs, firstSeq, lastSeq uint64
+	lease                   string
+}
+
+// readLedger reads the stream and the lease as the ledger's user.
+func readLedger(t *testing.T, js jetstream.JetStream) (ledgerState, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, "QUINIELA")
+	if err != nil {
+		return ledgerState{}, fmt.Errorf("stream QUINIELA: %w", err)
+	}
+	st := stream.CachedInfo().State
+	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	if err != nil {
+		return ledgerState{}, fmt.Errorf("lease bucket: %w", err)
+	}
+	e, err := kv.Get(ctx, central.LeaseKey)
+	if err != nil {
+		return ledgerState{}, fmt.Errorf("lease: %w", err)
+	}
+	return ledgerState{msgs: st.Msgs, firstSeq: st.FirstSeq, lastSeq: st.LastSeq, lease: string(e.Value())}, nil
+}
+
+// The central on its embedded server with JetStream and the generated
+// accounts runs a whole lottery; then no relay through it, no direct
+// attempt and no read of agency 1, the inspector or a bad login reaches
+// the stream or the lease, each row checked by reading both afterwards;
+// the inspector reads counts and stats, no bet.
+func TestLedgerOutOfReach(t *testing.T) {
 	dir := t.TempDir()
 	users, err := natsauth.Generate(filepath.Join(dir, ".creds"), 3)
 	if err != nil {
@@ -34,7 +86,7 @@ func TestEmbeddedJetStreamWithAuthorization(t *testing.T) {
 	for id := 1; id <= 3; id++ {
 		files = append(files, writeAgencyFile(t, dir, id, syntheticRows(id, 300)))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	results := make([]agencyResult, 3)
 	done := make(chan struct{})
@@ -50,56 +102,177 @@ func TestEmbeddedJetStreamWithAuthorization(t *testing.T) {
 	checkNoError(t, results)
 	compareRows(t, inputRows(t, files), storedRows(t, c.betsFile))
 
-	connect := func(user, inbox string) (*nats.Conn, <-chan error) {
-		errc := make(chan error, 16)
-		opts := []nats.Option{nats.UserInfo(user, users.Passwords[user]),
+	connect := func(user, password, inbox string) (*nats.Conn, <-chan error, error) {
+		errc := make(chan error, 64)
+		opts := []nats.Option{nats.UserInfo(user, password), nats.PermissionErrOnSubscribe(true),
 			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errc <- err })}
 		if inbox != "" {
 			opts = append(opts, nats.CustomInboxPrefix(inbox))
 		}
 		nc, err := nats.Connect(url, opts...)
-		if err != nil {
-			t.Fatalf("connecting as %s: %v", user, err)
+		if err == nil {
+			t.Cleanup(nc.Close)
 		}
-		t.Cleanup(nc.Close)
-		return nc, errc
+		return nc, errc, err
+	}
+	ledgerNC, _, err := connect(natsauth.LedgerUser, users.Passwords[natsauth.LedgerUser], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledgerJS, _ := jetstream.New(ledgerNC)
+	before, err := readLedger(t, ledgerJS)
+	if err != nil || before.msgs == 0 || before.lease != "embedded-central" {
+		t.Fatalf("the ledger after the lottery: %+v %v", before, err)
+	}
+	unchanged := func(row string) {
+		t.Helper()
+		after, err := readLedger(t, ledgerJS)
+		if err != nil || after != before {
+			t.Fatalf("%s: the ledger is now %+v (%v), was %+v", row, after, err, before)
+		}
 	}
 
-	// The inspector: stream info and the lease, as nats stream info and nats kv get.
-	inspector, ierrc := connect(natsauth.InspectorUser, "")
+	agency1, aerrc, err := connect(natsauth.AgencyUser(1), users.Passwords[natsauth.AgencyUser(1)], natsauth.InboxPrefix(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inspector, ierrc, err := connect(natsauth.InspectorUser, users.Passwords[natsauth.InspectorUser], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A bad login gets no connection at all, to relay or to read with.
+	for _, login := range [][2]string{{"agency-1", "wrong"}, {"agency-1", users.Passwords["agency-2"]},
+		{natsauth.LedgerUser, users.Passwords[natsauth.CentralUser]}, {"", ""}, {"auditor", "auditor"}} {
+		if _, _, err := connect(login[0], login[1], ""); !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("bad login %q: %v, want an authorization error", login[0], err)
+		}
+	}
+
+	batch := messages.NewBatchEncoder(1, 10)
+	batch.Add(messages.Bet{Agency: 1, FirstName: "A", LastName: "B", Document: "1", Number: 7574})
+	batchMsg := batch.Flush().Msg()
+	requests := []struct {
+		requester string
+		nc        *nats.Conn
+		msg       *nats.Msg
+	}{
+		{"agency-1", agency1, &nats.Msg{Subject: messages.WinnersSubject(1)}},
+		{"agency-1", agency1, &nats.Msg{Subject: batchMsg.Subject, Header: batchMsg.Header, Data: batchMsg.Data}},
+		{"agency-1", agency1, &nats.Msg{Subject: messages.DoneSubject(1), Header: nats.Header{messages.HeaderBatches: {"1"}}}},
+		{"inspector", inspector, &nats.Msg{Subject: "$SRV.PING"}},
+		{"inspector", inspector, &nats.Msg{Subject: "$SRV.INFO.quiniela-central"}},
+		{"inspector", inspector, &nats.Msg{Subject: "$SRV.STATS.quiniela-central"}},
+		{"inspector", inspector, &nats.Msg{Subject: messages.StatusSubject}},
+	}
+	replies := []string{
+		"ledger.QUINIELA.agency.2", "ledger.QUINIELA.draw", "$KV.QUINIELA_LEASE.active",
+		"$JS.API.STREAM.PURGE.QUINIELA", "$JS.API.STREAM.DELETE.QUINIELA", "$JS.API.STREAM.DELETE.KV_QUINIELA_LEASE",
+		"$JS.API.STREAM.UPDATE.QUINIELA", "$JS.API.STREAM.MSG.DELETE.QUINIELA", "$JS.API.CONSUMER.CREATE.QUINIELA",
+		"$JS.API.STREAM.CREATE.OTHER", "$JS.API.INFO",
+		natsauth.InboxPrefix(2) + ".relay", messages.BatchSubject(2),
+	}
+	ignored := func(subject, reply string) bool {
+		for _, l := range c.log.Lines("solicitud_ignorada") {
+			if l.Fields["subject"] == subject && l.Fields["reply"] == reply {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range requests {
+		for _, reply := range replies {
+			row := fmt.Sprintf("%s relaying %s to %s", r.requester, r.msg.Subject, reply)
+			m := *r.msg
+			m.Reply = reply
+			if err := r.nc.PublishMsg(&m); err != nil {
+				t.Fatalf("%s: %v", row, err)
+			}
+			// The central says it refused it, and the ledger is as it was.
+			for n := len(c.log.Lines("solicitud_ignorada")) + 1; !ignored(m.Subject, reply); n++ {
+				c.log.WaitFor(t, "solicitud_ignorada", logline.Fail, n, 10*time.Second)
+			}
+			unchanged(row)
+		}
+	}
+
+	// Direct attempts: refused by the broker, and the ledger is as it was.
+	for _, d := range []struct {
+		requester string
+		nc        *nats.Conn
+		errc      <-chan error
+	}{{"agency-1", agency1, aerrc}, {"inspector", inspector, ierrc}} {
+		for _, subject := range append(replies[:len(replies)-2], "$JS.API.DIRECT.GET.KV_QUINIELA_LEASE.$KV.QUINIELA_LEASE.active",
+			"$JS.API.STREAM.MSG.GET.QUINIELA", "$JS.API.DIRECT.GET.QUINIELA", "$JS.API.STREAM.INFO.QUINIELA", "$JS.API.STREAM.LIST") {
+			row := d.requester + " publishing on " + subject
+			if err := d.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: "_INBOX.x", Data: []byte(`{"seq":1}`)}); err != nil {
+				t.Fatalf("%s: %v", row, err)
+			}
+			d.nc.Flush()
+			wantViolation(t, d.errc, row)
+			unchanged(row)
+		}
+		for _, subject := range []string{"ledger.>", "$JS.>", "$KV.>", ">", "bets.>", natsauth.InboxPrefix(2) + ".>"} {
+			if _, err := d.nc.SubscribeSync(subject); err == nil {
+				if err := d.nc.Flush(); err == nil {
+					wantViolation(t, d.errc, d.requester+" subscribing to "+subject)
+				}
+			}
+		}
+	}
+
+	// The inspector reads counts and stats, no bet: no winners, no bet
+	// going by, no stream.
+	if _, err := inspector.Request(messages.WinnersSubject(1), nil, time.Second); err == nil {
+		t.Error("the inspector got agency 1's winners")
+	}
+	wantViolation(t, ierrc, "inspector asking winners.agency.1")
 	js, _ := jetstream.New(inspector)
-	stream, err := js.Stream(ctx, "QUINIELA")
-	if err != nil {
-		t.Fatalf("inspector reading stream info: %v", err)
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	if _, err := js.Stream(short, "QUINIELA"); err == nil {
+		t.Error("the inspector read the stream's info")
 	}
-	if info := stream.CachedInfo(); info.State.Msgs == 0 || info.Config.Subjects[0] != central.LedgerSubjects("QUINIELA") {
-		t.Errorf("stream info: %d messages, subjects %v", info.State.Msgs, info.Config.Subjects)
+	wantViolation(t, ierrc, "inspector asking the stream's info")
+	var readable []string
+	for _, subject := range []string{messages.StatusSubject, "$SRV.STATS.quiniela-central", "$SRV.INFO.quiniela-central", "$SRV.PING"} {
+		reply, err := inspector.Request(subject, nil, 5*time.Second)
+		if err != nil {
+			t.Fatalf("inspector asking %s: %v", subject, err)
+		}
+		readable = append(readable, string(reply.Data))
 	}
-	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
-	if err != nil {
-		t.Fatalf("inspector opening the lease bucket: %v", err)
+	for _, row := range inputRows(t, files) {
+		doc := strings.Split(row, "|")[3]
+		for i, text := range readable {
+			if strings.Contains(text, doc) {
+				t.Errorf("the inspector's read %d shows document %s: %s", i, doc, text)
+			}
+		}
 	}
-	if e, err := kv.Get(ctx, central.LeaseKey); err != nil || string(e.Value()) != "embedded-central" {
-		t.Errorf("inspector reading the lease: %v", err)
+	if !strings.Contains(readable[0], `"drawn":true`) {
+		t.Errorf("quiniela.status: %s, want the draw's count", readable[0])
 	}
-	inspector.Publish("ledger.QUINIELA.agency.1", []byte("1,A,B,1,1990-01-01,1\n"))
-	inspector.Flush()
-	wantViolation(t, ierrc, "inspector writing to the ledger")
-	inspector.Publish("$KV.QUINIELA_LEASE.active", []byte("inspector"))
-	inspector.Flush()
-	wantViolation(t, ierrc, "inspector taking the lease")
 
-	// An agency: no JetStream API at all.
-	agency1, aerrc := connect(natsauth.AgencyUser(1), natsauth.InboxPrefix(1))
-	agency1.Publish("$JS.API.STREAM.INFO.QUINIELA", nil)
-	agency1.Flush()
-	wantViolation(t, aerrc, "agency 1 calling the JetStream API")
-
+	// Agency 1's own request still gets its answer.
+	if w, err := askWinners(t, agency1, 1); err != nil || len(w.Winners) != len(winningDocs(t, files[0])) {
+		t.Errorf("agency 1's winners: %v %v", w, err)
+	}
+	unchanged("the end")
 	c.stop(t)
-	if strings.Contains(c.log.String(), "Permissions Violation") {
-		t.Errorf("the central itself hit a permissions violation:\n%s", c.log)
-	}
 	if n := strings.Count(c.log.String(), "action: sorteo | result: success"); n != 1 {
 		t.Errorf("sorteo logged %d times", n)
+	}
+	if n := len(c.log.Lines("central_activa")); n != 1 {
+		t.Errorf("central_activa logged %d times, want 1 (no step-down):\n%s", n, withoutBatchLines(c.log.String()))
+	}
+	// The only violations the central met are micro's answers to $SRV
+	// relays, refused by the broker: none of its ledger connection.
+	for _, l := range c.log.Lines("nats_error") {
+		if !strings.Contains(l.Fields["error"], "Permissions Violation for Publish to") {
+			t.Errorf("the central met %v", l)
+		}
+	}
+	if strings.Contains(c.log.String(), "Permissions Violation for Subscription") {
+		t.Errorf("the central was refused a subscription:\n%s", c.log)
 	}
 }

@@ -34,11 +34,13 @@ func peersServer(t *testing.T, n int, env map[string]string) (*server.Server, na
 	if err != nil {
 		t.Fatal(err)
 	}
-	su, err := users.ServerUsers()
-	if err != nil {
+	opts := &server.Options{}
+	if err := users.Configure(opts); err != nil {
 		t.Fatal(err)
 	}
-	ns := natstest.StartServerWith(t, &server.Options{Users: append(su, &server.User{Username: watcher, Password: watcherPassword})})
+	opts.Users = append(opts.Users, &server.User{Username: watcher, Password: watcherPassword,
+		Account: natsauth.Account(opts, natsauth.AgenciesAccount)})
+	ns := natstest.StartServerWith(t, opts)
 	vars := map[string]string{"CENTRAL_AGENCIES": strconv.Itoa(n),
 		"NATS_USER": natsauth.CentralUser, "NATS_PASSWORD": users.Passwords[natsauth.CentralUser]}
 	for k, v := range env {
@@ -47,44 +49,42 @@ func peersServer(t *testing.T, n int, env map[string]string) (*server.Server, na
 	return ns, users, startCentral(t, ns.ClientURL(), dir, vars), dir
 }
 
-// The inspector may watch bets.agency.2 and send requests the central
-// answers. Giving agency 2's inboxes as reply subjects it makes the central
-// answer into them: agency 2 takes none of those answers for its own and
-// finishes exactly. Giving the lottery's subjects as reply subjects, it gets
-// the central's reply refused by the broker: no forged batch, no false
-// apuesta_recibida line.
+// The inspector may send requests the central answers. Given agency 2's
+// inboxes as reply subjects (learnt here through the watcher; the
+// inspector may no longer watch batches go by), micro answers PING and
+// INFO into them (agency 2 takes none of those answers for its own and
+// finishes exactly) and the central refuses to answer quiniela.status
+// there. Given the lottery's subjects, micro's answer is refused by the
+// broker: no forged batch, no false apuesta_recibida line.
 func TestInspectorRelayThroughTheCentral(t *testing.T) {
 	// Agency 2's winners request is held until agency 1 is done: the relays
 	// into its inbox surely arrive while it waits.
 	ns, users, c, dir := peersServer(t, 2, map[string]string{"CENTRAL_WINNERS_HOLD": "1m"})
 	inspector, _ := connectAs(t, ns, users, natsauth.InspectorUser, "")
 	relay := func(reply string) {
-		for _, subject := range []string{"$SRV.PING", "$SRV.INFO.quiniela-central", messages.WinnersSubject(99)} {
+		for _, subject := range []string{"$SRV.PING", "$SRV.INFO.quiniela-central", messages.StatusSubject} {
 			if err := inspector.PublishMsg(&nats.Msg{Subject: subject, Reply: reply}); err != nil {
 				t.Error(err)
 			}
 		}
 	}
 
-	// What the inspector sees of agency 2 (its batches and done, reply
-	// subjects included) it relays at once.
+	wnc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(watcher, watcherPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wnc.Close()
+	// What the watcher sees of agency 2 (its batches and done, reply
+	// subjects included) the inspector relays at once.
 	var watched atomic.Int64
 	for _, subject := range []string{messages.BatchSubject(2), messages.DoneSubject(2)} {
-		if _, err := inspector.Subscribe(subject, func(m *nats.Msg) {
+		if _, err := wnc.Subscribe(subject, func(m *nats.Msg) {
 			relay(m.Reply)
 			watched.Add(1)
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	inspector.Flush()
-	// The winners request's inbox the test learns through the watcher; a
-	// peer could only guess it, but the agency must hold either way.
-	wnc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(watcher, watcherPassword))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wnc.Close()
 	winnersInbox := make(chan string, 1)
 	if _, err := wnc.Subscribe(messages.WinnersSubject(2), func(m *nats.Msg) {
 		select {
@@ -130,18 +130,21 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 		return n
 	}
 	// micro answers PING and INFO into it (the agency ignores them); the
-	// central itself never answers winners.agency.99 into agency 2's inbox.
+	// central itself never answers quiniela.status into agency 2's inbox.
 	for n := 1; onWinnersInbox() < 2; n++ {
 		log2.WaitFor(t, "respuesta_ajena", logline.Fail, n, 10*time.Second)
 	}
+	if n := onWinnersInbox(); n != 2 {
+		t.Errorf("agency 2 got %d stray replies on its winners inbox, want micro's PING and INFO only", n)
+	}
+	c.log.WaitFor(t, "solicitud_ignorada", logline.Fail, 3*41, 20*time.Second) // three relays per batch and done inbox at least
+	relayed := map[string]bool{"$SRV.PING": true, "$SRV.INFO.quiniela-central": true, messages.StatusSubject: true}
 	for _, l := range c.log.Lines("solicitud_ignorada") {
-		if l.Fields["subject"] != messages.WinnersSubject(99) || !strings.HasPrefix(l.Fields["reply"], messages.AgencyInboxPrefix(2)+".") {
+		if !relayed[l.Fields["subject"]] || !strings.HasPrefix(l.Fields["reply"], messages.AgencyInboxPrefix(2)+".") {
 			t.Errorf("the central ignored an unexpected request: %v", l)
 		}
 	}
-	if n := len(c.log.Lines("solicitud_ignorada")); n < 2 { // one relay per batch inbox, and the winners one
-		t.Errorf("the central answered winners.agency.99 into agency 2's inboxes: %d ignored", n)
-	}
+
 
 	// The lottery's own subjects as reply subjects: the broker refuses the
 	// central's answers.
@@ -164,7 +167,7 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 	c.stop(t)
 	compareRows(t, inputRows(t, files), storedRows(t, c.betsFile))
 	if n := watched.Load(); n < 41 { // 40 batches and a done at least
-		t.Errorf("the inspector relayed %d of agency 2's requests, want every one", n)
+		t.Errorf("the watcher saw %d of agency 2's requests, want every one", n)
 	}
 
 	for _, l := range c.log.Lines("apuesta_recibida") {
