@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
@@ -67,7 +69,14 @@ func TestAgenciesAreServedInParallel(t *testing.T) {
 		enc := messages.NewBatchEncoder(agency, 10)
 		enc.Add(messages.Bet{Agency: agency, FirstName: "A", LastName: "B", Document: "1", Birthdate: time.Date(1990, 1, 2, 0, 0, 0, 0, time.UTC), Number: 7})
 		go func() {
-			reply, err := nc.RequestMsg(enc.Flush().Msg(), 15*time.Second)
+			// The central answers agency N only into its inboxes.
+			anc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(messages.AgencyInboxPrefix(agency)))
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer anc.Close()
+			reply, err := anc.RequestMsg(enc.Flush().Msg(), 15*time.Second)
 			if err == nil {
 				err = messages.ReplyError(reply)
 			}

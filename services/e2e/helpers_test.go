@@ -189,10 +189,39 @@ func winningDocs(t *testing.T, file string) []string {
 	return docs
 }
 
+// requestMsg is nc.RequestMsg with the reply inbox an agency would use: a
+// request on agency N's subjects waits on agency N's inbox, the only one
+// the central answers it into; any other on nc's own inboxes.
+func requestMsg(nc *nats.Conn, msg *nats.Msg, timeout time.Duration) (*nats.Msg, error) {
+	agency, err := messages.AgencyFromSubject(msg.Subject)
+	if err != nil {
+		return nc.RequestMsg(msg, timeout)
+	}
+	inbox := messages.AgencyInboxPrefix(agency) + "." + strings.TrimPrefix(nats.NewInbox(), "_INBOX.")
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	m := *msg
+	m.Reply = inbox
+	if err := nc.PublishMsg(&m); err != nil {
+		return nil, err
+	}
+	reply, err := sub.NextMsg(timeout)
+	if errors.Is(err, nats.ErrTimeout) {
+		return nil, fmt.Errorf("request on %s: %w", msg.Subject, err)
+	}
+	if err == nil && len(reply.Data) == 0 && reply.Header.Get("Status") == "503" {
+		return nil, nats.ErrNoResponders
+	}
+	return reply, err
+}
+
 // askWinners asks winners.agency.N with a plain client, as an agency does.
 func askWinners(t *testing.T, nc *nats.Conn, agencyID int) (messages.WinnersReply, error) {
 	t.Helper()
-	msg, err := nc.Request(messages.WinnersSubject(agencyID), nil, 5*time.Second)
+	msg, err := requestMsg(nc, &nats.Msg{Subject: messages.WinnersSubject(agencyID)}, 5*time.Second)
 	if err != nil {
 		return messages.WinnersReply{}, err
 	}

@@ -145,7 +145,6 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 		}
 	}
 
-
 	// The lottery's own subjects as reply subjects: the broker refuses the
 	// central's answers.
 	for _, reply := range []string{messages.BatchSubject(2), messages.DoneSubject(2), messages.WinnersSubject(2)} {

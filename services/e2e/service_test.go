@@ -175,7 +175,7 @@ func TestHeldWinnersAreBounded(t *testing.T) {
 	nc := natstest.Connect(t, ns)
 
 	replies := make(chan *nats.Msg, 10)
-	inbox := nats.NewInbox()
+	inbox := messages.AgencyInboxPrefix(1) + ".held"
 	sub, err := nc.ChanSubscribe(inbox+".>", replies)
 	if err != nil {
 		t.Fatal(err)
@@ -211,10 +211,9 @@ func TestHeldWinnersAreBounded(t *testing.T) {
 	}
 }
 
-// A request on agency N's subjects is never answered into another agency's
-// inbox, and nothing is ever answered onto the service's own subjects: a
-// peer cannot relay through the central. A plain client (the inspector, on
-// _INBOX) is answered.
+// A request on agency N's subjects is answered only into agency N's
+// inboxes, quiniela.status only into the inspector's (_INBOX), nothing
+// onto the service's own subjects: a peer cannot relay through the central.
 func TestRepliesOnlyToTheAgencysInbox(t *testing.T) {
 	ns := natstest.StartServer(t)
 	c := startCentral(t, ns.ClientURL(), t.TempDir(), map[string]string{"CENTRAL_AGENCIES": "2"})
@@ -263,11 +262,14 @@ func TestRepliesOnlyToTheAgencysInbox(t *testing.T) {
 	if n := c.log.Count("apuesta_recibida | result: fail"); n != 0 {
 		t.Errorf("forged requests logged %d apuesta_recibida fail lines, want none:\n%s", n, c.log)
 	}
-	if code, e, _ := request(t, peer, "winners.agency.1", nil, ""); code != messages.CodeDrawPending {
-		t.Errorf("a plain client's winners request on _INBOX: %v (%v), want %v", code, e, messages.CodeDrawPending)
+	// Agency 1's winners go to agency 1's inboxes only, not to a plain
+	// client's _INBOX (the inspector's).
+	if err := peer.PublishMsg(&nats.Msg{Subject: "winners.agency.1", Reply: "_INBOX.peer.1"}); err != nil {
+		t.Fatal(err)
 	}
-	if st := serviceStats(t, own); st["winners"].Data.Ignored != 2 || st["batch"].Data.Ignored != 1 || st["status"].Data.Ignored != 2 {
-		t.Errorf("ignored requests in stats: batch %d, winners %d, status %d; want 1, 2, 2",
+	c.log.WaitFor(t, "solicitud_ignorada", "fail", len(forged)+1, 10*time.Second)
+	if st := serviceStats(t, peer); st["winners"].Data.Ignored != 3 || st["batch"].Data.Ignored != 1 || st["status"].Data.Ignored != 2 {
+		t.Errorf("ignored requests in stats: batch %d, winners %d, status %d; want 1, 3, 2",
 			st["batch"].Data.Ignored, st["winners"].Data.Ignored, st["status"].Data.Ignored)
 	}
 }

@@ -22,7 +22,7 @@ func request(t *testing.T, nc *nats.Conn, subject string, headers map[string]str
 	for k, v := range headers {
 		msg.Header.Set(k, v)
 	}
-	reply, err := nc.RequestMsg(msg, 30*time.Second) // a bound against hanging, not a synchronisation
+	reply, err := requestMsg(nc, msg, 30*time.Second) // a bound against hanging, not a synchronisation
 	if err != nil {
 		t.Fatalf("request on %s: %v", subject, err)
 	}
@@ -133,7 +133,7 @@ func TestWireRejectsBadRequests(t *testing.T) {
 			"Juan,Perez,1," + future + ",1\n", messages.CodeInvalidBet, "row 1: birthdate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			reply, err := nc.RequestMsg(&nats.Msg{Subject: "bets.agency.1", Header: tc.header, Data: []byte(tc.body)}, 5*time.Second)
+			reply, err := requestMsg(nc, &nats.Msg{Subject: "bets.agency.1", Header: tc.header, Data: []byte(tc.body)}, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
