@@ -151,7 +151,8 @@ func (c *call) nameRequest() {
 // answerable tells whether c may be answered on its reply subject: only
 // where a reply belongs, an allow-list. A request on agency N's subjects
 // is answered only into agency N's inboxes (_INBOX_agency.N.…), one on
-// quiniela.status only into the inspector's (_INBOX.…); a message without
+// quiniela.status (and one on a subject naming no agency) only into the
+// inspector's (_INBOX.…); a message without
 // a reply subject is no request. Anything else — the ledger's subjects,
 // the lease, the JetStream API, the service's own subjects, another
 // agency's inbox — is a peer trying to make the central write where it
@@ -192,7 +193,12 @@ func refusedReply(subject, reply string) string {
 	}
 	agency, err := messages.AgencyFromSubject(subject)
 	if err != nil {
-		return "subject names no agency whose inbox could take the reply"
+		// No agency's: only the inspector (or a developer's plain
+		// client, on _INBOX) hears the central's "unknown agency".
+		if !underPrefix(reply, natsauth.InspectorInboxPrefix) {
+			return "subject names no agency, and reply subject is not the inspector's inbox (" + natsauth.InspectorInboxPrefix + ".…)"
+		}
+		return ""
 	}
 	if owner, ok := messages.InboxAgency(reply); !ok || owner != agency || !underPrefix(reply, messages.AgencyInboxPrefix(agency)) {
 		return "reply subject is not an inbox of agency " + strconv.Itoa(agency) + " (" + messages.AgencyInboxPrefix(agency) + ".…)"
