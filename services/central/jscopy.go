@@ -115,7 +115,15 @@ func (l *JetStreamLedger) apply(msg jetstream.Msg) {
 	if l.err != nil || seq <= l.applied {
 		return
 	}
-	if err := l.applyLocked(msg.Subject(), msg.Headers(), msg.Data(), seq); err != nil {
+	err = nil
+	if seq != l.applied+1 {
+		// A central never removes a message: a gap is someone else's.
+		err = &ForeignStreamError{Stream: l.cfg.Stream, Seq: seq, Subject: msg.Subject(),
+			What: fmt.Sprintf("it follows message %d: messages %d to %d were deleted", l.applied, l.applied+1, seq-1)}
+	} else {
+		err = l.applyLocked(msg.Subject(), msg.Headers(), msg.Data(), seq)
+	}
+	if err != nil {
 		l.err = fmt.Errorf("copying message %d of stream %s to %s: %w", seq, l.cfg.Stream, l.cfg.BetsFile, err)
 		l.log.ErrorContext(context.Background(), "copiar_apuestas", "error", l.err)
 	}
@@ -135,13 +143,20 @@ func (l *JetStreamLedger) fail(err error) {
 }
 
 func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte, seq uint64) error {
+	foreign := func(what string) error {
+		return &ForeignStreamError{Stream: l.cfg.Stream, Seq: seq, Subject: subject, What: what}
+	}
 	if subject == drawLedgerSubject(l.cfg.Stream) {
+		if !strings.HasPrefix(h.Get(jetstream.MsgIDHeader), "draw.") || len(body) != 0 {
+			return foreign(fmt.Sprintf("a draw without a central's %s (%q) or with a body (%d bytes)",
+				jetstream.MsgIDHeader, h.Get(jetstream.MsgIDHeader), len(body)))
+		}
 		l.drawn = true
 		return nil
 	}
 	agency, err := messages.ParseAgency(h.Get(messages.HeaderAgency))
 	if err != nil || subject != agencyLedgerSubject(l.cfg.Stream, agency) {
-		return fmt.Errorf("subject %s with %s %q: not a ledger message", subject, messages.HeaderAgency, h.Get(messages.HeaderAgency))
+		return foreign(fmt.Sprintf("%s %q does not name this subject's agency", messages.HeaderAgency, h.Get(messages.HeaderAgency)))
 	}
 	a := l.agencies[agency]
 	if a == nil {
@@ -151,7 +166,7 @@ func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte
 	if b := h.Get(messages.HeaderBatches); b != "" {
 		batches, err := strconv.ParseUint(b, 10, 64)
 		if err != nil {
-			return fmt.Errorf("done of agency %d: %s %q", agency, messages.HeaderBatches, b)
+			return foreign(fmt.Sprintf("done of agency %d with %s %q", agency, messages.HeaderBatches, b))
 		}
 		a.Done, a.Batches, a.subjectSeq = true, batches, seq
 		return nil
@@ -161,7 +176,7 @@ func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte
 	counts, err3 := parseUints(h.Get(HeaderCounts))
 	lines, err4 := parseLineSets(h.Get(messages.HeaderLines))
 	if err := errors.Join(err, err2, err3, err4); err != nil || len(sums) != len(counts) || len(sums) != len(lines) || len(sums) == 0 {
-		return fmt.Errorf("batches of agency %d: bad headers: %v", agency, err)
+		return foreign(fmt.Sprintf("batches of agency %d with headers a central does not write (%v)", agency, err))
 	}
 	if first == 0 || first > a.LastBatch+1 {
 		// The per-subject CAS rules this out; say so if it ever happens.
@@ -263,14 +278,18 @@ func (l *JetStreamLedger) Applied() uint64 {
 // returns what it holds, with the stream sequence of each agency's last
 // message, both from one moment of the copy.
 func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint64, error) {
-	var last uint64
+	var state jetstream.StreamState
 	err := retryJS(ctx, "reading stream "+l.cfg.Stream, func(ctx context.Context) error {
 		info, err := l.stream.Info(ctx)
 		if err == nil {
-			last = info.State.LastSeq
+			state = info.State
 		}
 		return err
 	})
+	last := state.LastSeq
+	if err == nil {
+		err = l.checkWhole(state)
+	}
 	if err == nil {
 		err = l.waitCopied(ctx, last)
 	}
@@ -289,4 +308,45 @@ func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint6
 		seqs[n] = a.subjectSeq
 	}
 	return rec, seqs, nil
+}
+
+// checkWhole checks that the stream holds every message it was ever
+// given: a central never removes one, so a stream that starts after
+// message 1 was purged (or its first messages deleted), and one with
+// messages deleted inside was changed from outside. Copying such a stream
+// would wait forever for what is gone, or serve a lottery with bets
+// missing.
+func (l *JetStreamLedger) checkWhole(s jetstream.StreamState) error {
+	switch {
+	case s.LastSeq > 0 && s.FirstSeq != 1:
+		return &ForeignStreamError{Stream: l.cfg.Stream, Seq: s.FirstSeq,
+			What: fmt.Sprintf("the stream starts there, after message 1: %d messages were purged or deleted (it holds %d, up to message %d)", s.FirstSeq-1, s.Msgs, s.LastSeq)}
+	case s.NumDeleted > 0:
+		return &ForeignStreamError{Stream: l.cfg.Stream, Seq: s.LastSeq,
+			What: fmt.Sprintf("%d messages up to it were deleted (%d left)", s.NumDeleted, s.Msgs)}
+	}
+	return nil
+}
+
+// ForeignStreamError is a ledger stream holding what no central wrote: a
+// message on a ledger subject not in a central's format, a gap, a purge.
+// The central stops rather than serve from it: the lottery it would serve
+// is not the one the agencies were told was stored.
+type ForeignStreamError struct {
+	Stream  string
+	Seq     uint64 // the message found foreign, or where the stream's gap is
+	Subject string // its subject, if a message was read
+	What    string
+}
+
+func (e *ForeignStreamError) Error() string {
+	at := fmt.Sprintf("message %d", e.Seq)
+	if e.Subject != "" {
+		at += " on " + e.Subject
+	}
+	return fmt.Sprintf("stream %s was changed by something other than a central: %s: %s. "+
+		"No central serves from it: look at it as the ledger's user (nats stream info %s; nats stream get %s %d), "+
+		"then restore the stream from a backup (nats stream restore), or, to start this lottery over, "+
+		"have an administrator delete the stream and remove the centrals' copies (CENTRAL_BETS_FILE)",
+		e.Stream, at, e.What, e.Stream, e.Stream, e.Seq)
 }

@@ -378,3 +378,79 @@ func TestJetStreamLedgerRefusesFileLedger(t *testing.T) {
 		t.Errorf("bets.csv has %d bets after the refusal, want its 2", n)
 	}
 }
+
+// A stream the centrals did not write alone — a foreign message on a
+// ledger subject, a purge, a deleted message — stops a central coming up
+// on it with an error naming the message and what to do, at once: no
+// parse error, no wait for messages that are gone.
+func TestForeignStreamStopsTheCentral(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		change func(t *testing.T, ctx context.Context, js jetstream.JetStream)
+		want   string
+	}{
+		{"junk on another agency's subject", func(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+			if _, err := js.Publish(ctx, "ledger.QUINIELA.agency.2", []byte(`{"agency":1,"winners":[]}`)); err != nil {
+				t.Fatal(err)
+			}
+		}, "message 3 on ledger.QUINIELA.agency.2: Quiniela-Agency"},
+		{"junk on the draw's subject", func(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+			if _, err := js.Publish(ctx, "ledger.QUINIELA.draw", []byte(`{"code":503}`)); err != nil {
+				t.Fatal(err)
+			}
+		}, "message 3 on ledger.QUINIELA.draw: a draw without"},
+		{"purged", func(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+			if err := mustStream(t, js).Purge(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}, "message 3: the stream starts there, after message 1: 2 messages were purged"},
+		{"purged, then written again", func(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+			if err := mustStream(t, js).Purge(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, "ledger.QUINIELA.agency.3", nil); err != nil {
+				t.Fatal(err)
+			}
+		}, "message 3"},
+		{"first message deleted", func(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+			if err := mustStream(t, js).DeleteMsg(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+		}, "message 2"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ns := natstest.StartJetStreamServer(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			a := openJSCentral(t, []*server.Server{ns}, "a", 1)
+			store, _, err := a.ledger.Activate(ctx, always)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for seq := 1; seq <= 2; seq++ {
+				if err := await(t, "append", func(done func(error)) error {
+					return store.AppendBatch(1, uint64(seq), uint64(seq), batchOf(1, seq, 2), done)
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if err := await(t, "sync", store.Sync); err != nil {
+					t.Fatal(err)
+				}
+			}
+			store.Close(time.Second)
+			a.ledger.Close()
+			c.change(t, ctx, a.js)
+
+			b := openJSCentral(t, []*server.Server{ns}, "b", 1)
+			start := time.Now()
+			_, _, err = b.ledger.Activate(ctx, always)
+			var foreign *central.ForeignStreamError
+			if !errors.As(err, &foreign) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "nats stream get QUINIELA") {
+				t.Fatalf("a central on the changed stream: %v; want a foreign-stream error with %q and what to do", err, c.want)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %v to say so", d)
+			}
+		})
+	}
+}
