@@ -230,7 +230,20 @@ func StartCluster(t testing.TB, n int) []*server.Server {
 // peer offline" (nats-server's own tests wait alike, waitOnPeerCount).
 func StartJetStreamCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	return StartJetStreamClusterWith(t, n, nil)
+}
+
+// StartJetStreamClusterWith is StartJetStreamCluster with each node's
+// options given to configure first (accounts and users: natsauth's
+// Users.Configure).
+func StartJetStreamClusterWith(t testing.TB, n int, configure func(*server.Options) error) []*server.Server {
+	t.Helper()
 	nodes := startCluster(t, n, func(o *server.Options) {
+		if configure != nil {
+			if err := configure(o); err != nil {
+				t.Fatalf("configuring node %s: %v", o.ServerName, err)
+			}
+		}
 		o.JetStream = true
 		o.StoreDir = t.TempDir()
 	})

@@ -54,6 +54,11 @@ func checkOutcome(t *testing.T, files []string, betsFile string, centralLogs str
 	if n := strings.Count(centralLogs, "action: sorteo | result: success"); n != 1 {
 		t.Errorf("sorteo logged %d times over the centrals' lives, want once", n)
 	}
+	// Narrowed to its own subjects, stream and lease, a central needs
+	// nothing it was not granted.
+	if n := strings.Count(centralLogs, "Permissions Violation"); n != 0 {
+		t.Errorf("the centrals hit %d permissions violations", n)
+	}
 	for _, r := range results {
 		want := len(winningDocs(t, files[r.id-1]))
 		if got := r.log.Lines("consulta_ganadores"); len(got) != 1 || got[0].Fields["cant_ganadores"] != strconv.Itoa(want) {

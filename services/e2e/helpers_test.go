@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/agency"
@@ -91,13 +92,28 @@ func runAgencies(ctx context.Context, url string, files []string, env map[string
 
 // runAgenciesFrom is runAgencies for agencies first, first+1, ….
 func runAgenciesFrom(ctx context.Context, url string, first int, files []string, env map[string]string) []agencyResult {
+	return runEach(ctx, url, first, files, func(int) map[string]string { return env })
+}
+
+// runAgenciesAs is runAgencies with each agency's own credentials.
+func runAgenciesAs(ctx context.Context, url string, users natsauth.Users, files []string, env map[string]string) []agencyResult {
+	return runEach(ctx, url, 1, files, func(id int) map[string]string {
+		vars := agencyEnv(users, id)
+		for k, v := range env {
+			vars[k] = v
+		}
+		return vars
+	})
+}
+
+func runEach(ctx context.Context, url string, first int, files []string, envOf func(id int) map[string]string) []agencyResult {
 	results := make([]agencyResult, len(files))
 	var wg sync.WaitGroup
 	for i, file := range files {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = runAgency(ctx, url, first+i, file, env)
+			results[i] = runAgency(ctx, url, first+i, file, envOf(first+i))
 		}()
 	}
 	wg.Wait()

@@ -17,25 +17,63 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/central"
 )
 
-// The lottery on JetStream, on an in-process 3-node cluster with R3, and
-// two central processes: one active, one standby.
+// The lottery on JetStream, on an in-process 3-node cluster with R3 and
+// the generated accounts (the ledger in its own, the central's JetStream
+// work narrowed to its stream and lease), and two central processes: one
+// active, one standby.
 
-// jsCentralEnv is the environment of a central on the JetStream ledger.
-func jsCentralEnv(url, dir, name string) map[string]string {
+// startAuthJSCluster starts the 3-node cluster with natsauth's accounts
+// and users for 5 agencies.
+func startAuthJSCluster(t *testing.T) ([]*server.Server, natsauth.Users) {
+	t.Helper()
+	users := natsauth.NewUsers(5)
+	return natstest.StartJetStreamClusterWith(t, 3, users.Configure), users
+}
+
+// jsCentralEnv is the environment of a central on the JetStream ledger,
+// with its two users.
+func jsCentralEnv(url, dir, name string, users natsauth.Users) map[string]string {
 	return centralEnv(url, filepath.Join(dir, "bets.csv"),
-		"CENTRAL_LEDGER", "jetstream", "CENTRAL_REPLICAS", "3", "CENTRAL_NAME", name, "LOG_LEVEL", "INFO")
+		"CENTRAL_LEDGER", "jetstream", "CENTRAL_REPLICAS", "3", "CENTRAL_NAME", name, "LOG_LEVEL", "INFO",
+		"NATS_USER", natsauth.CentralUser, "NATS_PASSWORD", users.Passwords[natsauth.CentralUser],
+		natsauth.LedgerEnvPrefix+"NATS_USER", natsauth.LedgerUser,
+		natsauth.LedgerEnvPrefix+"NATS_PASSWORD", users.Passwords[natsauth.LedgerUser])
+}
+
+// connectAgency connects as agency id, on its inboxes.
+func connectAgency(t *testing.T, url string, users natsauth.Users, id int) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.UserInfo(natsauth.AgencyUser(id), users.Passwords[natsauth.AgencyUser(id)]),
+		nats.CustomInboxPrefix(natsauth.InboxPrefix(id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// connectLedger connects as the central's ledger user, to read the stream
+// and the lease.
+func connectLedger(t *testing.T, url string, users natsauth.Users) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.UserInfo(natsauth.LedgerUser, users.Passwords[natsauth.LedgerUser]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
 }
 
 // startJSCentral starts a central process on the JetStream ledger with its
 // own folder, and waits until it says whether it is active or waiting.
-func startJSCentral(t *testing.T, url, name, wantState string) (*proc, string) {
+func startJSCentral(t *testing.T, url string, users natsauth.Users, name, wantState string) (*proc, string) {
 	t.Helper()
 	dir := t.TempDir()
-	c := startProc(t, "central", jsCentralEnv(url, dir, name))
+	c := startProc(t, "central", jsCentralEnv(url, dir, name, users))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s's log, without its batch lines:\n%s", name, withoutBatchLines(c.log.String()))
@@ -50,12 +88,9 @@ func startJSCentral(t *testing.T, url, name, wantState string) (*proc, string) {
 }
 
 // streamLeader is the node that leads the ledger stream now.
-func streamLeader(t *testing.T, nodes []*server.Server) *server.Server {
+func streamLeader(t *testing.T, nodes []*server.Server, users natsauth.Users) *server.Server {
 	t.Helper()
-	nc, err := nats.Connect(natstest.URLs(nodes...))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := connectLedger(t, natstest.URLs(nodes...), users)
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -114,15 +149,15 @@ func TestStandbyTakesOverAfterKillAndLeaderLoss(t *testing.T) {
 }
 
 func testTakeover(t *testing.T, files []string, env map[string]string, killAfter int) {
-	nodes := natstest.StartJetStreamCluster(t, 3)
+	nodes, users := startAuthJSCluster(t)
 	url := natstest.URLs(nodes...)
-	first, firstDir := startJSCentral(t, url, "central-1", "central_activa")
-	second, secondDir := startJSCentral(t, url, "central-2", "central_en_espera")
+	first, firstDir := startJSCentral(t, url, users, "central-1", "central_activa")
+	second, secondDir := startJSCentral(t, url, users, "central-2", "central_en_espera")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	resultc := make(chan []agencyResult, 1)
-	go func() { resultc <- runAgencies(ctx, url, files, env) }()
+	go func() { resultc <- runAgenciesAs(ctx, url, users, files, env) }()
 
 	first.log.WaitFor(t, "apuesta_recibida", "success", killAfter, 60*time.Second)
 	first.signal(t, syscall.SIGKILL)
@@ -138,9 +173,9 @@ func testTakeover(t *testing.T, files []string, env map[string]string, killAfter
 		t.Logf("takeover %v after kill -9", took.Round(time.Millisecond))
 	}
 	// A new standby on an empty folder, then the stream leader goes.
-	third, thirdDir := startJSCentral(t, url, "central-3", "central_en_espera")
+	third, thirdDir := startJSCentral(t, url, users, "central-3", "central_en_espera")
 	second.log.WaitFor(t, "apuesta_recibida", "success", 20, 60*time.Second)
-	leader := streamLeader(t, nodes)
+	leader := streamLeader(t, nodes, users)
 	leader.Shutdown()
 
 	results := <-resultc
@@ -165,17 +200,12 @@ func testTakeover(t *testing.T, files []string, env map[string]string, killAfter
 			t.Fatalf("%s exited %d on SIGTERM; log:\n%s", c.Name, code, c.log)
 		}
 	}
-	again, againDir := startJSCentral(t, url, "central-4", "central_activa")
+	again, againDir := startJSCentral(t, url, users, "central-4", "central_activa")
 	again.log.WaitFor(t, "sorteo_recuperado", "success", 1, 30*time.Second)
 	again.log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
 	sameFile(t, filepath.Join(secondDir, "bets.csv"), filepath.Join(againDir, "bets.csv"), 20*time.Second)
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	for id := 1; id <= len(files); id++ {
-		got, err := askWinners(t, nc, id)
+		got, err := askWinners(t, connectAgency(t, url, users, id), id)
 		if want := winningDocs(t, files[id-1]); err != nil || !slices.Equal(got.Winners, want) {
 			t.Errorf("winners of agency %d from a central rebuilt after the draw: %v (%v), want %d", id, len(got.Winners), err, len(want))
 		}
@@ -189,16 +219,16 @@ func testTakeover(t *testing.T, files []string, env map[string]string, killAfter
 // SIGCONT the first one finds its lease gone, stores nothing and steps
 // down to wait. The run is exact and the draw logged once.
 func TestPausedCentralIsFenced(t *testing.T) {
-	nodes := natstest.StartJetStreamCluster(t, 3)
+	nodes, users := startAuthJSCluster(t)
 	url := natstest.URLs(nodes...)
 	files := lotteryFiles(t, t.TempDir())
-	first, firstDir := startJSCentral(t, url, "central-1", "central_activa")
-	second, secondDir := startJSCentral(t, url, "central-2", "central_en_espera")
+	first, firstDir := startJSCentral(t, url, users, "central-1", "central_activa")
+	second, secondDir := startJSCentral(t, url, users, "central-2", "central_en_espera")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	resultc := make(chan []agencyResult, 1)
-	go func() { resultc <- runAgencies(ctx, url, files, faultEnv) }()
+	go func() { resultc <- runAgenciesAs(ctx, url, users, files, faultEnv) }()
 
 	first.log.WaitFor(t, "apuesta_recibida", "success", 100, 60*time.Second)
 	first.signal(t, syscall.SIGSTOP)
@@ -221,19 +251,16 @@ func TestPausedCentralIsFenced(t *testing.T) {
 	if code := second.wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("central-2 exited %d on SIGTERM; log:\n%s", code, second.log)
 	}
-	if holder := leaseHolder(t, nodes); holder == "central-2" {
+	if holder := leaseHolder(t, nodes, users); holder == "central-2" {
 		t.Error("the lease still names central-2 after it stopped: it did not release it")
 	}
 	first.log.WaitFor(t, "central_activa", "success", 2, 10*time.Second)
 }
 
 // leaseHolder is the name in the lease now, "" if none.
-func leaseHolder(t *testing.T, nodes []*server.Server) string {
+func leaseHolder(t *testing.T, nodes []*server.Server, users natsauth.Users) string {
 	t.Helper()
-	nc, err := nats.Connect(natstest.URLs(nodes...))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := connectLedger(t, natstest.URLs(nodes...), users)
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
