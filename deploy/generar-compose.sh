@@ -89,9 +89,11 @@ depends_on() {
 nats_common() {
 	cat <<YAML
     volumes:
-      # Users and permissions (agency-N may only publish its own subjects,
-      # the central only answer, the inspector only look), written with the
-      # services' credentials by "make docker-creds AGENCIES=N" into .creds
+      # Accounts, users and permissions (agency-N may only publish its own
+      # subjects, the central only answer, the inspector only look; the
+      # ledger, JetStream, in an account of its own where only the
+      # central's ledger user may touch its stream and lease), written with
+      # the services' credentials by "make docker-creds AGENCIES=N" into .creds
       # (make docker-compose-up does it), never committed: CREDS_DIR.
       - $creds/nats-server.conf:/etc/nats/nats-server.conf:ro
       # JetStream's store (-sd): the stream and the lease outlive the container.
@@ -203,7 +205,9 @@ YAML
 		depends_on
 		cat <<YAML
     # NATS_USER and NATS_PASSWORD: the user "central", which may only
-    # subscribe to the service's subjects and answer requests.
+    # subscribe to the service's subjects and answer requests into inboxes;
+    # CENTRAL_LEDGER_NATS_USER and _PASSWORD: "central-ledger", its
+    # JetStream stream and lease only (CENTRAL_LEDGER=jetstream).
     env_file:
       - $creds/central.env
     environment:

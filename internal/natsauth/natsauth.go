@@ -1,8 +1,8 @@
 // Package natsauth confines each role to what it needs on the broker, with
 // two NATS accounts:
 //
-//   - AGENCIES: one user per agency, the central's service user and the
-//     read-only inspector. No JetStream: no request made there can reach
+//   - AGENCIES: one user per agency, the central's service user, the
+//     inspector (counts and stats) and the auditor (the batches going by). No JetStream: no request made there can reach
 //     the ledger, whatever its reply subject, and nats-server has no
 //     JetStream API there to answer one.
 //   - LEDGER: the central's ledger user alone, with JetStream, allowed only
@@ -33,6 +33,7 @@ const (
 	CentralUser   = "central"        // the central's service: answers requests
 	LedgerUser    = "central-ledger" // the central's ledger: its stream and lease
 	InspectorUser = "inspector"      // operators: status and micro stats
+	AuditorUser   = "auditor"        // operators, explicitly: the batches going by
 )
 
 // Accounts.
@@ -145,11 +146,20 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 			Publish:   []string{"$SRV.>", messages.StatusSubject},
 			Subscribe: []string{InspectorInboxPrefix + ".>"},
 		}, nil
+	case AuditorUser:
+		// Bet data, for an operator granted it: `nats sub 'bets.>'`, the
+		// batches (and done notifications) as agencies send them. It
+		// publishes nothing, so it can make no one answer anywhere, and
+		// it reads neither replies nor the ledger.
+		return Permissions{
+			Account:   AgenciesAccount,
+			Subscribe: []string{"bets.>"},
+		}, nil
 	}
 	n, found := strings.CutPrefix(user, "agency-")
 	agency, err := messages.ParseAgency(n)
 	if !found || err != nil || agency > u.Agencies {
-		return Permissions{}, fmt.Errorf("no user %q: users are %s, %s, %s and agency-1 to agency-%d", user, CentralUser, LedgerUser, InspectorUser, u.Agencies)
+		return Permissions{}, fmt.Errorf("no user %q: users are %s, %s, %s, %s and agency-1 to agency-%d", user, CentralUser, LedgerUser, InspectorUser, AuditorUser, u.Agencies)
 	}
 	// Its own subjects only: not another's, and not quiniela.status, which
 	// would tell it the other agencies' progress.
@@ -193,7 +203,7 @@ func ledgerPublishes(stream string) []string {
 }
 
 func (u Users) names() []string {
-	names := []string{CentralUser, LedgerUser, InspectorUser}
+	names := []string{CentralUser, LedgerUser, InspectorUser, AuditorUser}
 	for a := 1; a <= u.Agencies; a++ {
 		names = append(names, AgencyUser(a))
 	}

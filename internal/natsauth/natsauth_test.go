@@ -299,8 +299,8 @@ func TestServerConfAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats-server.conf does not load: %v\n%s", err, conf)
 	}
-	if len(opts.Users) != 7 {
-		t.Fatalf("nats-server.conf has %d users, want 7 (central, central-ledger, inspector, 4 agencies)", len(opts.Users))
+	if len(opts.Users) != 8 {
+		t.Fatalf("nats-server.conf has %d users, want 8 (central, central-ledger, inspector, auditor, 4 agencies)", len(opts.Users))
 	}
 	for _, u := range opts.Users {
 		p, err := users.PermissionsOf(u.Username)
@@ -309,6 +309,9 @@ func TestServerConfAccounts(t *testing.T) {
 		}
 		if u.Account == nil || u.Account.Name != p.Account || u.Password != users.Passwords[u.Username] {
 			t.Errorf("user %s: account %v, want %s", u.Username, u.Account, p.Account)
+		}
+		if len(p.Publish) == 0 {
+			p.Publish = []string{"_nothing_"} // a nil allow list would allow everything
 		}
 		if got := u.Permissions; !reflect.DeepEqual(got.Publish.Allow, p.Publish) || !reflect.DeepEqual(got.Subscribe.Allow, p.Subscribe) ||
 			len(got.Publish.Deny) != len(p.PublishDeny) || got.Response != nil {

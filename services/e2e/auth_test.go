@@ -183,8 +183,8 @@ func TestGeneratedCredentials(t *testing.T) {
 	}
 	conf, _ := os.ReadFile(filepath.Join(dir, "nats-server.conf"))
 	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats-server.conf"))
-	if err != nil || len(opts.Users) != 5 {
-		t.Fatalf("nats-server.conf does not load as 5 users: %v\n%s", err, conf)
+	if err != nil || len(opts.Users) != 6 {
+		t.Fatalf("nats-server.conf does not load as 6 users: %v\n%s", err, conf)
 	}
 	central, _ := os.ReadFile(filepath.Join(dir, "central.env"))
 	for _, line := range []string{"NATS_USER=central\n", "CENTRAL_LEDGER_NATS_USER=central-ledger\n",
