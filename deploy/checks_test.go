@@ -74,6 +74,18 @@ func checkAuth(t *testing.T, url string, users natsauth.Users) {
 		_, err := nc.SubscribeSync("_INBOX.>")
 		return err
 	})
+	// The ledger is in an account of its own: the inspector reads counts,
+	// not the stream, and nobody but the central's ledger user reaches it.
+	violation(natsauth.InspectorUser, `Publish to "$JS.API.STREAM.INFO.QUINIELA"`, func(nc *nats.Conn) error {
+		return nc.PublishRequest("$JS.API.STREAM.INFO.QUINIELA", "_INBOX.x", nil)
+	})
+	violation(natsauth.InspectorUser, `Subscription to "bets.>"`, func(nc *nats.Conn) error {
+		_, err := nc.SubscribeSync("bets.>")
+		return err
+	})
+	violation(natsauth.LedgerUser, `Publish to "$JS.API.STREAM.PURGE.QUINIELA"`, func(nc *nats.Conn) error {
+		return nc.PublishRequest("$JS.API.STREAM.PURGE.QUINIELA", "_INBOX.x", nil)
+	})
 
 	for _, c := range []struct{ user, password string }{
 		{natsauth.InspectorUser, "wrong"},
@@ -143,7 +155,7 @@ func checkWinners(t *testing.T, s *stack, want input) {
 }
 
 // checkCLI inspects the central with the nats CLI, as deploy/README.md shows.
-func checkCLI(t *testing.T, cli natsTool, url string, want input) {
+func checkCLI(t *testing.T, cli, agency1 natsTool, url string, want input) {
 	t.Helper()
 	nats := func(args ...string) string {
 		t.Helper()
@@ -184,7 +196,17 @@ func checkCLI(t *testing.T, cli natsTool, url string, want input) {
 	}
 	t.Logf("nats micro stats: requests per endpoint %v", requests)
 
-	// The winners of agency 1 after the draw: its documents on the winning number.
+	// The winners of agency 1 after the draw, as agency 1 on its inboxes
+	// (the only ones the central answers it into): its documents on the
+	// winning number.
+	nats = func(args ...string) string {
+		t.Helper()
+		out, err := runNATS(t.Context(), agency1, url, append([]string{"--inbox-prefix", natsauth.InboxPrefix(1)}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 	if out := nats("req", "winners.agency.1", ""); !strings.Contains(out, `"agency":1`) {
 		t.Errorf("nats req winners.agency.1 shows no winners JSON:\n%s", out)
 	}

@@ -23,9 +23,10 @@ type stackEnv struct {
 	creds string // CREDS_DIR, as make docker-creds writes it
 	users natsauth.Users
 	// inspector is the nats CLI as the README shows it, the read-only
-	// inspector; cliErr says why there is none.
-	inspector natsTool
-	cliErr    error
+	// inspector; auditor and agency1 the CLI as those users; cliErr says
+	// why there is none.
+	inspector, auditor, agency1 natsTool
+	cliErr                      error
 }
 
 // TestComposeStack runs deploy/compose.yaml on images built from this
@@ -86,6 +87,8 @@ func setUpStack(t *testing.T) *stackEnv {
 		t.Fatal(err)
 	}
 	e.inspector = cli.as(natsauth.InspectorUser, e.users.Passwords[natsauth.InspectorUser])
+	e.auditor = cli.as(natsauth.AuditorUser, e.users.Passwords[natsauth.AuditorUser])
+	e.agency1 = cli.as(natsauth.AgencyUser(1), e.users.Passwords[natsauth.AgencyUser(1)])
 	return e
 }
 
@@ -138,7 +141,7 @@ func testLottery(t *testing.T, e *stackEnv) {
 			if e.cliErr != nil {
 				t.Skipf("SKIP: no nats CLI: %v", e.cliErr)
 			}
-			checkCLI(t, e.inspector, s.natsURL, e.want)
+			checkCLI(t, e.inspector, e.agency1, s.natsURL, e.want)
 			checkSub(t, sub, e.want)
 		}},
 		{"permissions", func(t *testing.T) {
@@ -169,7 +172,7 @@ func lotteryIngest(t *testing.T, e *stackEnv, s *stack) *subscriber {
 	s.waitHealthy(t, "nats", time.Minute)
 	var sub *subscriber
 	if e.cliErr == nil {
-		sub = startSub(t, e.inspector, s.natsURL, "bets.>")
+		sub = startSub(t, e.auditor, s.natsURL, "bets.>")
 	}
 	s.compose(t, "up", "-d", "central")
 	waitLog(t, s.containerID(t, "central"), "central_lista", 1, time.Minute)
