@@ -271,15 +271,16 @@
 // # Which replies the central sends at all
 //
 // The reply subject is the one part of a request that says nothing of its
-// sender, so the central drops, unanswered (logging solicitud_ignorada and
-// counting it as ignored in its stats), a request with no reply subject, one
-// whose reply subject is one of the service's own subjects (bets.>,
-// winners.>, quiniela.>, $SRV.>), and one whose reply subject is under
-// another agency's inboxes than its subject's ([InboxAgency]): with
-// authorization on only agency N may subscribe to _INBOX_agency.N.>
-// ([AgencyInboxPrefix]), so no peer can make the central answer into an
-// inbox it watched. A plain client's request, on _INBOX, is answered. By
-// hand with the nats CLI, as agency N: --inbox-prefix _INBOX_agency.N.
+// sender, so the central answers only where a reply belongs, an
+// allow-list: a request on agency N's subjects only into agency N's
+// inboxes, _INBOX_agency.N.… ([AgencyInboxPrefix], [InboxAgency]), which
+// with authorization on only agency N may subscribe to; quiniela.status,
+// and a subject naming no agency, only into the inspector's, _INBOX.….
+// Anything else — no reply subject, another agency's inbox, the service's
+// own subjects, the ledger's subjects, the JetStream API — it drops
+// unanswered, logging solicitud_ignorada and counting it as ignored in its
+// stats: no peer can make the central write for it. By hand with the nats
+// CLI, as agency N: --inbox-prefix _INBOX_agency.N.
 //
 // # Status
 //

@@ -1,5 +1,6 @@
 // Command devcreds writes development NATS credentials for a lottery of N
-// agencies (a user per agency, the central, a read-only inspector) into a
+// agencies (a user per agency, the central and its ledger user, the
+// inspector and the auditor, in two accounts: internal/natsauth) into a
 // folder that git ignores. It keeps existing ones for the same N.
 //
 //	go run ./tools/devcreds -out .creds -agencies 5
