@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,6 +83,37 @@ func TestLedgerOutOfReach(t *testing.T) {
 	url := c.log.Lines("nats_embebido")[0].Fields["url"]
 	c.log.WaitFor(t, "central_activa", "success", 1, 10*time.Second)
 
+	connect := func(user, password, inbox string) (*nats.Conn, <-chan error, error) {
+		errc := make(chan error, 64)
+		opts := []nats.Option{nats.UserInfo(user, password), nats.PermissionErrOnSubscribe(true),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errc <- err })}
+		if inbox != "" {
+			opts = append(opts, nats.CustomInboxPrefix(inbox))
+		}
+		nc, err := nats.Connect(url, opts...)
+		if err == nil {
+			t.Cleanup(nc.Close)
+		}
+		return nc, errc, err
+	}
+	// The inspector watches its inboxes through the whole run: with the
+	// central's JetStream work in the same account, the central's stream
+	// deliveries (every bet) went by there.
+	inspector, ierrc, err := connect(natsauth.InspectorUser, users.Passwords[natsauth.InspectorUser], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inboxMsgs, inboxBets atomic.Int64
+	if _, err := inspector.Subscribe("_INBOX.>", func(m *nats.Msg) {
+		inboxMsgs.Add(1)
+		if strings.Contains(string(m.Data), "Nombre ") {
+			inboxBets.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	inspector.Flush()
+
 	var files []string
 	for id := 1; id <= 3; id++ {
 		files = append(files, writeAgencyFile(t, dir, id, syntheticRows(id, 300)))
@@ -102,19 +134,6 @@ func TestLedgerOutOfReach(t *testing.T) {
 	checkNoError(t, results)
 	compareRows(t, inputRows(t, files), storedRows(t, c.betsFile))
 
-	connect := func(user, password, inbox string) (*nats.Conn, <-chan error, error) {
-		errc := make(chan error, 64)
-		opts := []nats.Option{nats.UserInfo(user, password), nats.PermissionErrOnSubscribe(true),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errc <- err })}
-		if inbox != "" {
-			opts = append(opts, nats.CustomInboxPrefix(inbox))
-		}
-		nc, err := nats.Connect(url, opts...)
-		if err == nil {
-			t.Cleanup(nc.Close)
-		}
-		return nc, errc, err
-	}
 	ledgerNC, _, err := connect(natsauth.LedgerUser, users.Passwords[natsauth.LedgerUser], "")
 	if err != nil {
 		t.Fatal(err)
@@ -136,9 +155,8 @@ func TestLedgerOutOfReach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inspector, ierrc, err := connect(natsauth.InspectorUser, users.Passwords[natsauth.InspectorUser], "")
-	if err != nil {
-		t.Fatal(err)
+	if n := inboxBets.Load(); n != 0 {
+		t.Errorf("the inspector's _INBOX.> saw %d messages with bets during the run (%d in all)", n, inboxMsgs.Load())
 	}
 	// A bad login gets no connection at all, to relay or to read with.
 	for _, login := range [][2]string{{"agency-1", "wrong"}, {"agency-1", users.Passwords["agency-2"]},
