@@ -1,6 +1,7 @@
 package natsauth_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/quiniela/quiniela/internal/natsauth"
@@ -415,5 +417,65 @@ func TestOnlyCentralsClaim(t *testing.T) {
 	l.drain(t)
 	if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
 		t.Errorf("a forged claim reached a central: %q", m.Data)
+	}
+}
+
+// The central's ledger user may create and use its stream and the lease's
+// bucket, and nothing else of JetStream: no delete, no purge, no other
+// stream, no other bucket.
+func TestLedgerUserTouchesOnlyItsStreamAndLease(t *testing.T) {
+	users := natsauth.NewUsers(1)
+	o := &server.Options{JetStream: true, StoreDir: t.TempDir()}
+	if err := users.Configure(o); err != nil {
+		t.Fatal(err)
+	}
+	ns := natstest.StartServerWith(t, o)
+	c := connect(t, ns, natsauth.LedgerUser, users.Passwords[natsauth.LedgerUser], "")
+	js, err := jetstream.New(c.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "QUINIELA", Subjects: []string{"ledger.QUINIELA.>"}})
+	if err != nil {
+		t.Fatalf("creating its stream: %v", err)
+	}
+	if _, err := js.Publish(ctx, "ledger.QUINIELA.agency.1", []byte("x")); err != nil {
+		t.Fatalf("writing its stream: %v", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "QUINIELA_LEASE"})
+	if err != nil {
+		t.Fatalf("creating the lease bucket: %v", err)
+	}
+	if _, err := kv.Create(ctx, "active", []byte("me")); err != nil {
+		t.Fatalf("taking the lease: %v", err)
+	}
+	refused := func(what, subject string, call func(context.Context) error) {
+		t.Helper()
+		// The API's reply never comes: the request was refused.
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if err := call(short); err == nil {
+			t.Errorf("%s: allowed", what)
+		}
+		c.violation(t, subject)
+	}
+	refused("purging the stream", "$JS.API.STREAM.PURGE.QUINIELA", func(ctx context.Context) error { return stream.Purge(ctx) })
+	refused("deleting the stream", "$JS.API.STREAM.DELETE.QUINIELA", func(ctx context.Context) error { return js.DeleteStream(ctx, "QUINIELA") })
+	refused("deleting a message", "$JS.API.STREAM.MSG.DELETE.QUINIELA", func(ctx context.Context) error { return stream.DeleteMsg(ctx, 1) })
+	refused("deleting the lease bucket", "$JS.API.STREAM.DELETE.KV_QUINIELA_LEASE", func(ctx context.Context) error { return js.DeleteKeyValue(ctx, "QUINIELA_LEASE") })
+	refused("creating another stream", "$JS.API.STREAM.CREATE.OTHER", func(ctx context.Context) error {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.>"}})
+		return err
+	})
+	refused("listing streams", "$JS.API.STREAM.NAMES", func(ctx context.Context) error {
+		names := js.StreamNames(ctx)
+		for range names.Name() {
+		}
+		return names.Err()
+	})
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("its stream after the refusals: %+v %v", info, err)
 	}
 }
