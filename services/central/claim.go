@@ -57,6 +57,14 @@ type Claimant struct {
 	State  string `json:"state"`
 }
 
+// valid tells a central's claim from anything else that reached the claim
+// subject or inbox: micro's answer to a $SRV request whose reply subject a
+// peer set there has an "id" too.
+func (c Claimant) valid() bool {
+	return c.ID != "" && (c.State == claimClaiming || c.State == claimServing) &&
+		(c.Ledger == LedgerFile || c.Ledger == LedgerJetStream)
+}
+
 func (c Claimant) String() string {
 	s := fmt.Sprintf("central %s (host %s, pid %d, %s ledger", c.ID, c.Host, c.PID, c.Ledger)
 	if c.Stream != "" {
@@ -127,7 +135,7 @@ collect:
 		select {
 		case m := <-replies:
 			var other Claimant
-			if json.Unmarshal(m.Data, &other) != nil || other.ID == me.ID {
+			if json.Unmarshal(m.Data, &other) != nil || !other.valid() || other.ID == me.ID {
 				continue
 			}
 			c.mu.Lock()
@@ -190,7 +198,7 @@ func (c *Claim) publish(subject, reply, state string) error {
 // heard handles another central's claim or announcement.
 func (c *Claim) heard(m *nats.Msg) {
 	var other Claimant
-	if json.Unmarshal(m.Data, &other) != nil {
+	if json.Unmarshal(m.Data, &other) != nil || !other.valid() {
 		return
 	}
 	c.mu.Lock()

@@ -162,3 +162,32 @@ func TestServingCentralStopsForALowerID(t *testing.T) {
 		t.Fatalf("the central still serves beside a lower ID; log:\n%s", log)
 	}
 }
+
+// What reaches the claim subject that is not a central's claim — micro's
+// answer to a $SRV request a peer gave central.claim as reply subject has
+// an "id" too, and a lower one — neither refuses a starting central nor
+// stops a serving one.
+func TestClaimIgnoresWhatIsNoClaim(t *testing.T) {
+	ns := natstest.StartServer(t)
+	nc := natstest.Connect(t, ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	junk := []byte(`{"name":"quiniela-central","id":"0","version":"1.2.0","type":"io.nats.micro.v1.ping_response"}`)
+	done := make(chan struct{})
+	go func() { // through the whole claim window and after
+		defer close(done)
+		for ctx.Err() == nil {
+			nc.Publish(central.ClaimSubject, junk)
+			nc.Flush()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	log, errc := runCentral(ctx, map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(t.TempDir(), "bets.csv")})
+	log.WaitFor(t, "central_lista", logline.Success, 1, 30*time.Second)
+	select {
+	case err := <-errc:
+		t.Fatalf("the central stopped: %v", err)
+	case <-time.After(2 * time.Second): // the junk keeps coming while it serves
+	}
+}
