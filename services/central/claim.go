@@ -61,8 +61,7 @@ type Claimant struct {
 // subject or inbox: micro's answer to a $SRV request whose reply subject a
 // peer set there has an "id" too.
 func (c Claimant) valid() bool {
-	return c.ID != "" && (c.State == claimClaiming || c.State == claimServing) &&
-		(c.Ledger == LedgerFile || c.Ledger == LedgerJetStream)
+	return c.ID != "" && (c.State == claimClaiming || c.State == claimServing)
 }
 
 func (c Claimant) String() string {
