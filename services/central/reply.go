@@ -152,8 +152,8 @@ func (c *call) nameRequest() {
 // where a reply belongs, an allow-list. A request on agency N's subjects
 // is answered only into agency N's inboxes (_INBOX_agency.N.…), one on
 // quiniela.status (and one on a subject naming no agency) only into the
-// inspector's (_INBOX.…); a message without
-// a reply subject is no request. Anything else — the ledger's subjects,
+// inspector's (_INBOX.…); a message without a reply subject is no
+// request. Anything else — the ledger's subjects,
 // the lease, the JetStream API, the service's own subjects, another
 // agency's inbox — is a peer trying to make the central write where it
 // may not (a relay), and is dropped unanswered, logged and counted
