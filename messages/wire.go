@@ -61,6 +61,10 @@ func headerBytes(h nats.Header) int {
 	return n
 }
 
+// HeaderBytes is the size of h as NATS encodes it, which a server's
+// max_payload counts with the payload.
+func HeaderBytes(h nats.Header) int { return headerBytes(h) }
+
 func digits(n int) int { return digits64(uint64(n)) }
 
 // Batch is an encoded batch of one agency, ready to send.

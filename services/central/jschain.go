@@ -33,11 +33,13 @@ func (s *JetStreamStore) enqueue(agency int, item ledgerItem) {
 
 // send takes the next group off c's queue and writes it. s.mu is held.
 func (s *JetStreamStore) send(c *chain) {
-	n, size := 1, len(c.queue[0].rows)
-	if !c.queue[0].done {
+	n, size := 1, ledgerOverhead()+itemBytes(c.queue[0])
+	if !c.queue[0].done && c.queue[0].parts == nil {
 		// Consecutive batches: a message names its first and counts on.
-		for n < len(c.queue) && !c.queue[n].done && c.queue[n].seq == c.queue[n-1].seq+1 && size+len(c.queue[n].rows) <= maxGroupBytes {
-			size += len(c.queue[n].rows)
+		limit := s.messageLimit()
+		for n < len(c.queue) && !c.queue[n].done && c.queue[n].parts == nil && c.queue[n].seq == c.queue[n-1].seq+1 &&
+			size+groupItemBytes(c.queue[n]) <= limit {
+			size += groupItemBytes(c.queue[n])
 			n++
 		}
 	}
@@ -90,12 +92,45 @@ func (s *JetStreamStore) groupMsg(agency int, group []ledgerItem) *nats.Msg {
 	return msg
 }
 
+// partMsg is the stream message of part i (from 0) of a batch written in
+// parts, the first of which follows stream sequence from on its subject.
+// Its id names from: a central that writes the batch again after another
+// left it unfinished writes new messages, and the copy starts it over.
+func (s *JetStreamStore) partMsg(agency int, it ledgerItem, i int, from uint64) *nats.Msg {
+	p := it.parts[i]
+	msg := nats.NewMsg(agencyLedgerSubject(s.l.cfg.Stream, agency))
+	msg.Header.Set(messages.HeaderAgency, strconv.Itoa(agency))
+	msg.Header.Set(messages.HeaderBatch, strconv.FormatUint(it.seq, 10))
+	msg.Header.Set(HeaderSums, strconv.FormatUint(it.sum, 10))
+	msg.Header.Set(HeaderCounts, strconv.Itoa(p.count))
+	msg.Header.Set(messages.HeaderLines, p.lines.String())
+	msg.Header.Set(HeaderPart, fmt.Sprintf("%d/%d", i+1, len(it.parts)))
+	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d.%d.%x.%d.%d", agency, it.seq, it.sum, from, i+1))
+	msg.Data = p.rows
+	return msg
+}
+
+// publishGroup writes a group: one message, or one per part of a batch
+// written in parts, each following the one before.
+func (s *JetStreamStore) publishGroup(agency int, group []ledgerItem, lastSeq uint64) (uint64, error) {
+	if group[0].parts == nil {
+		return s.publish(s.groupMsg(agency, group), lastSeq)
+	}
+	seq := lastSeq
+	for i := range group[0].parts {
+		var err error
+		if seq, err = s.publish(s.partMsg(agency, group[0], i, lastSeq), seq); err != nil {
+			return 0, fmt.Errorf("part %d of %d: %w", i+1, len(group[0].parts), err)
+		}
+	}
+	return seq, nil
+}
+
 // write publishes a group and, on its acknowledgement, replies and sends
 // the chain's next group.
 func (s *JetStreamStore) write(c *chain, group []ledgerItem, lastSeq uint64) {
 	defer s.running.Done()
-	msg := s.groupMsg(c.agency, group)
-	seq, err := s.publish(msg, lastSeq)
+	seq, err := s.publishGroup(c.agency, group, lastSeq)
 	if err == nil && group[0].done {
 		err = s.l.waitCopied(context.Background(), seq)
 	}

@@ -168,7 +168,7 @@ func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte
 		if err != nil {
 			return foreign(fmt.Sprintf("done of agency %d with %s %q", agency, messages.HeaderBatches, b))
 		}
-		a.Done, a.Batches, a.subjectSeq = true, batches, seq
+		a.Done, a.Batches, a.subjectSeq, a.partial = true, batches, seq, nil
 		return nil
 	}
 	first, err := strconv.ParseUint(h.Get(messages.HeaderBatch), 10, 64)
@@ -187,6 +187,17 @@ func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte
 			return fmt.Errorf("batch %d of agency %d: %d rows on %d lines", first+uint64(i), agency, n, lines[i].Count())
 		}
 	}
+	if part := h.Get(HeaderPart); part != "" {
+		if len(sums) != 1 {
+			return fmt.Errorf("part %s of batch %d of agency %d: %d sums, want 1", part, first, agency, len(sums))
+		}
+		a.subjectSeq = seq
+		whole, err := a.readPart(part, first, body, int(counts[0]), lines[0])
+		if err != nil || whole == nil {
+			return err
+		}
+		body, counts, lines = whole.rows, []uint64{uint64(whole.bets)}, []messages.LineSet{whole.lines}
+	}
 	if _, err := l.file.Write(body); err != nil {
 		return err
 	}
@@ -195,6 +206,44 @@ func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte
 	}
 	a.subjectSeq = seq
 	return nil
+}
+
+// readPart takes part ("i/k") of batch: it returns the whole batch once
+// this is its last part, nil before.
+func (a *appliedAgency) readPart(part string, batch uint64, rows []byte, bets int, lines messages.LineSet) (*partialBatch, error) {
+	i, k, err := parsePart(part)
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", batch, err)
+	}
+	if i == 1 {
+		a.partial = &partialBatch{batch: batch, next: 1, of: k}
+	}
+	p := a.partial
+	if p == nil || p.batch != batch || p.next != i || p.of != k {
+		// The per-subject CAS rules this out; say so if it ever happens.
+		return nil, fmt.Errorf("batch %d: part %s does not follow what was read of it (%+v)", batch, part, p)
+	}
+	p.rows = append(p.rows, rows...)
+	p.bets += bets
+	// Parts cut one batch's lines in order: the ranges may touch across
+	// parts, which Progress.apply joins.
+	p.lines = append(p.lines, lines...)
+	p.next++
+	if i < k {
+		return nil, nil
+	}
+	a.partial = nil
+	return p, nil
+}
+
+func parsePart(s string) (i, k int, err error) {
+	is, ks, ok := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(is)
+	k, err2 := strconv.Atoi(ks)
+	if !ok || err1 != nil || err2 != nil || i < 1 || i > k {
+		return 0, 0, fmt.Errorf("%s %q is not i/k", HeaderPart, s)
+	}
+	return i, k, nil
 }
 
 // parseLineSets reads the Quiniela-Lines of a ledger message: the lines

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiniela/quiniela/messages"
 )
 
 // The JetStream ledger keeps what the central must not lose in a stream,
@@ -35,6 +37,18 @@ import (
 // had skipped fixed). Progress.apply replays both kinds, as the journal's
 // recovery does.
 //
+// A batch that cannot fit in one message under the connection's limit
+// (nc.MaxPayload(): a broker may enforce the course's 8 kB, and the rows
+// gain their agency column) is written in parts, cut at rows, one message
+// each, in order, all with the batch's number and sum, each with its own
+// rows' count and lines, and
+//
+//	Quiniela-Part: i/k           part i of k
+//
+// The copy writes such a batch to bets.csv once its last part is read; a
+// part 1 starts the batch over (a central that took over writes again a
+// batch another one left unfinished).
+//
 // A done notification is a message without body with Quiniela-Agency and
 // Quiniela-Batches: B. Every write names the sequence of the last message
 // on its subject (Nats-Expected-Last-Subject-Sequence), so that JetStream
@@ -50,6 +64,7 @@ import (
 const (
 	HeaderSums   = "Quiniela-Sums"
 	HeaderCounts = "Quiniela-Counts"
+	HeaderPart   = "Quiniela-Part"
 )
 
 // LedgerSubjects are the stream's subjects: ledger.<stream>.>.
@@ -103,7 +118,17 @@ type JetStreamLedger struct {
 
 type appliedAgency struct {
 	Progress
-	subjectSeq uint64 // stream sequence of the agency's last message
+	subjectSeq uint64        // stream sequence of the agency's last message
+	partial    *partialBatch // a batch written in parts, not all read yet
+}
+
+// partialBatch is what the copy has read of a batch written in parts.
+type partialBatch struct {
+	batch    uint64
+	next, of int // the part expected next, of how many
+	rows     []byte
+	bets     int
+	lines    messages.LineSet
 }
 
 // OpenJetStreamLedger creates the stream if needed (or updates its

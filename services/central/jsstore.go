@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,9 +50,17 @@ type ledgerItem struct {
 	rows     []byte
 	count    int
 	lines    messages.LineSet
-	done     bool // a done notification with batches
+	parts    []ledgerPart // a batch too big for one message, cut at rows
+	done     bool         // a done notification with batches
 	batches  uint64
 	cb       func(error)
+}
+
+// ledgerPart is one message's share of a batch written in parts.
+type ledgerPart struct {
+	rows  []byte
+	count int
+	lines messages.LineSet
 }
 
 type syncWait struct {
@@ -73,8 +83,80 @@ func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
 }
 
-// maxGroupBytes bounds one stream message: the server's default max_payload is 1 MiB.
+// maxGroupBytes bounds one stream message even where the server allows
+// more (its default max_payload is 1 MiB): the copy's consumer holds a few.
 const maxGroupBytes = 256 << 10
+
+// messageLimit is the most bytes, headers and body, that one stream message
+// may have on this connection: the max_payload of the server it is
+// connected to (a strict broker enforces the course's 8 kB), at most
+// maxGroupBytes. The client refuses a larger message before sending it.
+func (s *JetStreamStore) messageLimit() int {
+	if mp := s.l.js.Conn().MaxPayload(); mp > 0 && mp < maxGroupBytes {
+		return int(mp)
+	}
+	return maxGroupBytes
+}
+
+// ledgerOverhead bounds the headers of one ledger message of a batch or a
+// part of one, with every number at its widest, but for the batch's
+// Quiniela-Lines; a group of batches adds groupItemBytes for each batch
+// after its first.
+var ledgerOverhead = sync.OnceValue(func() int {
+	const wide = "18446744073709551615" // the widest uint64
+	h := nats.Header{}
+	for _, k := range []string{messages.HeaderAgency, messages.HeaderBatch, HeaderSums, HeaderCounts, jetstream.ExpectedLastSubjSeqHeader} {
+		h.Set(k, wide)
+	}
+	h.Set(messages.HeaderLines, "")
+	h.Set(HeaderPart, wide+"/"+wide)
+	h.Set(jetstream.MsgIDHeader, strings.Repeat(wide+".", 5))
+	return messages.HeaderBytes(h)
+})
+
+// itemBytes is what an item takes in a message: its rows and its lines.
+func itemBytes(it ledgerItem) int { return len(it.rows) + len(it.lines.Append(nil)) }
+
+// groupItemBytes is what one more batch adds to a group's message.
+func groupItemBytes(it ledgerItem) int {
+	return itemBytes(it) + len(strconv.FormatUint(it.sum, 10)) + 1 + len(strconv.Itoa(it.count)) + 2
+}
+
+// cutRows cuts rows (LF-terminated), one per line of lines, into parts
+// whose rows and lines take at most room bytes, at row boundaries.
+func cutRows(rows []byte, lines messages.LineSet, room int) ([]ledgerPart, error) {
+	var parts []ledgerPart
+	var each []uint64
+	lines.All(func(line uint64) bool { each = append(each, line); return true })
+	for len(rows) > 0 {
+		var p ledgerPart
+		size := 0
+		for size < len(rows) {
+			end := bytes.IndexByte(rows[size:], '\n') + 1
+			if end == 0 {
+				end = len(rows) - size
+			}
+			var next messages.LineSet
+			if p.count < len(each) {
+				next = append(messages.LineSet(nil), p.lines...).Add(each[p.count])
+			}
+			if size+end+len(next.Append(nil)) > room {
+				if p.count == 0 {
+					return nil, fmt.Errorf("a row of %d bytes does not fit in a stream message with room for %d bytes of rows and lines", end, room)
+				}
+				break
+			}
+			size += end
+			p.lines = next
+			p.count++
+		}
+		p.rows = rows[:size:size]
+		rows = rows[size:]
+		each = each[min(p.count, len(each)):]
+		parts = append(parts, p)
+	}
+	return parts, nil
+}
 
 // copyBufferBytes bounds the stream messages the copy's consumer holds.
 const copyBufferBytes = 8 << 20
@@ -92,9 +174,20 @@ func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows Ro
 	if err := s.usable(); err != nil {
 		return err
 	}
-	s.queued += len(rows.Data)
 	// Kept until the stream acknowledges it: a copy, since rows.Data is the caller's.
-	s.enqueue(agency, ledgerItem{seq: seq, sum: sum, rows: bytes.Clone(rows.Data), count: rows.Bets, lines: rows.Lines, cb: done})
+	it := ledgerItem{seq: seq, sum: sum, rows: bytes.Clone(rows.Data), count: rows.Bets, lines: rows.Lines, cb: done}
+	if limit := s.messageLimit(); ledgerOverhead()+itemBytes(it) > limit {
+		// Rows with their agency column and the ledger's headers may
+		// outgrow an 8 kB message that fitted on the agency's side.
+		parts, err := cutRows(it.rows, it.lines, limit-ledgerOverhead())
+		if err != nil {
+			return fmt.Errorf("storing batch %d of agency %d in stream %s, whose messages may hold %d bytes on this connection (the server's max_payload): %w",
+				seq, agency, s.l.cfg.Stream, limit, err)
+		}
+		it.parts = parts
+	}
+	s.queued += len(rows.Data)
+	s.enqueue(agency, it)
 	return nil
 }
 

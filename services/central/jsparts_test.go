@@ -1,0 +1,122 @@
+package central_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central"
+)
+
+// On a cluster whose servers enforce the course's 8 kB (max_payload: 8192),
+// batches that outgrow one message once stored are written in parts, each
+// under the limit, and read back whole; a batch a central left half
+// written is written again by the next one and stored once.
+func TestJetStreamLedgerWritesBigBatchesInParts(t *testing.T) {
+	const limit = 8192
+	nodes := natstest.StartJetStreamClusterWith(t, 3, func(o *server.Options) error { o.MaxPayload = limit; return nil })
+	a := openJSCentral(t, nodes, "a", 3)
+	b := openJSCentral(t, nodes, "b", 3)
+	if got := a.nc.MaxPayload(); got != limit {
+		t.Fatalf("connection's max payload %d, want %d", got, limit)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store, _, err := a.ledger.Activate(ctx, always)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{300, 2, 300, 150} // 300 bets are over 20 kB of rows
+	for i, n := range sizes {
+		seq := i + 1
+		if err := await(t, "append", func(done func(error)) error {
+			return store.AppendBatch(1, uint64(seq), uint64(seq), batchOf(1, seq, n), done)
+		}); err != nil {
+			t.Fatalf("batch %d of %d bets: %v", seq, n, err)
+		}
+	}
+	if err := store.Close(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stream := mustStream(t, a.js)
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs <= uint64(len(sizes)) {
+		t.Errorf("%d messages for %d batches, two of them over 8 kB: nothing was written in parts", info.State.Msgs, len(sizes))
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size := messages.HeaderBytes(m.Header) + len(m.Data); size > limit {
+			t.Errorf("message %d has %d bytes, over the limit", seq, size)
+		}
+	}
+
+	// Batch 5 half written by a central that then died: part 1 of 2.
+	rows := batchOf(1, 5, 300).Data
+	cut := bytes.IndexByte(rows[len(rows)/2:], '\n') + len(rows)/2 + 1
+	n := bytes.Count(rows[:cut], []byte("\n"))
+	part := nats.NewMsg("ledger.QUINIELA.agency.1")
+	for k, v := range map[string]string{
+		messages.HeaderAgency: "1", messages.HeaderBatch: "5", central.HeaderSums: "5",
+		central.HeaderCounts: strconv.Itoa(n), central.HeaderPart: "1/2",
+		messages.HeaderLines:                messages.LineSet{{First: 5000, Last: 5000 + uint64(n) - 1}}.String(),
+		jetstream.ExpectedLastSubjSeqHeader: strconv.FormatUint(info.State.LastSeq, 10),
+	} {
+		part.Header.Set(k, v)
+	}
+	part.Data = rows[:cut]
+	if _, err := a.js.PublishMsg(ctx, part); err != nil {
+		t.Fatal(err)
+	}
+	c := openJSCentral(t, nodes, "c", 3)
+	storeC, rec, err := c.ledger.Activate(ctx, always)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := rec.Agencies[1]; p == nil || p.LastBatch != 4 {
+		t.Fatalf("after a half-written batch 5, recovered %+v, want batch 4 last", p)
+	}
+	if err := await(t, "append", func(done func(error)) error {
+		return storeC.AppendBatch(1, 5, 5, batchOf(1, 5, 300), done)
+	}); err != nil {
+		t.Fatalf("writing again the half-written batch: %v", err)
+	}
+	if err := await(t, "done", func(done func(error)) error { return storeC.MarkDone(1, 5, done) }); err != nil {
+		t.Fatal(err)
+	}
+	storeC.Close(5 * time.Second)
+	total := 0
+	for _, n := range append(sizes, 300) {
+		total += n
+	}
+	for _, x := range []*jsCentral{b, c} {
+		rec, _, err := x.ledger.CatchUp(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := rec.Agencies[1]; p == nil || p.LastBatch != 5 || p.Bets != int64(total) || !p.Done || len(p.Sums) != 5 || p.Sums[4] != 5 || messages.LineSet(p.Stored).Count() != uint64(total) {
+			t.Errorf("copy recovered %+v, want 5 batches, %d bets, done", p, total)
+		}
+		if n := len(collect(t, x.ledger.Path())); n != total {
+			t.Errorf("bets.csv has %d bets, want %d", n, total)
+		}
+	}
+	want, _ := os.ReadFile(c.ledger.Path())
+	if got, _ := os.ReadFile(b.ledger.Path()); !bytes.Equal(got, want) {
+		t.Errorf("the standby's bets.csv (%d bytes) differs from the active one's (%d bytes)", len(got), len(want))
+	}
+}
