@@ -79,7 +79,7 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		l.mu.Lock()
 		last := l.rev
 		l.mu.Unlock()
-		if errors.Is(err, jetstream.ErrKeyExists) && last != 0 {
+		if taken(err) && last != 0 {
 			// Still the revision this central last wrote (it stepped down
 			// when renewals failed, say during an election): nobody took
 			// the lease since, and updating that revision takes it back.
@@ -97,10 +97,13 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 			go l.renew()
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !transientJS(err) {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if !taken(err) && !transientJS(err) {
 			return fmt.Errorf("taking the lease %s in bucket %s: %w", LeaseKey, l.kv.Bucket(), err)
 		}
-		if !told && errors.Is(err, jetstream.ErrKeyExists) {
+		if !told && taken(err) {
 			told = true
 			holder := "?"
 			if e, err := l.kv.Get(ctx, LeaseKey); err == nil {
@@ -220,4 +223,12 @@ func (l *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("releasing the lease: %w", err)
 	}
 	return nil
+}
+
+// taken reports a create refused because another central holds the lease:
+// the key exists or, when its last entry is a delete marker (a Release),
+// the raw "wrong last sequence" that kv.Create may return to the loser of
+// a race for it.
+func taken(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || wrongLastSeq(err)
 }

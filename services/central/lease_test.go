@@ -1,0 +1,101 @@
+package central_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/services/central"
+)
+
+// openLease opens the lease of stream QUINIELA, with a replica on each
+// node, for holder on its own connection to nodes.
+func openLease(t *testing.T, nodes []*server.Server, holder string, ttl time.Duration) (*central.Lease, *natstest.Log) {
+	t.Helper()
+	nc, err := nats.Connect(natstest.URLs(nodes...), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := central.NewJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &natstest.Log{}
+	l, _ := logline.New(log, "DEBUG")
+	lease, err := central.OpenLease(context.Background(), js, "QUINIELA", len(nodes), holder, ttl, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lease, log
+}
+
+// A holder releases the lease while three other centrals wait for it: in
+// each of 100 rounds exactly one of them takes it, and the losers of the
+// race go on waiting (Release leaves a delete marker, on which a losing
+// create is refused "wrong last sequence", not "key exists", by a
+// replicated bucket: 10164).
+func TestLeaseRaceAfterRelease(t *testing.T) {
+	nodes := natstest.StartJetStreamCluster(t, 3)
+	const ttl = 500 * time.Millisecond
+	leases := make([]*central.Lease, 4)
+	for i := range leases {
+		leases[i], _ = openLease(t, nodes, fmt.Sprintf("central-%d", i+1), ttl)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	holder := 0
+	if err := leases[holder].Acquire(ctx, func(string) {}); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 100 {
+		type result struct {
+			who int
+			err error
+		}
+		results := make(chan result, len(leases))
+		waiting := make(chan struct{}, len(leases))
+		rctx, stop := context.WithCancelCause(ctx)
+		contenders := 0
+		for i, l := range leases {
+			if i == holder {
+				continue
+			}
+			contenders++
+			go func() {
+				results <- result{i, l.Acquire(rctx, func(string) { waiting <- struct{}{} })}
+			}()
+		}
+		for range contenders {
+			<-waiting // every contender has found the lease held
+		}
+		if err := leases[holder].Release(ctx); err != nil {
+			t.Fatalf("round %d: release: %v", round, err)
+		}
+		first := <-results
+		if first.err != nil {
+			stop(nil)
+			t.Fatalf("round %d: central-%d failed to acquire: %v", round, first.who+1, first.err)
+		}
+		endRound := errors.New("round over")
+		stop(endRound)
+		for range contenders - 1 {
+			r := <-results
+			if !errors.Is(r.err, endRound) {
+				t.Fatalf("round %d: central-%d took the lease too, or failed: %v (central-%d holds it)", round, r.who+1, r.err, first.who+1)
+			}
+		}
+		if !leases[first.who].Held() {
+			t.Fatalf("round %d: central-%d does not hold the lease it acquired", round, first.who+1)
+		}
+		holder = first.who
+	}
+	leases[holder].Release(ctx)
+}
