@@ -247,6 +247,15 @@ func StartJetStreamClusterWith(t testing.TB, n int, configure func(*server.Optio
 		o.JetStream = true
 		o.StoreDir = t.TempDir()
 	})
+	WaitJetStreamFormed(t, nodes)
+	return nodes
+}
+
+// WaitJetStreamFormed waits until JetStream has a meta leader that every
+// node of nodes follows and that sees all of them online.
+func WaitJetStreamFormed(t testing.TB, nodes []*server.Server) {
+	t.Helper()
+	n := len(nodes)
 	WaitFor(t, 20*time.Second, "JetStream meta leader elected, followed by every node, seeing all of them online", func() bool {
 		var leader *server.Server
 		for _, ns := range nodes {
@@ -262,7 +271,6 @@ func StartJetStreamClusterWith(t testing.TB, n int, configure func(*server.Optio
 		}
 		return leader != nil && len(leader.JetStreamClusterPeers()) == n
 	})
-	return nodes
 }
 
 // StartJetStreamServer starts one NATS server with JetStream on.
@@ -271,7 +279,18 @@ func StartJetStreamServer(t testing.TB) *server.Server {
 	return StartServerWith(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
 }
 
-func startCluster(t testing.TB, n int, configure func(*server.Options)) []*server.Server {
+// JetStreamClusterOptions are the options of the n nodes of a JetStream
+// cluster, for a test that starts them itself, one at a time (a cluster
+// still forming, say): start each with StartServerWith.
+func JetStreamClusterOptions(t testing.TB, n int) []*server.Options {
+	t.Helper()
+	return clusterOptions(t, n, func(o *server.Options) {
+		o.JetStream = true
+		o.StoreDir = t.TempDir()
+	})
+}
+
+func clusterOptions(t testing.TB, n int, configure func(*server.Options)) []*server.Options {
 	t.Helper()
 	// JetStream wants every node to have routes configured, the first too:
 	// each is given all the nodes' cluster addresses (a route to itself is
@@ -282,7 +301,7 @@ func startCluster(t testing.TB, n int, configure func(*server.Options)) []*serve
 		ports[i] = FreePort(t)
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
-	var nodes []*server.Server
+	all := make([]*server.Options, n)
 	for i := range n {
 		opts := &server.Options{ServerName: "node-" + strconv.Itoa(i+1)}
 		opts.Cluster.Name = "quiniela"
@@ -292,6 +311,15 @@ func startCluster(t testing.TB, n int, configure func(*server.Options)) []*serve
 		if configure != nil {
 			configure(opts)
 		}
+		all[i] = opts
+	}
+	return all
+}
+
+func startCluster(t testing.TB, n int, configure func(*server.Options)) []*server.Server {
+	t.Helper()
+	var nodes []*server.Server
+	for _, opts := range clusterOptions(t, n, configure) {
 		nodes = append(nodes, StartServerWith(t, opts))
 	}
 	WaitFor(t, 10*time.Second, "cluster formed", func() bool {

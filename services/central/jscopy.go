@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -57,7 +58,14 @@ const catchUpStall = 10 * time.Second
 // retryJS calls fn until it succeeds or ctx ends: JetStream answers "no
 // responders" or times out while a cluster elects its leaders.
 func retryJS(ctx context.Context, what string, fn func(context.Context) error) error {
+	return retryJSSaying(ctx, nil, what, fn)
+}
+
+// retryJSSaying is retryJS that, given a log, says every progressEvery
+// that it is still waiting, and why.
+func retryJSSaying(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
 	wait := 50 * time.Millisecond
+	started, said := time.Now(), time.Now()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := fn(cctx)
@@ -67,6 +75,10 @@ func retryJS(ctx context.Context, what string, fn func(context.Context) error) e
 		}
 		if !transientJS(err) {
 			return fmt.Errorf("%s: %w", what, err)
+		}
+		if log != nil && time.Since(said) >= progressEvery {
+			said = time.Now()
+			sayWaiting(ctx, log, what, time.Since(started), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -86,7 +98,7 @@ func transientJS(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		// 503: JetStream or the stream has no leader at the moment.
-		return apiErr.Code == 503 || apiErr.Code == 408
+		return apiErr.Code == 503 || apiErr.Code == 408 || placementPending(apiErr)
 	}
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||

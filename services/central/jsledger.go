@@ -146,9 +146,9 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 	}
 	// A cluster may take a while to elect its leaders; a server without
 	// JetStream will not get it by waiting.
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, formingTimeout)
 	defer cancel()
-	err := retryJS(ctx, "asking NATS for JetStream", func(ctx context.Context) error {
+	err := retryJSSaying(ctx, log, "asking NATS for JetStream", func(ctx context.Context) error {
 		_, err := js.AccountInfo(ctx)
 		return err
 	})
@@ -159,7 +159,7 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 		return nil, err
 	}
 	var stream jetstream.Stream
-	err = retryJS(ctx, "creating stream "+cfg.Stream, func(ctx context.Context) (err error) {
+	err = retryJSSaying(ctx, log, "creating stream "+cfg.Stream, func(ctx context.Context) (err error) {
 		stream, err = js.CreateOrUpdateStream(ctx, scfg)
 		return err
 	})

@@ -56,7 +56,9 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, repli
 		Replicas:    replicas,
 	}
 	var kv jetstream.KeyValue
-	err := retryJS(ctx, "creating lease bucket "+cfg.Bucket, func(ctx context.Context) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, formingTimeout)
+	defer cancel()
+	err := retryJSSaying(ctx, log, "creating lease bucket "+cfg.Bucket, func(ctx context.Context) (err error) {
 		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
 		return err
 	})
