@@ -78,15 +78,19 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		sent := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, l.ttl)
 		rev, err := l.kv.Create(cctx, LeaseKey, []byte(l.holder))
-		l.mu.Lock()
-		last := l.rev
-		l.mu.Unlock()
-		if taken(err) && last != 0 {
-			// Still the revision this central last wrote (it stepped down
-			// when renewals failed, say during an election): nobody took
-			// the lease since, and updating that revision takes it back.
-			if r, uerr := l.kv.Update(cctx, LeaseKey, []byte(l.holder), last); uerr == nil {
-				rev, err = r, nil
+		holder := "?"
+		if taken(err) {
+			if e, gerr := l.kv.Get(cctx, LeaseKey); gerr == nil {
+				holder = string(e.Value())
+				if l.mine(e) {
+					// This central's own, though it stepped down (renewals
+					// failed during an election, or one timed out here and
+					// was stored late): nobody took the lease since, and
+					// updating that revision takes it back now, not after ttl.
+					if r, uerr := l.kv.Update(cctx, LeaseKey, []byte(l.holder), e.Revision()); uerr == nil {
+						rev, err = r, nil
+					}
+				}
 			}
 		}
 		cancel()
@@ -107,10 +111,6 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		}
 		if !told && taken(err) {
 			told = true
-			holder := "?"
-			if e, err := l.kv.Get(ctx, LeaseKey); err == nil {
-				holder = string(e.Value())
-			}
 			waiting(holder)
 		}
 		select {
@@ -119,6 +119,18 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		case <-time.After(poll):
 		}
 	}
+}
+
+// mine reports whether e is this central's own entry of the lease: it
+// names this central, at the revision it last wrote or the one after, which
+// only its renewal on that revision can have written (a renewal that timed
+// out here and was stored late; renewals are sent one at a time). Another
+// central of the same name (a misconfiguration) cannot pass for it.
+func (l *Lease) mine(e jetstream.KeyValueEntry) bool {
+	l.mu.Lock()
+	last := l.rev
+	l.mu.Unlock()
+	return last != 0 && string(e.Value()) == l.holder && (e.Revision() == last || e.Revision() == last+1)
 }
 
 // trust is how long after sending a renewal the holder relies on it.
@@ -161,6 +173,8 @@ func (l *Lease) renew() {
 			l.mu.Lock()
 			l.rev, l.deadline = rev, sent.Add(l.trust())
 			l.mu.Unlock()
+		case (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(err)) && l.adoptLateRenewal(deadline):
+			// An earlier renewal, timed out here, was stored late: renew on it.
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || wrongLastSeq(err):
 			l.log.ErrorContext(context.Background(), "renovar_lease", "error", fmt.Errorf("another central holds the lease: %w", err))
 			l.mu.Lock()
@@ -172,6 +186,24 @@ func (l *Lease) renew() {
 			l.log.Debug("renovar_lease", "result", logline.Fail, "error", err)
 		}
 	}
+}
+
+// adoptLateRenewal reads the lease after a renewal was refused because its
+// revision moved: if the entry is this central's own (mine), a renewal that
+// timed out here was stored late, and the lease is still this central's at
+// that revision, trusted no longer than before (until the next renewal).
+func (l *Lease) adoptLateRenewal(deadline time.Time) bool {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	e, err := l.kv.Get(ctx, LeaseKey)
+	if err != nil || !l.mine(e) {
+		return false
+	}
+	l.mu.Lock()
+	l.rev = e.Revision()
+	l.mu.Unlock()
+	l.log.Debug("renovar_lease", "result", logline.Success, "detail", "a renewal that timed out was stored late: renewing on it", "revision", e.Revision())
+	return true
 }
 
 // Held reports whether this central may write: it holds the lease and its

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
@@ -98,4 +99,109 @@ func TestLeaseRaceAfterRelease(t *testing.T) {
 		holder = first.who
 	}
 	leases[holder].Release(ctx)
+}
+
+// lateRenewal writes, from another connection, what a renewal of holder's
+// lease that timed out on holder's side and was stored late leaves: the
+// key, in holder's name, one revision on. It returns that revision.
+func lateRenewal(t *testing.T, nodes []*server.Server, holder string) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(natstest.URLs(nodes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, central.LeaseKey)
+	if err != nil || string(e.Value()) != holder {
+		t.Fatalf("lease before the late renewal: %v, %v", e, err)
+	}
+	rev, err := kv.Update(ctx, central.LeaseKey, []byte(holder), e.Revision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+// A renewal that timed out on the holder's side but was stored late moves
+// the key's revision under the holder: its next renewal is refused, and it
+// reads the key, finds its own late renewal, and renews on it instead of
+// stepping down (which would leave its own lease blocking every standby
+// until it expired).
+func TestLeaseAdoptsALateRenewal(t *testing.T) {
+	nodes := []*server.Server{natstest.StartJetStreamServer(t)}
+	const ttl = time.Second
+	a, _ := openLease(t, nodes, "a", ttl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Acquire(ctx, func(string) {}); err != nil {
+		t.Fatal(err)
+	}
+	late := lateRenewal(t, nodes, "a")
+	select {
+	case <-a.Lost():
+		t.Fatal("the holder stepped down on its own late renewal")
+	case <-time.After(3 * ttl):
+	}
+	if !a.Held() {
+		t.Fatal("the holder does not hold its lease")
+	}
+	if rev := leaseRevision(t, nodes); rev <= late {
+		t.Errorf("lease at revision %d, the late renewal's %d: not renewed since", rev, late)
+	}
+	a.Release(ctx)
+}
+
+// A central that stepped down finds its own late renewal in the key: it
+// takes the lease back at once instead of waiting ttl for it to expire.
+func TestLeaseTakesBackItsOwnLateRenewal(t *testing.T) {
+	nodes := []*server.Server{natstest.StartJetStreamServer(t)}
+	const ttl = 20 * time.Second // no renewal comes between the two steps below
+	a, _ := openLease(t, nodes, "a", ttl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Acquire(ctx, func(string) {}); err != nil {
+		t.Fatal(err)
+	}
+	lateRenewal(t, nodes, "a")
+	if err := a.Release(ctx); err != nil { // refused on the moved revision: the key stays
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithTimeout(ctx, ttl/4)
+	defer acancel()
+	if err := a.Acquire(actx, func(holder string) { t.Errorf("waited for a lease held by %q, its own", holder) }); err != nil {
+		t.Fatalf("taking back its own lease: %v", err)
+	}
+	if !a.Held() {
+		t.Fatal("does not hold the lease it took back")
+	}
+	a.Release(ctx)
+}
+
+// leaseRevision is the revision of the lease's key now.
+func leaseRevision(t *testing.T, nodes []*server.Server) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(natstest.URLs(nodes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, central.LeaseKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Revision()
 }
