@@ -106,6 +106,15 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 		}
 		return err
 	}
+	if !lease.Held() {
+		// The term ended during the catch-up (this central was paused or
+		// cut off past it): it is not active, and must not say it is.
+		log.ErrorContext(bg, "central_activa", "name", cfg.Name, "catch_up", time.Since(started).Round(time.Millisecond),
+			"error", errors.New("the lease lapsed while catching up with the stream: waiting for it again"))
+		store.Close(cfg.DrainTimeout) // nothing was written: returns at once
+		lease.Release(bg)
+		return nil
+	}
 	log.InfoContext(ctx, "central_activa", "name", cfg.Name, "agencies_with_bets", len(rec.Agencies),
 		"drawn", rec.Drawn, "catch_up", time.Since(started).Round(time.Millisecond))
 	// The lottery's draw and winners outlive neither the term nor the run.
