@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -31,6 +32,7 @@ func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg
 	}
 	defer sub.Unsubscribe()
 	start := time.Now()
+	rotator := natsconn.NewRotator(nc, 0, log)
 	for attempt := 1; ; attempt++ {
 		err := attemptRequest(ctx, nc, replies, log, msg, inbox+"."+strconv.Itoa(attempt), want, timeout, out)
 		if err == nil {
@@ -38,6 +40,11 @@ func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg
 		}
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
+		}
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+			rotator.Unanswered(err)
+		} else {
+			rotator.Answered()
 		}
 		immediate := again(err)
 		retry := immediate || messages.CodeOf(err).Retryable() ||

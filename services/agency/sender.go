@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
 	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/messages"
 )
 
@@ -34,6 +36,8 @@ type Sender struct {
 	inbox   string
 	replies chan *nats.Msg
 	sub     *nats.Subscription
+	done    chan struct{}     // closed by Close: the inbox's handler stops waiting
+	rotator *natsconn.Rotator // moves to the next server when no answer comes through this one
 
 	agency   int                   // whose batches these are: replies must name it
 	pending  []*inflight           // sent, not acknowledged, in sequence order
@@ -67,10 +71,24 @@ func NewSender(nc *nats.Conn, agency, window int, timeout, giveUp time.Duration,
 	s := &Sender{
 		nc: nc, log: log, agency: agency, window: window, timeout: timeout, giveUp: giveUp,
 		inbox:   nc.NewRespInbox(),
-		replies: make(chan *nats.Msg, 1024), // replies wait here while the window has room
+		replies: make(chan *nats.Msg, 64),
+		done:    make(chan struct{}),
+		rotator: natsconn.NewRotator(nc, 0, log),
 	}
+	// Replies wait in the subscription's pending list (the client's limits:
+	// 512 Ki messages, 64 MiB) until the Sender reads them, not in a
+	// channel of fixed size: a central that steps down answers at once
+	// every request it had queued, each resent attempt of them, while this
+	// Sender may be backing off, and a full channel would drop them ("slow
+	// consumer").
 	var err error
-	if s.sub, err = nc.ChanSubscribe(s.inbox+".>", s.replies); err != nil {
+	s.sub, err = nc.Subscribe(s.inbox+".>", func(m *nats.Msg) {
+		select {
+		case s.replies <- m:
+		case <-s.done:
+		}
+	})
+	if err != nil {
 		return nil, fmt.Errorf("subscribing to reply inbox: %w", err)
 	}
 	return s, nil
@@ -81,7 +99,10 @@ func NewSender(nc *nats.Conn, agency, window int, timeout, giveUp time.Duration,
 func (s *Sender) Window() int { return s.window }
 
 // Close unsubscribes the reply inbox.
-func (s *Sender) Close() error { return s.sub.Unsubscribe() }
+func (s *Sender) Close() error {
+	close(s.done)
+	return s.sub.Unsubscribe()
+}
 
 // Send queues b for sending, waiting while the window is full.
 func (s *Sender) Send(ctx context.Context, b *messages.Batch) error {
@@ -137,6 +158,7 @@ func (s *Sender) await(ctx context.Context) error {
 	case <-timer.C:
 		p := s.pending[0]
 		p.lastErr = fmt.Errorf("no reply in %v (the central may be busy or restarting)", s.timeout)
+		s.rotator.Unanswered(p.lastErr)
 		return s.retryFrom(ctx, 0)
 	}
 }
@@ -154,6 +176,7 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 			return nil
 		}
 		s.pending[i].lastErr = nats.ErrNoResponders
+		s.rotator.Unanswered(nats.ErrNoResponders)
 		return s.retryFrom(ctx, i)
 	}
 	var ack messages.BatchReply
@@ -163,6 +186,7 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 		logForeign(ctx, s.log, s.agency, msg, err)
 		return nil
 	}
+	s.rotator.Answered()
 	if i < 0 {
 		return nil // a reply to a batch acknowledged already
 	}

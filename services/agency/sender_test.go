@@ -310,3 +310,78 @@ func TestSenderSaysOnceThatNoCentralAnswers(t *testing.T) {
 		t.Errorf("last reenviar_lote %+v, want a success summing up the resends", last)
 	}
 }
+
+// A central that steps down answers at once every request it had queued,
+// each resent attempt of them: a burst of late replies while the Sender is
+// backing off. None is dropped as a slow consumer, and the batches go
+// through.
+func TestSenderTakesABurstOfLateReplies(t *testing.T) {
+	ns := natstest.StartServer(t)
+	nc := natstest.Connect(t, ns)
+	const burst = 5000
+	fake := &fakeCentral{next: 1, arrivals: map[uint64]int{}, script: map[uint64]string{}}
+	store := fake.handle(nc)
+	sub, err := nc.Subscribe(messages.BatchSubject(1), func(m *nats.Msg) {
+		fake.mu.Lock()
+		first := fake.arrivals[1] == 0 && m.Header.Get(messages.HeaderBatch) == "1"
+		fake.mu.Unlock()
+		if !first {
+			store(m)
+			return
+		}
+		fake.mu.Lock()
+		fake.arrivals[1]++
+		fake.mu.Unlock()
+		h := nats.Header{}
+		h.Set(micro.ErrorCodeHeader, strconv.Itoa(int(messages.CodeUnavailable)))
+		h.Set(micro.ErrorHeader, "not active")
+		h.Set(messages.HeaderAgency, "1")
+		h.Set(messages.HeaderBatch, "1")
+		for range burst { // the first makes the Sender back off; the rest are stale
+			m.RespondMsg(&nats.Msg{Header: h})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	var mu sync.Mutex
+	var asyncErrs []error
+	client, err := nats.Connect(ns.ClientURL(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		mu.Lock()
+		asyncErrs = append(asyncErrs, err)
+		mu.Unlock()
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	log, _ := logline.New(io.Discard, "INFO")
+	sender, err := agency.NewSender(client, 1, 4, time.Second, 30*time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	enc := messages.NewBatchEncoder(1, 1)
+	for i := range 3 {
+		enc.Add(messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: strconv.Itoa(i + 1), Number: i})
+		if err := sender.Send(t.Context(), enc.Flush()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sender.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asyncErrs) > 0 {
+		t.Errorf("%d asynchronous errors on the agency's connection, first: %v", len(asyncErrs), asyncErrs[0])
+	}
+	if sender.Batches != 3 {
+		t.Errorf("%d batches acknowledged, want 3", sender.Batches)
+	}
+}

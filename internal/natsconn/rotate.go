@@ -1,0 +1,80 @@
+package natsconn
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/internal/logline"
+)
+
+// DefaultRotateAfter is how many requests in a row may go unanswered
+// through one server before a Rotator moves the connection to the next.
+const DefaultRotateAfter = 3
+
+// Rotator moves a connection to the next server of its list when requests
+// through the server it is connected to keep going unanswered (timeouts,
+// no responders) while others get through: a node cut off from the rest
+// of its cluster stays alive, so the connection never breaks by itself,
+// and its clients would wait on it for as long as the cut lasts. Any answer
+// resets the count. Safe for concurrent use.
+type Rotator struct {
+	nc    *nats.Conn
+	log   *slog.Logger
+	after int
+
+	mu     sync.Mutex
+	failed int
+	server string // the server the failures were counted on
+}
+
+// NewRotator returns a Rotator for nc that moves after `after` unanswered
+// requests in a row (DefaultRotateAfter if 0).
+func NewRotator(nc *nats.Conn, after int, log *slog.Logger) *Rotator {
+	if after <= 0 {
+		after = DefaultRotateAfter
+	}
+	return &Rotator{nc: nc, log: log, after: after}
+}
+
+// Answered records that a request got an answer through the connection.
+func (r *Rotator) Answered() {
+	r.mu.Lock()
+	r.failed = 0
+	r.mu.Unlock()
+}
+
+// Unanswered records a request that timed out or found no responders;
+// after `after` in a row on one server, it forces a reconnection to the
+// next server of the list (nats.go puts the current one last), and
+// reports whether it did.
+func (r *Rotator) Unanswered(why error) bool {
+	server := r.nc.ConnectedUrlRedacted()
+	if server == "" {
+		return false // reconnecting already
+	}
+	r.mu.Lock()
+	if server != r.server {
+		r.server, r.failed = server, 0
+	}
+	r.failed++
+	rotate := r.failed >= r.after && len(r.nc.Servers()) > 1
+	if rotate {
+		r.failed = 0
+	}
+	n := r.after
+	r.mu.Unlock()
+	if !rotate {
+		return false
+	}
+	r.log.Warn("cambiar_servidor", "result", logline.InProgress, "from", server, "server", r.nc.ConnectedServerName(),
+		"detail", fmt.Sprintf("%d requests in a row unanswered through this server (cut off from its cluster?): reconnecting to the next server of the list", n),
+		"error", why)
+	if err := r.nc.ForceReconnect(); err != nil {
+		r.log.Warn("cambiar_servidor", "result", logline.Fail, "error", err)
+		return false
+	}
+	return true
+}
