@@ -290,6 +290,13 @@ func JetStreamClusterOptions(t testing.TB, n int) []*server.Options {
 	})
 }
 
+// ClusterOptions are the options of the n nodes of a cluster without
+// JetStream, for a test that starts them itself.
+func ClusterOptions(t testing.TB, n int) []*server.Options {
+	t.Helper()
+	return clusterOptions(t, n, nil)
+}
+
 func clusterOptions(t testing.TB, n int, configure func(*server.Options)) []*server.Options {
 	t.Helper()
 	// JetStream wants every node to have routes configured, the first too:
