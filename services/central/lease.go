@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/internal/logline"
+	"github.com/quiniela/quiniela/internal/natsconn"
 )
 
 // LeaseKey is the key of the lease in its bucket, <STREAM>_LEASE: its value
@@ -32,10 +33,11 @@ func LeaseBucket(stream string) string { return stream + "_LEASE" }
 // that renewal, so a central that was paused past its lease sees it gone
 // before anyone else can hold it.
 type Lease struct {
-	kv     jetstream.KeyValue
-	holder string
-	ttl    time.Duration
-	log    *slog.Logger
+	kv      jetstream.KeyValue
+	holder  string
+	ttl     time.Duration
+	log     *slog.Logger
+	rotator *natsconn.Rotator // a node cut off from its cluster answers nothing: move off it
 
 	mu       sync.Mutex
 	rev      uint64
@@ -65,7 +67,9 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, repli
 	if err != nil {
 		return nil, err
 	}
-	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log}, nil
+	// Two in a row: a renewal waits up to the local deadline, so the first
+	// that goes unanswered already costs the term.
+	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log, rotator: natsconn.NewRotator(js.Conn(), 2, log)}, nil
 }
 
 // Acquire waits until this central holds the lease, calling waiting once
@@ -74,6 +78,7 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, repli
 func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error {
 	poll := max(l.ttl/10, 50*time.Millisecond)
 	told := false
+	var seen staleness
 	for {
 		sent := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, l.ttl)
@@ -87,14 +92,18 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 					// failed during an election, or one timed out here and
 					// was stored late): nobody took the lease since, and
 					// updating that revision takes it back now, not after ttl.
-					if r, uerr := l.kv.Update(cctx, LeaseKey, []byte(l.holder), e.Revision()); uerr == nil {
-						rev, err = r, nil
+					rev, err = l.kv.Update(cctx, LeaseKey, []byte(l.holder), e.Revision())
+					if err != nil && !transientJS(err) {
+						err = fmt.Errorf("%w (renewing its own entry: %v)", jetstream.ErrKeyExists, err)
 					}
+				} else {
+					seen.entry(e)
 				}
 			}
 		}
 		cancel()
 		if err == nil {
+			l.rotator.Answered()
 			l.mu.Lock()
 			l.rev, l.deadline = rev, sent.Add(l.trust())
 			l.lost, l.stop = make(chan struct{}), make(chan struct{})
@@ -109,6 +118,16 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		if !taken(err) && !transientJS(err) {
 			return fmt.Errorf("taking the lease %s in bucket %s: %w", LeaseKey, l.kv.Bucket(), err)
 		}
+		// Move to another server if this one answers nothing, or only from
+		// a view that does not move: a node cut off from its cluster may
+		// still refuse a create and read the key from its own replica. A
+		// lease another central holds and renews is waiting, not a fault.
+		switch {
+		case holder != "?" && holder != l.holder && !seen.stale(l.ttl):
+			l.rotator.Answered()
+		default:
+			l.rotator.Unanswered(err)
+		}
 		if !told && taken(err) {
 			told = true
 			waiting(holder)
@@ -119,6 +138,29 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		case <-time.After(poll):
 		}
 	}
+}
+
+// staleness tells a lease held and renewed by another central from a view
+// of it that no longer moves: a holder renews every ttl/4, each renewal a
+// new revision.
+type staleness struct {
+	rev   uint64
+	since time.Time
+}
+
+func (s *staleness) entry(e jetstream.KeyValueEntry) {
+	if e.Revision() != s.rev {
+		s.rev, s.since = e.Revision(), time.Now()
+	}
+}
+
+// stale reports a revision unchanged for over ttl, once per ttl.
+func (s *staleness) stale(ttl time.Duration) bool {
+	if time.Since(s.since) <= ttl {
+		return false
+	}
+	s.since = time.Now()
+	return true
 }
 
 // mine reports whether e is this central's own entry of the lease: it
@@ -170,6 +212,7 @@ func (l *Lease) renew() {
 		cancel()
 		switch {
 		case err == nil:
+			l.rotator.Answered()
 			l.mu.Lock()
 			l.rev, l.deadline = rev, sent.Add(l.trust())
 			l.mu.Unlock()
@@ -184,6 +227,9 @@ func (l *Lease) renew() {
 		default:
 			// A slow or failed renewal: try again until the deadline.
 			l.log.Debug("renovar_lease", "result", logline.Fail, "error", err)
+			if transientJS(err) {
+				l.rotator.Unanswered(err)
+			}
 		}
 	}
 }

@@ -3,12 +3,16 @@ package e2e
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/services/central"
 )
 
 // cutOff removes node from its cluster while it stays alive, with its
@@ -87,4 +91,81 @@ func TestAgenciesLeaveANodeCutOffFromTheCluster(t *testing.T) {
 	if n := nodes[1].NumClients(); n != 0 {
 		t.Errorf("%d clients still on the node cut off", n)
 	}
+}
+
+// A central connected to a node that is then cut off from its JetStream
+// cluster loses its lease there (nothing answers), moves to the next
+// server of its list, and takes the lease back from the other side.
+func TestCentralLeavesANodeCutOffFromTheCluster(t *testing.T) {
+	opts := natstest.JetStreamClusterOptions(t, 3)
+	var nodes []*server.Server
+	for _, o := range opts {
+		nodes = append(nodes, natstest.StartServerWith(t, o))
+	}
+	natstest.WaitJetStreamFormed(t, nodes)
+	log := &natstest.Log{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := jsCentralEnv(natstest.URLs(nodes[1], nodes[0], nodes[2]), t.TempDir(), "central-1")
+	errc := make(chan error, 1)
+	go func() { errc <- central.Run(ctx, natstest.Env(env), log) }()
+	log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
+	if n := nodes[1].NumClients(); n != 1 {
+		t.Fatalf("%d clients on node 2, want the central", n)
+	}
+	cutAt := time.Now()
+	cutOff(t, nodes, opts, 1)
+	log.WaitFor(t, "cambiar_servidor", "in_progress", 1, 60*time.Second)
+	// Active from the other side: connected elsewhere, and its lease
+	// renewed there (it may have kept it through the move, or lost it and
+	// taken it back).
+	healthy := []*server.Server{nodes[0], nodes[2]}
+	var first uint64
+	natstest.WaitFor(t, 60*time.Second, "the central off node 2, renewing its lease", func() bool {
+		holder, rev := leaseEntry(t, healthy)
+		if nodes[1].NumClients() != 0 || holder != "central-1" {
+			return false
+		}
+		if first == 0 {
+			first = rev
+		}
+		return rev >= first+2
+	})
+	took := time.Since(cutAt)
+	if took > 5*time.Second {
+		t.Logf("slow; log:\n%s", log)
+	}
+	t.Logf("active from another node at most %v after its node was cut off (read through the healthy nodes, which elect leaders meanwhile); %d step-downs", took.Round(time.Millisecond),
+		strings.Count(log.String(), "action: central_activa | result: fail"))
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("central.Run returned %v; log:\n%s", err, log)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("central did not stop; log:\n%s", log)
+	}
+}
+
+// leaseEntry is the lease's holder and revision now, read through nodes.
+func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
+	t.Helper()
+	nc, err := nats.Connect(natstest.URLs(nodes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	if err != nil {
+		return "", 0 // no leader yet on this side
+	}
+	e, err := kv.Get(ctx, central.LeaseKey)
+	if err != nil {
+		return "", 0
+	}
+	return string(e.Value()), e.Revision()
 }
