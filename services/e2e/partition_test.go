@@ -157,7 +157,8 @@ func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Short: it is polled, and a side electing its leaders answers nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
 	if err != nil {
@@ -168,4 +169,78 @@ func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
 		return "", 0
 	}
 	return string(e.Value()), e.Revision()
+}
+
+// The cost of losing the node the active central is connected to, when
+// that node also leads the lease's stream: the central reconnects at once,
+// but its renewals wait for the two nodes left to elect a new leader; the
+// figures (step-downs, time without an active central) are logged, and
+// bounded here.
+func TestCentralNodeLossCost(t *testing.T) {
+	nodes := natstest.StartJetStreamCluster(t, 3)
+	log := &natstest.Log{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- central.Run(ctx, natstest.Env(jsCentralEnv(natstest.URLs(nodes...), t.TempDir(), "central-1")), log)
+	}()
+	log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
+	// The worst case: the central's node leads the lease's stream.
+	var leader *server.Server
+	for _, ns := range nodes {
+		if ns.NumClients() > 0 {
+			leader = ns
+		}
+	}
+	leadLease(t, nodes, leader)
+	killedAt := time.Now()
+	leader.Shutdown()
+	var live []*server.Server
+	for _, ns := range nodes {
+		if ns != leader {
+			live = append(live, ns)
+		}
+	}
+	var first uint64
+	natstest.WaitFor(t, 30*time.Second, "the lease renewed after the node loss", func() bool {
+		holder, rev := leaseEntry(t, live)
+		if holder != "central-1" {
+			return false
+		}
+		if first == 0 {
+			first = rev
+		}
+		return rev > first
+	})
+	stepDowns := strings.Count(log.String(), "action: central_activa | result: fail")
+	t.Logf("node of the central and of the lease's leader lost: lease renewed again within %v; %d step-downs",
+		time.Since(killedAt).Round(time.Millisecond), stepDowns)
+	if stepDowns > 1 {
+		t.Errorf("%d step-downs for one node loss; log:\n%s", stepDowns, log)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("central.Run returned %v", err)
+	}
+}
+
+// leadLease makes node the leader of the lease's stream, asking its leader
+// to step down in node's favour.
+func leadLease(t *testing.T, nodes []*server.Server, node *server.Server) {
+	t.Helper()
+	nc, err := nats.Connect(natstest.URLs(nodes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	stream := "KV_" + central.LeaseBucket("QUINIELA")
+	natstest.WaitFor(t, 30*time.Second, node.Name()+" leading "+stream, func() bool {
+		if node.JetStreamIsStreamLeader("$G", stream) {
+			return true
+		}
+		nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, []byte(`{"placement":{"preferred":"`+node.Name()+`"}}`), 2*time.Second)
+		time.Sleep(200 * time.Millisecond) // an election's time, before asking again
+		return node.JetStreamIsStreamLeader("$G", stream)
+	})
 }
