@@ -4,15 +4,22 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/quiniela/quiniela/internal/logline"
 )
 
-// DefaultRotateAfter is how many requests in a row may go unanswered
-// through one server before a Rotator moves the connection to the next.
-const DefaultRotateAfter = 3
+// A Rotator moves the connection to the next server once requests have
+// gone unanswered through one server RotateAfter times in a row over at
+// least RotateFor: longer than a JetStream leader election after a node
+// crash (seen: up to 5 s) or a standby's takeover (2 s), during which the
+// other servers answer no better.
+const (
+	RotateAfter = 3
+	RotateFor   = 6 * time.Second
+)
 
 // Rotator moves a connection to the next server of its list when requests
 // through the server it is connected to keep going unanswered (timeouts,
@@ -24,19 +31,24 @@ type Rotator struct {
 	nc    *nats.Conn
 	log   *slog.Logger
 	after int
+	over  time.Duration
 
 	mu     sync.Mutex
 	failed int
-	server string // the server the failures were counted on
+	since  time.Time // the first of the failures
+	server string    // the server the failures were counted on
 }
 
 // NewRotator returns a Rotator for nc that moves after `after` unanswered
-// requests in a row (DefaultRotateAfter if 0).
-func NewRotator(nc *nats.Conn, after int, log *slog.Logger) *Rotator {
+// requests in a row over at least `over` (RotateAfter, RotateFor if 0).
+func NewRotator(nc *nats.Conn, after int, over time.Duration, log *slog.Logger) *Rotator {
 	if after <= 0 {
-		after = DefaultRotateAfter
+		after = RotateAfter
 	}
-	return &Rotator{nc: nc, log: log, after: after}
+	if over <= 0 {
+		over = RotateFor
+	}
+	return &Rotator{nc: nc, log: log, after: after, over: over}
 }
 
 // Answered records that a request got an answer through the connection.
@@ -59,18 +71,21 @@ func (r *Rotator) Unanswered(why error) bool {
 	if server != r.server {
 		r.server, r.failed = server, 0
 	}
+	if r.failed == 0 {
+		r.since = time.Now()
+	}
 	r.failed++
-	rotate := r.failed >= r.after && len(r.nc.Servers()) > 1
+	n, over := r.failed, time.Since(r.since)
+	rotate := n >= r.after && over >= r.over && len(r.nc.Servers()) > 1
 	if rotate {
 		r.failed = 0
 	}
-	n := r.after
 	r.mu.Unlock()
 	if !rotate {
 		return false
 	}
 	r.log.Warn("cambiar_servidor", "result", logline.InProgress, "from", server, "server", r.nc.ConnectedServerName(),
-		"detail", fmt.Sprintf("%d requests in a row unanswered through this server (cut off from its cluster?): reconnecting to the next server of the list", n),
+		"detail", fmt.Sprintf("%d requests in a row unanswered through this server over %v (cut off from its cluster?): reconnecting to the next server of the list", n, over.Round(time.Millisecond)),
 		"error", why)
 	if err := r.nc.ForceReconnect(); err != nil {
 		r.log.Warn("cambiar_servidor", "result", logline.Fail, "error", err)

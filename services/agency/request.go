@@ -32,7 +32,7 @@ func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg
 	}
 	defer sub.Unsubscribe()
 	start := time.Now()
-	rotator := natsconn.NewRotator(nc, 0, log)
+	rotator := natsconn.NewRotator(nc, 0, 0, log)
 	for attempt := 1; ; attempt++ {
 		err := attemptRequest(ctx, nc, replies, log, msg, inbox+"."+strconv.Itoa(attempt), want, timeout, out)
 		if err == nil {

@@ -73,7 +73,7 @@ func NewSender(nc *nats.Conn, agency, window int, timeout, giveUp time.Duration,
 		inbox:   nc.NewRespInbox(),
 		replies: make(chan *nats.Msg, 64),
 		done:    make(chan struct{}),
-		rotator: natsconn.NewRotator(nc, 0, log),
+		rotator: natsconn.NewRotator(nc, 0, 0, log),
 	}
 	// Replies wait in the subscription's pending list (the client's limits:
 	// 512 Ki messages, 64 MiB) until the Sender reads them, not in a

@@ -67,9 +67,9 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, repli
 	if err != nil {
 		return nil, err
 	}
-	// Two in a row: a renewal waits up to the local deadline, so the first
-	// that goes unanswered already costs the term.
-	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log, rotator: natsconn.NewRotator(js.Conn(), 2, log)}, nil
+	// Two in a row will do, over natsconn.RotateFor: a renewal waits up to
+	// the local deadline, so the first unanswered already costs the term.
+	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log, rotator: natsconn.NewRotator(js.Conn(), 2, 0, log)}, nil
 }
 
 // Acquire waits until this central holds the lease, calling waiting once
