@@ -308,6 +308,10 @@ func clusterOptions(t testing.TB, n int, configure func(*server.Options)) []*ser
 		ports[i] = FreePort(t)
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
+	// In the order a configuration reload sorts them into, in place, while
+	// the server's route goroutines read them (nats-server's imposeOrder):
+	// sorted already, they are not written.
+	slices.Sort(routes)
 	all := make([]*server.Options, n)
 	for i := range n {
 		opts := &server.Options{ServerName: "node-" + strconv.Itoa(i+1)}
@@ -325,13 +329,21 @@ func clusterOptions(t testing.TB, n int, configure func(*server.Options)) []*ser
 
 func startCluster(t testing.TB, n int, configure func(*server.Options)) []*server.Server {
 	t.Helper()
+	return StartNodes(t, clusterOptions(t, n, configure))
+}
+
+// StartNodes starts a server for each of opts (ClusterOptions,
+// JetStreamClusterOptions) and returns once each has a route to every
+// other one.
+func StartNodes(t testing.TB, opts []*server.Options) []*server.Server {
+	t.Helper()
 	var nodes []*server.Server
-	for _, opts := range clusterOptions(t, n, configure) {
-		nodes = append(nodes, StartServerWith(t, opts))
+	for _, o := range opts {
+		nodes = append(nodes, StartServerWith(t, o))
 	}
 	WaitFor(t, 10*time.Second, "cluster formed", func() bool {
 		for _, ns := range nodes {
-			if ns.NumRoutes() < n-1 {
+			if ns.NumRoutes() < len(nodes)-1 {
 				return false
 			}
 		}

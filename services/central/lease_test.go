@@ -106,11 +106,26 @@ func TestLeaseRaceAfterRelease(t *testing.T) {
 // key, in holder's name, one revision on. It returns that revision.
 func lateRenewal(t *testing.T, nodes []*server.Server, holder string) uint64 {
 	t.Helper()
+	kv := leaseKV(t, nodes)
+	e, err := kv.Get(t.Context(), central.LeaseKey)
+	if err != nil || string(e.Value()) != holder {
+		t.Fatalf("lease before the late renewal: %v, %v", e, err)
+	}
+	rev, err := kv.Update(t.Context(), central.LeaseKey, []byte(holder), e.Revision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+// leaseKV is the lease's bucket, on a connection of its own to nodes.
+func leaseKV(t *testing.T, nodes []*server.Server) jetstream.KeyValue {
+	t.Helper()
 	nc, err := nats.Connect(natstest.URLs(nodes...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -118,15 +133,7 @@ func lateRenewal(t *testing.T, nodes []*server.Server, holder string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, central.LeaseKey)
-	if err != nil || string(e.Value()) != holder {
-		t.Fatalf("lease before the late renewal: %v, %v", e, err)
-	}
-	rev, err := kv.Update(ctx, central.LeaseKey, []byte(holder), e.Revision())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rev
+	return kv
 }
 
 // A renewal that timed out on the holder's side but was stored late moves
@@ -187,19 +194,7 @@ func TestLeaseTakesBackItsOwnLateRenewal(t *testing.T) {
 // leaseRevision is the revision of the lease's key now.
 func leaseRevision(t *testing.T, nodes []*server.Server) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(natstest.URLs(nodes...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, central.LeaseKey)
+	e, err := leaseKV(t, nodes).Get(t.Context(), central.LeaseKey)
 	if err != nil {
 		t.Fatal(err)
 	}

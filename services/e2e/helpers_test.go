@@ -50,6 +50,15 @@ func startCentral(t *testing.T, url, dir string, env map[string]string) *central
 	for k, v := range env {
 		vars[k] = v
 	}
+	c := runCentral(t, vars)
+	c.log.WaitFor(t, "central_lista", "success", 1, time.Minute) // a bound against hanging: a loaded machine may take seconds
+	return c
+}
+
+// runCentral runs the central with exactly the environment vars, without
+// waiting for it to be ready; it is stopped as startCentral's is.
+func runCentral(t *testing.T, vars map[string]string) *centralProc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &centralProc{log: &natstest.Log{}, betsFile: vars["CENTRAL_BETS_FILE"], cancel: cancel, errc: make(chan error, 1)}
 	go func() { c.errc <- central.Run(ctx, natstest.Env(vars), c.log) }()
@@ -58,7 +67,6 @@ func startCentral(t *testing.T, url, dir string, env map[string]string) *central
 			c.stop(t)
 		}
 	})
-	c.log.WaitFor(t, "central_lista", "success", 1, time.Minute) // a bound against hanging: a loaded machine may take seconds
 	return c
 }
 

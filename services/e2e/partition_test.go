@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"net/url"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,13 @@ import (
 	"github.com/quiniela/quiniela/services/central"
 )
 
+// plainJSCentralEnv is the environment of a central on the JetStream
+// ledger of a cluster without authorization.
+func plainJSCentralEnv(url, dir, name string) map[string]string {
+	return centralEnv(url, filepath.Join(dir, "bets.csv"),
+		"CENTRAL_LEDGER", "jetstream", "CENTRAL_REPLICAS", "3", "CENTRAL_NAME", name, "LOG_LEVEL", "INFO")
+}
+
 // cutOff removes node from its cluster while it stays alive, with its
 // clients: a reload that drops every route of it and to it.
 func cutOff(t *testing.T, nodes []*server.Server, opts []*server.Options, node int) {
@@ -26,8 +35,8 @@ func cutOff(t *testing.T, nodes []*server.Server, opts []*server.Options, node i
 			o.Routes = nil
 		} else {
 			var kept []*url.URL
-			for j, r := range o.Routes {
-				if j != node {
+			for _, r := range o.Routes {
+				if r.Port() != strconv.Itoa(opts[node].Cluster.Port) {
 					kept = append(kept, r)
 				}
 			}
@@ -48,18 +57,7 @@ func cutOff(t *testing.T, nodes []*server.Server, opts []*server.Options, node i
 // shorter than the cut: the central serves on from the other side.
 func TestAgenciesLeaveANodeCutOffFromTheCluster(t *testing.T) {
 	opts := natstest.ClusterOptions(t, 3)
-	var nodes []*server.Server
-	for _, o := range opts {
-		nodes = append(nodes, natstest.StartServerWith(t, o))
-	}
-	natstest.WaitFor(t, 10*time.Second, "cluster formed", func() bool {
-		for _, ns := range nodes {
-			if ns.NumRoutes() < 2 {
-				return false
-			}
-		}
-		return true
-	})
+	nodes := natstest.StartNodes(t, opts)
 	dir := t.TempDir()
 	files := lotteryFiles(t, dir)
 	c := startCentral(t, nodes[0].ClientURL(), dir, nil)
@@ -98,17 +96,10 @@ func TestAgenciesLeaveANodeCutOffFromTheCluster(t *testing.T) {
 // server of its list, and takes the lease back from the other side.
 func TestCentralLeavesANodeCutOffFromTheCluster(t *testing.T) {
 	opts := natstest.JetStreamClusterOptions(t, 3)
-	var nodes []*server.Server
-	for _, o := range opts {
-		nodes = append(nodes, natstest.StartServerWith(t, o))
-	}
+	nodes := natstest.StartNodes(t, opts)
 	natstest.WaitJetStreamFormed(t, nodes)
-	log := &natstest.Log{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	env := jsCentralEnv(natstest.URLs(nodes[1], nodes[0], nodes[2]), t.TempDir(), "central-1")
-	errc := make(chan error, 1)
-	go func() { errc <- central.Run(ctx, natstest.Env(env), log) }()
+	c := runCentral(t, plainJSCentralEnv(natstest.URLs(nodes[1], nodes[0], nodes[2]), t.TempDir(), "central-1"))
+	log := c.log
 	log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
 	if n := nodes[1].NumClients(); n != 1 {
 		t.Fatalf("%d clients on node 2, want the central", n)
@@ -132,24 +123,25 @@ func TestCentralLeavesANodeCutOffFromTheCluster(t *testing.T) {
 		return rev >= first+2
 	})
 	took := time.Since(cutAt)
-	if took > 5*time.Second {
-		t.Logf("slow; log:\n%s", log)
-	}
 	t.Logf("active from another node at most %v after its node was cut off (read through the healthy nodes, which elect leaders meanwhile); %d step-downs", took.Round(time.Millisecond),
 		strings.Count(log.String(), "action: central_activa | result: fail"))
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("central.Run returned %v; log:\n%s", err, log)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("central did not stop; log:\n%s", log)
-	}
+	c.stop(t)
 }
 
-// leaseEntry is the lease's holder and revision now, read through nodes.
+// leaseEntry is the lease's holder and revision now, read through nodes;
+// "" and 0 if none, or no answer within a quarter of a second (it is
+// polled, and a side electing its leaders answers nothing).
 func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
+	t.Helper()
+	e, _ := readLease(t, nodes, 250*time.Millisecond)
+	if e == nil {
+		return "", 0
+	}
+	return string(e.Value()), e.Revision()
+}
+
+// readLease reads the lease's entry through nodes, waiting up to timeout.
+func readLease(t *testing.T, nodes []*server.Server, timeout time.Duration) (jetstream.KeyValueEntry, error) {
 	t.Helper()
 	nc, err := nats.Connect(natstest.URLs(nodes...))
 	if err != nil {
@@ -157,18 +149,13 @@ func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	// Short: it is polled, and a side electing its leaders answers nothing.
-	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
 	if err != nil {
-		return "", 0 // no leader yet on this side
+		return nil, err
 	}
-	e, err := kv.Get(ctx, central.LeaseKey)
-	if err != nil {
-		return "", 0
-	}
-	return string(e.Value()), e.Revision()
+	return kv.Get(ctx, central.LeaseKey)
 }
 
 // The cost of losing the node the active central is connected to, when
@@ -178,13 +165,8 @@ func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
 // bounded here.
 func TestCentralNodeLossCost(t *testing.T) {
 	nodes := natstest.StartJetStreamCluster(t, 3)
-	log := &natstest.Log{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() {
-		errc <- central.Run(ctx, natstest.Env(jsCentralEnv(natstest.URLs(nodes...), t.TempDir(), "central-1")), log)
-	}()
+	c := runCentral(t, plainJSCentralEnv(natstest.URLs(nodes...), t.TempDir(), "central-1"))
+	log := c.log
 	log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
 	// The worst case: the central's node leads the lease's stream.
 	var leader *server.Server
@@ -219,10 +201,7 @@ func TestCentralNodeLossCost(t *testing.T) {
 	if stepDowns > 1 {
 		t.Errorf("%d step-downs for one node loss; log:\n%s", stepDowns, log)
 	}
-	cancel()
-	if err := <-errc; err != nil {
-		t.Errorf("central.Run returned %v", err)
-	}
+	c.stop(t)
 }
 
 // leadLease makes node the leader of the lease's stream, asking its leader
