@@ -166,8 +166,9 @@ func (s *staleness) stale(ttl time.Duration) bool {
 // mine reports whether e is this central's own entry of the lease: it
 // names this central, at the revision it last wrote or the one after, which
 // only its renewal on that revision can have written (a renewal that timed
-// out here and was stored late; renewals are sent one at a time). Another
-// central of the same name (a misconfiguration) cannot pass for it.
+// out here and was stored late; renewals are sent one at a time). Names
+// must differ (CENTRAL_NAME; the default, host-pid, does): two centrals of
+// one name are a misconfiguration the lease cannot tell apart.
 func (l *Lease) mine(e jetstream.KeyValueEntry) bool {
 	l.mu.Lock()
 	last := l.rev
@@ -242,8 +243,11 @@ func (l *Lease) adoptLateRenewal(deadline time.Time) bool {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	e, err := l.kv.Get(ctx, LeaseKey)
-	if err != nil || !l.mine(e) {
-		return false
+	l.mu.Lock()
+	last := l.rev
+	l.mu.Unlock()
+	if err != nil || !l.mine(e) || e.Revision() == last {
+		return false // not moved by this central (a stale read, at most)
 	}
 	l.mu.Lock()
 	l.rev = e.Revision()
