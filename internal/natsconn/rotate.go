@@ -34,6 +34,7 @@ type Rotator struct {
 	over  time.Duration
 
 	mu     sync.Mutex
+	also   []*nats.Conn // moved with nc: the same process's other connections
 	failed int
 	since  time.Time // the first of the failures
 	server string    // the server the failures were counted on
@@ -49,6 +50,15 @@ func NewRotator(nc *nats.Conn, after int, over time.Duration, log *slog.Logger) 
 		over = RotateFor
 	}
 	return &Rotator{nc: nc, log: log, after: after, over: over}
+}
+
+// Also makes the Rotator move conns along with its own connection: a
+// process whose connections share a server list (the central's service
+// and ledger connections) leaves a node cut off with all of them.
+func (r *Rotator) Also(conns ...*nats.Conn) {
+	r.mu.Lock()
+	r.also = append(r.also, conns...)
+	r.mu.Unlock()
 }
 
 // Answered records that a request got an answer through the connection.
@@ -80,6 +90,7 @@ func (r *Rotator) Unanswered(why error) bool {
 	if rotate {
 		r.failed = 0
 	}
+	also := r.also
 	r.mu.Unlock()
 	if !rotate {
 		return false
@@ -90,6 +101,11 @@ func (r *Rotator) Unanswered(why error) bool {
 	if err := r.nc.ForceReconnect(); err != nil {
 		r.log.Warn("cambiar_servidor", "result", logline.Fail, "error", err)
 		return false
+	}
+	for _, c := range also {
+		if c.ConnectedUrl() == server || c.ConnectedUrlRedacted() == server {
+			c.ForceReconnect()
+		}
 	}
 	return true
 }

@@ -63,6 +63,8 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	if err != nil {
 		return err
 	}
+	// The service's connection leaves a node cut off with the ledger's.
+	lease.rotator.Also(nc)
 
 	for ctx.Err() == nil {
 		err := lease.Acquire(ctx, func(holder string) {
