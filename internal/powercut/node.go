@@ -201,7 +201,9 @@ type dir struct {
 	n *node
 }
 
-func (d *dir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno { return d.n.Fsync(ctx, d, flags) }
+func (d *dir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return d.n.Fsync(ctx, d, flags)
+}
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	fh, ff, errno := n.LoopbackNode.OpendirHandle(ctx, flags)

@@ -94,10 +94,10 @@ type FS struct {
 	torn         *rand.Rand
 	durableNames bool
 
-	mu    sync.Mutex           // guards the fields below, and orders each write with its record
-	files map[uint64][]undo    // inode → what its writes since its last fsync overwrote, in order
-	dirs  map[uint64][]dirent  // directory inode → its entries at its last fsync
-	kept  map[uint64]bool      // inodes with a hard link in stash
+	mu    sync.Mutex          // guards the fields below, and orders each write with its record
+	files map[uint64][]undo   // inode → what its writes since its last fsync overwrote, in order
+	dirs  map[uint64][]dirent // directory inode → its entries at its last fsync
+	kept  map[uint64]bool     // inodes with a hard link in stash
 	stats Stats
 	done  bool
 }
