@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 )
 
@@ -29,7 +30,9 @@ import (
 // callbacks that reply to agencies. So a journal record on disk means its
 // rows are on disk, and a reply means both are. (Rows go to the file, not to
 // a buffer that waits for the commit: the page cache holds them as well,
-// with no copy in the heap to grow and collect.) On Open the journal's valid
+// with no copy in the heap to grow and collect.) Open fsyncs the directory
+// once it has the files: a new file's name survives a power cut only then.
+// On Open the journal's valid
 // prefix is the truth: bets.csv is cut back to the last recorded end (a torn
 // row or a batch the crash caught half-written goes), and the agencies'
 // sequences, the done set and the draw are read back.
@@ -111,6 +114,14 @@ func openLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 	if err != nil {
 		bf.Close()
 		return nil, rec, fmt.Errorf("opening journal: %w", err)
+	}
+	// The files may be new: their names are durable only once their
+	// directory is synced, and a batch acknowledged into a file a power cut
+	// unnames is lost with it.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		bf.Close()
+		jf.Close()
+		return nil, rec, fmt.Errorf("syncing the directory of %s, so that the store's files survive a power cut: %w", path, err)
 	}
 	l := &Ledger{
 		path: path, betsFile: bf, journalFile: jf,

@@ -54,3 +54,15 @@ func (l *storeLock) release() error {
 	}
 	return l.f.Close() // closing the only descriptor releases the flock
 }
+
+// syncDir fsyncs the directory dir, which makes the names created, renamed
+// or removed in it durable: POSIX promises a new file's name survives a
+// power cut only then, whatever fsync did to the file's data.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
