@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/quiniela/quiniela/messages"
 )
@@ -103,13 +104,33 @@ type Lottery struct {
 }
 
 type agencyState struct {
-	mu sync.Mutex // held across the sequence check and the append, so a batch is applied once
-	Progress
+	mu       sync.Mutex // held across the sequence check and the append, so a batch is applied once
+	Progress            // what is stored or queued for storing: LastBatch moves when a batch is queued
+
+	// What the store has called back as durable: all a reply may name as
+	// stored. An agency reads a 409's "expects batch N" as the
+	// acknowledgement of every batch before N, and a batch queued but not
+	// yet durable may still be lost to a failed write or a power cut.
+	durable     atomic.Uint64 // the highest batch durable
+	durableBets atomic.Int64
+
 	// rowSums is messages.RowSum of the row stored for each line, read
 	// from the store when a batch first names a stored line (an agency run
 	// again), then kept up to date until the agency's next done; nil
 	// otherwise, so that a lottery costs memory per batch, not per bet.
 	rowSums map[uint64]uint64
+}
+
+// next is the batch a reply may say the central expects: the one after
+// the last durable.
+func (a *agencyState) next() uint64 { return a.durable.Load() + 1 }
+
+// madeDurable records that the store called back batch seq's bets rows
+// as durable.
+func (a *agencyState) madeDurable(seq uint64, bets int) {
+	for cur := a.durable.Load(); seq > cur && !a.durable.CompareAndSwap(cur, seq); cur = a.durable.Load() {
+	}
+	a.durableBets.Add(int64(bets))
 }
 
 // NewLottery returns a lottery of n agencies, resumed from what the store
@@ -121,6 +142,8 @@ func NewLottery(ctx context.Context, n int, store Store, rec Recovered, log *slo
 			return nil, fmt.Errorf("the store holds bets of agency %d, but this lottery has agencies 1 to %d: set CENTRAL_AGENCIES or use another bets file", agency, n)
 		}
 		l.agencies[agency-1].Progress = *p
+		l.agencies[agency-1].durable.Store(p.LastBatch)
+		l.agencies[agency-1].durableBets.Store(p.Bets)
 		if p.Done {
 			l.doneCount++
 		}
@@ -169,7 +192,7 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, rows Rows, repl
 	case seq <= a.LastBatch && a.Sums[seq-1] == sum:
 		return repeat()
 	case seq > a.LastBatch+1 && !l.isClosed():
-		return &OutOfOrderError{Agency: agency, Got: seq, Next: a.LastBatch + 1}
+		return &OutOfOrderError{Agency: agency, Got: seq, Next: a.next()}
 	case seq == a.LastBatch+1 && !a.Done && len(rows.Lines) > 0 && rows.Lines[0].First > a.MaxLine:
 		// Lines after every stored one: the agency's first run.
 		return l.appendRows(a, agency, seq, sum, rows, reply)
@@ -202,7 +225,12 @@ func (l *Lottery) appendRows(a *agencyState, agency int, seq, sum uint64, rows R
 	if seq <= a.LastBatch && rows.Bets == 0 {
 		return l.store.Sync(func(err error) { reply(0, err) })
 	}
-	if err := l.store.AppendBatch(agency, seq, sum, rows, func(err error) { reply(rows.Bets, err) }); err != nil {
+	if err := l.store.AppendBatch(agency, seq, sum, rows, func(err error) {
+		if err == nil {
+			a.madeDurable(seq, rows.Bets)
+		}
+		reply(rows.Bets, err)
+	}); err != nil {
 		return err
 	}
 	a.apply(seq, sum, rows.Bets, rows.Lines)
@@ -353,7 +381,7 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	// Once the lottery is closed a done agency's batches are answered by
 	// their rows and none is recorded, so its count goes unchecked.
 	if batches > a.LastBatch && !(a.Done && l.isClosed()) {
-		return &OutOfOrderError{Agency: agency, Got: batches, Next: a.LastBatch + 1, Done: true}
+		return &OutOfOrderError{Agency: agency, Got: batches, Next: a.next(), Done: true}
 	}
 	ack := messages.DoneReply{Agency: agency, Batches: batches, Bets: a.Bets}
 	a.rowSums = nil // the run that needed them is over; another reads them again
@@ -413,7 +441,8 @@ func (l *Lottery) Status() messages.StatusReply {
 	for i := range l.agencies {
 		a := &l.agencies[i]
 		a.mu.Lock()
-		as := messages.AgencyStatus{Agency: i + 1, Batches: a.LastBatch, Bets: a.Bets, Done: a.Done}
+		// Durable batches only: a status names nothing a failed write can take back.
+		as := messages.AgencyStatus{Agency: i + 1, Batches: a.durable.Load(), Bets: a.durableBets.Load(), Done: a.Done}
 		a.mu.Unlock()
 		st.Bets += as.Bets
 		if as.Batches == 0 && !as.Done {

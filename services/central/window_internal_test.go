@@ -1,6 +1,7 @@
 package central
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/quiniela/quiniela/messages"
@@ -72,3 +73,54 @@ func (memStore) MarkDrawn(done func(error)) error                 { done(nil); r
 func (memStore) Sync(done func(error)) error                      { done(nil); return nil }
 func (memStore) Settle() error                                    { return nil }
 func (memStore) Path() string                                     { return "" }
+
+// heldStore is a Store whose appends wait, not durable, until the test
+// calls them back.
+type heldStore struct {
+	memStore
+	appends []func(error)
+}
+
+func (h *heldStore) AppendBatch(_ int, _ uint64, _ uint64, _ Rows, done func(error)) error {
+	h.appends = append(h.appends, done)
+	return nil
+}
+
+// A 409 and a status name durable batches only: an agency reads "expects
+// batch N" as the acknowledgement of every batch before N, and a batch that
+// is queued but not durable can still be lost to a failed write.
+func TestOutOfOrderNamesDurableBatchesOnly(t *testing.T) {
+	store := &heldStore{}
+	l, err := NewLottery(t.Context(), 1, store, Recovered{Agencies: map[int]*Progress{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := func(seq uint64) Rows {
+		return RowsFrom(seq, []messages.Bet{{Agency: 1, FirstName: "A", LastName: "B", Document: "1", Number: 1}})
+	}
+	var replies []error
+	reply := func(_ int, err error) { replies = append(replies, err) }
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := l.StoreBatch(1, seq, seq, rows(seq), reply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expects := func(when string, want uint64) {
+		t.Helper()
+		var order *OutOfOrderError
+		if err := l.StoreBatch(1, 5, 5, rows(5), reply); !errors.As(err, &order) || order.Next != want {
+			t.Errorf("%s: batch 5 refused with %v, want a 409 expecting batch %d", when, err, want)
+		}
+		if got := l.Status().Agencies; want > 1 && (len(got) != 1 || got[0].Batches != want-1 || got[0].Bets != int64(want-1)) {
+			t.Errorf("%s: status %+v, want %d batches and bets", when, got, want-1)
+		}
+	}
+	expects("batches 1 to 3 queued, none durable", 1)
+	store.appends[0](nil)
+	expects("batch 1 durable", 2)
+	store.appends[1](errors.New("disk gone")) // the write fails: batches 2 and 3 are not stored
+	expects("batch 2 failed", 2)
+	if len(replies) != 2 || replies[0] != nil || replies[1] == nil {
+		t.Errorf("replies %v: want batch 1 acknowledged and batch 2 failed", replies)
+	}
+}
