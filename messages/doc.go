@@ -153,7 +153,8 @@
 // description for people: one line of valid UTF-8 of at most
 // [MaxDescriptionBytes] (200) bytes, where values a peer sent are quoted
 // and cut to 40 bytes ([Clip]). Quiniela-Next-Batch ([HeaderNextBatch])
-// comes only with 409: the batch the central expects next. Quiniela-Lines
+// comes only with 409: the batch the central expects next, the one after
+// the last durable batch (every batch before it is stored). Quiniela-Lines
 // comes only with 410: the lines of the batch that the central does not
 // have and can no longer store (as many leading ranges as fit in
 // [MaxReplyLinesBytes], 1024 bytes; the description counts them all). Quiniela-Agency
