@@ -72,8 +72,11 @@ bench: build nats-server
 # list (3,7,11); a failing seed replays with SEEDS=<it>. `make test` runs two.
 SEEDS ?= 20
 soak-powercut:
-	POWERCUT_SEEDS=$(SEEDS) $(GO) test -race -count=1 -timeout 2h -v -run 'PowerCut' ./services/e2e ./internal/powercut ./services/central \
-		| grep -E '^(=== RUN|--- |\s+(powercut|ledger_powercut|cluster_powercut)_test|ok|FAIL|PASS)'
+	@mkdir -p $(BIN)
+	POWERCUT_SEEDS=$(SEEDS) $(GO) test -race -count=1 -timeout 3h -v -run 'PowerCut' ./services/e2e \
+		> $(BIN)/soak-powercut.log 2>&1; status=$$?; \
+		grep -E '^(=== RUN|--- |    [a-z_]+_test.go:|ok|FAIL|PASS)' $(BIN)/soak-powercut.log; \
+		echo "full log: $(BIN)/soak-powercut.log"; exit $$status
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s
