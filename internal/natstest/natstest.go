@@ -246,6 +246,7 @@ func StartJetStreamClusterWith(t testing.TB, n int, configure func(*server.Optio
 		}
 		o.JetStream = true
 		o.StoreDir = t.TempDir()
+		o.SyncAlways = true // as the project runs JetStream everywhere
 	})
 	WaitJetStreamFormed(t, nodes)
 	return nodes
@@ -276,7 +277,7 @@ func WaitJetStreamFormed(t testing.TB, nodes []*server.Server) {
 // StartJetStreamServer starts one NATS server with JetStream on.
 func StartJetStreamServer(t testing.TB) *server.Server {
 	t.Helper()
-	return StartServerWith(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
+	return StartServerWith(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), SyncAlways: true})
 }
 
 // JetStreamClusterOptions are the options of the n nodes of a JetStream

@@ -12,14 +12,20 @@ import (
 	"github.com/quiniela/quiniela/internal/natsauth"
 )
 
+// SyncAlways, as a JetStream sync interval: fsync each write before
+// acknowledging it (nats-server's sync_interval: always).
+const SyncAlways time.Duration = 0
+
 // StartEmbeddedNATS starts a nats-server inside this process, listening on
 // addr (host:port; port 0 picks a free one), so that the central can run
 // alone. Shut it down with Shutdown and WaitForShutdown.
 // users, when given, are the only clients allowed, each in its account with
 // its permissions (natsauth: JetStream in the LEDGER account only).
 // tlsConfig, when given, makes clients connect with TLS. jetStreamDir, when
-// given, turns JetStream on with its store there.
-func StartEmbeddedNATS(addr string, users *natsauth.Users, tlsConfig *tls.Config, jetStreamDir string) (*server.Server, error) {
+// given, turns JetStream on with its store there; it fsyncs every write
+// before acknowledging it if jetStreamSync is SyncAlways, else every
+// jetStreamSync.
+func StartEmbeddedNATS(addr string, users *natsauth.Users, tlsConfig *tls.Config, jetStreamDir string, jetStreamSync time.Duration) (*server.Server, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("NATS_LISTEN %q: want host:port: %w", addr, err)
@@ -46,6 +52,10 @@ func StartEmbeddedNATS(addr string, users *natsauth.Users, tlsConfig *tls.Config
 		TLS:        tlsConfig != nil,
 		JetStream:  jetStreamDir != "",
 		StoreDir:   jetStreamDir,
+		// Jepsen (NATS 2.12.1) lost 14 % of acknowledged writes to a power cut
+		// with the default, an fsync every 2 minutes.
+		SyncAlways:   jetStreamSync == SyncAlways,
+		SyncInterval: jetStreamSync,
 	}
 	if users != nil {
 		if err := users.Configure(opts); err != nil {

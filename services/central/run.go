@@ -59,6 +59,11 @@ type Config struct {
 	LeaseTTL     time.Duration `env:"CENTRAL_LEASE_TTL, default=2s"`    // jetstream: a standby takes over this long after the active one dies
 	Name         string        `env:"CENTRAL_NAME"`                     // jetstream: this central in the lease; empty: host-pid
 	JetStreamDir string        `env:"CENTRAL_JETSTREAM_DIR"`            // embedded server with jetstream: its store; empty: beside the bets file
+	// Embedded server with jetstream: "always" fsyncs each write before
+	// JetStream acknowledges it; a duration (e.g. 120s, nats-server's own
+	// default) fsyncs that often, and a power cut takes what came since.
+	JetStreamSync string        `env:"CENTRAL_JETSTREAM_SYNC, default=always"`
+	jetStreamSync time.Duration // JetStreamSync parsed: SyncAlways, or the interval
 
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
 	// SIGKILL at that stage of that group commit (stages in ledger.go).
@@ -118,6 +123,13 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 		}
 		if cfg.Failpoint != "" {
 			return cfg, fmt.Errorf("CENTRAL_FAILPOINT is for the file ledger only")
+		}
+		if cfg.JetStreamSync != "always" {
+			d, err := time.ParseDuration(cfg.JetStreamSync)
+			if err != nil || d <= 0 {
+				return cfg, fmt.Errorf("CENTRAL_JETSTREAM_SYNC=%q: want always (fsync before every acknowledgement) or a positive interval such as 120s", cfg.JetStreamSync)
+			}
+			cfg.jetStreamSync = d
 		}
 		if cfg.Name == "" {
 			host, _ := os.Hostname()
@@ -274,7 +286,7 @@ func startEmbedded(cfg *Config, log *slog.Logger) (string, func(), error) {
 			jsDir = filepath.Join(filepath.Dir(cfg.BetsFile), "jetstream")
 		}
 	}
-	ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig, jsDir)
+	ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig, jsDir, cfg.jetStreamSync)
 	if err != nil {
 		return "", nil, err
 	}

@@ -17,7 +17,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	want := central.Config{NATSListen: "127.0.0.1:4222", LogLevel: "INFO", Agencies: 5, BetsFile: "bets.csv",
 		WinnersHold: 2 * time.Second, QueueBytes: 8 << 20, HeldWinners: 10_000, MaxWindow: 64, DrainTimeout: 5 * time.Second, ConnectWait: 30 * time.Second, ClaimWait: time.Second,
-		Ledger: "file", Stream: "QUINIELA", Replicas: 1, LeaseTTL: 2 * time.Second}
+		Ledger: "file", Stream: "QUINIELA", Replicas: 1, LeaseTTL: 2 * time.Second, JetStreamSync: "always"}
 	if cfg != want {
 		t.Errorf("defaults %+v, want %+v", cfg, want)
 	}
@@ -43,6 +43,8 @@ func TestLoadConfig(t *testing.T) {
 		{"CENTRAL_STREAM=a.b", "CENTRAL_STREAM"},
 		{"CENTRAL_LEASE_TTL=100ms", "at least 500ms"},
 		{"CENTRAL_FAILPOINT=committed:1", "file ledger only"},
+		{"CENTRAL_JETSTREAM_SYNC=never", "want always"},
+		{"CENTRAL_JETSTREAM_SYNC=0s", "positive interval"},
 	} {
 		k, v, _ := strings.Cut(tc.env, "=")
 		_, err := central.LoadConfig(context.Background(), natstest.Env(map[string]string{"CENTRAL_LEDGER": "jetstream", k: v}))
@@ -80,5 +82,25 @@ func TestRunFailsClearly(t *testing.T) {
 				t.Fatalf("Run: %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The embedded server's JetStream fsyncs every write before acknowledging
+// it unless told an interval.
+func TestEmbeddedJetStreamSyncsAlways(t *testing.T) {
+	for _, tc := range []struct {
+		sync       time.Duration
+		wantAlways bool
+	}{{central.SyncAlways, true}, {2 * time.Minute, false}} {
+		ns, err := central.StartEmbeddedNATS("127.0.0.1:0", nil, nil, t.TempDir(), tc.sync)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js := ns.JetStreamConfig()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		if js == nil || js.SyncAlways != tc.wantAlways || (!tc.wantAlways && js.SyncInterval != tc.sync) {
+			t.Errorf("sync %v: the server's JetStream config is %+v", tc.sync, js)
+		}
 	}
 }

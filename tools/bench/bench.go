@@ -250,7 +250,7 @@ func runSingleOnce(ctx context.Context, o options, files []harness.AgencyFile, w
 	if o.ledger == "jetstream" {
 		jsDir = filepath.Join(dir, "jetstream")
 	}
-	nats, url, err := startNATS(ctx, o.bin, jsDir, sink)
+	nats, url, err := startNATS(ctx, o.bin, jsDir, o.jsSync, sink)
 	if err != nil {
 		return res, err
 	}

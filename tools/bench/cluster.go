@@ -23,7 +23,7 @@ const clusterNodes = 3
 // comma-separated.
 // With profile, each serves Go's profiles on a port of its own, returned
 // in profPorts.
-func startNATSCluster(ctx context.Context, bin, dir string, profile bool, sink *harness.Sink) (nodes []*harness.Proc, url string, profPorts []int, err error) {
+func startNATSCluster(ctx context.Context, bin, dir, jsSync string, profile bool, sink *harness.Sink) (nodes []*harness.Proc, url string, profPorts []int, err error) {
 	clientPorts := make([]int, clusterNodes)
 	routePorts := make([]int, clusterNodes)
 	profPorts = make([]int, clusterNodes)
@@ -50,7 +50,7 @@ func startNATSCluster(ctx context.Context, bin, dir string, profile bool, sink *
 	}
 	for i := range clusterNodes {
 		name := nodeName(i)
-		conf, err := writeJetStreamConfig(filepath.Join(dir, name), name, profPorts[i])
+		conf, err := writeJetStreamConfig(filepath.Join(dir, name), name, profPorts[i], jsSync)
 		if err != nil {
 			kill()
 			return nil, "", nil, err
@@ -84,7 +84,7 @@ func nodeName(i int) string { return natsName + "-" + strconv.Itoa(i+1) }
 // standby's takeover (kill → its central_lista), then checks that the
 // standby's bets.csv, rebuilt from the stream, holds every bet too.
 func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBets int, dir string, sink *harness.Sink) (res result, err error) {
-	nodes, url, profPorts, err := startNATSCluster(ctx, o.bin, dir, o.profile != "", sink)
+	nodes, url, profPorts, err := startNATSCluster(ctx, o.bin, dir, o.jsSync, o.profile != "", sink)
 	if err != nil {
 		return res, err
 	}

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/quiniela/quiniela/internal/cli"
+	"github.com/quiniela/quiniela/internal/harness"
 )
 
 func main() {
@@ -67,6 +68,7 @@ type options struct {
 	ledger                        string        // CENTRAL_LEDGER: file, or jetstream (nats-server with -js)
 	cluster                       bool          // 3 nats-servers, JetStream R3, two centrals; implies ledger jetstream
 	compare                       bool          // each run twice, back to back: the file ledger, then the cluster mode
+	jsSync                        string        // JetStream's sync_interval: always, or an interval
 	scenarios                     []scenario
 	runs                          int
 	timeout                       time.Duration
@@ -88,6 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.ledger, "ledger", "file", "the central's CENTRAL_LEDGER: file, or jetstream (nats-server then runs with JetStream, its store in the run's directory)")
 	fs.BoolVar(&o.cluster, "cluster", false, "3 nats-servers with JetStream as one cluster, the ledger on R3, an active central and a standby; after the agencies, kill -9 the active one and time the takeover (implies -ledger jetstream)")
 	fs.BoolVar(&o.compare, "compare-cluster", false, "run each run twice back to back, with the file ledger and in -cluster mode, and hold the cluster mode to ratios of the file ledger's figures")
+	fs.StringVar(&o.jsSync, "js-sync", harness.SyncAlways, "JetStream's sync_interval on the nats-servers: always (fsync before every acknowledgement, the project's setting) or an interval such as 120s (nats-server's default, what a power cut can take)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each run; then its processes are killed")
 	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of each run's central and agency 1 into this directory (go tool pprof bin/central DIR/central-*.prof)")
 	fs.DurationVar(&o.profileNodesFor, "profile-nodes", 10*time.Second, "with -profile in the cluster mode: each nats-server's CPU profile covers this long from the agencies' launch (whole seconds; the run waits for it)")
@@ -114,6 +117,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, cli.ErrUsage
 	case o.timeout <= 0:
 		fmt.Fprintf(stderr, "bench: -timeout %v: want a positive duration\n", o.timeout)
+		return o, cli.ErrUsage
+	}
+	if err := harness.CheckJetStreamSync(o.jsSync); err != nil {
+		fmt.Fprintf(stderr, "bench: -js-sync: %v\n", err)
 		return o, cli.ErrUsage
 	}
 	if o.cluster {

@@ -14,17 +14,18 @@ import (
 
 // startNATS starts bin/nats-server on a free local port and waits until it
 // accepts connections; it returns the server and its URL. With jsDir it
-// runs JetStream with its store there. Another process could take the
+// runs JetStream with its store there, fsyncing as jsSync says
+// (harness.SyncAlways, or an interval: -js-sync). Another process could take the
 // port before nats-server binds it; then nats-server exits and
 // waitAccepting says so.
-func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*harness.Proc, string, error) {
+func startNATS(ctx context.Context, bin, jsDir, jsSync string, sink *harness.Sink) (*harness.Proc, string, error) {
 	port, err := harness.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
 	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port)}
 	if jsDir != "" {
-		conf, err := writeJetStreamConfig(jsDir, natsName, 0)
+		conf, err := writeJetStreamConfig(jsDir, natsName, 0, jsSync)
 		if err != nil {
 			return nil, "", err
 		}
@@ -51,8 +52,8 @@ func startNATS(ctx context.Context, bin, jsDir string, sink *harness.Sink) (*har
 // more, and its cost is part of what the bench measures). With profPort,
 // the server serves Go's profiles on it (/debug/pprof). It returns the
 // file's path.
-func writeJetStreamConfig(storeDir, name string, profPort int) (string, error) {
-	conf := fmt.Sprintf("jetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", storeDir)
+func writeJetStreamConfig(storeDir, name string, profPort int, sync string) (string, error) {
+	conf := fmt.Sprintf("jetstream {\n  store_dir: %q\n  sync_interval: %q\n}\n", storeDir, sync)
 	if profPort > 0 {
 		conf += fmt.Sprintf("prof_port: %d\n", profPort)
 	}
