@@ -32,7 +32,7 @@ const (
 // they need and clear the others, so the caller's environment cannot leak in.
 var composeVars = []string{
 	"NATS_IMAGE", "NATS_PORT", "NATS_PORT_2", "NATS_PORT_3", "CENTRAL_IMAGE", "AGENCY_IMAGE", "DATA_DIR", "CREDS_DIR", "LOG_LEVEL",
-	"BATCH_MAX_AMOUNT", "BATCH_IN_FLIGHT", "CENTRAL_MAX_WINDOW", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES",
+	"BATCH_MAX_AMOUNT", "BATCH_IN_FLIGHT", "CENTRAL_MAX_WINDOW", "NATS_JETSTREAM_SYNC", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES",
 }
 
 // The two stacks the generator writes: one NATS server, or a cluster of
@@ -64,3 +64,7 @@ func nodeURLs(first int) string {
 
 // credsConf is where the NATS servers read the users' file.
 const credsConf = "/etc/nats/nats-server.conf"
+
+// natsConf is what the NATS servers load (-c): deploy/nats-jetstream.conf,
+// which includes credsConf and sets JetStream's sync_interval.
+const natsConf = "/etc/nats/jetstream.conf"

@@ -96,8 +96,15 @@ nats_common() {
       # the services' credentials by "make docker-creds AGENCIES=N" into .creds
       # (make docker-compose-up does it), never committed: CREDS_DIR.
       - $creds/nats-server.conf:/etc/nats/nats-server.conf:ro
+      # What -c reads: those users, and JetStream's sync_interval.
+      - $rel/deploy/nats-jetstream.conf:/etc/nats/jetstream.conf:ro
       # JetStream's store (-sd): the stream and the lease outlive the container.
       - $2:/data
+    environment:
+      # always: JetStream fsyncs each write before acknowledging it; an
+      # interval (120s, nats-server's default) is faster and loses to a
+      # power cut what came since its last fsync (deploy/nats-jetstream.conf).
+      NATS_JETSTREAM_SYNC: \${NATS_JETSTREAM_SYNC:-always}
     ports:
       # Loopback only: for the nats CLI on this machine (deploy/README.md).
       - "127.0.0.1:$1:4222"
@@ -151,10 +158,11 @@ YAML
     image: \${NATS_IMAGE:-quiniela-nats:$nats_version}
     # A node of the cluster "quiniela", with routes to every node (a route
     # to itself is ignored): a full mesh, so when one node stops the other
-    # two stay connected. -c: the users; -m: the monitoring endpoint, which
-    # the healthcheck asks; -js -sd: JetStream, where the centrals keep
-    # their ledger on three replicas (CENTRAL_REPLICAS).
-    command: ["-c", "/etc/nats/nats-server.conf", "-m", "8222", "-js", "-sd", "/data/jetstream",
+    # two stay connected. -c: the users, and when JetStream fsyncs; -m: the
+    # monitoring endpoint, which the healthcheck asks; -js -sd: JetStream,
+    # where the centrals keep their ledger on three replicas
+    # (CENTRAL_REPLICAS).
+    command: ["-c", "/etc/nats/jetstream.conf", "-m", "8222", "-js", "-sd", "/data/jetstream",
       "--name", "$node", "--cluster_name", "quiniela", "--cluster", "nats://0.0.0.0:6222",
       "--routes", "$routes"]
 YAML
@@ -167,10 +175,10 @@ YAML
     # docker-image-nats from deploy/nats.Dockerfile: nothing to pull. The
     # official image of that version: NATS_IMAGE=nats:$nats_version-alpine.
     image: \${NATS_IMAGE:-quiniela-nats:$nats_version}
-    # -c: the users and their permissions (authorization on); -m: the
-    # monitoring endpoint, which the healthcheck asks; -js -sd: JetStream,
-    # for a central with CENTRAL_LEDGER=jetstream.
-    command: ["-c", "/etc/nats/nats-server.conf", "-m", "8222", "-js", "-sd", "/data/jetstream"]
+    # -c: the users and their permissions (authorization on), and when
+    # JetStream fsyncs; -m: the monitoring endpoint, which the healthcheck
+    # asks; -js -sd: JetStream, for a central with CENTRAL_LEDGER=jetstream.
+    command: ["-c", "/etc/nats/jetstream.conf", "-m", "8222", "-js", "-sd", "/data/jetstream"]
 YAML
 		nats_common "\${NATS_PORT:-4222}" "nats-data"
 	fi

@@ -117,8 +117,13 @@ func checkCredsRefs(t *testing.T, file string, v variant, n int) {
 	// No default: a missing CREDS_DIR says what to run (TestComposeSaysWhatToRun).
 	dir := "${CREDS_DIR:?" + credsHint + "}/"
 	for _, node := range natsServices(v) {
-		want := []string{dir + "nats-server.conf:" + credsConf + ":ro", node + "-data:/data"}
-		if !slices.Equal(raw.Services[node].Volumes, want) {
+		// The server's own file is the repository's (compared resolved, in checkNATSServers).
+		want := []string{dir + "nats-server.conf:" + credsConf + ":ro", "deploy/nats-jetstream.conf:" + natsConf + ":ro", node + "-data:/data"}
+		got := slices.Clone(raw.Services[node].Volumes)
+		if len(got) == 3 && strings.HasSuffix(got[1], "/"+want[1]) {
+			got[1] = want[1]
+		}
+		if !slices.Equal(got, want) {
 			t.Errorf("%s: %s volumes %q, want %q", file, node, raw.Services[node].Volumes, want)
 		}
 	}
@@ -260,12 +265,13 @@ func checkStack(t *testing.T, cfg composeConfig, v variant, n int, root, creds s
 func checkNATSServers(t *testing.T, cfg composeConfig, v variant, creds string) {
 	t.Helper()
 	confMount := mount{Type: "bind", Source: filepath.Join(creds, "nats-server.conf"), Target: credsConf, ReadOnly: true}
+	syncMount := mount{Type: "bind", Source: filepath.Join(repoRoot(t), "deploy", "nats-jetstream.conf"), Target: natsConf, ReadOnly: true}
 	for k, name := range natsServices(v) {
 		nats := cfg.Services[name]
 		if want := "quiniela-nats:" + natsServerVersion(t); nats.Image != want {
 			t.Errorf("%s image %q, want %s: the project's image of the server the tests run", name, nats.Image, want)
 		}
-		wantCommand := []string{"-c", credsConf, "-m", "8222", "-js", "-sd", "/data/jetstream"}
+		wantCommand := []string{"-c", natsConf, "-m", "8222", "-js", "-sd", "/data/jetstream"}
 		if v.cluster {
 			var routes []string
 			for _, node := range natsNodes {
@@ -278,8 +284,12 @@ func checkNATSServers(t *testing.T, cfg composeConfig, v variant, creds string) 
 			t.Errorf("%s: command %q, healthcheck %q; want %q and /healthz checked", name, nats.Command, nats.Healthcheck.Test, wantCommand)
 		}
 		store := mount{Type: "volume", Source: name + "-data", Target: "/data"}
-		if !slices.Equal(nats.Volumes, []mount{confMount, store}) {
-			t.Errorf("%s volumes %+v, want the users' file %+v and JetStream's store %+v", name, nats.Volumes, confMount, store)
+		if !slices.Equal(nats.Volumes, []mount{confMount, syncMount, store}) {
+			t.Errorf("%s volumes %+v, want the users' file %+v, the server's %+v and JetStream's store %+v", name, nats.Volumes, confMount, syncMount, store)
+		}
+		// JetStream fsyncs before it acknowledges unless the operator says otherwise.
+		if got := nats.Environment["NATS_JETSTREAM_SYNC"]; got != "always" {
+			t.Errorf("%s: NATS_JETSTREAM_SYNC %q, want always by default", name, got)
 		}
 		if _, ok := cfg.Volumes[store.Source]; !ok {
 			t.Errorf("no top-level volume %s: %v", store.Source, cfg.Volumes)
