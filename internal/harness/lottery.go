@@ -175,6 +175,9 @@ func agencyEnv(env func(int) []string, id int) []string {
 const (
 	CentralPkg = "github.com/quiniela/quiniela/services/central/cmd/central"
 	AgencyPkg  = "github.com/quiniela/quiniela/services/agency/cmd/agency"
+	// NATSServerPkg is the nats-server of go.mod's nats-server/v2, for
+	// tests whose NATS nodes must be processes (killed, cut, paused).
+	NATSServerPkg = "github.com/nats-io/nats-server/v2"
 )
 
 // RunWithBinaries is a TestMain for tests that run the real processes: it

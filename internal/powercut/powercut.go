@@ -213,8 +213,16 @@ type CutReport struct {
 }
 
 func (r CutReport) String() string {
-	return fmt.Sprintf("%d files rolled back, %d unsynced bytes lost, names lost %v, names restored %v",
-		r.FilesRolledBack, r.BytesLost, r.NamesLost, r.NamesRestored)
+	return fmt.Sprintf("%d files rolled back, %d unsynced bytes lost, %d names lost %v, %d names restored %v",
+		r.FilesRolledBack, r.BytesLost, len(r.NamesLost), firstNames(r.NamesLost), len(r.NamesRestored), firstNames(r.NamesRestored))
+}
+
+// firstNames is names, cut to the first few.
+func firstNames(names []string) []string {
+	if len(names) > 8 {
+		return append(names[:8:8], "…")
+	}
+	return names
 }
 
 // Cut unmounts (every process using the mount must be dead: kill them

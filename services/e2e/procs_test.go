@@ -16,7 +16,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	os.Exit(harness.RunWithBinaries(m, &binDir, harness.CentralPkg, harness.AgencyPkg))
+	os.Exit(harness.RunWithBinaries(m, &binDir, harness.CentralPkg, harness.AgencyPkg, harness.NATSServerPkg))
 }
 
 // proc is a real central or agency process; its stdout and stderr lines
@@ -30,6 +30,12 @@ type proc struct {
 // it is killed when the test ends.
 func startProc(t *testing.T, name string, env map[string]string) *proc {
 	t.Helper()
+	return startProcAs(t, name, name, env)
+}
+
+// startProcAs is startProc of bin/bin under another name (central-2).
+func startProcAs(t *testing.T, name, bin string, env map[string]string) *proc {
+	t.Helper()
 	p := &proc{log: &natstest.Log{}}
 	vars := make([]string, 0, len(env))
 	for k, v := range env {
@@ -37,7 +43,7 @@ func startProc(t *testing.T, name string, env map[string]string) *proc {
 	}
 	var err error
 	p.Proc, err = harness.Start(harness.Spec{
-		Name: name, Path: filepath.Join(binDir, name), Env: vars, Clean: true, Sink: harness.NewSink(p.log, name),
+		Name: name, Path: filepath.Join(binDir, bin), Env: vars, Clean: true, Sink: harness.NewSink(p.log, name),
 	})
 	if err != nil {
 		t.Fatal(err)
