@@ -136,7 +136,7 @@ type clusterRun struct {
 	centrals []*proc
 	dirs     []string // each central's folder (its bets.csv)
 	results  []agencyResult
-	finished chan struct{} // closed when the agencies are done and results set
+	finished chan struct{}   // closed when the agencies are done and results set
 	logs     strings.Builder // centrals' logs of ended lives
 }
 
@@ -496,7 +496,6 @@ func clusterSeeds(t *testing.T) []uint64 {
 	}
 	return powerCutSeeds(t)
 }
-
 
 // resendCauses counts the agencies' resent batches by the error that made
 // them resend, its numbers blanked.
