@@ -153,7 +153,7 @@ func catedraFiles(t *testing.T) []string {
 // clusterAgencyEnv: small batches (many stream writes to cut between), and
 // agencies that outlast a restart of the whole cluster.
 var clusterAgencyEnv = map[string]string{
-	"BATCH_MAX_AMOUNT":       "40",
+	"BATCH_MAX_AMOUNT":       "80",
 	"BATCH_IN_FLIGHT":        "4",
 	"AGENCY_REQUEST_TIMEOUT": "2s",
 	"AGENCY_RETRY_FOR":       "3m",
@@ -251,6 +251,7 @@ func (r *clusterRun) finish() ([]string, []agencyResult) {
 	r.t.Helper()
 	<-r.finished
 	results := r.results
+	r.t.Logf("agencies done at %.1fs", time.Since(r.cluster.nodes[0].disk.start).Seconds())
 	var problems []string
 	for _, res := range results {
 		if res.err != nil {
@@ -267,6 +268,7 @@ func (r *clusterRun) finish() ([]string, []agencyResult) {
 			time.Sleep(100 * time.Millisecond) // polling a file: no event to wait on
 		}
 	}
+	r.t.Logf("copies checked at %.1fs", time.Since(r.cluster.nodes[0].disk.start).Seconds())
 	for _, c := range r.centrals {
 		c.signal(r.t, syscall.SIGTERM)
 		c.wait(r.t, 30*time.Second)
@@ -388,7 +390,7 @@ func TestClusterCoordinatedPowerCut(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 5))
 			r := startClusterRun(t, harness.SyncAlways, 6*time.Minute)
-			r.waitStored(0, 100+rng.IntN(500), 2*time.Minute)
+			r.waitStored(0, 50+rng.IntN(300), 2*time.Minute)
 			coordinatedCut(r)
 			problems, results := r.finish()
 			r.checkExact(problems, results, 1)
@@ -416,11 +418,12 @@ func coordinatedCut(r *clusterRun) {
 // (b) Jepsen's scenario: one node cut while another is paused (SIGSTOP);
 // the paused one resumes as the cut one restarts.
 func TestClusterPowerCutWhileANodeIsPaused(t *testing.T) {
+	soakOnly(t)
 	for _, seed := range clusterSeeds(t) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 6))
 			r := startClusterRun(t, harness.SyncAlways, 6*time.Minute)
-			r.waitStored(0, 100+rng.IntN(400), 2*time.Minute)
+			r.waitStored(0, 50+rng.IntN(250), 2*time.Minute)
 			perm := rng.Perm(3)
 			paused, cut := r.cluster.nodes[perm[0]], perm[1]
 			paused.p.signal(t, syscall.SIGSTOP)
@@ -441,11 +444,12 @@ func TestClusterPowerCutWhileANodeIsPaused(t *testing.T) {
 // over, the machine comes back with its node and the central (a standby
 // now, rebuilding its copy of the stream).
 func TestClusterActiveCentralMachinePowerCut(t *testing.T) {
+	soakOnly(t)
 	for _, seed := range clusterSeeds(t) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			r := startClusterRun(t, harness.SyncAlways, 6*time.Minute)
-			r.waitStored(0, 100+rng.IntN(500), 2*time.Minute)
+			r.waitStored(0, 50+rng.IntN(300), 2*time.Minute)
 			if a := r.active(); a != 0 {
 				t.Fatalf("central-%d is active, want central-1 (on node-1's machine)", a+1)
 			}
@@ -465,7 +469,7 @@ func TestClusterActiveCentralMachinePowerCut(t *testing.T) {
 // checker says so.
 func TestClusterCoordinatedPowerCutLazySyncLosesAcknowledgedBets(t *testing.T) {
 	r := startClusterRun(t, "120s", 3*time.Minute)
-	r.waitStored(0, 300, 2*time.Minute)
+	r.waitStored(0, 150, 2*time.Minute)
 	for _, n := range r.cluster.nodes {
 		n.p.Signal(syscall.SIGKILL)
 	}
@@ -486,6 +490,15 @@ func TestClusterCoordinatedPowerCutLazySyncLosesAcknowledgedBets(t *testing.T) {
 	}
 	if !lost {
 		t.Errorf("a coordinated power cut with the lazy setting lost nothing the checker saw: %q", problems)
+	}
+}
+
+// soakOnly skips a cluster scenario in `make test`, which keeps to its
+// time budget with scenario (a) and the lazy setting's; `make
+// soak-powercut` (POWERCUT_SEEDS) runs every scenario.
+func soakOnly(t *testing.T) {
+	if os.Getenv("POWERCUT_SEEDS") == "" {
+		t.Skip("SKIP: a minute or more a seed; make soak-powercut runs it (POWERCUT_SEEDS=1 go test -run " + t.Name() + " ./services/e2e)")
 	}
 }
 
