@@ -54,7 +54,7 @@ func TestLedgerKeepsWhatItCommittedThroughAPowerCut(t *testing.T) {
 				for seq := 1; seq <= committedBatches; seq++ {
 					bets := []messages.Bet{bet(1, seq, "Ana"), bet(1, 100+seq, "Juan")}
 					done := make(chan error, 1)
-					if err := l.AppendBatch(1, uint64(seq), rng.Uint64(), central.RowsOf(bets), func(err error) { done <- err }); err != nil {
+					if err := l.AppendBatch(1, uint64(seq), rng.Uint64(), central.RowsFrom(uint64(2*seq-1), bets), func(err error) { done <- err }); err != nil {
 						t.Fatal(err)
 					}
 					if err := <-done; err != nil {
