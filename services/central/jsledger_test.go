@@ -304,23 +304,34 @@ func TestLeaseTakeover(t *testing.T) {
 	b, _, _ := open("b")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := a.Acquire(ctx, func(string) { t.Error("a waited for a free lease") }); err != nil {
+	if err := a.Acquire(ctx, func(string, error) { t.Error("a waited for a free lease") }); err != nil {
 		t.Fatal(err)
 	}
 	if !a.Held() {
 		t.Fatal("a does not hold the lease it acquired")
 	}
-	waited := make(chan string, 1)
+	waited := make(chan string, 16)
 	acquired := make(chan error, 1)
-	go func() { acquired <- b.Acquire(ctx, func(holder string) { waited <- holder }) }()
+	go func() {
+		acquired <- b.Acquire(ctx, func(holder string, _ error) {
+			select {
+			case waited <- holder:
+			default:
+			}
+		})
+	}()
 	if holder := <-waited; holder != "a" {
 		t.Errorf("b waits for %q, want a", holder)
 	}
-	// a renews over three lease times: b must keep waiting.
+	// a renews over several lease times: b must keep waiting, and say so
+	// again every central.LeaseWaitReport.
 	select {
 	case err := <-acquired:
 		t.Fatalf("b acquired a lease a holds and renews: %v", err)
-	case <-time.After(3 * ttl):
+	case <-time.After(max(3*ttl, central.LeaseWaitReport+ttl)):
+	}
+	if len(waited) < 1 {
+		t.Errorf("b said once why it waits, and not again after %v", central.LeaseWaitReport+ttl)
 	}
 	cutAt := time.Now()
 	ncA.Close() // a can no longer renew
@@ -346,7 +357,7 @@ func TestLeaseTakeover(t *testing.T) {
 	if err := b.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Acquire(ctx, func(string) { t.Error("c waited after b released the lease") }); err != nil {
+	if err := c.Acquire(ctx, func(string, error) { t.Error("c waited after b released the lease") }); err != nil {
 		t.Fatal(err)
 	}
 	c.Release(ctx)

@@ -72,12 +72,17 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, repli
 	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log, rotator: natsconn.NewRotator(js.Conn(), 2, 0, log)}, nil
 }
 
-// Acquire waits until this central holds the lease, calling waiting once
-// if another holds it now, and keeps renewing it until Release or until
-// it is lost.
-func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error {
+// LeaseWaitReport is how often Acquire says why it still waits.
+const LeaseWaitReport = 5 * time.Second
+
+// Acquire waits until this central holds the lease, and keeps renewing it
+// until Release or until it is lost. While it waits it calls waiting at
+// once and every LeaseWaitReport, with the holder if another central holds
+// the lease, or with what keeps it from asking (JetStream without a leader
+// after a restart, say), so that a waiting central says why.
+func (l *Lease) Acquire(ctx context.Context, waiting func(holder string, err error)) error {
 	poll := max(l.ttl/10, 50*time.Millisecond)
-	told := false
+	var told time.Time
 	var seen staleness
 	for {
 		sent := time.Now()
@@ -128,9 +133,13 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		default:
 			l.rotator.Unanswered(err)
 		}
-		if !told && taken(err) {
-			told = true
-			waiting(holder)
+		if time.Since(told) >= LeaseWaitReport {
+			told = time.Now()
+			if taken(err) {
+				waiting(holder, nil)
+			} else {
+				waiting("", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

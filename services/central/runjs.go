@@ -67,7 +67,12 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	lease.rotator.Also(nc)
 
 	for ctx.Err() == nil {
-		err := lease.Acquire(ctx, func(holder string) {
+		err := lease.Acquire(ctx, func(holder string, err error) {
+			if err != nil {
+				log.WarnContext(ctx, "central_en_espera", "result", logline.InProgress, "name", cfg.Name, "stream", cfg.Stream,
+					"error", fmt.Errorf("cannot take the lease yet: %w", err))
+				return
+			}
 			log.InfoContext(ctx, "central_en_espera", "result", logline.InProgress, "name", cfg.Name, "active", holder, "stream", cfg.Stream)
 		})
 		if err != nil {

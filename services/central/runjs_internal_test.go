@@ -35,7 +35,7 @@ func TestNoActivationLoggedAfterTheLeaseLapsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := lease.Acquire(ctx, func(string) {}); err != nil {
+	if err := lease.Acquire(ctx, func(string, error) {}); err != nil {
 		t.Fatal(err)
 	}
 	leaseConn.Close() // no renewal gets through
