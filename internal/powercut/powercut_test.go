@@ -9,32 +9,20 @@ import (
 	"github.com/quiniela/quiniela/internal/powercut"
 )
 
-// mount mounts an injector over a fresh backing directory (holding files,
-// if any, durable) and returns it, its mount point and the backing
-// directory.
 func mount(t *testing.T, files map[string]string, opts ...powercut.Option) (*powercut.FS, string, string) {
 	t.Helper()
-	if err := powercut.Available(); err != nil {
-		t.Skip(err)
-	}
-	backing := filepath.Join(t.TempDir(), "backing")
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	for _, d := range []string{backing, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(backing, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pc, err := powercut.Mount(backing, mnt, opts...)
+	return powercut.MountTemp(t, files, opts...)
+}
+
+// openAppend opens the file at path to append to it.
+func openAppend(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Unmount() })
-	return pc, mnt, backing
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 func cut(t *testing.T, pc *powercut.FS) powercut.CutReport {
@@ -103,10 +91,7 @@ func want(t *testing.T, path, expect string) {
 
 func TestUnsyncedWriteIsGone(t *testing.T) {
 	pc, mnt, backing := mount(t, map[string]string{"a": "durable\n"})
-	f, err := os.OpenFile(filepath.Join(mnt, "a"), os.O_RDWR|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openAppend(t, filepath.Join(mnt, "a"))
 	write(t, f, "unsynced\n")
 	f.Close()
 	if got := content(t, filepath.Join(backing, "a")); got != "durable\nunsynced\n" {
@@ -121,10 +106,7 @@ func TestUnsyncedWriteIsGone(t *testing.T) {
 
 func TestSyncedWriteIsKept(t *testing.T) {
 	pc, mnt, backing := mount(t, map[string]string{"a": "one\n"})
-	f, err := os.OpenFile(filepath.Join(mnt, "a"), os.O_RDWR|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openAppend(t, filepath.Join(mnt, "a"))
 	write(t, f, "two\n")
 	syncFile(t, f)
 	write(t, f, "three\n") // after the fsync: lost
@@ -291,10 +273,7 @@ func TestTornWritesKeepAPrefix(t *testing.T) {
 		var got [2]string
 		for run := range got {
 			pc, mnt, backing := mount(t, map[string]string{"f": "base:"}, powercut.WithTornWrites(seed))
-			f, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_RDWR|os.O_APPEND, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := openAppend(t, filepath.Join(mnt, "f"))
 			for i := 0; i < len(written); i += 100 {
 				write(t, f, string(written[i:i+100]))
 			}

@@ -2,7 +2,6 @@ package central_test
 
 import (
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -10,27 +9,6 @@ import (
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central"
 )
-
-// mountCut mounts a power-cut injector over a fresh directory and returns
-// it, its mount point and the backing directory (what the disk keeps).
-func mountCut(t *testing.T, opts ...powercut.Option) (*powercut.FS, string, string) {
-	t.Helper()
-	if err := powercut.Available(); err != nil {
-		t.Skip(err)
-	}
-	backing, mnt := filepath.Join(t.TempDir(), "disk"), filepath.Join(t.TempDir(), "mnt")
-	for _, d := range []string{backing, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pc, err := powercut.Mount(backing, mnt, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Unmount() })
-	return pc, mnt, backing
-}
 
 // Every batch the ledger called back as committed survives a power cut
 // that comes right after, the first one included (the files' names are
@@ -44,7 +22,7 @@ func TestLedgerKeepsWhatItCommittedThroughAPowerCut(t *testing.T) {
 	}{{"strict", nil}, {"torn", []powercut.Option{powercut.WithTornWrites(7)}}} {
 		t.Run(mode.name, func(t *testing.T) {
 			for _, committedBatches := range []int{1, 5} {
-				pc, mnt, backing := mountCut(t, mode.opts...)
+				pc, mnt, backing := powercut.MountTemp(t, nil, mode.opts...)
 				l, _, err := central.OpenLedger(filepath.Join(mnt, "bets.csv"))
 				if err != nil {
 					t.Fatal(err)

@@ -59,16 +59,8 @@ type cutDisk struct {
 
 func newCutDisk(t *testing.T, opts ...powercut.Option) *cutDisk {
 	t.Helper()
-	if err := powercut.Available(); err != nil {
-		t.Skip(err)
-	}
-	d := &cutDisk{t: t, backing: filepath.Join(t.TempDir(), "disk"), mnt: filepath.Join(t.TempDir(), "mnt"), opts: opts, start: time.Now()}
-	for _, dir := range []string{d.backing, d.mnt} {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d.mount()
+	fs, mnt, backing := powercut.MountTemp(t, nil, opts...)
+	d := &cutDisk{t: t, backing: backing, mnt: mnt, opts: opts, fs: fs, start: time.Now()}
 	t.Cleanup(func() {
 		if d.fs != nil {
 			d.fs.Unmount()
