@@ -82,18 +82,22 @@ func (d *cutDisk) mount() {
 // then mounts what is left for the next process.
 func (d *cutDisk) cut(why string, procs ...*proc) {
 	d.t.Helper()
+	at := time.Now()
 	for _, p := range procs {
 		p.Signal(syscall.SIGKILL)
 		p.wait(d.t, 15*time.Second)
 	}
+	killed := time.Now()
 	d.cuts++
 	rep, err := d.fs.Cut()
 	d.fs = nil
 	if err != nil {
 		d.t.Fatalf("cut %d (%s): %v", d.cuts, why, err)
 	}
-	d.t.Logf("cut %d at %.1fs (%s): %v", d.cuts, time.Since(d.start).Seconds(), why, rep)
+	cut := time.Now()
 	d.mount()
+	d.t.Logf("cut %d at %.1fs (%s): %v (kill %v, cut %v, mount %v)", d.cuts, at.Sub(d.start).Seconds(), why, rep,
+		killed.Sub(at).Round(time.Millisecond), cut.Sub(killed).Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
 }
 
 // unmount ends the last process's mount with nothing lost (a clean stop).
