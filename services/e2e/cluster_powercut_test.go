@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quiniela/quiniela/internal/harness"
+	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/internal/powercut"
 )
@@ -36,18 +37,33 @@ type cutCluster struct {
 	t      *testing.T
 	nodes  []*cutNode
 	routes string
-	conf   string // nats-server -c: JetStream's sync_interval
+	conf   string // nats-server -c: the users (natsauth's accounts) and JetStream's sync_interval
+	users  natsauth.Users
 }
 
 // startCutCluster starts three nodes fsyncing as sync says (harness.SyncAlways
 // or an interval).
 func startCutCluster(t *testing.T, sync string) *cutCluster {
 	t.Helper()
-	conf, err := harness.JetStreamConf(t.TempDir(), sync)
+	dir := t.TempDir()
+	if _, err := harness.JetStreamConf(dir, sync); err != nil {
+		t.Fatal(err)
+	}
+	users := natsauth.NewUsers(5)
+	usersConf, err := users.ServerConf()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cutCluster{t: t, conf: conf}
+	conf := filepath.Join(dir, "node.conf")
+	for name, text := range map[string]string{
+		"users.conf": usersConf,
+		"node.conf":  "include \"users.conf\"\ninclude \"jetstream-sync.conf\"\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &cutCluster{t: t, conf: conf, users: users}
 	var routes []string
 	for i := range 3 {
 		// Names durable at once, as ext4 and xfs make them in practice:
@@ -196,7 +212,7 @@ func startClusterRun(t *testing.T, sync string, agencyDeadline time.Duration) *c
 	ctx, cancel := context.WithTimeout(context.Background(), agencyDeadline)
 	t.Cleanup(cancel)
 	go func() {
-		r.results = runAgencies(ctx, url, files, clusterAgencyEnv)
+		r.results = runAgenciesAs(ctx, url, r.cluster.users, files, clusterAgencyEnv)
 		close(r.finished)
 	}()
 	return r
@@ -207,7 +223,7 @@ func startClusterRun(t *testing.T, sync string, agencyDeadline time.Duration) *c
 func (r *clusterRun) startCentral(i int, state string) {
 	r.t.Helper()
 	name := "central-" + strconv.Itoa(i+1)
-	env := jsCentralEnv(r.cluster.url(), r.dirs[i], name)
+	env := jsCentralEnv(r.cluster.url(), r.dirs[i], name, r.cluster.users)
 	env["CENTRAL_MAX_WINDOW"] = "64"
 	c := startProcAs(r.t, name, "central", env)
 	if i < len(r.centrals) {
