@@ -69,7 +69,8 @@ bench: build nats-server
 
 ## soak-powercut: the power-cut tests (file ledger and JetStream cluster on
 # the FUSE injector, internal/powercut) over SEEDS seeds: a count (20) or a
-# list (3,7,11); a failing seed replays with SEEDS=<it>. `make test` runs two.
+# list (3,7,11); a failing seed replays with SEEDS=<it>. `make test` runs seeds
+# 1 and 2 of the file ledger's, seed 1 of each cluster scenario.
 SEEDS ?= 20
 soak-powercut:
 	@mkdir -p $(BIN)
