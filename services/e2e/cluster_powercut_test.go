@@ -156,6 +156,7 @@ type clusterRun struct {
 	files    []string
 	centrals []*proc
 	dirs     []string // each central's folder (its bets.csv)
+	want     []string // the rows the centrals must store (inputRows), read before the agencies start
 	results  []agencyResult
 	finished chan struct{}   // closed when the agencies are done and results set
 	logs     strings.Builder // centrals' logs of ended lives
@@ -187,7 +188,7 @@ func startClusterRun(t *testing.T, sync string, agencyDeadline time.Duration) *c
 		t.Skip("SKIP_CLUSTER_POWERCUT is set")
 	}
 	files := catedraFiles(t)
-	r := &clusterRun{t: t, cluster: startCutCluster(t, sync), files: files, finished: make(chan struct{})}
+	r := &clusterRun{t: t, cluster: startCutCluster(t, sync), files: files, want: inputRows(t, files), finished: make(chan struct{})}
 	url := r.cluster.url()
 	// The first central's folder is on node-1's machine (scenario c cuts
 	// them together); the second's is a machine never cut.
@@ -262,7 +263,7 @@ func (r *clusterRun) waitStored(from, n int, timeout time.Duration) {
 func (r *clusterRun) waitStoredShare(share float64, timeout time.Duration) {
 	r.t.Helper()
 	batch, _ := strconv.Atoi(clusterAgencyEnv["BATCH_MAX_AMOUNT"])
-	want := int(share * float64(len(inputRows(r.t, r.files))/batch))
+	want := int(share * float64(len(r.want)/batch))
 	natstest.WaitFor(r.t, timeout, fmt.Sprintf("%d batches stored", want), func() bool {
 		n := 0
 		for _, c := range r.centrals {
@@ -299,7 +300,7 @@ func (r *clusterRun) finish() ([]string, []agencyResult) {
 	// Each central's bets.csv is its copy of the stream: a central started
 	// again after a cut rebuilds it, which may take a moment after the
 	// agencies are done.
-	want := inputRows(r.t, r.files)
+	want := r.want
 	deadline := time.Now().Add(30 * time.Second)
 	if len(problems) > 0 {
 		deadline = time.Now() // an agency failed: no copy can be complete
