@@ -316,16 +316,20 @@
 //
 // With CENTRAL_LEDGER=jetstream the central keeps its ledger in a JetStream
 // stream (CENTRAL_STREAM, QUINIELA by default) instead of its journal. The
-// stream's subjects begin with ledger., which no agency may use, and none
-// of the subjects above: an agency's requests are never stored by accident.
+// stream's subjects ([LedgerSubjects]) begin with ledger., which no agency
+// may use, and none of the subjects above: an agency's requests are never
+// stored by accident. This is the one description of the stream's format.
 //
 //	subject                   message
 //	ledger.QUINIELA.agency.N  one or more consecutive accepted batches of agency N,
 //	                          or its done; in the order the central accepted them
-//	ledger.QUINIELA.draw      the draw, written once
+//	                          ([LedgerAgencySubject])
+//	ledger.QUINIELA.draw      the draw: a message without body, written once
+//	                          ([LedgerDrawSubject])
 //
 // A batches message holds the rows as the central's bets.csv stores them
-// (agency first, then the five fields) and the headers
+// (agency first, then the five fields: the course's StoreBets) and the
+// headers
 //
 //	Quiniela-Agency: N
 //	Quiniela-Batch: S          its first batch
@@ -335,7 +339,12 @@
 //
 // A batch whose number is not the agency's next holds rows added to that
 // earlier batch (lines that were not stored), and so does a message that
-// begins with one.
+// begins with one. A batch too large for one message under the
+// connection's max_payload is written in parts cut at rows, one message
+// each, in order, all with the batch's number and sum, each with its own
+// rows' count and lines, and
+//
+//	Quiniela-Part: i/k         part i of k; a part 1 starts the batch over
 //
 // A done message has no body and Quiniela-Agency and Quiniela-Batches. Every
 // write carries Nats-Expected-Last-Subject-Sequence (the sequence of the

@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/nats-io/nats.go/micro"
 )
 
 // Subjects. An agency N publishes only on subjects that end in its own
 // number, so the broker can confine it there (and the central checks it too).
 const (
-	betsPrefix    = "bets.agency."
-	winnersPrefix = "winners.agency."
+	betsPrefix    = betsRoot + "agency."
+	winnersPrefix = winnersRoot + "agency."
 	doneSuffix    = ".done"
 
 	// BatchSubjects, DoneSubjects and WinnersSubjects are the wildcards the
@@ -21,8 +23,34 @@ const (
 
 	// StatusSubject is the central's status endpoint: progress of every
 	// agency and the draw (StatusReply). For operators, not for agencies.
-	StatusSubject = "quiniela.status"
+	StatusSubject = quinielaRoot + "status"
 )
+
+// The roots of the subjects above, as the broker's permissions name them.
+const (
+	// AllBetsSubjects matches every batch and done notification: what
+	// the auditor may watch and the central may never publish on.
+	AllBetsSubjects = betsRoot + ">"
+	// AllWinnersSubjects matches every agency's winners requests.
+	AllWinnersSubjects = winnersRoot + ">"
+	// AllQuinielaSubjects matches StatusSubject and whatever the service
+	// adds beside it.
+	AllQuinielaSubjects = quinielaRoot + ">"
+	// MicroSubjects matches micro's own requests to every service
+	// ($SRV.PING, $SRV.INFO.<name>, $SRV.STATS.<name>).
+	MicroSubjects = MicroPrefix + ">"
+	// MicroPrefix begins every subject of MicroSubjects.
+	MicroPrefix = micro.APIPrefix + "."
+
+	betsRoot     = "bets."
+	winnersRoot  = "winners."
+	quinielaRoot = "quiniela."
+)
+
+// DefaultInboxPrefix is nats.go's (and the nats CLI's) inbox prefix, where
+// a client that sets none reads its replies: the inspector's and the
+// central's ledger user's.
+const DefaultInboxPrefix = "_INBOX"
 
 // BatchSubject is where agency sends its batches: bets.agency.N.
 func BatchSubject(agency int) string { return betsPrefix + strconv.Itoa(agency) }
@@ -94,3 +122,20 @@ func InboxAgency(reply string) (int, bool) {
 // AgencyName is agency N's name: "agency-N", its NATS user and the name of
 // its connection.
 func AgencyName(agency int) string { return "agency-" + strconv.Itoa(agency) }
+
+// LedgerSubjects are the subjects of the central's ledger, the stream named stream:
+// ledger.<stream>.>. No agency may use them, and they overlap none of the
+// subjects above, so an agency's request is never stored by accident. The
+// format of their messages is in this package's documentation.
+func LedgerSubjects(stream string) string { return ledgerRoot + stream + ".>" }
+
+// LedgerAgencySubject holds agency's accepted batches and then its done, in
+// order: ledger.<stream>.agency.N.
+func LedgerAgencySubject(stream string, agency int) string {
+	return ledgerRoot + stream + ".agency." + strconv.Itoa(agency)
+}
+
+// LedgerDrawSubject holds the draw, written once: ledger.<stream>.draw.
+func LedgerDrawSubject(stream string) string { return ledgerRoot + stream + ".draw" }
+
+const ledgerRoot = "ledger."

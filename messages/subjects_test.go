@@ -136,3 +136,25 @@ func TestParseAgency(t *testing.T) {
 		}
 	}
 }
+
+// The roots are what the broker's permissions and the ledger's stream
+// name: a change here is a change of the deployed permissions.
+func TestSubjectRoots(t *testing.T) {
+	for got, want := range map[string]string{
+		messages.AllBetsSubjects:                     "bets.>",
+		messages.AllWinnersSubjects:                  "winners.>",
+		messages.AllQuinielaSubjects:                 "quiniela.>",
+		messages.MicroSubjects:                       "$SRV.>",
+		messages.MicroPrefix:                         "$SRV.",
+		messages.DefaultInboxPrefix:                  "_INBOX",
+		messages.StatusSubject:                       "quiniela.status",
+		messages.LedgerSubjects("QUINIELA"):          "ledger.QUINIELA.>",
+		messages.LedgerAgencySubject("QUINIELA", 12): "ledger.QUINIELA.agency.12",
+		messages.LedgerDrawSubject("QUINIELA"):       "ledger.QUINIELA.draw",
+		messages.AgencyInboxPrefix(3) + ".>":         "_INBOX_agency.3.>",
+	} {
+		if got != want {
+			t.Errorf("subject %q, want %q", got, want)
+		}
+	}
+}

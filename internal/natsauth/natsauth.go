@@ -52,7 +52,7 @@ const DefaultStream = "QUINIELA"
 // InspectorInboxPrefix is where the inspector reads replies: nats.go's
 // (and the nats CLI's) default inbox prefix, which in the AGENCIES account
 // only the inspector may subscribe to.
-const InspectorInboxPrefix = "_INBOX"
+const InspectorInboxPrefix = messages.DefaultInboxPrefix
 
 // AgencyUser is agency N's user name.
 func AgencyUser(agency int) string { return messages.AgencyName(agency) }
@@ -96,7 +96,7 @@ const CentralClaimSubject = "central.claim"
 // centralNeverPublishes are the subjects only agencies and the inspector
 // publish on. Publish allows none of them already; the deny list keeps it
 // so if an allow is ever widened.
-var centralNeverPublishes = []string{"bets.>", "winners.>", "quiniela.>", "$SRV.>"}
+var centralNeverPublishes = []string{messages.AllBetsSubjects, messages.AllWinnersSubjects, messages.AllQuinielaSubjects, messages.MicroSubjects}
 
 // ledgerNeverPublishes are the JetStream API requests that destroy stored
 // data: the ledger user's Publish allows none of them; the deny list keeps
@@ -122,7 +122,7 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 			Publish:     []string{AgencyInboxes, InspectorInboxPrefix + ".>", CentralClaimSubject},
 			PublishDeny: centralNeverPublishes,
 			// _INBOX.>: the answers to its own claims.
-			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, "$SRV.>",
+			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, messages.MicroSubjects,
 				CentralClaimSubject, InspectorInboxPrefix + ".>"},
 		}, nil
 	case LedgerUser:
@@ -133,7 +133,7 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 			Account:     LedgerAccount,
 			Publish:     ledgerPublishes(u.stream()),
 			PublishDeny: ledgerNeverPublishes,
-			Subscribe:   []string{"_INBOX.>"},
+			Subscribe:   []string{messages.DefaultInboxPrefix + ".>"},
 		}, nil
 	case InspectorUser:
 		// Counts and stats, no bet: `nats micro ls/info/stats` (requests
@@ -143,7 +143,7 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// account).
 		return Permissions{
 			Account:   AgenciesAccount,
-			Publish:   []string{"$SRV.>", messages.StatusSubject},
+			Publish:   []string{messages.MicroSubjects, messages.StatusSubject},
 			Subscribe: []string{InspectorInboxPrefix + ".>"},
 		}, nil
 	case AuditorUser:
@@ -153,7 +153,7 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// it reads neither replies nor the ledger.
 		return Permissions{
 			Account:   AgenciesAccount,
-			Subscribe: []string{"bets.>"},
+			Subscribe: []string{messages.AllBetsSubjects},
 		}, nil
 	}
 	n, found := strings.CutPrefix(user, "agency-")
@@ -184,9 +184,9 @@ func (u Users) stream() string {
 func ledgerPublishes(stream string) []string {
 	bucket := stream + "_LEASE"
 	out := []string{
-		"$JS.API.INFO",            // is JetStream there
-		"ledger." + stream + ".>", // the ledger's entries
-		"$KV." + bucket + ".>",    // the lease
+		"$JS.API.INFO",                  // is JetStream there
+		messages.LedgerSubjects(stream), // the ledger's entries
+		"$KV." + bucket + ".>",          // the lease
 		"$JS.ACK." + stream + ".>",
 	}
 	// The stream and the lease bucket's stream: created or updated at

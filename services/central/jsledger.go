@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -17,20 +16,9 @@ import (
 )
 
 // The JetStream ledger keeps what the central must not lose in a stream,
-// CENTRAL_STREAM (QUINIELA), one subject per agency and one for the draw:
-//
-//	ledger.<STREAM>.agency.N   agency N's accepted batches, then its done, in order
-//	ledger.<STREAM>.draw       the draw, written once
-//
-// A message on an agency's subject holds one or more consecutive batches:
-// the body is their rows exactly as bets.csv stores them (StoreBets), and
-// the headers say which batches they are:
-//
-//	Quiniela-Agency: N
-//	Quiniela-Batch: S            the first batch of the message
-//	Quiniela-Sums: s1,s2,…       messages.BatchSum of each batch, S, S+1, …
-//	Quiniela-Counts: n1,n2,…     rows of each batch stored
-//	Quiniela-Lines: l1;l2;…      the file lines of those rows (messages.LineSet)
+// CENTRAL_STREAM (QUINIELA), one subject per agency and one for the draw;
+// `go doc ./messages` describes its subjects, messages and headers, the one
+// place they are written down.
 //
 // A batch whose number is not the agency's next holds rows added to that
 // earlier batch: lines it did not have (an agency run again, with rows it
@@ -39,22 +27,16 @@ import (
 //
 // A batch that cannot fit in one message under the connection's limit
 // (nc.MaxPayload(): a broker may enforce the course's 8 kB, and the rows
-// gain their agency column) is written in parts, cut at rows, one message
-// each, in order, all with the batch's number and sum, each with its own
-// rows' count and lines, and
+// gain their agency column) is written in parts, one message each, in
+// order (Quiniela-Part). The copy writes such a batch to bets.csv once its
+// last part is read; a part 1 starts the batch over (a central that took
+// over writes again a batch another one left unfinished).
 //
-//	Quiniela-Part: i/k           part i of k
-//
-// The copy writes such a batch to bets.csv once its last part is read; a
-// part 1 starts the batch over (a central that took over writes again a
-// batch another one left unfinished).
-//
-// A done notification is a message without body with Quiniela-Agency and
-// Quiniela-Batches: B. Every write names the sequence of the last message
-// on its subject (Nats-Expected-Last-Subject-Sequence), so that JetStream
-// refuses it if anything else was written there since: two centrals
-// writing at once cannot store a batch twice nor out of order. Nats-Msg-Id
-// makes a resend after a lost acknowledgement harmless.
+// Every write names the sequence of the last message on its subject
+// (Nats-Expected-Last-Subject-Sequence), so that JetStream refuses it if
+// anything else was written there since: two centrals writing at once
+// cannot store a batch twice nor out of order. Nats-Msg-Id makes a resend
+// after a lost acknowledgement harmless.
 //
 // Every central, active or standby, tails the stream with an ordered
 // consumer and appends what it reads to its own bets.csv, in stream order;
@@ -67,14 +49,11 @@ const (
 	HeaderPart   = "Quiniela-Part"
 )
 
-// LedgerSubjects are the stream's subjects: ledger.<stream>.>.
-func LedgerSubjects(stream string) string { return "ledger." + stream + ".>" }
-
 func agencyLedgerSubject(stream string, agency int) string {
-	return "ledger." + stream + ".agency." + strconv.Itoa(agency)
+	return messages.LedgerAgencySubject(stream, agency)
 }
 
-func drawLedgerSubject(stream string) string { return "ledger." + stream + ".draw" }
+func drawLedgerSubject(stream string) string { return messages.LedgerDrawSubject(stream) }
 
 // Errors of the JetStream ledger.
 var (
@@ -137,7 +116,7 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 	scfg := jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "quiniela ledger: accepted batches, done notifications and the draw",
-		Subjects:    []string{LedgerSubjects(cfg.Stream)},
+		Subjects:    []string{messages.LedgerSubjects(cfg.Stream)},
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Retention:   jetstream.LimitsPolicy,

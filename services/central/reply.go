@@ -185,7 +185,7 @@ func refusedReply(subject, reply string) string {
 	if strings.ContainsAny(reply, "*> \t\r\n") {
 		return "reply subject is not a plain subject"
 	}
-	if subject == messages.StatusSubject || strings.HasPrefix(subject, "$SRV.") {
+	if subject == messages.StatusSubject || strings.HasPrefix(subject, messages.MicroPrefix) {
 		if !underPrefix(reply, natsauth.InspectorInboxPrefix) {
 			return "reply subject is not the inspector's inbox (" + natsauth.InspectorInboxPrefix + ".…)"
 		}

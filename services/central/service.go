@@ -173,7 +173,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 	// broker lets this connection publish on inboxes only, and the
 	// requests that name another reply subject are logged and counted
 	// here, with the inspector's other requests (status's ignored).
-	gate, err := nc.Subscribe("$SRV.>", func(m *nats.Msg) {
+	gate, err := nc.Subscribe(messages.MicroSubjects, func(m *nats.Msg) {
 		if reason := refusedReply(m.Subject, m.Reply); reason != "" {
 			s.ignore(s.stats["status"], m.Subject, m.Reply, reason+"; micro's answer can reach inboxes only")
 		}

@@ -25,7 +25,7 @@ func TestLedgerNamesMatchPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{central.LedgerSubjects("QUINIELA"), "$KV." + central.LeaseBucket("QUINIELA") + ".>",
+	for _, want := range []string{messages.LedgerSubjects("QUINIELA"), "$KV." + central.LeaseBucket("QUINIELA") + ".>",
 		"$JS.API.STREAM.INFO.KV_" + central.LeaseBucket("QUINIELA")} {
 		found := false
 		for _, s := range p.Publish {
