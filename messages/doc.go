@@ -315,17 +315,16 @@
 // # The central's ledger on JetStream
 //
 // With CENTRAL_LEDGER=jetstream the central keeps its ledger in a JetStream
-// stream (CENTRAL_STREAM, QUINIELA by default) instead of its journal. The
-// stream's subjects ([LedgerSubjects]) begin with ledger., which no agency
-// may use, and none of the subjects above: an agency's requests are never
-// stored by accident. This is the one description of the stream's format.
+// stream (CENTRAL_STREAM, QUINIELA by default) instead of its journal; this
+// is the one description of its format. Its subjects ([LedgerSubjects],
+// [LedgerAgencySubject], [LedgerDrawSubject]) begin with ledger., which no
+// agency may use, and none of the subjects above: an agency's requests are
+// never stored by accident.
 //
 //	subject                   message
 //	ledger.QUINIELA.agency.N  one or more consecutive accepted batches of agency N,
 //	                          or its done; in the order the central accepted them
-//	                          ([LedgerAgencySubject])
 //	ledger.QUINIELA.draw      the draw: a message without body, written once
-//	                          ([LedgerDrawSubject])
 //
 // A batches message holds the rows as the central's bets.csv stores them
 // (agency first, then the five fields: the course's StoreBets) and the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -150,4 +151,69 @@ func CodeOf(err error) Code {
 		return e.Code
 	}
 	return 0
+}
+
+// RowError is a bad row of a batch payload or of an agency's file.
+type RowError struct {
+	Row int // 1-based row of the payload, or line of the file
+	Err error
+}
+
+func (e *RowError) Error() string { return fmt.Sprintf("row %d: %v", e.Row, e.Err) }
+func (e *RowError) Unwrap() error { return e.Err }
+
+// MaxDescriptionBytes bounds an error description: one line that names the
+// header, field or row at fault, far under any broker's header limit.
+const MaxDescriptionBytes = 200
+
+// Describe makes s fit an error description: valid UTF-8, no control bytes
+// (each becomes a space), at most MaxDescriptionBytes, cut at a rune with
+// "…".
+func Describe(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c >= utf8.RuneSelf {
+			clean = false
+			break
+		}
+	}
+	if clean && len(s) <= MaxDescriptionBytes {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			r = ' '
+		}
+		if b.Len()+utf8.RuneLen(r) > MaxDescriptionBytes-len("…") {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// clipBytes is how much of a value a peer sent an error quotes.
+const clipBytes = 40
+
+// Clip quotes a value a peer sent for an error description or a log line:
+// Go-quoted, and cut to 40 bytes of the original with "…" after the quote.
+func Clip(v string) string {
+	if cut, short := cutAt(v, clipBytes); !short {
+		return fmt.Sprintf("%q…", cut)
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// cutAt is v cut to at most n bytes without splitting a character, and
+// whether v was that short already.
+func cutAt(v string, n int) (string, bool) {
+	if len(v) <= n {
+		return v, true
+	}
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n], false
 }
