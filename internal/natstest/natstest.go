@@ -3,32 +3,25 @@
 package natstest
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-
 	"github.com/quiniela/quiniela/internal/harness"
-	"github.com/quiniela/quiniela/internal/logline"
 )
 
 // StartServer starts a NATS server on a random loopback port and shuts it
@@ -83,137 +76,8 @@ func Connect(t testing.TB, ns *server.Server) *nats.Conn {
 	return nc
 }
 
-// Log collects what a process logs; safe for concurrent writers.
-type Log struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{} // closed and replaced on every write
-}
-
-func (l *Log) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.changed != nil {
-		close(l.changed)
-		l.changed = nil
-	}
-	return l.buf.Write(p)
-}
-
-// WaitFor waits until n lines with action and result have been logged, and
-// fails the test if that takes longer than timeout.
-func (l *Log) WaitFor(t testing.TB, action, result string, n int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		if l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		got := 0
-		for _, line := range l.Lines(action) {
-			if line.Result == result {
-				got++
-			}
-		}
-		if got >= n {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("waited %v for %d lines 'action: %s | result: %s', saw %d; log:\n%s", timeout, n, action, result, got, l.String())
-		}
-	}
-}
-
-// String is everything logged so far.
-func (l *Log) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// Lines returns the operation lines logged so far with this action.
-func (l *Log) Lines(action string) []logline.Line {
-	var out []logline.Line
-	for _, text := range strings.Split(l.String(), "\n") {
-		if line, ok := logline.Parse(text); ok && line.Action == action {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-// Count counts the lines logged that contain text.
-func (l *Log) Count(text string) int { return strings.Count(l.String(), text) }
-
 // Env is a getenv built from a map, for the run functions.
 func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-// DataDirVar names a folder holding the course's data set
-// (agency-{1..5}.csv), for the tests that run it.
-const DataDirVar = "QUINIELA_DATA_DIR"
-
-// catedraSums are the SHA-256 sums of the course's files: a folder is used
-// only if it holds exactly them (.data/ usually holds synthetic files,
-// whose winners differ).
-var catedraSums = [...]string{
-	"6ab3e3a51e96a71ba5be94f93b2e5cd9b9c484e6df2e964c91a100dea3b660e0",
-	"b8dc9d6f551f60dcbb6cd8d50135f82031532527249bc02c068ef7a4f7102bfa",
-	"f56e6d7f166124b184a503469e6b84ead51e2e44d4b03bca97a0ed744c283e78",
-	"ab0736590f91da25608053a39073a063f2ee23f4d3cbcf74fce0b40ac53b8f08",
-	"603c2956a1d1ac8a621394ac6ff68a8f04a801f390fadbe62f36d940d7b61ce7",
-}
-
-// isCatedra reports why dir does not hold the course's data set, or nil
-// (3.6 MB hashed: milliseconds).
-func isCatedra(dir string) error {
-	for i, want := range catedraSums {
-		name := filepath.Join(dir, fmt.Sprintf("agency-%d.csv", i+1))
-		data, err := os.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		if got := fmt.Sprintf("%x", sha256.Sum256(data)); got != want {
-			return fmt.Errorf("%s is not the course's file (SHA-256 %s…)", name, got[:12])
-		}
-	}
-	return nil
-}
-
-// CatedraDir is the course's official data set: the folder named by
-// QUINIELA_DATA_DIR (which must hold it), else ../shared/datasets/catedra
-// beside the repository, else the repository's .data/ if it holds the
-// course's files. A user's fresh clone has none: the test is skipped,
-// saying where it looked.
-func CatedraDir(t testing.TB) string {
-	t.Helper()
-	if dir := os.Getenv(DataDirVar); dir != "" {
-		if err := isCatedra(dir); err != nil {
-			t.Fatalf("%s=%s does not hold the course's data set agency-{1..5}.csv: %v", DataDirVar, dir, err)
-		}
-		return dir
-	}
-	_, file, _, _ := runtime.Caller(0)
-	repo := filepath.Join(filepath.Dir(file), "..", "..")
-	shared := filepath.Join(repo, "..", "shared", "datasets", "catedra")
-	dotData := filepath.Join(repo, ".data")
-	var why []string
-	for _, dir := range []string{shared, dotData} {
-		err := isCatedra(dir)
-		if err == nil {
-			return dir
-		}
-		why = append(why, err.Error())
-	}
-	t.Skipf("SKIP: the course's data set is not here (%s): set %s to its folder, or copy its agency-*.csv into .data/ (a fresh clone has none)",
-		strings.Join(why, "; "), DataDirVar)
-	return ""
-}
 
 // StartCluster starts n NATS servers on loopback, routed to each other as
 // one cluster, and returns once every route is up.
@@ -422,44 +286,4 @@ func TLSFiles(t testing.TB) (ca, cert, key string) {
 		return path
 	}
 	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server-key.pem", "EC PRIVATE KEY", keyDER)
-}
-
-// CompareRows fails the test unless got holds exactly the rows of want,
-// as multisets; both are sorted. It names the first missing and the first
-// extra row.
-func CompareRows(t testing.TB, want, got []string) bool {
-	t.Helper()
-	if slices.Equal(want, got) {
-		return true
-	}
-	missing, extra := minus(want, got), minus(got, want)
-	t.Errorf("stored rows differ from input: %d input, %d stored; %d missing (first: %q), %d extra (first: %q)",
-		len(want), len(got), len(missing), first(missing), len(extra), first(extra))
-	return false
-}
-
-// minus is the multiset a minus b, both sorted.
-func minus(a, b []string) []string {
-	var out []string
-	i, j := 0, 0
-	for i < len(a) {
-		switch {
-		case j < len(b) && a[i] == b[j]:
-			i++
-			j++
-		case j < len(b) && b[j] < a[i]:
-			j++
-		default:
-			out = append(out, a[i])
-			i++
-		}
-	}
-	return out
-}
-
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[0]
 }
