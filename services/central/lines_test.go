@@ -121,8 +121,10 @@ func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 	wantAdded(t, "batch 1 again after a restart", 0)(storeBatch(t, l, 1, 1, 201, rowsAt(1, 4)))
 	wantAdded(t, "batch 3, lines 6-7", 1)(storeBatch(t, l, 1, 3, 203, rowsAt(6, 7)))
 	changed := central.RowsFrom(1, []messages.Bet{lineBet(1, false), lineBet(2, true)})
-	if _, err := storeBatch(t, l, 1, 1, 301, changed); !errors.Is(err, central.ErrBatchMismatch) || !strings.Contains(err.Error(), "line 2 differs") {
-		t.Fatalf("line 2 changed: %v, want ErrBatchMismatch naming line 2", err)
+	var mismatch *central.BatchMismatchError
+	if _, err := storeBatch(t, l, 1, 1, 301, changed); !errors.As(err, &mismatch) || mismatch.Line != 2 || mismatch.Agency != 1 || mismatch.Batch != 1 ||
+		err.Error() != "batch 1 of agency 1: line 2 differs from the bet stored for that line: the agency's file changed there since it was sent" {
+		t.Fatalf("line 2 changed: %v, want a BatchMismatchError naming line 2 of batch 1 of agency 1", err)
 	}
 	markDone(t, l, 2, 0) // the last agency: the lottery closes, the draw runs
 	select {

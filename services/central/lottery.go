@@ -32,8 +32,21 @@ type Store interface {
 var (
 	ErrUnknownAgency = errors.New("no such agency in this lottery")
 	ErrDrawPending   = errors.New("the draw waits for every agency to be done")
-	ErrBatchMismatch = errors.New("differs from the bet stored for that line") // README, "Not promised", says why and what to do
 )
+
+// BatchMismatchError refuses a batch with a row that differs from the bet
+// stored for its line: the agency's file changed there since it was sent
+// (README, "Not promised", says why and what to do).
+type BatchMismatchError struct {
+	Agency int
+	Batch  uint64
+	Line   uint64 // the first line that differs
+}
+
+func (e *BatchMismatchError) Error() string {
+	return fmt.Sprintf("batch %d of agency %d: line %d differs from the bet stored for that line: the agency's file changed there since it was sent",
+		e.Batch, e.Agency, e.Line)
+}
 
 // ClosedError refuses a batch with rows the central has not stored once
 // every agency is done: the draw runs (or ran) without them, and they
@@ -170,7 +183,7 @@ func (l *Lottery) agency(n int) (*agencyState, error) {
 // lines rows.Lines. A batch stored before (same number, lines and rows) is
 // acknowledged again without a look at its rows. Otherwise each row is
 // stored unless its line is stored already, with the same row: a row for a
-// stored line that differs refuses the batch (ErrBatchMismatch, naming the
+// stored line that differs refuses the batch (*BatchMismatchError, naming the
 // line); once every agency is done a row not stored refuses it
 // (*ClosedError). The next batch in sequence is recorded under its number,
 // even if it adds no row; an earlier number records only the rows it adds
@@ -277,7 +290,7 @@ func (a *agencyState) unstored(agency int, seq uint64, rows Rows) (Rows, error) 
 		}
 	})
 	if mismatch > 0 {
-		return Rows{}, fmt.Errorf("batch %d of agency %d: line %d %w: the agency's file changed there since it was sent", seq, agency, mismatch, ErrBatchMismatch)
+		return Rows{}, &BatchMismatchError{Agency: agency, Batch: seq, Line: mismatch}
 	}
 	return out, nil
 }

@@ -26,7 +26,6 @@ var errorCodes = []struct {
 	code messages.Code
 }{
 	{ErrUnknownAgency, messages.CodeUnknownAgency},
-	{ErrBatchMismatch, messages.CodeBatchMismatch},
 	{ErrDrawPending, messages.CodeDrawPending},
 	{errShuttingDown, messages.CodeUnavailable},
 	{ErrLedgerClosed, messages.CodeUnavailable},
@@ -42,6 +41,7 @@ func replyFor(err error) *messages.Error {
 	var wire *messages.Error
 	var order *OutOfOrderError
 	var closed *ClosedError
+	var mismatch *BatchMismatchError
 	switch {
 	case errors.As(err, &wire):
 		e.Code, e.NextBatch = wire.Code, wire.NextBatch
@@ -49,6 +49,8 @@ func replyFor(err error) *messages.Error {
 		e.Code, e.NextBatch = messages.CodeOutOfOrder, order.Next
 	case errors.As(err, &closed):
 		e.Code, e.Lines = messages.CodeClosed, closed.Lines.Cut(messages.MaxReplyLinesBytes)
+	case errors.As(err, &mismatch):
+		e.Code = messages.CodeBatchMismatch
 	case errors.Is(err, messages.ErrBetTooLarge):
 		e.Code = messages.CodeTooLarge
 	default:
