@@ -15,13 +15,27 @@ import (
 	"github.com/quiniela/quiniela/messages"
 )
 
-// request sends msg and decodes the reply, which must be the answer want
-// describes, into out. Any other message on its inbox is logged and
-// ignored: the attempt goes on waiting. It resends, after a backoff, on a
-// timeout (outcome unknown: the request is idempotent), no responders, a
-// retryable error code, or when again(err) says so (then at once, the
-// central having already made it wait); for up to giveUp.
-func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg, want expect, timeout, giveUp time.Duration, out any, again func(error) bool) error {
+// call is one request to the central: what to send, which answer ends it,
+// and how long to try.
+type call struct {
+	msg     *nats.Msg
+	want    expect // the answer that ends it; any other is ignored
+	out     any    // where the answer's JSON is decoded
+	timeout time.Duration
+	giveUp  time.Duration
+	// again says whether to resend at once after err, the central having
+	// already made it wait; nil: never.
+	again func(err error) bool
+}
+
+// request sends c.msg and decodes the reply, which must be the answer
+// c.want describes, into c.out. Any other message on its inbox is logged
+// and ignored: the attempt goes on waiting. It resends, after a backoff, on
+// a timeout (outcome unknown: the request is idempotent), no responders, a
+// retryable error code, or when c.again(err) says so (then at once); for up
+// to c.giveUp, each attempt waiting up to c.timeout.
+func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, c call) error {
+	msg := c.msg
 	// Its own inbox rather than nc.Request: the first message on a request's
 	// inbox ends nc.Request, and it may be a peer's relayed one.
 	inbox := nc.NewInbox()
@@ -34,7 +48,7 @@ func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg
 	start := time.Now()
 	rotator := natsconn.NewRotator(nc, 0, 0, log)
 	for attempt := 1; ; attempt++ {
-		err := attemptRequest(ctx, nc, replies, log, msg, inbox+"."+strconv.Itoa(attempt), want, timeout, out)
+		err := c.attempt(ctx, nc, log, replies, inbox+"."+strconv.Itoa(attempt))
 		if err == nil {
 			return nil
 		}
@@ -46,15 +60,15 @@ func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg
 		} else {
 			rotator.Answered()
 		}
-		immediate := again(err)
+		immediate := c.again != nil && c.again(err)
 		retry := immediate || messages.CodeOf(err).Retryable() ||
 			errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 			errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting)
 		if !retry {
 			return err
 		}
-		if time.Since(start) > giveUp {
-			return fmt.Errorf("no success in %v (last error: %w)", giveUp, err)
+		if time.Since(start) > c.giveUp {
+			return fmt.Errorf("no success in %v (last error: %w)", c.giveUp, err)
 		}
 		if !immediate {
 			wait := Backoff(attempt)
@@ -66,16 +80,18 @@ func request(ctx context.Context, nc *nats.Conn, log *slog.Logger, msg *nats.Msg
 	}
 }
 
-// attemptRequest publishes msg with reply subject reply and waits up to
-// timeout for its answer on replies. An answer to an earlier attempt of the
-// same request is as good, if it is a success; an earlier error is stale.
-func attemptRequest(ctx context.Context, nc *nats.Conn, replies <-chan *nats.Msg, log *slog.Logger, msg *nats.Msg, reply string, want expect, timeout time.Duration, out any) error {
+// attempt publishes c.msg with reply subject reply and waits up to
+// c.timeout for its answer on replies. An answer to an earlier attempt of
+// the same request is as good, if it is a success; an earlier error is
+// stale.
+func (c call) attempt(ctx context.Context, nc *nats.Conn, log *slog.Logger, replies <-chan *nats.Msg, reply string) error {
+	msg := c.msg
 	m := *msg
 	m.Reply = reply
 	if err := nc.PublishMsg(&m); err != nil {
 		return fmt.Errorf("sending %s: %w", msg.Subject, err)
 	}
-	timer := time.NewTimer(timeout)
+	timer := time.NewTimer(c.timeout)
 	defer timer.Stop()
 	for {
 		var got *nats.Msg
@@ -93,10 +109,10 @@ func attemptRequest(ctx context.Context, nc *nats.Conn, replies <-chan *nats.Msg
 			}
 			return fmt.Errorf("sending %s: %w", msg.Subject, nats.ErrNoResponders)
 		}
-		err := want.check(got, out)
+		err := c.want.check(got, c.out)
 		switch {
 		case errors.Is(err, errForeign):
-			logForeign(ctx, log, want.agency, got, err)
+			logForeign(ctx, log, c.want.agency, got, err)
 		case err == nil:
 			return nil
 		case got.Subject == reply:

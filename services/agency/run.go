@@ -276,7 +276,8 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // sendDone tells the central that every batch was sent.
 func sendDone(ctx context.Context, nc *nats.Conn, cfg Config, batches uint64, log *slog.Logger) error {
 	var ack messages.DoneReply
-	err := request(ctx, nc, log, messages.DoneMsg(cfg.ID, batches), expectDone(cfg.ID, batches), cfg.RequestTimeout, cfg.RetryFor, &ack, func(error) bool { return false })
+	err := request(ctx, nc, log, call{msg: messages.DoneMsg(cfg.ID, batches), want: expectDone(cfg.ID, batches), out: &ack,
+		timeout: cfg.RequestTimeout, giveUp: cfg.RetryFor})
 	if err != nil {
 		return fmt.Errorf("notifying done after %d batches: %w", batches, err)
 	}
@@ -289,13 +290,14 @@ func sendDone(ctx context.Context, nc *nats.Conn, cfg Config, batches uint64, lo
 func askWinners(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) ([]string, error) {
 	var reply messages.WinnersReply
 	msg := &nats.Msg{Subject: messages.WinnersSubject(cfg.ID)}
-	err := request(ctx, nc, log, msg, expectWinners(cfg.ID), cfg.RequestTimeout, cfg.WinnersWait, &reply, func(err error) bool {
-		if messages.CodeOf(err) == messages.CodeDrawPending {
-			log.Info("esperar_sorteo", "result", logline.InProgress, "agency", cfg.ID, "detail", err)
-			return true
-		}
-		return false
-	})
+	err := request(ctx, nc, log, call{msg: msg, want: expectWinners(cfg.ID), out: &reply,
+		timeout: cfg.RequestTimeout, giveUp: cfg.WinnersWait, again: func(err error) bool {
+			if messages.CodeOf(err) == messages.CodeDrawPending {
+				log.Info("esperar_sorteo", "result", logline.InProgress, "agency", cfg.ID, "detail", err)
+				return true
+			}
+			return false
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("asking winners of agency %d: %w", cfg.ID, err)
 	}
