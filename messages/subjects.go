@@ -26,20 +26,22 @@ const (
 	StatusSubject = quinielaRoot + "status"
 )
 
-// The roots of the subjects above, as the broker's permissions name them.
+// The roots of the protocol's subjects, as the broker's permissions name
+// them.
 const (
-	// AllBetsSubjects matches every batch and done notification: what
-	// the auditor may watch and the central may never publish on.
+	// AllBetsSubjects, bets.>, matches every batch and done notification:
+	// what the auditor may watch and the central may never publish on.
 	AllBetsSubjects = betsRoot + ">"
-	// AllWinnersSubjects matches every agency's winners requests.
+	// AllWinnersSubjects, winners.>, matches every agency's winners
+	// requests.
 	AllWinnersSubjects = winnersRoot + ">"
-	// AllQuinielaSubjects matches StatusSubject and whatever the service
-	// adds beside it.
+	// AllQuinielaSubjects, quiniela.>, matches StatusSubject and whatever
+	// the service adds beside it.
 	AllQuinielaSubjects = quinielaRoot + ">"
-	// MicroSubjects matches micro's own requests to every service
+	// MicroSubjects, $SRV.>, matches micro's own requests to every service
 	// ($SRV.PING, $SRV.INFO.<name>, $SRV.STATS.<name>).
 	MicroSubjects = MicroPrefix + ">"
-	// MicroPrefix begins every subject of MicroSubjects.
+	// MicroPrefix, "$SRV.", begins every subject of MicroSubjects.
 	MicroPrefix = micro.APIPrefix + "."
 
 	betsRoot     = "bets."
@@ -104,7 +106,8 @@ func AgencyInboxPrefix(agency int) string { return agencyInboxRoot + "." + strco
 
 const agencyInboxRoot = "_INBOX_agency"
 
-// AgencyInboxes matches the reply inboxes of every agency.
+// AgencyInboxes, _INBOX_agency.*.>, matches the reply inboxes of every
+// agency.
 const AgencyInboxes = agencyInboxRoot + ".*.>"
 
 // InboxAgency is the agency whose inboxes reply is under, if it is under
@@ -123,10 +126,10 @@ func InboxAgency(reply string) (int, bool) {
 // its connection.
 func AgencyName(agency int) string { return "agency-" + strconv.Itoa(agency) }
 
-// LedgerSubjects are the subjects of the central's ledger, the stream named stream:
-// ledger.<stream>.>. No agency may use them, and they overlap none of the
-// subjects above, so an agency's request is never stored by accident. The
-// format of their messages is in this package's documentation.
+// LedgerSubjects are the subjects of the central's ledger, the stream named
+// stream: ledger.<stream>.>. No agency may use them, and they overlap none
+// of an agency's, so an agency's request is never stored by accident. The
+// package doc describes their messages.
 func LedgerSubjects(stream string) string { return ledgerRoot + stream + ".>" }
 
 // LedgerAgencySubject holds agency's accepted batches and then its done, in
