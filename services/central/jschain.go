@@ -202,6 +202,7 @@ func describeGroup(agency int, group []ledgerItem) string {
 // and the acknowledgement lost), it succeeded.
 func (s *JetStreamStore) publish(msg *nats.Msg, lastSeq uint64) (uint64, error) {
 	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastSeq, 10))
+	msg.Header.Set(HeaderWriter, s.l.cfg.Name)
 	id := msg.Header.Get(jetstream.MsgIDHeader)
 	wait := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {

@@ -46,6 +46,7 @@ const (
 	HeaderSums   = "Quiniela-Sums"
 	HeaderCounts = "Quiniela-Counts"
 	HeaderPart   = "Quiniela-Part"
+	HeaderWriter = "Quiniela-Writer" // the CENTRAL_NAME of the central that wrote the message
 )
 
 func agencyLedgerSubject(stream string, agency int) string {
@@ -68,7 +69,7 @@ type JetStreamConfig struct {
 	Stream   string // stream name, CENTRAL_STREAM
 	Replicas int    // CENTRAL_REPLICAS
 	BetsFile string // the local copy
-	Name     string // this central, for Nats-Msg-Id of the draw
+	Name     string // this central: Quiniela-Writer of its writes, Nats-Msg-Id of the draw
 }
 
 // JetStreamLedger is the stream and this central's copy of it in bets.csv,

@@ -90,12 +90,15 @@ const maxGroupBytes = 256 << 10
 // messageLimit is the most bytes, headers and body, that one stream message
 // may have on this connection: the max_payload of the server it is
 // connected to (a strict broker enforces the course's 8 kB), at most
-// maxGroupBytes. The client refuses a larger message before sending it.
+// maxGroupBytes, less the Quiniela-Writer header every write carries
+// (this central's name, not in ledgerOverhead). The client refuses a
+// larger message before sending it.
 func (s *JetStreamStore) messageLimit() int {
+	limit := maxGroupBytes
 	if mp := s.l.js.Conn().MaxPayload(); mp > 0 && mp < maxGroupBytes {
-		return int(mp)
+		limit = int(mp)
 	}
-	return maxGroupBytes
+	return limit - (len(HeaderWriter) + len(": ") + len(s.l.cfg.Name) + len("\r\n"))
 }
 
 // ledgerOverhead bounds the headers of one ledger message of a batch or a
