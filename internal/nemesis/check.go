@@ -1,0 +1,412 @@
+//go:build linux
+
+package nemesis
+
+import (
+	"bytes"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/quiniela/quiniela/internal/harness"
+	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central"
+)
+
+// Limits bound a run's path: an exact end reached through a storm of
+// step-downs or resends is a livelock, not a pass. Each is a base plus so
+// much per fault played.
+type Limits struct {
+	Activations, ActivationsPerFault int // central_activa success lines, all centrals
+	Refused, RefusedPerFault         int // apuesta_rechazada lines (batches refused by a central)
+	Resends, ResendsPerFault         int // agencies' reenviar_lote and reintentar lines
+	LeaseTTL                         time.Duration
+	AgencyWait                       time.Duration // bound on the agencies' end after the last fault (0: 4 min)
+}
+
+// DefaultLimits are the bounds of the tests.
+var DefaultLimits = Limits{
+	Activations: 2, ActivationsPerFault: 3,
+	Refused: 20, RefusedPerFault: 40,
+	Resends: 200, ResendsPerFault: 400,
+	LeaseTTL: 2 * time.Second,
+}
+
+// Report is a run's outcome.
+type Report struct {
+	Lab                                    string
+	Started, FaultsEnded, AgenciesEnded    time.Time
+	Played                                 []Played
+	Findings                               []string // failures; none: the run passed
+	Activations, StepDowns, Refused        int
+	Resent, Retries, Bets, Messages, Lives int
+	Costs                                  []Cost
+}
+
+// Cost is what a played fault cost: the time until a central was active
+// again when the fault ended a term (0: no takeover), and the agencies'
+// resends and retries until the next fault.
+type Cost struct {
+	Fault           string
+	Takeover        time.Duration
+	Resends, Retrys int
+}
+
+// Failed reports whether the run found anything.
+func (r *Report) Failed() bool { return len(r.Findings) > 0 }
+
+func (r *Report) fail(format string, args ...any) {
+	r.Findings = append(r.Findings, fmt.Sprintf(format, args...))
+}
+
+// String is the report for a log: the faults with their costs, the path's
+// counts, and the findings.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "lab %s: %d bets, %d stream messages, %d faults played in %v (agencies done %v after the last)\n",
+		r.Lab, r.Bets, r.Messages, r.played(), r.FaultsEnded.Sub(r.Started).Round(time.Millisecond), r.AgenciesEnded.Sub(r.FaultsEnded).Round(time.Millisecond))
+	for i, p := range r.Played {
+		if p.Skipped != "" {
+			fmt.Fprintf(&b, "  %-60s skipped: %s\n", p.Fault.String(), p.Skipped)
+			continue
+		}
+		c := r.Costs[i]
+		fmt.Fprintf(&b, "  %-60s on %-9s takeover %-8v resends %d retries %d\n", p.Fault.String(), p.Target, c.Takeover.Round(time.Millisecond), c.Resends, c.Retrys)
+	}
+	fmt.Fprintf(&b, "  path: %d activations, %d step-downs, %d batches refused, %d resent, %d retries, %d process lives\n",
+		r.Activations, r.StepDowns, r.Refused, r.Resent, r.Retries, r.Lives)
+	for _, f := range r.Findings {
+		fmt.Fprintf(&b, "  FAIL: %s\n", f)
+	}
+	return b.String()
+}
+
+func (r *Report) played() int {
+	n := 0
+	for _, p := range r.Played {
+		if p.Skipped == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Check judges a run: its end (each agency its own winners, every bet
+// exactly once in the stream and in every central's bets.csv, all
+// identical, one draw), its safety (no write accepted from a central after
+// another took the lease), and its path (bounded activations, refusals
+// and resends, no process exiting on its own).
+func Check(c *Cluster, cfg Config, stream []StreamMsg, lim Limits, r *Report) {
+	input, winners, err := readInput(cfg.Files)
+	if err != nil {
+		r.fail("reading the input: %v", err)
+		return
+	}
+	r.Bets = len(input)
+	r.Messages = len(stream)
+	for _, e := range c.Events() {
+		r.fail("%s: %s", e.At.UTC().Format("15:04:05.000"), e.What)
+	}
+
+	// Agencies: exit 0, their own winners.
+	for _, a := range c.Agencies() {
+		resent, retries, got, failures := a.Lines.counts()
+		r.Resent += len(resent)
+		r.Retries += len(retries)
+		r.Lives += a.Lives
+		if a.Proc.ExitCode() != 0 {
+			r.fail("agency %d exited %s (last failures: %v)", a.ID, a.Proc.Exit(), lastN(failures, 2))
+			continue
+		}
+		want := strconv.Itoa(winners[a.ID])
+		if len(got) == 0 || got[len(got)-1] != want {
+			r.fail("agency %d: consulta_ganadores said %v, want %s winners", a.ID, got, want)
+		}
+	}
+
+	// The stream: every bet once, batches contiguous, one done each, one draw.
+	var streamRows []string
+	draws := 0
+	next := map[int]uint64{}
+	dones := map[int]int{}
+	for _, m := range stream {
+		if strings.HasSuffix(m.Subject, ".draw") {
+			draws++
+			continue
+		}
+		agency, _ := strconv.Atoi(m.Header.Get(messages.HeaderAgency))
+		if m.Header.Get(messages.HeaderBatches) != "" {
+			dones[agency]++
+			continue
+		}
+		if dones[agency] > 0 {
+			r.fail("stream message %d: batches of agency %d after its done", m.Seq, agency)
+		}
+		first, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
+		counts := strings.Split(m.Header.Get(central.HeaderCounts), ",")
+		if want := next[agency] + 1; first != want {
+			r.fail("stream message %d: agency %d's batch %d where %d was next", m.Seq, agency, first, want)
+		}
+		next[agency] = first + uint64(len(counts)) - 1
+		rows, err := csvRows(bytes.NewReader(m.Data))
+		if err != nil {
+			r.fail("stream message %d: %v", m.Seq, err)
+		}
+		streamRows = append(streamRows, rows...)
+	}
+	compare(r, "the stream", input, streamRows)
+	if draws != 1 {
+		r.fail("the stream holds %d draws, want 1", draws)
+	}
+	for _, f := range cfg.Files {
+		if dones[f.ID] != 1 {
+			r.fail("the stream holds %d dones of agency %d, want 1", dones[f.ID], f.ID)
+		}
+	}
+
+	// Every central's copy: the input, byte for byte the same as the others'.
+	var first []byte
+	for i, n := range centralNames {
+		path := filepath.Join(c.Central(n).Dir, "bets.csv")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			r.fail("%s's bets.csv: %v", n, err)
+			continue
+		}
+		rows, err := csvRows(bytes.NewReader(data))
+		if err != nil {
+			r.fail("%s's bets.csv: %v", n, err)
+		}
+		compare(r, n+"'s bets.csv", input, rows)
+		if i == 0 {
+			first = data
+		} else if !bytes.Equal(first, data) {
+			r.fail("%s's bets.csv differs from %s's (%d and %d bytes)", n, centralNames[0], len(data), len(first))
+		}
+	}
+
+	// The centrals' lives: one draw, their terms, the path.
+	sorteos := 0
+	var terms []Term
+	for _, n := range centralNames {
+		cp := c.Central(n)
+		s := cp.Log.Summary()
+		sorteos += s.Sorteos
+		r.Refused += s.Refused
+		r.Lives += cp.Lives
+		terms = append(terms, s.Terms...)
+	}
+	if sorteos != 1 {
+		r.fail("sorteo logged %d times over the centrals' lives, want once", sorteos)
+	}
+	slices.SortFunc(terms, func(a, b Term) int { return a.Start.Compare(b.Start) })
+	r.Activations = len(terms)
+	for _, t := range terms {
+		if !t.End.IsZero() && !t.Killed {
+			r.StepDowns++
+		}
+	}
+	checkWriters(r, stream, terms, lim.LeaseTTL)
+
+	faults := r.played()
+	if max := lim.Activations + lim.ActivationsPerFault*faults; r.Activations > max {
+		r.fail("livelock: %d lease activations for %d faults (at most %d)", r.Activations, faults, max)
+	}
+	if max := lim.Refused + lim.RefusedPerFault*faults; r.Refused > max {
+		r.fail("livelock: %d batches refused for %d faults (at most %d)", r.Refused, faults, max)
+	}
+	if max := lim.Resends + lim.ResendsPerFault*faults; r.Resent+r.Retries > max {
+		r.fail("livelock: %d resends and retries for %d faults (at most %d)", r.Resent+r.Retries, faults, max)
+	}
+	r.Costs = costs(r, c, terms)
+}
+
+// checkWriters fails every stream message accepted from a central after
+// another central had taken the lease: a message's time (the stream's,
+// when the leader stored it) must fall after its writer's latest
+// activation and before any later activation of another central. An
+// activation counts once that central held the lease for real: it wrote,
+// or it stayed active a lease's length (a central that logged itself
+// active and stepped down at once had already lost the lease: issue 18's
+// defect 5, which would otherwise accuse the next holder).
+func checkWriters(r *Report, stream []StreamMsg, terms []Term, ttl time.Duration) {
+	in := func(t Term, at time.Time) bool {
+		return !at.Before(t.Start) && (t.End.IsZero() || !at.After(t.End.Add(ttl)))
+	}
+	for _, m := range stream {
+		w := m.Header.Get(central.HeaderWriter)
+		for i := range terms {
+			if terms[i].Central == w && in(terms[i], m.Time) {
+				terms[i].Writes++
+				break
+			}
+		}
+	}
+	real := func(t Term) bool {
+		return t.Writes > 0 || t.End.IsZero() || t.End.Sub(t.Start) >= ttl
+	}
+	for _, m := range stream {
+		w := m.Header.Get(central.HeaderWriter)
+		if w == "" {
+			r.fail("stream message %d (%s) names no writer", m.Seq, m.Subject)
+			continue
+		}
+		var own *Term
+		for i := range terms {
+			if terms[i].Central == w && !terms[i].Start.After(m.Time) {
+				own = &terms[i]
+			}
+		}
+		if own == nil {
+			r.fail("stream message %d (%s) written by %s at %s, before it was ever active", m.Seq, m.Subject, w, stamp(m.Time))
+			continue
+		}
+		for _, t := range terms {
+			if t.Central != w && t.Start.After(own.Start) && t.Start.Before(m.Time) && real(t) {
+				r.fail("stream message %d (%s) accepted from %s at %s, after %s took the lease (active at %s)",
+					m.Seq, m.Subject, w, stamp(m.Time), t.Central, stamp(t.Start))
+				break
+			}
+		}
+	}
+}
+
+// costs measures each played fault: the takeover it caused (from the
+// fault to the next activation, if the term open at the fault ended by
+// then) and the agencies' resends and retries until the next fault.
+func costs(r *Report, c *Cluster, terms []Term) []Cost {
+	var resends, retries []time.Time
+	for _, a := range c.Agencies() {
+		rs, rt, _, _ := a.Lines.counts()
+		resends, retries = append(resends, rs...), append(retries, rt...)
+	}
+	count := func(ts []time.Time, from, to time.Time) int {
+		n := 0
+		for _, t := range ts {
+			if !t.Before(from) && t.Before(to) {
+				n++
+			}
+		}
+		return n
+	}
+	out := make([]Cost, len(r.Played))
+	for i, p := range r.Played {
+		end := r.AgenciesEnded
+		if i+1 < len(r.Played) {
+			end = r.Played[i+1].At
+		}
+		cost := Cost{Fault: string(p.Kind), Resends: count(resends, p.At, end), Retrys: count(retries, p.At, end)}
+		var open *Term
+		for j := range terms {
+			if !terms[j].Start.After(p.At) && (terms[j].End.IsZero() || terms[j].End.After(p.At)) {
+				open = &terms[j]
+			}
+		}
+		if open != nil && !open.End.IsZero() && open.End.Before(end) {
+			for _, t := range terms {
+				if t.Start.After(open.End) || (t.Start.After(p.At) && t.Central != open.Central) {
+					cost.Takeover = t.Start.Sub(p.At)
+					break
+				}
+			}
+		}
+		out[i] = cost
+	}
+	return out
+}
+
+// readInput reads the agencies' files as rows agency,fields… and counts
+// each agency's winners by the course's rule (central.HasWon).
+func readInput(files []harness.AgencyFile) (rows []string, winners map[int]int, err error) {
+	winners = map[int]int{}
+	for _, f := range files {
+		fh, err := os.Open(f.Path)
+		if err != nil {
+			return nil, nil, err
+		}
+		r := csv.NewReader(fh)
+		r.FieldsPerRecord = -1
+		for {
+			rec, err := r.Read()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				fh.Close()
+				return nil, nil, fmt.Errorf("%s: %w", f.Path, err)
+			}
+			bet, err := messages.ParseBet(f.ID, rec)
+			if err != nil {
+				fh.Close()
+				return nil, nil, fmt.Errorf("%s: %w", f.Path, err)
+			}
+			if central.HasWon(bet) {
+				winners[f.ID]++
+			}
+			rows = append(rows, strings.Join(append([]string{strconv.Itoa(f.ID)}, rec...), "\x1f"))
+		}
+		fh.Close()
+	}
+	return rows, winners, nil
+}
+
+// csvRows reads stored rows (agency,first,last,document,birthdate,number).
+func csvRows(r io.Reader) ([]string, error) {
+	cr := csv.NewReader(r)
+	var rows []string
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return rows, nil
+		}
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, strings.Join(rec, "\x1f"))
+	}
+}
+
+// compare fails unless got holds exactly the rows of want, as multisets.
+func compare(r *Report, what string, want, got []string) {
+	w, g := slices.Clone(want), slices.Clone(got)
+	slices.Sort(w)
+	slices.Sort(g)
+	if slices.Equal(w, g) {
+		return
+	}
+	seen := map[string]int{}
+	for _, x := range w {
+		seen[x]++
+	}
+	dup, extra := 0, 0
+	for _, x := range g {
+		switch {
+		case seen[x] > 0:
+			seen[x]--
+		case slices.Contains(w, x):
+			dup++
+		default:
+			extra++
+		}
+	}
+	missing := 0
+	for _, n := range seen {
+		missing += n
+	}
+	r.fail("%s: %d rows for %d bets: %d missing, %d stored twice, %d unknown", what, len(got), len(want), missing, dup, extra)
+}
+
+func stamp(t time.Time) string { return t.UTC().Format("15:04:05.000") }
+
+func lastN(s []string, n int) []string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
