@@ -15,7 +15,7 @@ BETS_FILE ?= bets.csv
 RUNS     ?= 7
 SCENARIO ?= official
 
-.PHONY: all build nats-server data run central test test-stress test-short bench fuzz soak-powercut clean
+.PHONY: all build nats-server data run central test test-stress test-short bench fuzz soak-powercut soak-cluster clean
 
 all: build
 
@@ -68,16 +68,30 @@ bench: build nats-server
 	$(GO) run ./tools/bench -bin $(BIN) -scenario $(SCENARIO) -runs $(RUNS) $(BENCH_FLAGS)
 
 ## soak-powercut: the power-cut tests (file ledger and JetStream cluster on
-# the FUSE injector, internal/powercut) over SEEDS seeds: a count (20) or a
-# list (3,7,11); a failing seed replays with SEEDS=<it>. `make test` runs seeds
+# the FUSE injector, internal/powercut) over SEEDS seeds: a count or a
+# list (3,7,11; default 20); a failing seed replays with SEEDS=<it>. `make test` runs seeds
 # 1 and 2 of the file ledger's, seed 1 of each cluster scenario.
-SEEDS ?= 20
 soak-powercut:
 	@mkdir -p $(BIN)
-	POWERCUT_SEEDS=$(SEEDS) $(GO) test -race -count=1 -timeout 3h -v -run 'PowerCut' ./services/e2e \
+	POWERCUT_SEEDS=$(or $(SEEDS),20) $(GO) test -race -count=1 -timeout 3h -v -run 'PowerCut' ./services/e2e \
 		> $(BIN)/soak-powercut.log 2>&1; status=$$?; \
 		grep -E '^(=== RUN|--- |    [a-z_]+_test.go:|ok|FAIL|PASS)' $(BIN)/soak-powercut.log; \
 		echo "full log: $(BIN)/soak-powercut.log"; exit $$status
+
+## soak-cluster: the cluster mode under the fault nemesis (root, network namespaces), seed after
+# seed: SEEDS=1,2,3 replays those, else random seeds for DURATION; FAULTS per run, KINDS (comma-
+# separated, default all), SOAK_DATA=catedra for the course's data set, else SOAK_BETS per agency.
+# Runs alternate the nodes' max_payload: the server's default, 8192. README, "Tests".
+SEEDS     ?=
+DURATION  ?= 10m
+FAULTS    ?= 8
+KINDS     ?=
+SOAK_DATA ?=
+SOAK_BETS ?= 8000
+soak-cluster:
+	QUINIELA_SOAK_SEEDS=$(SEEDS) QUINIELA_SOAK_DURATION=$(if $(SEEDS),,$(DURATION)) QUINIELA_SOAK_FAULTS=$(FAULTS) \
+		QUINIELA_SOAK_KINDS=$(KINDS) QUINIELA_SOAK_DATA=$(SOAK_DATA) QUINIELA_SOAK_BETS=$(SOAK_BETS) \
+		$(GO) test -count=1 -v -timeout 0 -run 'TestNemesisSoak$$' ./internal/nemesis
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s

@@ -348,7 +348,10 @@
 // A done message has no body and Quiniela-Agency and Quiniela-Batches. Every
 // write carries Nats-Expected-Last-Subject-Sequence (the sequence of the
 // subject's last message: JetStream refuses it if another central wrote
-// there since) and Nats-Msg-Id (a resend is not stored twice). Which
+// there since), Nats-Msg-Id (a resend is not stored twice) and
+// Quiniela-Writer, the CENTRAL_NAME of the central that wrote it (an audit
+// trail: the fault nemesis checks from it and the message's time that no
+// write was accepted from a central after another took the lease). Which
 // central is active is the key "active" of the key-value bucket
 // QUINIELA_LEASE, whose entries expire unless renewed.
 //

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,6 +105,8 @@ func TestNemesisSoak(t *testing.T) {
 	}
 	perKind := map[Kind]int{}
 	skipped := map[Kind]int{}
+	takeovers := map[Kind][]time.Duration{}
+	resends := map[Kind]int{}
 	var failed []string
 	runs := 0
 	for i := 0; ; i++ {
@@ -130,9 +133,11 @@ func TestNemesisSoak(t *testing.T) {
 			failed = append(failed, fmt.Sprintf("QUINIELA_NEMESIS_SEED=%d max_payload=%s", seed, payloadName(payload)))
 		}
 		if rep != nil {
-			for _, p := range rep.Played {
+			for i, p := range rep.Played {
 				if p.Skipped == "" {
 					perKind[p.Kind]++
+					takeovers[p.Kind] = append(takeovers[p.Kind], rep.Costs[i].Takeover)
+					resends[p.Kind] += rep.Costs[i].Resends + rep.Costs[i].Retrys
 				} else {
 					skipped[p.Kind]++
 				}
@@ -142,7 +147,20 @@ func TestNemesisSoak(t *testing.T) {
 	var b strings.Builder
 	total := 0
 	for _, k := range Kinds {
-		fmt.Fprintf(&b, "  %-16s %d played, %d skipped\n", k, perKind[k], skipped[k])
+		ts := takeovers[k]
+		slices.Sort(ts)
+		var med, top time.Duration
+		n := 0
+		for _, d := range ts {
+			if d > 0 {
+				n++
+			}
+		}
+		if n > 0 {
+			med, top = ts[len(ts)-n+n/2], ts[len(ts)-1]
+		}
+		fmt.Fprintf(&b, "  %-16s %3d played, %d skipped; %d took the lease over (median %v, max %v); %d resends and retries\n",
+			k, perKind[k], skipped[k], n, med.Round(time.Millisecond), top.Round(time.Millisecond), resends[k])
 		total += perKind[k]
 	}
 	t.Logf("soak: %d runs, %d faults played, %d runs failed %v\n%s", runs, total, len(failed), failed, b.String())
