@@ -159,12 +159,12 @@ func (c *CentralLog) Observe(text string) {
 		// finishing together can both read K/K, and the draw started
 		// before either logged.
 		if done, total, ok := parseDone(l.Fields["done"]); ok && done == total && c.allDoneAt.IsZero() {
-			c.allDoneAt, _ = lineTime(text)
+			c.allDoneAt, _ = LineTime(text)
 		}
 	case l.Action == "sorteo" && l.Result == logline.Success:
 		c.sorteos++
 		if c.sorteos == 1 {
-			c.sorteoAt, _ = lineTime(text)
+			c.sorteoAt, _ = LineTime(text)
 		}
 	case l.Action == "cerrar_apuestas" && l.Result == logline.Success:
 		c.fsyncs, c.hasFsyncs = atoiOK(l.Fields["fsyncs"])
@@ -190,9 +190,9 @@ func parseDone(s string) (done, total int, ok bool) {
 	return done, total, okD && okT && total > 0
 }
 
-// lineTime reads the timestamp that starts an operation line,
+// LineTime reads the timestamp that starts an operation line,
 // "2026-11-24T08:54:49.627Z INFO action: ...".
-func lineTime(text string) (time.Time, bool) {
+func LineTime(text string) (time.Time, bool) {
 	stamp, _, _ := strings.Cut(text, " ")
 	t, err := time.Parse(time.RFC3339Nano, stamp)
 	return t, err == nil

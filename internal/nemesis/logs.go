@@ -3,10 +3,10 @@
 package nemesis
 
 import (
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/internal/logline"
 )
 
@@ -45,7 +45,7 @@ func (c *CentralLog) observe(text string) (logline.Line, bool) {
 	if !ok {
 		return l, false
 	}
-	at, _ := lineTime(text)
+	at, _ := harness.LineTime(text)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -142,10 +142,10 @@ func (a *lineCounter) observe(text string) {
 	defer a.mu.Unlock()
 	switch {
 	case l.Action == "reenviar_lote":
-		at, _ := lineTime(text)
+		at, _ := harness.LineTime(text)
 		a.resent = append(a.resent, at)
 	case l.Action == "reintentar":
-		at, _ := lineTime(text)
+		at, _ := harness.LineTime(text)
 		a.retries = append(a.retries, at)
 	case l.Action == "consulta_ganadores" && l.Result == logline.Success:
 		a.winners = append(a.winners, l.Fields["cant_ganadores"])
@@ -158,11 +158,4 @@ func (a *lineCounter) counts() (resent, retries []time.Time, winners, failures [
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]time.Time(nil), a.resent...), append([]time.Time(nil), a.retries...), append([]string(nil), a.winners...), append([]string(nil), a.failures...)
-}
-
-// lineTime reads the timestamp that starts an operation line.
-func lineTime(text string) (time.Time, bool) {
-	stamp, _, _ := strings.Cut(text, " ")
-	t, err := time.Parse(time.RFC3339Nano, stamp)
-	return t, err == nil
 }
