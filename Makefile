@@ -80,17 +80,21 @@ soak-powercut:
 
 ## soak-cluster: the cluster mode under the fault nemesis (root, network namespaces), seed after
 # seed: SEEDS=1,2,3 replays those, else random seeds for DURATION; FAULTS per run, KINDS (comma-
-# separated, default all), SOAK_DATA=catedra for the course's data set, else SOAK_BETS per agency.
-# Runs alternate the nodes' max_payload: the server's default, 8192. README, "Tests".
+# separated, default all), SOAK_DATA=catedra for the course's data set, else SOAK_BETS per agency,
+# in batches of BATCH bets. Runs alternate the nodes' max_payload, the server's default and 8192,
+# unless PAYLOAD fixes it (0: the default). README, "Tests".
 SEEDS     ?=
 DURATION  ?= 10m
 FAULTS    ?= 8
 KINDS     ?=
 SOAK_DATA ?=
 SOAK_BETS ?= 8000
+BATCH     ?= 10
+PAYLOAD   ?=
 soak-cluster:
 	QUINIELA_SOAK_SEEDS=$(SEEDS) QUINIELA_SOAK_DURATION=$(if $(SEEDS),,$(DURATION)) QUINIELA_SOAK_FAULTS=$(FAULTS) \
 		QUINIELA_SOAK_KINDS=$(KINDS) QUINIELA_SOAK_DATA=$(SOAK_DATA) QUINIELA_SOAK_BETS=$(SOAK_BETS) \
+		QUINIELA_SOAK_BATCH=$(BATCH) QUINIELA_SOAK_PAYLOAD=$(PAYLOAD) \
 		$(GO) test -count=1 -v -timeout 0 -run 'TestNemesisSoak$$' ./internal/nemesis
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)

@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -226,28 +227,42 @@ type Dialer struct {
 
 // Dial implements nats.CustomDialer.
 func (d Dialer) Dial(network, address string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	var c net.Conn
+	err := d.inside(func() (err error) {
+		c, err = net.DialTimeout(network, address, 2*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// Listen listens inside the namespace.
+func (d Dialer) Listen(network, address string) (net.Listener, error) {
+	var l net.Listener
+	err := d.inside(func() (err error) {
+		l, err = net.Listen(network, address)
+		return err
+	})
+	return l, err
+}
+
+// inside runs f on an OS thread of its own moved into the namespace.
+func (d Dialer) inside(f func() error) error {
+	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		f, err := os.Open("/run/netns/" + d.NS)
+		ns, err := os.Open("/run/netns/" + d.NS)
 		if err != nil {
-			ch <- result{nil, err}
+			errc <- err
 			return
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("entering namespace %s: %w", d.NS, err)}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering namespace %s: %w", d.NS, err)
 			return
 		}
-		c, err := net.DialTimeout(network, address, 2e9)
-		ch <- result{c, err}
+		errc <- f()
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-errc
 }
 
 func (l *Lab) inHub(argv ...string) error {

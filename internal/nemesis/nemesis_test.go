@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 // The environment of the runs: small batches, two in flight, so that a
 // run is hundreds of stream writes for the faults to land among.
 var (
-	agencyEnv  = []string{"BATCH_MAX_AMOUNT=10", "BATCH_IN_FLIGHT=2", "AGENCY_REQUEST_TIMEOUT=1s", "AGENCY_RETRY_FOR=2m"}
+	agencyEnv  = []string{"BATCH_IN_FLIGHT=2", "AGENCY_REQUEST_TIMEOUT=1s", "AGENCY_RETRY_FOR=2m"}
 	centralEnv = []string{"CENTRAL_MAX_WINDOW=2", "CENTRAL_WINNERS_HOLD=500ms"}
 )
 
@@ -59,7 +59,7 @@ func TestNemesisShort(t *testing.T) {
 			if i == 1 {
 				ks = kinds[half:]
 			}
-			runSeed(t, seed+uint64(i), payload, Plan(seed+uint64(i), len(ks), ks), 8000, "")
+			runSeed(t, seed+uint64(i), payload, Plan(seed+uint64(i), len(ks), ks), 8000, "", 10)
 		})
 	}
 }
@@ -69,8 +69,10 @@ func TestNemesisShort(t *testing.T) {
 // alternating the default max_payload and 8 kB, each run with
 // QUINIELA_SOAK_FAULTS faults (default 8) of QUINIELA_SOAK_KINDS (default
 // all), on QUINIELA_SOAK_DATA (catedra: the course's data set; default
-// generated, QUINIELA_SOAK_BETS per agency). It logs the counts per fault
-// kind and every failing seed.
+// generated, QUINIELA_SOAK_BETS per agency), in batches of
+// QUINIELA_SOAK_BATCH bets (default 10); QUINIELA_SOAK_PAYLOAD fixes the
+// max_payload (0: the default). It logs the counts per fault kind and
+// every failing seed.
 func TestNemesisSoak(t *testing.T) {
 	seeds, duration := os.Getenv("QUINIELA_SOAK_SEEDS"), os.Getenv("QUINIELA_SOAK_DURATION")
 	if seeds == "" && duration == "" {
@@ -80,7 +82,16 @@ func TestNemesisSoak(t *testing.T) {
 		t.Skip("SKIP: " + why)
 	}
 	faults := envInt(t, "QUINIELA_SOAK_FAULTS", 8)
-	bets := envInt(t, "QUINIELA_SOAK_BETS", 2000)
+	bets := envInt(t, "QUINIELA_SOAK_BETS", 8000)
+	batch := envInt(t, "QUINIELA_SOAK_BATCH", 10)
+	payloads := []int{0, 8192}
+	if p := os.Getenv("QUINIELA_SOAK_PAYLOAD"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			t.Fatalf("QUINIELA_SOAK_PAYLOAD=%q: want 0 (the default) or a size in bytes", p)
+		}
+		payloads = []int{n}
+	}
 	kinds, err := ParseKinds(os.Getenv("QUINIELA_SOAK_KINDS"))
 	if err != nil {
 		t.Fatal(err)
@@ -122,11 +133,11 @@ func TestNemesisSoak(t *testing.T) {
 		if seed == 0 && i >= len(list) {
 			break
 		}
-		payload := []int{0, 8192}[i%2]
+		payload := payloads[i%len(payloads)]
 		plan := Plan(seed, faults, kinds)
 		var rep *Report
 		t.Run(fmt.Sprintf("seed=%d,max_payload=%s", seed, payloadName(payload)), func(t *testing.T) {
-			rep = runSeed(t, seed, payload, plan, bets, os.Getenv("QUINIELA_SOAK_DATA"))
+			rep = runSeed(t, seed, payload, plan, bets, os.Getenv("QUINIELA_SOAK_DATA"), batch)
 		})
 		runs++
 		if rep == nil || rep.Failed() {
@@ -168,7 +179,7 @@ func TestNemesisSoak(t *testing.T) {
 
 // runSeed runs one seeded schedule and fails the test with its report,
 // its seed and the run's log (kept) if the checker found anything.
-func runSeed(t *testing.T, seed uint64, payload int, plan []Fault, bets int, data string) *Report {
+func runSeed(t *testing.T, seed uint64, payload int, plan []Fault, bets int, data string, batch int) *Report {
 	dir, err := os.MkdirTemp("", "quiniela-nemesis-")
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +200,7 @@ func runSeed(t *testing.T, seed uint64, payload int, plan []Fault, bets int, dat
 	defer cancel()
 	cfg := Config{
 		Bin: binDir, Dir: dir, Files: files, AgencyConf: conf, MaxPayload: payload,
-		AgencyEnv: agencyEnv, CentralEnv: centralEnv, Sink: sink,
+		AgencyEnv: append(slices.Clone(agencyEnv), "BATCH_MAX_AMOUNT="+strconv.Itoa(batch)), CentralEnv: centralEnv, Sink: sink,
 	}
 	start := time.Now()
 	rep, err := Run(ctx, cfg, plan, DefaultLimits)

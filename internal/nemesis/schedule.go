@@ -19,7 +19,7 @@ type Kind string
 // a killed one restarted.
 const (
 	IsolateCentral Kind = "isolate-central" // the active central cut from every node
-	IsolateNode    Kind = "isolate-node"    // the active central's node cut from the other nodes (its clients still reach it)
+	IsolateNode    Kind = "isolate-node"    // the active central's node cut from the other nodes (its clients still reach it), or from everyone
 	SplitLeader    Kind = "split-leader"    // the stream's leader alone | the two other nodes
 	FlakyLink      Kind = "flaky-link"      // a node's or a central's link: packets lost at random, the rest slowed by a token bucket
 	PauseNode      Kind = "pause-node"      // SIGSTOP … SIGCONT
@@ -164,6 +164,11 @@ func (c *Cluster) play(ctx context.Context, f Fault, obs func() (string, error))
 			return p, nil
 		}
 		p.Target = node
+		if f.Pick%2 == 1 {
+			// From everyone: its clients too, which wait or move on.
+			p.Target += " (from all)"
+			return p, c.netFault(c.lab.Partition([]string{node}, others(node, c.lab.order)), healNet)
+		}
 		return p, c.netFault(c.lab.Partition([]string{node}, others(node, nodeNames)), healNet)
 	case SplitLeader:
 		leader, err := obs()

@@ -1,0 +1,112 @@
+//go:build linux
+
+package nemesis
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/quiniela/quiniela/services/central"
+)
+
+// The checker's parts fail what they must: they are what makes a run's
+// pass mean something.
+
+func TestCompareFindsMissingTwiceAndUnknownRows(t *testing.T) {
+	want := []string{"a", "b", "c"}
+	for _, tc := range []struct {
+		got  []string
+		find string
+	}{
+		{[]string{"c", "a", "b"}, ""},
+		{[]string{"a", "b"}, "1 missing, 0 stored twice, 0 unknown"},
+		{[]string{"a", "b", "c", "b"}, "0 missing, 1 stored twice, 0 unknown"},
+		{[]string{"a", "b", "x"}, "1 missing, 0 stored twice, 1 unknown"},
+	} {
+		r := &Report{}
+		compare(r, "the stream", want, tc.got)
+		if tc.find == "" {
+			if r.Failed() {
+				t.Errorf("%v: %v, want no finding", tc.got, r.Findings)
+			}
+			continue
+		}
+		if len(r.Findings) != 1 || !strings.Contains(r.Findings[0], tc.find) {
+			t.Errorf("%v: %v, want %q", tc.got, r.Findings, tc.find)
+		}
+	}
+}
+
+func TestCheckWritersFindsAWriteAfterAnotherTookTheLease(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	msg := func(seq uint64, writer string, ms int) StreamMsg {
+		h := nats.Header{}
+		if writer != "" {
+			h.Set(central.HeaderWriter, writer)
+		}
+		return StreamMsg{Seq: seq, Subject: "ledger.QUINIELA.agency.1", Header: h, Time: at(ms)}
+	}
+	// c1 active from 0 to 3 s; c2 from 5 s (it wrote); c1 again from 9 s.
+	terms := []Term{
+		{Central: "c1", Start: at(0), End: at(3000)},
+		{Central: "c2", Start: at(5000), End: at(8000)},
+		{Central: "c1", Start: at(9000)},
+	}
+	for _, tc := range []struct {
+		name   string
+		stream []StreamMsg
+		find   string
+	}{
+		{"each in its term", []StreamMsg{msg(1, "c1", 100), msg(2, "c2", 5100), msg(3, "c1", 9100)}, ""},
+		{"c1 after c2 took over", []StreamMsg{msg(1, "c1", 100), msg(2, "c2", 5100), msg(3, "c1", 5200)}, "accepted from c1 at 22:00:05.200, after c2 took the lease"},
+		{"c2 before it was active", []StreamMsg{msg(1, "c2", 4000)}, "before it was ever active"},
+		{"no writer", []StreamMsg{msg(1, "", 100)}, "names no writer"},
+	} {
+		r := &Report{}
+		checkWriters(r, tc.stream, slices.Clone(terms), 2*time.Second)
+		got := strings.Join(r.Findings, "; ")
+		if (tc.find == "") != (got == "") || !strings.Contains(got, tc.find) {
+			t.Errorf("%s: findings %q, want %q", tc.name, got, tc.find)
+		}
+	}
+	// A term that ended at once with no write (a central that logged
+	// itself active after its lease had lapsed) does not accuse the writer
+	// whose term it fell in.
+	blip := append(slices.Clone(terms[:1]), Term{Central: "c2", Start: at(1000), End: at(1001)})
+	r := &Report{}
+	checkWriters(r, []StreamMsg{msg(1, "c1", 2000)}, blip, 2*time.Second)
+	if r.Failed() {
+		t.Errorf("a write of c1 after c2's blip: %v, want no finding", r.Findings)
+	}
+}
+
+func TestPlanIsReplayable(t *testing.T) {
+	a, b := Plan(42, 9, Kinds), Plan(42, 9, Kinds)
+	if !slices.Equal(a, b) {
+		t.Fatalf("two plans of seed 42 differ:\n%v\n%v", a, b)
+	}
+	if c := Plan(43, 9, Kinds); slices.Equal(a, c) {
+		t.Errorf("seeds 42 and 43 gave the same plan")
+	}
+	seen := map[Kind]bool{}
+	for _, f := range a[:9] {
+		seen[f.Kind] = true
+		if f.AtDraw || f.Hold <= 0 {
+			t.Errorf("fault %v: want a hold and not at the draw", f)
+		}
+	}
+	if len(seen) != len(Kinds) {
+		t.Errorf("9 faults of 9 kinds used %d kinds: each kind comes once before any comes twice", len(seen))
+	}
+	if last := a[len(a)-1]; !last.AtDraw || !slices.Contains(drawKinds, last.Kind) {
+		t.Errorf("the last fault %v: want one at the draw", last)
+	}
+	if _, err := ParseKinds("kill-node,nope"); err == nil {
+		t.Error("ParseKinds accepted an unknown kind")
+	}
+}
