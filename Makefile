@@ -88,7 +88,7 @@ DURATION  ?= 10m
 FAULTS    ?= 8
 KINDS     ?=
 SOAK_DATA ?=
-SOAK_BETS ?= 8000
+SOAK_BETS ?= 20000
 BATCH     ?= 10
 PAYLOAD   ?=
 soak-cluster:

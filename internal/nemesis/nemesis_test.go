@@ -59,7 +59,7 @@ func TestNemesisShort(t *testing.T) {
 			if i == 1 {
 				ks = kinds[half:]
 			}
-			runSeed(t, seed+uint64(i), payload, Plan(seed+uint64(i), len(ks), ks), 8000, "", 10)
+			runSeed(t, seed+uint64(i), payload, Plan(seed+uint64(i), len(ks), ks), 12000, "", 10)
 		})
 	}
 }
@@ -210,6 +210,10 @@ func runSeed(t *testing.T, seed uint64, payload int, plan []Fault, bets int, dat
 	t.Logf("seed %d, max_payload %s, %v:\n%s", seed, payloadName(payload), time.Since(start).Round(time.Millisecond), rep)
 	if rep.Failed() {
 		t.Errorf("seed %d failed (replay: QUINIELA_NEMESIS_SEED=%d); the run's log: %s", seed, seed, logPath)
+		return rep
+	}
+	if os.Getenv("QUINIELA_NEMESIS_KEEP") != "" {
+		t.Logf("the run's folder is kept (QUINIELA_NEMESIS_KEEP): %s", logPath)
 		return rep
 	}
 	os.RemoveAll(dir)

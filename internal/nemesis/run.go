@@ -69,23 +69,39 @@ func Run(ctx context.Context, cfg Config, plan []Fault, limits Limits) (*Report,
 	}
 	leader := func() (string, error) { return StreamLeader(ctx, nc) }
 
-	drawFault := plan[len(plan)-1]
-	for _, f := range plan {
-		if c.agenciesDone() {
+	drawFault, regular := plan[len(plan)-1], plan[:len(plan)-1]
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		// Each fault waits for its gap; the draw's fault comes as soon as
+		// the draw begins, whatever was next, and ends the schedule.
+		var f Fault
+		var gap <-chan time.Time
+		if i < len(regular) {
+			gap = time.After(regular[i].Gap)
+		}
+		ended := false
+	wait:
+		for !isClosed(drawc) {
+			select {
+			case <-gap:
+				f = regular[i]
+				break wait
+			case <-drawc:
+			case <-tick.C:
+				if c.agenciesDone() { // no draw came: the checker says why
+					ended = true
+					break wait
+				}
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		}
+		if ended {
 			break
 		}
-		// Wait for the fault's moment: its gap, or the draw, whose fault
-		// then comes in its place.
-		var wait <-chan time.Time
-		if !f.AtDraw {
-			wait = time.After(f.Gap)
-		}
-		select {
-		case <-wait:
-		case <-drawc:
+		if isClosed(drawc) {
 			f = drawFault
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
 		}
 		if f.Kind == IsolateCentral || f.Kind == IsolateNode {
 			// Aimed at the active central: wait for one (a takeover may
