@@ -86,22 +86,23 @@ func TestCheckWritersFindsAWriteAfterAnotherTookTheLease(t *testing.T) {
 }
 
 func TestPlanIsReplayable(t *testing.T) {
-	a, b := Plan(42, 9, Kinds), Plan(42, 9, Kinds)
+	n := len(Kinds)
+	a, b := Plan(42, n, Kinds), Plan(42, n, Kinds)
 	if !slices.Equal(a, b) {
 		t.Fatalf("two plans of seed 42 differ:\n%v\n%v", a, b)
 	}
-	if c := Plan(43, 9, Kinds); slices.Equal(a, c) {
+	if c := Plan(43, n, Kinds); slices.Equal(a, c) {
 		t.Errorf("seeds 42 and 43 gave the same plan")
 	}
 	seen := map[Kind]bool{}
-	for _, f := range a[:9] {
+	for _, f := range a[:n] {
 		seen[f.Kind] = true
 		if f.AtDraw || f.Hold <= 0 {
 			t.Errorf("fault %v: want a hold and not at the draw", f)
 		}
 	}
 	if len(seen) != len(Kinds) {
-		t.Errorf("9 faults of 9 kinds used %d kinds: each kind comes once before any comes twice", len(seen))
+		t.Errorf("%d faults of %d kinds used %d kinds: each kind comes once before any comes twice", n, n, len(seen))
 	}
 	if last := a[len(a)-1]; !last.AtDraw || !slices.Contains(drawKinds, last.Kind) {
 		t.Errorf("the last fault %v: want one at the draw", last)

@@ -21,6 +21,7 @@ const (
 	IsolateCentral Kind = "isolate-central" // the active central cut from every node
 	IsolateNode    Kind = "isolate-node"    // the active central's node cut from the other nodes (its clients still reach it), or from everyone
 	SplitLeader    Kind = "split-leader"    // the stream's leader alone | the two other nodes
+	CutAgencies    Kind = "cut-agencies"    // the agencies cut from one node (those connected to it wait on it)
 	FlakyLink      Kind = "flaky-link"      // a node's or a central's link: packets lost at random, the rest slowed by a token bucket
 	PauseNode      Kind = "pause-node"      // SIGSTOP … SIGCONT
 	PauseCentral   Kind = "pause-central"
@@ -30,7 +31,7 @@ const (
 )
 
 // Kinds is every kind of fault, in a fixed order.
-var Kinds = []Kind{IsolateCentral, IsolateNode, SplitLeader, FlakyLink, PauseNode, PauseCentral, KillNode, KillCentral, KillAgency}
+var Kinds = []Kind{IsolateCentral, IsolateNode, SplitLeader, CutAgencies, FlakyLink, PauseNode, PauseCentral, KillNode, KillCentral, KillAgency}
 
 // drawKinds are those played at the draw: on the central drawing or on
 // what it stands on.
@@ -89,7 +90,7 @@ func fault(r *rand.Rand, k Kind) Fault {
 	ms := func(lo, hi int) time.Duration { return time.Duration(lo+r.IntN(hi-lo+1)) * time.Millisecond }
 	f := Fault{Kind: k, Gap: ms(300, 2000), Pick: r.IntN(1 << 16)}
 	switch k {
-	case IsolateCentral, IsolateNode, SplitLeader:
+	case IsolateCentral, IsolateNode, SplitLeader, CutAgencies:
 		f.Hold = ms(1000, 6000) // around the 2 s lease: shorter and longer
 	case FlakyLink:
 		f.Hold = ms(3000, 8000)
@@ -178,6 +179,9 @@ func (c *Cluster) play(ctx context.Context, f Fault, obs func() (string, error))
 		}
 		p.Target = leader
 		return p, c.netFault(c.lab.Partition([]string{leader}, others(leader, nodeNames)), healNet)
+	case CutAgencies:
+		p.Target = nodeNames[f.Pick%len(nodeNames)]
+		return p, c.netFault(c.lab.Partition([]string{agenciesMember}, []string{p.Target}), healNet)
 	case FlakyLink:
 		all := append(append([]string{}, nodeNames...), centralNames...)
 		p.Target = all[f.Pick%len(all)]
