@@ -27,6 +27,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "nemesis: "+why)
 		os.Exit(m.Run())
 	}
+	if dir := os.Getenv("QUINIELA_NEMESIS_BIN"); dir != "" {
+		// Binaries built elsewhere (another tree): central, agency,
+		// nats-server and gendata.
+		if err := harness.CheckBinaries(dir, "build them with go build -o DIR/", "central", "agency", "nats-server", "gendata"); err != nil {
+			fmt.Fprintln(os.Stderr, "nemesis:", err)
+			os.Exit(1)
+		}
+		binDir = dir
+		os.Exit(m.Run())
+	}
 	os.Exit(harness.RunWithBinaries(m, &binDir, harness.CentralPkg, harness.AgencyPkg,
 		"github.com/nats-io/nats-server/v2", "github.com/quiniela/quiniela/tools/gendata"))
 }
