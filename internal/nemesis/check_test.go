@@ -111,3 +111,24 @@ func TestPlanIsReplayable(t *testing.T) {
 		t.Error("ParseKinds accepted an unknown kind")
 	}
 }
+
+// The draw's line may die with the central that wrote the draw; then, and
+// only then, none is right.
+func TestDrawnByKilledOnlyForTheKilledWriter(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)
+	h := nats.Header{}
+	h.Set(central.HeaderWriter, "c2")
+	draw := []StreamMsg{{Seq: 9, Subject: "ledger.QUINIELA.draw", Header: h, Time: t0.Add(time.Second)}}
+	killed := []Term{{Central: "c2", Start: t0, End: t0.Add(2 * time.Second), Killed: true}}
+	if !drawnByKilled(draw, killed) {
+		t.Error("a draw written by a central killed right after: want true")
+	}
+	steppedDown := []Term{{Central: "c2", Start: t0, End: t0.Add(2 * time.Second)}}
+	if drawnByKilled(draw, steppedDown) {
+		t.Error("a draw written by a central that lived on: want false")
+	}
+	other := []Term{{Central: "c1", Start: t0, End: t0.Add(2 * time.Second), Killed: true}}
+	if drawnByKilled(draw, other) {
+		t.Error("a draw written by c2 while c1 was killed: want false")
+	}
+}
