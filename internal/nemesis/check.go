@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central"
@@ -130,45 +132,7 @@ func Check(c *Cluster, cfg Config, stream []StreamMsg, lim Limits, r *Report) {
 		}
 	}
 
-	// The stream: every bet once, batches contiguous, one done each, one draw.
-	var streamRows []string
-	draws := 0
-	next := map[int]uint64{}
-	dones := map[int]int{}
-	for _, m := range stream {
-		if strings.HasSuffix(m.Subject, ".draw") {
-			draws++
-			continue
-		}
-		agency, _ := strconv.Atoi(m.Header.Get(messages.HeaderAgency))
-		if m.Header.Get(messages.HeaderBatches) != "" {
-			dones[agency]++
-			continue
-		}
-		if dones[agency] > 0 {
-			r.fail("stream message %d: batches of agency %d after its done", m.Seq, agency)
-		}
-		first, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
-		counts := strings.Split(m.Header.Get(central.HeaderCounts), ",")
-		if want := next[agency] + 1; first != want {
-			r.fail("stream message %d: agency %d's batch %d where %d was next", m.Seq, agency, first, want)
-		}
-		next[agency] = first + uint64(len(counts)) - 1
-		rows, err := csvRows(bytes.NewReader(m.Data))
-		if err != nil {
-			r.fail("stream message %d: %v", m.Seq, err)
-		}
-		streamRows = append(streamRows, rows...)
-	}
-	compare(r, "the stream", input, streamRows)
-	if draws != 1 {
-		r.fail("the stream holds %d draws, want 1", draws)
-	}
-	for _, f := range cfg.Files {
-		if dones[f.ID] != 1 {
-			r.fail("the stream holds %d dones of agency %d, want 1", dones[f.ID], f.ID)
-		}
-	}
+	checkStream(r, stream, input, cfg.Files)
 
 	// Every central's copy: the input, byte for byte the same as the others'.
 	var first []byte
@@ -225,6 +189,82 @@ func Check(c *Cluster, cfg Config, stream []StreamMsg, lim Limits, r *Report) {
 		r.fail("livelock: %d resends and retries for %d faults (at most %d)", r.Resent+r.Retries, faults, max)
 	}
 	r.Costs = costs(r, c, terms)
+}
+
+// checkStream fails unless the stream holds every bet of input once, each
+// agency's batches contiguous from 1 (a batch in parts, its parts in
+// order), then one done each, and one draw.
+func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.AgencyFile) {
+	var streamRows []string
+	draws := 0
+	next := map[int]uint64{} // each agency's last whole batch
+	parts := map[int]int{}   // the part of batch next+1 written last, 0: none
+	dones := map[int]int{}
+	for _, m := range stream {
+		if strings.HasSuffix(m.Subject, ".draw") {
+			draws++
+			continue
+		}
+		agency, _ := strconv.Atoi(m.Header.Get(messages.HeaderAgency))
+		if m.Header.Get(messages.HeaderBatches) != "" {
+			dones[agency]++
+			continue
+		}
+		if dones[agency] > 0 {
+			r.fail("stream message %d: batches of agency %d after its done", m.Seq, agency)
+		}
+		first, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
+		counts := strings.Split(m.Header.Get(central.HeaderCounts), ",")
+		if i, n, ok := messagePart(m.Header); ok {
+			// A batch too big for one message, in parts i of n.
+			want, wantPart := next[agency]+1, 1
+			if parts[agency] > 0 {
+				want, wantPart = next[agency]+1, parts[agency]+1
+			}
+			if first != want || i != wantPart {
+				r.fail("stream message %d: agency %d's batch %d part %d/%d where batch %d part %d was next", m.Seq, agency, first, i, n, want, wantPart)
+			}
+			parts[agency] = i
+			if i == n {
+				next[agency], parts[agency] = first, 0
+			}
+		} else {
+			if want := next[agency] + 1; first != want || parts[agency] > 0 {
+				r.fail("stream message %d: agency %d's batch %d where %d was next", m.Seq, agency, first, want)
+			}
+			next[agency] = first + uint64(len(counts)) - 1
+		}
+		rows, err := csvRows(bytes.NewReader(m.Data))
+		if err != nil {
+			r.fail("stream message %d: %v", m.Seq, err)
+		}
+		streamRows = append(streamRows, rows...)
+	}
+	compare(r, "the stream", input, streamRows)
+	if draws != 1 {
+		r.fail("the stream holds %d draws, want 1", draws)
+	}
+	for _, f := range files {
+		if dones[f.ID] != 1 {
+			r.fail("the stream holds %d dones of agency %d, want 1", dones[f.ID], f.ID)
+		}
+	}
+
+}
+
+// headerPart numbers the parts of a batch written in several messages
+// ("2/3"), as issue 18's fix 1 writes a batch larger than max_payload.
+const headerPart = "Quiniela-Part"
+
+// messagePart reads a message's part header, if it has one.
+func messagePart(h nats.Header) (i, n int, ok bool) {
+	a, b, found := strings.Cut(h.Get(headerPart), "/")
+	if !found {
+		return 0, 0, false
+	}
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	return i, n, err1 == nil && err2 == nil && i >= 1 && i <= n
 }
 
 // drawnByKilled reports whether the stream's draw was written by a central

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/services/central"
 )
 
@@ -130,5 +131,47 @@ func TestDrawnByKilledOnlyForTheKilledWriter(t *testing.T) {
 	other := []Term{{Central: "c1", Start: t0, End: t0.Add(2 * time.Second), Killed: true}}
 	if drawnByKilled(draw, other) {
 		t.Error("a draw written by c2 while c1 was killed: want false")
+	}
+}
+
+func TestCheckStreamFindsGapsRepeatsAndBadParts(t *testing.T) {
+	batch := func(seq uint64, agency, first string, counts string, part string, rows ...string) StreamMsg {
+		h := nats.Header{}
+		h.Set("Quiniela-Agency", agency)
+		h.Set("Quiniela-Batch", first)
+		h.Set(central.HeaderCounts, counts)
+		if part != "" {
+			h.Set(headerPart, part)
+		}
+		return StreamMsg{Seq: seq, Subject: "ledger.QUINIELA.agency." + agency, Header: h, Data: []byte(strings.Join(rows, ""))}
+	}
+	done := func(seq uint64, agency string) StreamMsg {
+		h := nats.Header{}
+		h.Set("Quiniela-Agency", agency)
+		h.Set("Quiniela-Batches", "9")
+		return StreamMsg{Seq: seq, Subject: "ledger.QUINIELA.agency." + agency, Header: h}
+	}
+	draw := StreamMsg{Seq: 99, Subject: "ledger.QUINIELA.draw", Header: nats.Header{}}
+	row := func(n string) string { return "1,A,B," + n + ",1990-01-01,1\n" }
+	input := []string{"1\x1fA\x1fB\x1f1\x1f1990-01-01\x1f1", "1\x1fA\x1fB\x1f2\x1f1990-01-01\x1f1", "1\x1fA\x1fB\x1f3\x1f1990-01-01\x1f1"}
+	files := []harness.AgencyFile{{ID: 1}}
+	for _, tc := range []struct {
+		name   string
+		stream []StreamMsg
+		find   string
+	}{
+		{"whole", []StreamMsg{batch(1, "1", "1", "2,1", "", row("1"), row("2"), row("3")), done(2, "1"), draw}, ""},
+		{"in parts", []StreamMsg{batch(1, "1", "1", "1", "1/2", row("1")), batch(2, "1", "1", "1", "2/2", row("2")), batch(3, "1", "2", "1", "", row("3")), done(4, "1"), draw}, ""},
+		{"a gap", []StreamMsg{batch(1, "1", "1", "2", "", row("1"), row("2")), batch(2, "1", "3", "1", "", row("3")), done(3, "1"), draw}, "batch 3 where 2 was next"},
+		{"a repeat", []StreamMsg{batch(1, "1", "1", "3", "", row("1"), row("2"), row("3")), batch(2, "1", "1", "1", "", row("1")), done(3, "1"), draw}, "1 stored twice"},
+		{"a part skipped", []StreamMsg{batch(1, "1", "1", "1", "1/3", row("1")), batch(2, "1", "1", "1", "3/3", row("2")), batch(3, "1", "2", "1", "", row("3")), done(4, "1"), draw}, "part 3/3 where batch 1 part 2 was next"},
+		{"no done, two draws", []StreamMsg{batch(1, "1", "1", "3", "", row("1"), row("2"), row("3")), draw, draw}, "0 dones of agency 1"},
+	} {
+		r := &Report{}
+		checkStream(r, tc.stream, input, files)
+		got := strings.Join(r.Findings, "; ")
+		if (tc.find == "") != (got == "") || !strings.Contains(got, tc.find) {
+			t.Errorf("%s: findings %q, want %q", tc.name, got, tc.find)
+		}
 	}
 }
