@@ -233,37 +233,50 @@ type StreamMsg struct {
 	Time    time.Time
 }
 
-// ReadStream reads every message of the ledger stream, in order.
+// ReadStream reads every message of the ledger stream, in order. A
+// cluster just healed may answer "temporarily unavailable" for a while
+// (an election): each read is retried for up to a minute.
 func ReadStream(ctx context.Context, nc *nats.Conn) ([]StreamMsg, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(cctx, Stream)
-	if err != nil {
-		return nil, err
-	}
-	info, err := s.Info(cctx)
+	var info *jetstream.StreamInfo
+	var s jetstream.Stream
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		if s, err = js.Stream(ctx, Stream); err == nil {
+			info, err = s.Info(ctx)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	var out []StreamMsg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
 		var m *jetstream.RawStreamMsg
-		for attempt := 0; ; attempt++ {
-			gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
-			m, err = s.GetMsg(gctx, seq)
-			gcancel()
-			if err == nil || attempt == 5 {
-				break
-			}
-		}
-		if err != nil {
+		if err := retry(ctx, func(ctx context.Context) (err error) {
+			m, err = s.GetMsg(ctx, seq)
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("message %d: %w", seq, err)
 		}
 		out = append(out, StreamMsg{Seq: m.Sequence, Subject: m.Subject, Header: m.Header, Data: m.Data, Time: m.Time})
 	}
 	return out, nil
+}
+
+// retry calls f, each call bounded by 5 s, until it succeeds or a minute
+// has passed.
+func retry(ctx context.Context, f func(context.Context) error) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(cctx)
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
