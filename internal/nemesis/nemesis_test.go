@@ -150,7 +150,12 @@ func TestNemesisSoak(t *testing.T) {
 			rep = runSeed(t, seed, payload, plan, bets, os.Getenv("QUINIELA_SOAK_DATA"), batch)
 		})
 		runs++
-		if rep == nil || rep.Failed() {
+		if rep == nil {
+			// The lab itself could not run (its log says why): the
+			// next seeds would not either.
+			t.Fatalf("soak stopped after %d runs: the lab could not run seed %d", runs, seed)
+		}
+		if rep.Failed() {
 			failed = append(failed, fmt.Sprintf("QUINIELA_NEMESIS_SEED=%d max_payload=%s", seed, payloadName(payload)))
 		}
 		if rep != nil {
