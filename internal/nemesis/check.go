@@ -48,6 +48,7 @@ type Report struct {
 	Findings                               []string // failures; none: the run passed
 	Activations, StepDowns, Refused        int
 	Resent, Retries, Bets, Messages, Lives int
+	Superseded                             int // batch parts written again by the next central
 	Costs                                  []Cost
 }
 
@@ -81,8 +82,8 @@ func (r *Report) String() string {
 		c := r.Costs[i]
 		fmt.Fprintf(&b, "  %-60s on %-9s takeover %-8v resends %d retries %d\n", p.Fault.String(), p.Target, c.Takeover.Round(time.Millisecond), c.Resends, c.Retrys)
 	}
-	fmt.Fprintf(&b, "  path: %d activations, %d step-downs, %d batches refused, %d resent, %d retries, %d process lives\n",
-		r.Activations, r.StepDowns, r.Refused, r.Resent, r.Retries, r.Lives)
+	fmt.Fprintf(&b, "  path: %d activations, %d step-downs, %d batches refused, %d resent, %d retries, %d process lives, %d batch parts superseded\n",
+		r.Activations, r.StepDowns, r.Refused, r.Resent, r.Retries, r.Lives, r.Superseded)
 	for _, f := range r.Findings {
 		fmt.Fprintf(&b, "  FAIL: %s\n", f)
 	}
@@ -192,13 +193,22 @@ func Check(c *Cluster, cfg Config, stream []StreamMsg, lim Limits, r *Report) {
 }
 
 // checkStream fails unless the stream holds every bet of input once, each
-// agency's batches contiguous from 1 (a batch in parts, its parts in
-// order), then one done each, and one draw.
+// agency's batches contiguous from 1, then one done each, and one draw. It
+// reads the stream as the centrals' copy does: a batch in parts counts once
+// its last part is read, and a part 1 starts the batch over (the parts
+// that a central which lost the lease left behind, written again by the
+// next: counted in r.Superseded); a batch numbered below the agency's next
+// adds rows to that earlier batch (an agency run again with fixed rows).
 func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.AgencyFile) {
+	type pending struct {
+		batch uint64
+		part  int
+		rows  []string
+	}
 	var streamRows []string
 	draws := 0
 	next := map[int]uint64{} // each agency's last whole batch
-	parts := map[int]int{}   // the part of batch next+1 written last, 0: none
+	open := map[int]*pending{}
 	dones := map[int]int{}
 	for _, m := range stream {
 		if strings.HasSuffix(m.Subject, ".draw") {
@@ -215,30 +225,50 @@ func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.
 		}
 		first, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
 		counts := strings.Split(m.Header.Get(central.HeaderCounts), ",")
-		if i, n, ok := messagePart(m.Header); ok {
-			// A batch too big for one message, in parts i of n.
-			want, wantPart := next[agency]+1, 1
-			if parts[agency] > 0 {
-				want, wantPart = next[agency]+1, parts[agency]+1
-			}
-			if first != want || i != wantPart {
-				r.fail("stream message %d: agency %d's batch %d part %d/%d where batch %d part %d was next", m.Seq, agency, first, i, n, want, wantPart)
-			}
-			parts[agency] = i
-			if i == n {
-				next[agency], parts[agency] = first, 0
-			}
-		} else {
-			if want := next[agency] + 1; first != want || parts[agency] > 0 {
-				r.fail("stream message %d: agency %d's batch %d where %d was next", m.Seq, agency, first, want)
-			}
-			next[agency] = first + uint64(len(counts)) - 1
-		}
 		rows, err := csvRows(bytes.NewReader(m.Data))
 		if err != nil {
 			r.fail("stream message %d: %v", m.Seq, err)
 		}
+		if i, n, ok := messagePart(m.Header); ok {
+			p := open[agency]
+			switch {
+			case i == 1:
+				if p != nil {
+					r.Superseded += p.part
+				}
+				if want := next[agency] + 1; first != want {
+					r.fail("stream message %d: agency %d's batch %d part 1/%d where batch %d was next", m.Seq, agency, first, n, want)
+				}
+				p = &pending{batch: first}
+				open[agency] = p
+			case p == nil || p.batch != first || p.part+1 != i:
+				r.fail("stream message %d: agency %d's batch %d part %d/%d out of order", m.Seq, agency, first, i, n)
+				continue
+			}
+			p.part = i
+			p.rows = append(p.rows, rows...)
+			if i == n {
+				streamRows = append(streamRows, p.rows...)
+				next[agency] = first
+				delete(open, agency)
+			}
+			continue
+		}
+		if p := open[agency]; p != nil {
+			r.fail("stream message %d: agency %d's batch %d after its batch %d left at part %d", m.Seq, agency, first, p.batch, p.part)
+			delete(open, agency)
+		}
+		switch want := next[agency] + 1; {
+		case first == want:
+			next[agency] = first + uint64(len(counts)) - 1
+		case first > want:
+			r.fail("stream message %d: agency %d's batch %d where %d was next", m.Seq, agency, first, want)
+			next[agency] = first + uint64(len(counts)) - 1
+		}
 		streamRows = append(streamRows, rows...)
+	}
+	for agency, p := range open {
+		r.fail("the stream ends with agency %d's batch %d at part %d", agency, p.batch, p.part)
 	}
 	compare(r, "the stream", input, streamRows)
 	if draws != 1 {
@@ -249,16 +279,11 @@ func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.
 			r.fail("the stream holds %d dones of agency %d, want 1", dones[f.ID], f.ID)
 		}
 	}
-
 }
-
-// headerPart numbers the parts of a batch written in several messages
-// ("2/3"), as issue 18's fix 1 writes a batch larger than max_payload.
-const headerPart = "Quiniela-Part"
 
 // messagePart reads a message's part header, if it has one.
 func messagePart(h nats.Header) (i, n int, ok bool) {
-	a, b, found := strings.Cut(h.Get(headerPart), "/")
+	a, b, found := strings.Cut(h.Get(central.HeaderPart), "/")
 	if !found {
 		return 0, 0, false
 	}

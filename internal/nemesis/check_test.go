@@ -141,7 +141,7 @@ func TestCheckStreamFindsGapsRepeatsAndBadParts(t *testing.T) {
 		h.Set("Quiniela-Batch", first)
 		h.Set(central.HeaderCounts, counts)
 		if part != "" {
-			h.Set(headerPart, part)
+			h.Set(central.HeaderPart, part)
 		}
 		return StreamMsg{Seq: seq, Subject: "ledger.QUINIELA.agency." + agency, Header: h, Data: []byte(strings.Join(rows, ""))}
 	}
@@ -164,7 +164,9 @@ func TestCheckStreamFindsGapsRepeatsAndBadParts(t *testing.T) {
 		{"in parts", []StreamMsg{batch(1, "1", "1", "1", "1/2", row("1")), batch(2, "1", "1", "1", "2/2", row("2")), batch(3, "1", "2", "1", "", row("3")), done(4, "1"), draw}, ""},
 		{"a gap", []StreamMsg{batch(1, "1", "1", "2", "", row("1"), row("2")), batch(2, "1", "3", "1", "", row("3")), done(3, "1"), draw}, "batch 3 where 2 was next"},
 		{"a repeat", []StreamMsg{batch(1, "1", "1", "3", "", row("1"), row("2"), row("3")), batch(2, "1", "1", "1", "", row("1")), done(3, "1"), draw}, "1 stored twice"},
-		{"a part skipped", []StreamMsg{batch(1, "1", "1", "1", "1/3", row("1")), batch(2, "1", "1", "1", "3/3", row("2")), batch(3, "1", "2", "1", "", row("3")), done(4, "1"), draw}, "part 3/3 where batch 1 part 2 was next"},
+		{"a part skipped", []StreamMsg{batch(1, "1", "1", "1", "1/3", row("1")), batch(2, "1", "1", "1", "3/3", row("2")), batch(3, "1", "2", "1", "", row("3")), done(4, "1"), draw}, "part 3/3 out of order"},
+		{"parts started over", []StreamMsg{batch(1, "1", "1", "1", "1/2", row("1")), batch(2, "1", "1", "1", "1/2", row("1")), batch(3, "1", "1", "1", "2/2", row("2")), batch(4, "1", "2", "1", "", row("3")), done(5, "1"), draw}, ""},
+		{"a batch left in parts", []StreamMsg{batch(1, "1", "1", "1", "1/2", row("1")), batch(2, "1", "2", "1", "", row("3")), done(3, "1"), draw}, "left at part 1"},
 		{"no done, two draws", []StreamMsg{batch(1, "1", "1", "3", "", row("1"), row("2"), row("3")), draw, draw}, "0 dones of agency 1"},
 	} {
 		r := &Report{}
