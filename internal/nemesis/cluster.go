@@ -243,34 +243,34 @@ func (c *Cluster) poll(ctx context.Context, what string, cond func() (bool, erro
 	}
 }
 
-// Observer connects the test's own client, as the central's user, from
-// the observer's namespace to every node.
+// Observer connects the test's own client, as the central's ledger user
+// (the account that holds the stream and the lease), from the observer's
+// namespace to every node.
 func (c *Cluster) Observer() (*nats.Conn, error) {
 	return nats.Connect(c.urls(0), nats.SetCustomDialer(Dialer{NS: c.lab.Member(observerMember).NS}),
-		nats.UserInfo(natsauth.CentralUser, c.users.Passwords[natsauth.CentralUser]),
+		nats.UserInfo(natsauth.LedgerUser, c.users.Passwords[natsauth.LedgerUser]),
 		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Timeout(2*time.Second))
 }
 
-// WaitJetStream waits until the cluster places an R3 stream (the meta
-// leader sees every node), by creating and deleting a probe stream.
+// WaitJetStream waits until JetStream answers on the cluster (the
+// ledger user's $JS.API.INFO); a central started while the cluster still
+// forms waits for its stream's placement itself.
 func (c *Cluster) WaitJetStream(ctx context.Context, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
 	var last error
-	err = c.poll(ctx, "JetStream placing an R3 stream", func() (bool, error) {
+	err = c.poll(ctx, "JetStream answering", func() (bool, error) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, last = js.CreateStream(cctx, jetstream.StreamConfig{Name: "NEMESIS_PROBE", Subjects: []string{"nemesis.probe"}, Replicas: 3, Storage: jetstream.MemoryStorage})
+		_, last = js.AccountInfo(cctx)
 		return last == nil, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%w (last: %v)", err, last)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return js.DeleteStream(cctx, "NEMESIS_PROBE")
+	return nil
 }
 
 // StartCentral starts (or restarts) a central; with wipe its folder is
@@ -297,6 +297,7 @@ func (c *Cluster) StartCentral(name string, wipe bool) error {
 	}
 	env := append([]string{
 		"NATS_URL=" + c.urls(idx), "NATS_USER=" + natsauth.CentralUser, "NATS_PASSWORD=" + c.users.Passwords[natsauth.CentralUser],
+		natsauth.LedgerEnvPrefix + "NATS_USER=" + natsauth.LedgerUser, natsauth.LedgerEnvPrefix + "NATS_PASSWORD=" + c.users.Passwords[natsauth.LedgerUser],
 		"CENTRAL_LEDGER=jetstream", "CENTRAL_REPLICAS=3", "CENTRAL_NAME=" + name,
 		"CENTRAL_AGENCIES=" + strconv.Itoa(len(c.cfg.Files)), "CENTRAL_BETS_FILE=" + filepath.Join(cp.Dir, "bets.csv"),
 		"LOG_LEVEL=INFO",
