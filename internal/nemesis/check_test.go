@@ -64,7 +64,7 @@ func TestCheckWritersFindsAWriteAfterAnotherTookTheLease(t *testing.T) {
 		find   string
 	}{
 		{"each in its term", []StreamMsg{msg(1, "c1", 100), msg(2, "c2", 5100), msg(3, "c1", 9100)}, ""},
-		{"c1 after c2 took over", []StreamMsg{msg(1, "c1", 100), msg(2, "c2", 5100), msg(3, "c1", 5200)}, "accepted from c1 at 22:00:05.200, after c2 took the lease"},
+		{"c1 in its next term", []StreamMsg{msg(1, "c2", 5100), msg(2, "c1", 9100)}, ""},
 		{"c2 before it was active", []StreamMsg{msg(1, "c2", 4000)}, "before it was ever active"},
 		{"no writer", []StreamMsg{msg(1, "", 100)}, "names no writer"},
 	} {
@@ -75,6 +75,27 @@ func TestCheckWritersFindsAWriteAfterAnotherTookTheLease(t *testing.T) {
 			t.Errorf("%s: findings %q, want %q", tc.name, got, tc.find)
 		}
 	}
+	// A write sent in c1's term and stored 2.2 s after it ended, once c2
+	// had taken over: late, counted, not failed.
+	late := &Report{}
+	checkWriters(late, []StreamMsg{msg(1, "c1", 100), msg(2, "c2", 5100), msg(3, "c1", 5200)}, slices.Clone(terms), 2*time.Second)
+	if late.Failed() || late.LateWrites != 1 {
+		t.Errorf("a late write: findings %v, %d late writes; want none and 1", late.Findings, late.LateWrites)
+	}
+	// Stored more than lateWindow after its term ended: not a late write.
+	stale := &Report{}
+	checkWriters(stale, []StreamMsg{msg(1, "c2", 5100), msg(2, "c1", 14000)}, slices.Clone(terms[:2]), 2*time.Second)
+	if got := strings.Join(stale.Findings, "; "); !strings.Contains(got, "accepted from c1 at 22:00:14.000, after c2 took the lease") {
+		t.Errorf("a write 11 s after its term: findings %q", got)
+	}
+	// Two centrals active at once: c1's term still open when c2 took over.
+	both := []Term{{Central: "c1", Start: at(0)}, {Central: "c2", Start: at(5000)}}
+	split := &Report{}
+	checkWriters(split, []StreamMsg{msg(1, "c2", 5100), msg(2, "c1", 5200)}, both, 2*time.Second)
+	if !split.Failed() {
+		t.Error("c1 writing in its open term after c2 took the lease: want a finding")
+	}
+
 	// A term that ended at once with no write (a central that logged
 	// itself active after its lease had lapsed) does not accuse the writer
 	// whose term it fell in.
