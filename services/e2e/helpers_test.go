@@ -46,6 +46,10 @@ func startCentral(t *testing.T, url, dir string, env map[string]string) *central
 		"NATS_URL":          url,
 		"CENTRAL_BETS_FILE": filepath.Join(dir, "bets.csv"),
 		"CENTRAL_AGENCIES":  "5",
+		// One central per test server: nobody else can answer its claim,
+		// so the claim's wait only slows the suite (the tests of two
+		// centrals at once set their own).
+		"CENTRAL_CLAIM_WAIT": "100ms",
 	}
 	for k, v := range env {
 		vars[k] = v
