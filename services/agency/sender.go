@@ -215,6 +215,7 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 			s.ack(0)
 		}
 		if j := s.find(werr.NextBatch); j >= 0 {
+			s.pending[j].lastErr = err // what the resend's log line says
 			return s.retryFrom(ctx, j)
 		}
 		if len(s.pending) > 0 && s.pending[0].batch.Seq > werr.NextBatch {
