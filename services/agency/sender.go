@@ -42,6 +42,7 @@ type Sender struct {
 	agency   int                   // whose batches these are: replies must name it
 	pending  []*inflight           // sent, not acknowledged, in sequence order
 	failures int                   // consecutive failed attempts, for the backoff
+	acks     int                   // acknowledgements taken so far
 	noReply  noResponders          // no central subscribed yet: said once, then at DEBUG
 	release  func(*messages.Batch) // called with each batch once acknowledged, if set
 
@@ -64,6 +65,7 @@ type inflight struct {
 	firstSent time.Time
 	deadline  time.Time
 	lastErr   error
+	acksSeen  int // s.acks when this attempt was sent
 }
 
 // NewSender subscribes to a reply inbox for agency's batches.
@@ -133,6 +135,7 @@ func (s *Sender) Flush(ctx context.Context) error {
 func (s *Sender) publish(p *inflight, now time.Time) error {
 	p.gen++
 	p.deadline = now.Add(s.timeout)
+	p.acksSeen = s.acks
 	msg := p.batch.Msg()
 	msg.Reply = s.inbox + "." + strconv.FormatUint(p.batch.Seq, 10) + "." + strconv.Itoa(p.gen)
 	if err := s.nc.PublishMsg(msg); err != nil {
@@ -219,6 +222,16 @@ func (s *Sender) handleReply(ctx context.Context, msg *nats.Msg) error {
 			return s.retryFrom(ctx, j)
 		}
 		if len(s.pending) > 0 && s.pending[0].batch.Seq > werr.NextBatch {
+			if p.acksSeen < s.acks {
+				// An acknowledgement came after this attempt left: the
+				// central may have answered it from a view older than a
+				// batch it has made durable and acknowledged since (the
+				// 409 names durable batches only, and the acknowledgement
+				// overtook it). Resend what is not acknowledged, and
+				// believe the refusal of that.
+				s.pending[0].lastErr = err
+				return s.retryFrom(ctx, 0)
+			}
 			return fmt.Errorf("sending batch %d of agency %d: the central expects batch %d, which it had acknowledged before (was its store replaced?): %w",
 				seq, p.batch.Agency, werr.NextBatch, err)
 		}
@@ -250,6 +263,7 @@ func (s *Sender) ack(i int) {
 	}
 	s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	s.failures = 0
+	s.acks++
 	s.noReply.answered(s.log, p.batch)
 	s.log.Debug("lote_confirmado", "agency", p.batch.Agency, "batch", p.batch.Seq, "bets", p.batch.Bets)
 	if s.release != nil {

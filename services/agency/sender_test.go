@@ -385,3 +385,76 @@ func TestSenderTakesABurstOfLateReplies(t *testing.T) {
 		t.Errorf("%d batches acknowledged, want 3", sender.Batches)
 	}
 }
+
+// A 409 naming a batch the Sender has had acknowledged is believed only
+// when it answers an attempt sent after that acknowledgement: the central
+// names durable batches only, so the acknowledgement of a batch made durable
+// while it refused a later one may overtake the refusal. A stale 409 costs
+// one resend; a central that lost acknowledged batches still stops the
+// agency, at the refusal of the resend.
+func TestSenderTellsAStale409FromALoss(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lost=%v", lost), func(t *testing.T) {
+			ns := natstest.StartServer(t)
+			nc := natstest.Connect(t, ns)
+			var mu sync.Mutex
+			var held *nats.Msg // batch 2, its commit under way
+			arrivals := map[uint64]int{}
+			ack := func(m *nats.Msg, seq uint64) { m.Respond(fmt.Appendf(nil, `{"agency":1,"batch":%d}`, seq)) }
+			sub, err := nc.Subscribe(messages.BatchSubject(1), func(m *nats.Msg) {
+				mu.Lock()
+				defer mu.Unlock()
+				seq, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
+				arrivals[seq]++
+				switch {
+				case seq == 2 && arrivals[2] == 1:
+					held = m
+				case seq == 3 && (lost || arrivals[3] == 1):
+					// Refused from a view without batch 2, whose
+					// acknowledgement goes out first.
+					if held != nil {
+						ack(held, 2)
+						held = nil
+					}
+					h := nats.Header{}
+					h.Set(micro.ErrorCodeHeader, strconv.Itoa(int(messages.CodeOutOfOrder)))
+					h.Set(micro.ErrorHeader, "batch 3 of agency 1 is out of order: the central expects batch 2")
+					h.Set(messages.HeaderAgency, "1")
+					h.Set(messages.HeaderBatch, "3")
+					h.Set(messages.HeaderNextBatch, "2")
+					m.RespondMsg(&nats.Msg{Header: h})
+				default:
+					ack(m, seq)
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			log, _ := logline.New(io.Discard, "INFO")
+			sender, err := agency.NewSender(natstest.Connect(t, ns), 1, 4, 10*time.Second, 30*time.Second, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sender.Close()
+			enc := messages.NewBatchEncoder(1, 1)
+			for i := range 3 {
+				enc.Add(messages.Bet{Agency: 1, FirstName: "N", LastName: "L", Document: strconv.Itoa(i + 1), Number: i})
+				if err := sender.Send(t.Context(), enc.Flush()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = sender.Flush(t.Context())
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case lost && (err == nil || !strings.Contains(err.Error(), "which it had acknowledged before")):
+				t.Errorf("Flush: %v; want the central's loss of batch 2, acknowledged, said", err)
+			case !lost && (err != nil || sender.Batches != 3):
+				t.Errorf("Flush: %v, %d batches acknowledged; want all 3, the stale 409 answered by a resend", err, sender.Batches)
+			case arrivals[3] != 2:
+				t.Errorf("batch 3 arrived %d times, want twice: sent, then resent once after the 409", arrivals[3])
+			}
+		})
+	}
+}
