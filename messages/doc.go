@@ -345,6 +345,14 @@
 //
 //	Quiniela-Part: i/k         part i of k; a part 1 starts the batch over
 //
+// The parts of a batch are one JetStream atomic batch (the stream allows
+// atomic publish; the parts carry Nats-Batch-Id, Nats-Batch-Sequence and, on
+// the last, Nats-Batch-Commit): all are stored or none. Only the first part
+// names the subject's last sequence (JetStream admits the check on a
+// subject's first message of a batch only). A stream written before may
+// hold the first parts of a batch a central left unfinished, followed by
+// the whole batch written again: hence a part 1 starts the batch over.
+//
 // A done message has no body and Quiniela-Agency and Quiniela-Batches. Every
 // write carries Nats-Expected-Last-Subject-Sequence (the sequence of the
 // subject's last message: JetStream refuses it if another central wrote

@@ -10,3 +10,7 @@ func RowsFrom(first uint64, bets []messages.Bet) Rows {
 	}
 	return r
 }
+
+// SetStaged makes s call f with n after it hands message n of an atomic
+// batch to the client, before the batch's commit.
+func SetStaged(s *JetStreamStore, f func(n int)) { s.staged = f }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -110,18 +112,19 @@ func (s *JetStreamStore) partMsg(agency int, it ledgerItem, i int, from uint64) 
 	return msg
 }
 
-// publishGroup writes a group: one message, or one per part of a batch
-// written in parts, each following the one before.
+// publishGroup writes a group: one message, or the parts of a batch
+// written in parts as one atomic batch, the first naming lastSeq.
 func (s *JetStreamStore) publishGroup(agency int, group []ledgerItem, lastSeq uint64) (uint64, error) {
 	if group[0].parts == nil {
-		return s.publish(s.groupMsg(agency, group), lastSeq)
+		return s.publish([]*nats.Msg{s.groupMsg(agency, group)}, lastSeq)
 	}
-	seq := lastSeq
-	for i := range group[0].parts {
-		var err error
-		if seq, err = s.publish(s.partMsg(agency, group[0], i, lastSeq), seq); err != nil {
-			return 0, fmt.Errorf("part %d of %d: %w", i+1, len(group[0].parts), err)
-		}
+	msgs := make([]*nats.Msg, len(group[0].parts))
+	for i := range msgs {
+		msgs[i] = s.partMsg(agency, group[0], i, lastSeq)
+	}
+	seq, err := s.publish(msgs, lastSeq)
+	if err != nil {
+		return 0, fmt.Errorf("its %d parts: %w", len(msgs), err)
 	}
 	return seq, nil
 }
@@ -195,36 +198,51 @@ func describeGroup(agency int, group []ledgerItem) string {
 	}
 }
 
-// publish writes msg expecting lastSeq as its subject's last sequence, and
-// resends it through leader elections and reconnections for as long as the
-// lease is held. A refusal because the subject moved is checked against
-// the subject's last message: if that is msg (its first attempt was stored
-// and the acknowledgement lost), it succeeded.
-func (s *JetStreamStore) publish(msg *nats.Msg, lastSeq uint64) (uint64, error) {
-	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastSeq, 10))
-	msg.Header.Set(HeaderWriter, s.l.cfg.Name)
-	id := msg.Header.Get(jetstream.MsgIDHeader)
+// publish writes msgs, all on one subject, the first expecting lastSeq as
+// the subject's last sequence, and returns the stream sequence of the
+// last. Several messages are one JetStream atomic batch: all are stored or
+// none, whatever happens to this central meanwhile. It resends them through
+// leader elections and reconnections for as long as the lease is held. A
+// refusal because the subject moved, or because a message's Nats-Msg-Id is
+// stored already, is checked against the subject's last message: if that
+// is the last of msgs (an attempt was stored and its acknowledgement
+// lost), it succeeded.
+func (s *JetStreamStore) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, error) {
+	// Only a subject's first message in an atomic batch may name its
+	// sequence: the server refuses the check on a subject the batch writes.
+	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastSeq, 10))
+	for _, m := range msgs {
+		m.Header.Set(HeaderWriter, s.l.cfg.Name)
+	}
+	last := msgs[len(msgs)-1]
+	id := last.Header.Get(jetstream.MsgIDHeader)
 	wait := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		if !s.held() {
 			return 0, ErrNotActive
 		}
-		ack, err := s.publishOnce(msg)
+		var ack *jetstream.PubAck
+		var err error
+		if len(msgs) == 1 {
+			ack, err = s.publishOnce(last)
+		} else {
+			ack, err = s.publishAtomic(msgs)
+		}
 		if err == nil {
 			return ack.Sequence, nil
 		}
-		if wrongLastSeq(err) && attempt > 1 {
+		if (wrongLastSeq(err) && attempt > 1) || storedAlready(err) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			last, gerr := s.l.stream.GetLastMsgForSubject(ctx, msg.Subject)
+			stored, gerr := s.l.stream.GetLastMsgForSubject(ctx, last.Subject)
 			cancel()
-			if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == id {
-				return last.Sequence, nil
+			if gerr == nil && stored.Header.Get(jetstream.MsgIDHeader) == id {
+				return stored.Sequence, nil
 			}
 		}
-		if !transientJS(err) {
+		if !transientJS(err) && !batchTransient(err) {
 			return 0, err
 		}
-		s.l.log.Debug("escribir_stream", "result", logline.Fail, "subject", msg.Subject, "attempt", attempt, "error", err)
+		s.l.log.Debug("escribir_stream", "result", logline.Fail, "subject", last.Subject, "messages", len(msgs), "attempt", attempt, "error", err)
 		time.Sleep(wait)
 		wait = min(2*wait, 500*time.Millisecond)
 	}
@@ -248,3 +266,83 @@ func (s *JetStreamStore) publishOnce(msg *nats.Msg) (*jetstream.PubAck, error) {
 		return nil, jetstream.ErrAsyncPublishTimeout
 	}
 }
+
+// The headers of JetStream's atomic batch publish (nats-server 2.12+, on a
+// stream with AllowAtomicPublish), which nats.go 1.55 has no API for.
+const (
+	headerBatchID     = "Nats-Batch-Id"
+	headerBatchSeq    = "Nats-Batch-Sequence"
+	headerBatchCommit = "Nats-Batch-Commit"
+)
+
+// maxAtomicBatch is the most messages nats-server commits as one atomic
+// batch (its default max_batch_size).
+const maxAtomicBatch = 1000
+
+// newBatchID is a fresh atomic batch id: the server keys the batches being
+// staged on a stream by it, whoever sends them.
+func newBatchID() string {
+	return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+}
+
+// publishAtomic sends msgs as one atomic batch, under a new id, and waits
+// for the acknowledgement of its commit, which carries the stream sequence
+// of its last message. The messages before the commit are sent without a
+// reply subject: the server answers only the commit, and discards a batch
+// that is never committed (the central died or lost its connection)
+// after its inactivity timeout.
+func (s *JetStreamStore) publishAtomic(msgs []*nats.Msg) (*jetstream.PubAck, error) {
+	id := newBatchID()
+	nc := s.l.js.Conn()
+	for i, msg := range msgs {
+		// The caller's headers stay as they are for a resend, under another id.
+		h := make(nats.Header, len(msg.Header)+3)
+		maps.Copy(h, msg.Header)
+		h.Set(headerBatchID, id)
+		h.Set(headerBatchSeq, strconv.Itoa(i+1))
+		m := &nats.Msg{Subject: msg.Subject, Header: h, Data: msg.Data}
+		if i == len(msgs)-1 {
+			h.Set(headerBatchCommit, "1")
+			return s.publishOnce(m)
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			return nil, fmt.Errorf("sending message %d of %d of atomic batch %s: %w", i+1, len(msgs), id, err)
+		}
+		if s.staged != nil {
+			s.staged(i + 1)
+		}
+	}
+	panic("unreachable: publishAtomic of no message")
+}
+
+// storedAlready reports a batch refused because a message's Nats-Msg-Id is
+// stored already (a single message is acknowledged as a duplicate instead).
+func storedAlready(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeAtomicDuplicate
+}
+
+// batchTransient reports a refusal of an atomic batch that a resend may
+// not meet: a batch the server lost (its stream leader changed while it
+// was staged, say), too many batches staged at once, or a resend whose
+// first attempt is still being stored.
+func batchTransient(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jsErrCodeAtomicIncomplete, jsErrCodeAtomicTooManyInflight, jsErrCodeDuplicateInProcess:
+		return true
+	}
+	return false
+}
+
+// nats-server's error codes for atomic batches, which nats.go 1.55 does
+// not name.
+const (
+	jsErrCodeAtomicIncomplete      jetstream.ErrorCode = 10176 // JSAtomicPublishIncompleteBatchErr
+	jsErrCodeAtomicDuplicate       jetstream.ErrorCode = 10201 // JSAtomicPublishContainsDuplicateMessageErr
+	jsErrCodeAtomicTooManyInflight jetstream.ErrorCode = 10210 // JSAtomicPublishTooManyInflight
+	jsErrCodeDuplicateInProcess    jetstream.ErrorCode = 10158 // JSStreamDuplicateMessageConflict
+)

@@ -27,9 +27,12 @@ import (
 // A batch that cannot fit in one message under the connection's limit
 // (nc.MaxPayload(): a broker may enforce the course's 8 kB, and the rows
 // gain their agency column) is written in parts, one message each, in
-// order (Quiniela-Part). The copy writes such a batch to bets.csv once its
-// last part is read; a part 1 starts the batch over (a central that took
-// over writes again a batch another one left unfinished).
+// order (Quiniela-Part), as one JetStream atomic batch (Nats-Batch-Id): all
+// its parts are stored or none, so a central that loses the lease or dies
+// between parts leaves nothing of the batch in the stream. The copy writes
+// such a batch to bets.csv once its last part is read; a part 1 starts the
+// batch over (a stream written before atomic batches may hold the first
+// parts of a batch a central left unfinished, written again after them).
 //
 // Every write names the sequence of the last message on its subject
 // (Nats-Expected-Last-Subject-Sequence), so that JetStream refuses it if
@@ -111,7 +114,7 @@ type partialBatch struct {
 }
 
 // OpenJetStreamLedger creates the stream if needed (or updates its
-// replicas), truncates bets.csv and starts rebuilding it from the stream.
+// replicas and allows atomic batches on it), truncates bets.csv and starts rebuilding it from the stream.
 func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStreamConfig, log *slog.Logger) (*JetStreamLedger, error) {
 	scfg := jetstream.StreamConfig{
 		Name:        cfg.Stream,
@@ -122,6 +125,9 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardNew, // never drop a stored bet to make room
 		Duplicates:  2 * time.Minute,
+		// A batch written in parts is one atomic batch: all its parts are
+		// stored or none (a stream made before this is updated below).
+		AllowAtomicPublish: true,
 	}
 	// A cluster may take a while to elect its leaders; a server without
 	// JetStream will not get it by waiting.

@@ -3,8 +3,10 @@ package central_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,5 +120,147 @@ func TestJetStreamLedgerWritesBigBatchesInParts(t *testing.T) {
 	want, _ := os.ReadFile(c.ledger.Path())
 	if got, _ := os.ReadFile(b.ledger.Path()); !bytes.Equal(got, want) {
 		t.Errorf("the standby's bets.csv (%d bytes) differs from the active one's (%d bytes)", len(got), len(want))
+	}
+}
+
+// A batch written in parts is stored whole or not at all, whatever befalls
+// its central between two parts: one that dies (its connection gone) after
+// handing part 1 to the server leaves nothing of the batch in the stream;
+// one whose lease ends between parts has the batch stored whole (the lease
+// was held when it was sent) and confirms nothing. The next central writes
+// the missing batch again, and the stream holds each row once. A stream
+// made before atomic batches is updated to allow them when a central starts.
+func TestJetStreamLedgerWritesPartsAtomically(t *testing.T) {
+	const limit = 8192
+	nodes := natstest.StartJetStreamClusterWith(t, 3, func(o *server.Options) error { o.MaxPayload = limit; return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The stream as a central made it before atomic batches.
+	nc, err := nats.Connect(natstest.URLs(nodes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := jetstream.StreamConfig{Name: "QUINIELA", Subjects: []string{messages.LedgerSubjects("QUINIELA")},
+		Storage: jetstream.FileStorage, Replicas: 3, Discard: jetstream.DiscardNew, Duplicates: 2 * time.Minute}
+	for {
+		_, err := js.CreateStream(ctx, old)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("creating the stream as it was: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the cluster is still electing its leaders
+	}
+
+	a := openJSCentral(t, nodes, "a", 3)
+	info, err := mustStream(t, a.js).Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Config.AllowAtomicPublish {
+		t.Fatalf("the stream made before atomic batches was not updated to allow them: %+v", info.Config)
+	}
+	b := openJSCentral(t, nodes, "b", 3)
+
+	// Central a dies between parts 1 and 2 of batch 1 of agency 1.
+	storeA, _, err := a.ledger.Activate(ctx, always)
+	if err != nil {
+		t.Fatal(err)
+	}
+	central.SetStaged(storeA, func(n int) {
+		if n == 1 {
+			a.nc.Flush() // part 1 is with the server
+			a.nc.Close()
+		}
+	})
+	if err := await(t, "append", func(done func(error)) error {
+		return storeA.AppendBatch(1, 1, 1, batchOf(1, 1, 300), done)
+	}); err == nil {
+		t.Fatal("a central whose connection closed between parts confirmed the batch")
+	}
+
+	// Central b's lease ends between parts 1 and 2 of batch 1 of agency 2.
+	var lost atomic.Bool
+	storeB, _, err := b.ledger.Activate(ctx, func() bool { return !lost.Load() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := 0
+	central.SetStaged(storeB, func(n int) {
+		staged = max(staged, n)
+		lost.Store(true)
+	})
+	if err := await(t, "append", func(done func(error)) error {
+		return storeB.AppendBatch(2, 1, 1, batchOf(2, 1, 300), done)
+	}); !errors.Is(err, central.ErrNotActive) {
+		t.Fatalf("a central whose lease ended between parts: %v, want %v", err, central.ErrNotActive)
+	}
+	if staged < 1 {
+		t.Fatal("batch 1 of agency 2 was not written in parts")
+	}
+
+	// Central c takes over: agency 1's batch is not in the stream, agency
+	// 2's is, whole.
+	c := openJSCentral(t, nodes, "c", 3)
+	storeC, rec, err := c.ledger.Activate(ctx, always)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := rec.Agencies[1]; p != nil {
+		t.Errorf("agency 1 after its central died between parts: recovered %+v, want nothing", p)
+	}
+	if p := rec.Agencies[2]; p == nil || p.LastBatch != 1 || p.Bets != 300 {
+		t.Errorf("agency 2 after its central's lease ended between parts: recovered %+v, want batch 1 whole, 300 bets", p)
+	}
+	if err := await(t, "append", func(done func(error)) error {
+		return storeC.AppendBatch(1, 1, 1, batchOf(1, 1, 300), done)
+	}); err != nil {
+		t.Fatalf("writing again the batch of the central that died: %v", err)
+	}
+	if err := storeC.Settle(); err != nil {
+		t.Fatal(err)
+	}
+	storeC.Close(5 * time.Second)
+
+	stream := mustStream(t, c.js)
+	if info, err = stream.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]int{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for row := range bytes.Lines(m.Data) {
+			rows[string(row)]++
+		}
+	}
+	twice := 0
+	for _, n := range rows {
+		if n > 1 {
+			twice++
+		}
+	}
+	if len(rows) != 600 || twice > 0 {
+		t.Errorf("the stream holds %d distinct rows, %d of them more than once, want 600 once each", len(rows), twice)
+	}
+	d := openJSCentral(t, nodes, "d", 3)
+	if _, _, err := d.ledger.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(c.ledger.Path())
+	if n := len(collect(t, c.ledger.Path())); n != 600 {
+		t.Errorf("bets.csv has %d bets, want 600", n)
+	}
+	if got, _ := os.ReadFile(d.ledger.Path()); !bytes.Equal(got, want) {
+		t.Errorf("a later central's bets.csv (%d bytes) differs from the active one's (%d bytes)", len(got), len(want))
 	}
 }

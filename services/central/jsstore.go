@@ -33,6 +33,10 @@ type JetStreamStore struct {
 	fenced   chan struct{} // closed with fenceErr set
 	closed   bool
 	running  sync.WaitGroup // chains with a message in flight
+
+	// staged, when set (by tests), is called with n after message n of an
+	// atomic batch is handed to the client, before the batch's commit.
+	staged func(n int)
 }
 
 type chain struct {
@@ -114,6 +118,10 @@ var ledgerOverhead = sync.OnceValue(func() int {
 	h.Set(messages.HeaderLines, "")
 	h.Set(HeaderPart, wide+"/"+wide)
 	h.Set(jetstream.MsgIDHeader, strings.Repeat(wide+".", 5))
+	// A part is one message of an atomic batch.
+	h.Set(headerBatchID, newBatchID())
+	h.Set(headerBatchSeq, wide)
+	h.Set(headerBatchCommit, "1")
 	return messages.HeaderBytes(h)
 })
 
@@ -187,6 +195,10 @@ func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows Ro
 			return fmt.Errorf("storing batch %d of agency %d in stream %s, whose messages may hold %d bytes on this connection (the server's max_payload): %w",
 				seq, agency, s.l.cfg.Stream, limit, err)
 		}
+		if len(parts) > maxAtomicBatch {
+			return fmt.Errorf("storing batch %d of agency %d in stream %s, whose messages may hold %d bytes on this connection (the server's max_payload): it needs %d messages, and JetStream commits at most %d as one; send smaller batches or raise max_payload",
+				seq, agency, s.l.cfg.Stream, limit, len(parts), maxAtomicBatch)
+		}
 		it.parts = parts
 	}
 	s.queued += len(rows.Data)
@@ -256,7 +268,7 @@ func (s *JetStreamStore) MarkDrawn(done func(error)) error {
 		defer s.running.Done()
 		msg := nats.NewMsg(drawLedgerSubject(s.l.cfg.Stream))
 		msg.Header.Set(jetstream.MsgIDHeader, "draw."+s.l.cfg.Name)
-		_, err := s.publish(msg, 0)
+		_, err := s.publish([]*nats.Msg{msg}, 0)
 		if wrongLastSeq(err) {
 			err = ErrDrawnElsewhere
 		}
