@@ -1,8 +1,9 @@
 // Package natsauth confines each role to what it needs on the broker, with
 // two NATS accounts:
 //
-//   - AGENCIES: one user per agency, the central's service user, the
-//     inspector (counts and stats) and the auditor (the batches going by). No JetStream: no request made there can reach
+//   - AGENCIES: one user per agency, the central's service user and its
+//     replies user, the inspector (counts and stats) and the auditor (the
+//     batches going by). No JetStream: no request made there can reach
 //     the ledger, whatever its reply subject, and nats-server has no
 //     JetStream API there to answer one.
 //   - LEDGER: the central's ledger user alone, with JetStream, allowed only
@@ -30,10 +31,11 @@ import (
 
 // User names.
 const (
-	CentralUser   = "central"        // the central's service: answers requests
-	LedgerUser    = "central-ledger" // the central's ledger: its stream and lease
-	InspectorUser = "inspector"      // operators: status and micro stats
-	AuditorUser   = "auditor"        // operators, explicitly: the batches going by
+	CentralUser   = "central"         // the central's service: takes requests, answers the inspector's
+	RepliesUser   = "central-replies" // the central's replies to agencies: publishes into their inboxes only
+	LedgerUser    = "central-ledger"  // the central's ledger: its stream and lease
+	InspectorUser = "inspector"       // operators: status and micro stats
+	AuditorUser   = "auditor"         // operators, explicitly: the batches going by
 )
 
 // Accounts.
@@ -45,6 +47,10 @@ const (
 // LedgerEnvPrefix prefixes the central's ledger credentials in its
 // environment: CENTRAL_LEDGER_NATS_USER, CENTRAL_LEDGER_NATS_PASSWORD…
 const LedgerEnvPrefix = "CENTRAL_LEDGER_"
+
+// RepliesEnvPrefix prefixes the credentials of the central's replies to
+// agencies in its environment: CENTRAL_REPLIES_NATS_USER, …
+const RepliesEnvPrefix = "CENTRAL_REPLIES_"
 
 // DefaultStream is the ledger's stream (CENTRAL_STREAM's default).
 const DefaultStream = "QUINIELA"
@@ -109,21 +115,33 @@ var ledgerNeverPublishes = []string{"$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.P
 func (u Users) PermissionsOf(user string) (Permissions, error) {
 	switch user {
 	case CentralUser:
-		// It only answers requests: the agencies' (bets, done, winners) on
-		// their inboxes, and the inspector's (status, micro's
-		// PING/INFO/STATS) on the inspector's. Being allowed rather than
-		// granted per request, a reply still goes out after a failover to
-		// another node. Which inbox answers which request is the central's
-		// check (and each agency checks the replies it gets); whatever a
-		// peer names as reply subject, this user cannot publish anywhere
-		// else, and its account holds no ledger.
+		// The micro service: it takes every request (bets, done, winners,
+		// status, micro's PING/INFO/STATS) and answers only the
+		// inspector's, on the inspector's inboxes. micro answers
+		// $SRV.PING/INFO/STATS itself, on whatever reply subject the
+		// requester names, and cannot be told otherwise: so this user may
+		// publish nowhere a relayed answer could do harm — not on the
+		// agencies' inboxes (their replies go out as RepliesUser), and its
+		// account holds no ledger. Being allowed rather than granted per
+		// request, a reply still goes out after a failover to another node.
 		return Permissions{
 			Account:     AgenciesAccount,
-			Publish:     []string{AgencyInboxes, InspectorInboxPrefix + ".>", CentralClaimSubject},
-			PublishDeny: centralNeverPublishes,
+			Publish:     []string{InspectorInboxPrefix + ".>", CentralClaimSubject},
+			PublishDeny: append([]string{AgencyInboxes}, centralNeverPublishes...),
 			// _INBOX.>: the answers to its own claims.
 			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, messages.MicroSubjects,
 				CentralClaimSubject, InspectorInboxPrefix + ".>"},
+		}, nil
+	case RepliesUser:
+		// The central's replies to agencies (batches, done, winners),
+		// early or late, on their inboxes: it publishes nowhere else and
+		// reads nothing. Which agency's inbox answers which request is
+		// the central's check (and each agency checks the replies it
+		// gets).
+		return Permissions{
+			Account:     AgenciesAccount,
+			Publish:     []string{AgencyInboxes},
+			PublishDeny: append([]string{InspectorInboxPrefix + ".>", CentralClaimSubject}, centralNeverPublishes...),
 		}, nil
 	case LedgerUser:
 		// The central's JetStream work, alone in its account: its stream
@@ -159,7 +177,7 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 	n, found := strings.CutPrefix(user, "agency-")
 	agency, err := messages.ParseAgency(n)
 	if !found || err != nil || agency > u.Agencies {
-		return Permissions{}, fmt.Errorf("no user %q: users are %s, %s, %s, %s and agency-1 to agency-%d", user, CentralUser, LedgerUser, InspectorUser, AuditorUser, u.Agencies)
+		return Permissions{}, fmt.Errorf("no user %q: users are %s, %s, %s, %s, %s and agency-1 to agency-%d", user, CentralUser, RepliesUser, LedgerUser, InspectorUser, AuditorUser, u.Agencies)
 	}
 	// Its own subjects only: not another's, and not quiniela.status, which
 	// would tell it the other agencies' progress.
@@ -203,7 +221,7 @@ func ledgerPublishes(stream string) []string {
 }
 
 func (u Users) names() []string {
-	names := []string{CentralUser, LedgerUser, InspectorUser, AuditorUser}
+	names := []string{CentralUser, RepliesUser, LedgerUser, InspectorUser, AuditorUser}
 	for a := 1; a <= u.Agencies; a++ {
 		names = append(names, AgencyUser(a))
 	}
@@ -275,7 +293,7 @@ func (u Users) ServerConf() (string, error) {
 	}
 	var b strings.Builder
 	b.WriteString("# Generated by quiniela (natsauth): development credentials, do not commit.\n")
-	b.WriteString("# AGENCIES: agencies, the central's service, the inspector; no JetStream.\n")
+	b.WriteString("# AGENCIES: agencies, the central's service and replies, the inspector, the auditor; no JetStream.\n")
 	b.WriteString("# LEDGER: the central's stream and lease; JetStream (the server's -js or jetstream block).\n")
 	b.WriteString("accounts {\n")
 	for _, account := range []string{AgenciesAccount, LedgerAccount} {
@@ -330,21 +348,47 @@ func NewUsers(n int) Users {
 	return u
 }
 
+// CentralEnv is the central's environment for its three users: NATS_USER
+// and NATS_PASSWORD (its service), CENTRAL_REPLIES_NATS_* (its replies to
+// agencies), CENTRAL_LEDGER_NATS_* (its ledger), and CENTRAL_STREAM when
+// the ledger user is granted another stream than DefaultStream; as
+// KEY=value lines, in that order.
+func (u Users) CentralEnv() []string {
+	env := []string{"NATS_USER=" + CentralUser, "NATS_PASSWORD=" + u.Passwords[CentralUser]}
+	for _, user := range []struct{ prefix, name string }{{RepliesEnvPrefix, RepliesUser}, {LedgerEnvPrefix, LedgerUser}} {
+		env = append(env, user.prefix+"NATS_USER="+user.name, user.prefix+"NATS_PASSWORD="+u.Passwords[user.name])
+	}
+	if u.stream() != DefaultStream {
+		env = append(env, "CENTRAL_STREAM="+u.stream())
+	}
+	return env
+}
+
 // Generate writes development credentials for n agencies into dir, unless
 // they are there already for as many agencies: users.json (for the
 // embedded server), nats-server.conf (for a nats-server), and one
 // <user>.env file a user with NATS_USER and NATS_PASSWORD; central.env
-// also holds the ledger user's, as CENTRAL_LEDGER_NATS_USER and
-// CENTRAL_LEDGER_NATS_PASSWORD (the central connects as both).
+// holds the central's three users (CentralEnv).
 func Generate(dir string, n int) (Users, error) {
+	return GenerateStream(dir, n, "")
+}
+
+// GenerateStream is Generate with the ledger user granted stream (and its
+// lease bucket <stream>_LEASE) instead of DefaultStream; empty: the
+// default.
+func GenerateStream(dir string, n int, stream string) (Users, error) {
+	if stream == DefaultStream {
+		stream = ""
+	}
 	path := filepath.Join(dir, "users.json")
-	if u, err := ReadUsers(path); err == nil && u.Agencies == n && u.complete() {
+	if u, err := ReadUsers(path); err == nil && u.Agencies == n && u.Stream == stream && u.complete() {
 		return u, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Users{}, fmt.Errorf("creating credentials folder: %w", err)
 	}
 	u := NewUsers(n)
+	u.Stream = stream
 	data, _ := json.MarshalIndent(u, "", "  ")
 	conf, err := u.ServerConf()
 	if err != nil {
@@ -354,8 +398,7 @@ func Generate(dir string, n int) (Users, error) {
 	for _, name := range u.names() {
 		files[name+".env"] = fmt.Sprintf("NATS_USER=%s\nNATS_PASSWORD=%s\n", name, u.Passwords[name])
 	}
-	files[CentralUser+".env"] += fmt.Sprintf("%sNATS_USER=%s\n%sNATS_PASSWORD=%s\n",
-		LedgerEnvPrefix, LedgerUser, LedgerEnvPrefix, u.Passwords[LedgerUser])
+	files[CentralUser+".env"] = strings.Join(u.CentralEnv(), "\n") + "\n"
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			return u, fmt.Errorf("writing credentials: %w", err)

@@ -69,7 +69,8 @@ func (c *client) violation(t *testing.T, subject string) {
 type lottery struct {
 	ns        *server.Server
 	users     natsauth.Users
-	central   *client
+	central   *client // the service's user
+	replies   *client // the central's replies to agencies
 	inspector *client
 	agencies  []*client // agencies[i] is agency i+1
 	watcher   *client
@@ -91,6 +92,7 @@ func start(t *testing.T, n int) *lottery {
 	l.ns = natstest.StartServerWith(t, opts)
 	pw := l.users.Passwords
 	l.central = connect(t, l.ns, natsauth.CentralUser, pw[natsauth.CentralUser], "")
+	l.replies = connect(t, l.ns, natsauth.RepliesUser, pw[natsauth.RepliesUser], "")
 	l.inspector = connect(t, l.ns, natsauth.InspectorUser, pw[natsauth.InspectorUser], "")
 	for a := 1; a <= n; a++ {
 		name := natsauth.AgencyUser(a)
@@ -152,24 +154,42 @@ func (l *lottery) drain(t *testing.T) {
 	}
 }
 
-// The central may publish only replies, on the inboxes of the agencies and
-// of the inspector: the broker refuses it the lottery's own subjects.
+// The central's service user may publish only into the inspector's
+// inboxes (and claim), its replies user only into the agencies': the
+// broker refuses each everything else, the lottery's own subjects and the
+// ledger's included.
 func TestCentralPublishesOnlyReplies(t *testing.T) {
 	l := start(t, 3)
-	for _, subject := range []string{
+	lotterySubjects := []string{
 		messages.BatchSubject(1), messages.DoneSubject(2), messages.WinnersSubject(3), messages.StatusSubject,
 		"$SRV.PING", "_INBOX_agency_1.x", "_INBOX_agency.1", "other",
 		"ledger.QUINIELA.agency.2", "$KV.QUINIELA_LEASE.active", "$JS.API.STREAM.PURGE.QUINIELA", "$JS.API.INFO",
+	}
+	for _, c := range []struct {
+		name    string
+		c       *client
+		refused []string
+		marker  string // a subject it may publish on
+	}{
+		{natsauth.CentralUser, l.central, append(lotterySubjects, natsauth.InboxPrefix(1)+".x", natsauth.InboxPrefix(3)+".reply.1"), "_INBOX.marker"},
+		{natsauth.RepliesUser, l.replies, append(lotterySubjects, "_INBOX.x", natsauth.CentralClaimSubject), natsauth.InboxPrefix(1) + ".marker"},
 	} {
-		if err := l.central.Publish(subject, []byte("forged")); err != nil {
-			t.Fatal(err)
+		for _, subject := range c.refused {
+			if err := c.c.Publish(subject, []byte("forged")); err != nil {
+				t.Fatal(err)
+			}
+			c.c.violation(t, subject)
+			l.nothingReached(t, c.c, subject, c.marker)
 		}
-		l.central.violation(t, subject)
-		l.nothingReached(t, l.central, subject, "_INBOX.marker")
+	}
+	// The replies user reads nothing.
+	for _, subject := range []string{">", "_INBOX.>", natsauth.AgencyInboxes, messages.BatchSubjects} {
+		l.replies.Subscribe(subject, func(*nats.Msg) {})
+		l.replies.violation(t, subject)
 	}
 
-	// Each agency's inbox, for its replies, and the default inbox for the
-	// inspector's.
+	// Each agency's inbox, for its replies, as the replies user; the
+	// default inbox for the inspector's, as the service's.
 	for a, agency := range l.agencies {
 		inbox := natsauth.InboxPrefix(a+1) + ".reply.1"
 		sub, err := agency.SubscribeSync(inbox)
@@ -177,7 +197,7 @@ func TestCentralPublishesOnlyReplies(t *testing.T) {
 			t.Fatal(err)
 		}
 		agency.Flush()
-		l.central.Publish(inbox, []byte("reply"))
+		l.replies.Publish(inbox, []byte("reply"))
 		if m, err := sub.NextMsg(5 * time.Second); err != nil || string(m.Data) != "reply" {
 			t.Errorf("agency %d did not get the central's reply on %s: %v", a+1, inbox, err)
 		}
@@ -187,6 +207,31 @@ func TestCentralPublishesOnlyReplies(t *testing.T) {
 	l.central.Publish("_INBOX.inspector.1", []byte("reply"))
 	if _, err := sub.NextMsg(5 * time.Second); err != nil {
 		t.Errorf("the inspector did not get the central's reply: %v", err)
+	}
+}
+
+// The central's users' rights, exactly as the README's Authorization
+// section lists them.
+func TestCentralUsersPermissions(t *testing.T) {
+	users := natsauth.NewUsers(2)
+	never := []string{"bets.>", "winners.>", "quiniela.>", "$SRV.>"}
+	for _, want := range []natsauth.Permissions{
+		{Account: natsauth.AgenciesAccount, // central
+			Publish:     []string{"_INBOX.>", "central.claim"},
+			PublishDeny: append([]string{"_INBOX_agency.*.>"}, never...),
+			Subscribe:   []string{"bets.agency.*", "bets.agency.*.done", "winners.agency.*", "quiniela.status", "$SRV.>", "central.claim", "_INBOX.>"}},
+		{Account: natsauth.AgenciesAccount, // central-replies
+			Publish:     []string{"_INBOX_agency.*.>"},
+			PublishDeny: append([]string{"_INBOX.>", "central.claim"}, never...)},
+	} {
+		user := natsauth.CentralUser
+		if want.Subscribe == nil {
+			user = natsauth.RepliesUser
+		}
+		got, err := users.PermissionsOf(user)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %+v (%v), want %+v", user, got, err, want)
+		}
 	}
 }
 
@@ -216,6 +261,10 @@ func TestInspectorCannotRelayThroughTheCentral(t *testing.T) {
 		{messages.StatusSubject, messages.StatusSubject},
 		{"$SRV.STATS", "ledger.QUINIELA.agency.2"},
 		{"$SRV.PING", "$JS.API.STREAM.PURGE.QUINIELA"},
+		// Another agency's inbox: micro's answer would be a stray reply.
+		{"$SRV.PING", natsauth.InboxPrefix(2) + ".relay"},
+		{"$SRV.INFO.quiniela-central", natsauth.InboxPrefix(2) + ".relay"},
+		{"$SRV.STATS", natsauth.InboxPrefix(2) + ".relay"},
 	} {
 		if err := l.inspector.PublishMsg(&nats.Msg{Subject: relay.subject, Reply: relay.reply}); err != nil {
 			t.Fatal(err)
@@ -301,8 +350,8 @@ func TestServerConfAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats-server.conf does not load: %v\n%s", err, conf)
 	}
-	if len(opts.Users) != 8 {
-		t.Fatalf("nats-server.conf has %d users, want 8 (central, central-ledger, inspector, auditor, 4 agencies)", len(opts.Users))
+	if len(opts.Users) != 9 {
+		t.Fatalf("nats-server.conf has %d users, want 9 (central, central-replies, central-ledger, inspector, auditor, 4 agencies)", len(opts.Users))
 	}
 	for _, u := range opts.Users {
 		p, err := users.PermissionsOf(u.Username)
@@ -314,6 +363,9 @@ func TestServerConfAccounts(t *testing.T) {
 		}
 		if len(p.Publish) == 0 {
 			p.Publish = []string{"_nothing_"} // a nil allow list would allow everything
+		}
+		if len(p.Subscribe) == 0 {
+			p.Subscribe = []string{"_nothing_"}
 		}
 		if got := u.Permissions; !reflect.DeepEqual(got.Publish.Allow, p.Publish) || !reflect.DeepEqual(got.Subscribe.Allow, p.Subscribe) ||
 			len(got.Publish.Deny) != len(p.PublishDeny) || got.Response != nil {
@@ -342,7 +394,8 @@ func TestServerConfAccounts(t *testing.T) {
 
 // CENTRAL_AGENCIES may be 100,000: what the generated permissions cost to
 // build, to write as nats-server.conf, for a server to load, and for the
-// central to connect (one allow per agency made that 200 ms and 65 MB).
+// central's replies to connect (one allow per agency made that 200 ms and
+// 65 MB).
 func BenchmarkUsers100000(b *testing.B) {
 	users := natsauth.NewUsers(100_000)
 	b.Run("Configure", func(b *testing.B) {
@@ -380,7 +433,7 @@ func BenchmarkUsers100000(b *testing.B) {
 	ns := natstest.StartServerWith(b, opts)
 	b.Run("CentralConnects", func(b *testing.B) {
 		for b.Loop() {
-			nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(natsauth.CentralUser, users.Passwords[natsauth.CentralUser]))
+			nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(natsauth.RepliesUser, users.Passwords[natsauth.RepliesUser]))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -477,5 +530,49 @@ func TestLedgerUserTouchesOnlyItsStreamAndLease(t *testing.T) {
 	})
 	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Errorf("its stream after the refusals: %+v %v", info, err)
+	}
+}
+
+// Credentials for another stream (devcreds -stream): the ledger user is
+// granted that stream and its bucket, not QUINIELA, and central.env names
+// the stream for the central; asked again for the default stream, they are
+// made anew.
+func TestGenerateStream(t *testing.T) {
+	dir := t.TempDir()
+	users, err := natsauth.GenerateStream(dir, 2, "QUINIELA_TEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := users.PermissionsOf(natsauth.LedgerUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := strings.Join(p.Publish, " ")
+	for _, want := range []string{"ledger.QUINIELA_TEST.>", "$KV.QUINIELA_TEST_LEASE.>", "$JS.API.STREAM.CREATE.QUINIELA_TEST ", "$JS.API.STREAM.INFO.KV_QUINIELA_TEST_LEASE "} {
+		if !strings.Contains(granted+" ", want) {
+			t.Errorf("the ledger user of stream QUINIELA_TEST may not publish %s: %v", want, p.Publish)
+		}
+	}
+	if strings.Contains(granted, "QUINIELA.") || strings.Contains(granted, "QUINIELA ") || strings.Contains(granted, "_QUINIELA_LEASE") {
+		t.Errorf("the ledger user of stream QUINIELA_TEST may touch QUINIELA: %v", p.Publish)
+	}
+	conf, _ := os.ReadFile(filepath.Join(dir, "nats-server.conf"))
+	if !strings.Contains(string(conf), `"ledger.QUINIELA_TEST.>"`) {
+		t.Errorf("nats-server.conf does not grant the stream:\n%s", conf)
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "central.env"))
+	if !strings.Contains(string(env), "\nCENTRAL_STREAM=QUINIELA_TEST\n") {
+		t.Errorf("central.env does not name the stream:\n%s", env)
+	}
+	again, err := natsauth.GenerateStream(dir, 2, "QUINIELA_TEST")
+	if err != nil || again.Passwords[natsauth.CentralUser] != users.Passwords[natsauth.CentralUser] {
+		t.Errorf("the same stream again made new credentials (%v)", err)
+	}
+	def, err := natsauth.Generate(dir, 2)
+	if err != nil || def.Stream != "" || def.Passwords[natsauth.CentralUser] == users.Passwords[natsauth.CentralUser] {
+		t.Errorf("the default stream kept the other stream's credentials: stream %q (%v)", def.Stream, err)
+	}
+	if env, _ := os.ReadFile(filepath.Join(dir, "central.env")); strings.Contains(string(env), "CENTRAL_STREAM") {
+		t.Errorf("central.env for the default stream names one:\n%s", env)
 	}
 }

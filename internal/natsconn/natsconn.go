@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	neturl "net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,11 @@ type Options struct {
 	ConnectWait  time.Duration // give up if no server answers this long
 	DrainTimeout time.Duration
 	ReportEvery  time.Duration // while connecting, a line this often with the last error; 0: DefaultReportEvery
+	// PublishRefused, when set, is told of each publish the server refused
+	// (a permissions violation) instead of its being logged nats_error:
+	// for a connection on which some refusals are expected and mean
+	// something the caller can say better.
+	PublishRefused func(subject string)
 }
 
 // DefaultReportEvery is how often Connect says it is still connecting.
@@ -73,7 +79,7 @@ func Connect(ctx context.Context, url string, o Options, log *slog.Logger) (nc *
 		// client keeps it nowhere else while it retries.
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { attempts.set(err) }),
 	}
-	opts = append(opts, eventHandlers(log, closedCh)...)
+	opts = append(opts, eventHandlers(log, closedCh, o.PublishRefused)...)
 	authOpts, err := authOptions(o)
 	if err != nil {
 		return nil, nil, err
@@ -166,7 +172,7 @@ func redact(urls string) string {
 
 // eventHandlers log what happens to the connection and close closed when
 // it is.
-func eventHandlers(log *slog.Logger, closed chan<- struct{}) []nats.Option {
+func eventHandlers(log *slog.Logger, closed chan<- struct{}, publishRefused func(string)) []nats.Option {
 	// down: disconnected, reconnecting (between the disconnect and the
 	// reconnect handlers; they run on one goroutine, in order).
 	var down atomic.Bool
@@ -191,6 +197,10 @@ func eventHandlers(log *slog.Logger, closed chan<- struct{}) []nats.Option {
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if subject, ok := RefusedPublish(err); ok && publishRefused != nil {
+				publishRefused(subject)
+				return
+			}
 			subject := ""
 			if sub != nil {
 				subject = sub.Subject
@@ -202,6 +212,23 @@ func eventHandlers(log *slog.Logger, closed chan<- struct{}) []nats.Option {
 			log.Info("nats_reconectado", "url", c.ConnectedUrlRedacted())
 		}),
 	}
+}
+
+// refusedPublishText is how nats-server words a refused publish
+// (client.go, pubPermissionViolation, v2.15.2).
+var refusedPublishText = regexp.MustCompile(`Permissions Violation for Publish to "([^"]*)"`)
+
+// RefusedPublish tells whether err is the server's refusal of a publish,
+// and on which subject.
+func RefusedPublish(err error) (string, bool) {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return "", false
+	}
+	m := refusedPublishText.FindStringSubmatch(err.Error())
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
 }
 
 // authOptions are the options for who the client is (Auth) and its inboxes.

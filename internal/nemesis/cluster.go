@@ -295,13 +295,12 @@ func (c *Cluster) StartCentral(name string, wipe bool) error {
 			idx = i
 		}
 	}
-	env := append([]string{
-		"NATS_URL=" + c.urls(idx), "NATS_USER=" + natsauth.CentralUser, "NATS_PASSWORD=" + c.users.Passwords[natsauth.CentralUser],
-		natsauth.LedgerEnvPrefix + "NATS_USER=" + natsauth.LedgerUser, natsauth.LedgerEnvPrefix + "NATS_PASSWORD=" + c.users.Passwords[natsauth.LedgerUser],
-		"CENTRAL_LEDGER=jetstream", "CENTRAL_REPLICAS=3", "CENTRAL_NAME=" + name,
-		"CENTRAL_AGENCIES=" + strconv.Itoa(len(c.cfg.Files)), "CENTRAL_BETS_FILE=" + filepath.Join(cp.Dir, "bets.csv"),
+	env := append([]string{"NATS_URL=" + c.urls(idx)}, c.users.CentralEnv()...) // its three users
+	env = append(append(env,
+		"CENTRAL_LEDGER=jetstream", "CENTRAL_REPLICAS=3", "CENTRAL_NAME="+name,
+		"CENTRAL_AGENCIES="+strconv.Itoa(len(c.cfg.Files)), "CENTRAL_BETS_FILE="+filepath.Join(cp.Dir, "bets.csv"),
 		"LOG_LEVEL=INFO",
-	}, c.cfg.CentralEnv...)
+	), c.cfg.CentralEnv...)
 	if c.cfg.LeaseTTL > 0 {
 		env = append(env, "CENTRAL_LEASE_TTL="+c.cfg.LeaseTTL.String())
 	}

@@ -79,9 +79,12 @@ func describe(err error, wire *messages.Error) string {
 	return text
 }
 
-// failNow answers c with err while its handler runs.
+// failNow answers c with err while its handler runs: through req if the
+// reply goes to the inspector, else (an agency's) on the replies
+// connection, as fail does; so micro's num_errors counts the inspector's
+// error replies only (the endpoint's stats data counts them all).
 func (s *Service) failNow(req micro.Request, c *call, err error) {
-	if req == nil {
+	if req == nil || toAgency(c.reply) {
 		s.fail(c, err)
 		return
 	}
@@ -92,7 +95,7 @@ func (s *Service) failNow(req micro.Request, c *call, err error) {
 	c.stats.count(c, e.Code)
 }
 
-// fail answers c with err after its handler returned.
+// fail answers c with err after its handler returned (or for an agency).
 func (s *Service) fail(c *call, err error) {
 	e := s.wireError(c, err)
 	msg := &nats.Msg{Subject: c.reply, Header: nats.Header(e.Headers())}
@@ -107,9 +110,10 @@ func (s *Service) wireError(c *call, err error) *messages.Error {
 	return e
 }
 
-// respondNow answers c with v while its handler runs.
+// respondNow answers c with v while its handler runs: through req if the
+// reply goes to the inspector, else on the replies connection.
 func (s *Service) respondNow(req micro.Request, c *call, v any) {
-	if req == nil {
+	if req == nil || toAgency(c.reply) {
 		s.respond(c, v)
 		return
 	}
@@ -119,7 +123,7 @@ func (s *Service) respondNow(req micro.Request, c *call, v any) {
 	c.stats.count(c, 0)
 }
 
-// respond answers c with v after its handler returned.
+// respond answers c with v after its handler returned (or for an agency).
 func (s *Service) respond(c *call, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -129,11 +133,25 @@ func (s *Service) respond(c *call, v any) {
 	s.publish(c, &nats.Msg{Subject: c.reply, Data: data}, 0)
 }
 
+// publish sends a reply: an agency's on the replies connection, whose user
+// may publish into agencies' inboxes and nowhere else; the inspector's on
+// the service's.
 func (s *Service) publish(c *call, msg *nats.Msg, code messages.Code) {
-	if err := s.nc.PublishMsg(msg); err != nil {
+	nc := s.nc
+	if toAgency(msg.Subject) {
+		nc = s.replies
+	}
+	if err := nc.PublishMsg(msg); err != nil {
 		s.log.Warn("responder", "subject", c.subject, "error", err)
 	}
 	c.stats.count(c, code)
+}
+
+// toAgency tells whether reply is an agency's inbox (answerable checked
+// whose).
+func toAgency(reply string) bool {
+	_, ok := messages.InboxAgency(reply)
+	return ok
 }
 
 // nameRequest reads, as far as it can, which agency and batch c is, so that
@@ -160,9 +178,10 @@ func (c *call) nameRequest() {
 // agency's inbox — is a peer trying to make the central write where it
 // may not (a relay), and is dropped unanswered, logged and counted
 // (ignored in the endpoint's stats): the reply subject is the one thing
-// that cannot be trusted. The broker holds the same line (the central's
-// service user may publish on those inboxes only, and the ledger is in
-// another account).
+// that cannot be trusted. The broker holds the same line (the replies to
+// agencies go out as a user that may publish into agencies' inboxes only,
+// the service's user into the inspector's only, and the ledger is in
+// another account), for micro's own $SRV answers too.
 func (s *Service) answerable(c *call) bool {
 	reason := refusedReply(c.subject, c.reply)
 	if reason == "" {

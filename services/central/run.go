@@ -43,7 +43,14 @@ type Config struct {
 	TLSCert      string        `env:"CENTRAL_TLS_CERT"`                     // embedded server: TLS certificate (with CENTRAL_TLS_KEY); clients then use tls://
 	TLSKey       string        `env:"CENTRAL_TLS_KEY"`
 	UsersFile    string        `env:"CENTRAL_USERS_FILE"` // embedded server: users and permissions (natsauth); empty: no auth
-	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's service (answers requests)
+	Auth         natsconn.Auth // NATS_USER, NATS_PASSWORD, NATS_CREDS: the central's service (takes requests, answers the inspector's)
+	// CENTRAL_REPLIES_NATS_USER, _PASSWORD, _CREDS, _NKEY_SEED: who the
+	// central is for its replies to agencies (the natsauth user
+	// central-replies: it may publish into agencies' inboxes only), on a
+	// connection of their own; unset: the service's connection sends them
+	// too (a server without authorization). TLS settings are the
+	// service's unless given.
+	RepliesAuth natsconn.Auth `env:", prefix=CENTRAL_REPLIES_"`
 	// CENTRAL_LEDGER_NATS_USER, _PASSWORD, _CREDS, _NKEY_SEED: with the
 	// JetStream ledger, who the central is for its stream and lease (the
 	// natsauth user central-ledger, in the LEDGER account); unset: the
@@ -205,13 +212,12 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 		return err
 	}
 
-	nc, closed, err := natsconn.Connect(ctx, url, natsconn.Options{
-		Name: "central", Auth: cfg.Auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
-	}, log)
+	conns, err := connectService(ctx, cfg, url, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer conns.close()
+	nc := conns.nc
 
 	// One central serves a lottery on a server (claim.go): its endpoints
 	// only once no other answers.
@@ -222,7 +228,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 	defer claim.Release()
 	svc, err := StartService(ctx, nc, lottery, ServiceConfig{
 		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners,
-		MaxWindow: cfg.MaxWindow,
+		MaxWindow: cfg.MaxWindow, Replies: conns.replies,
 	}, log)
 	if err != nil {
 		return err
@@ -250,7 +256,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 	log.Info("cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 
-	return errors.Join(drain(nc, closed, cfg.DrainTimeout, log), lost)
+	return errors.Join(conns.drain(cfg.DrainTimeout, log), lost)
 }
 
 // drain drains the connection, bounded by timeout: the replies still queued
@@ -332,6 +338,9 @@ func embeddedUsers(cfg *Config) (*natsauth.Users, error) {
 	if cfg.LedgerAuth == (natsconn.Auth{}) {
 		cfg.LedgerAuth = natsconn.Auth{User: natsauth.LedgerUser, Password: u.Passwords[natsauth.LedgerUser]}
 	}
+	if cfg.RepliesAuth == (natsconn.Auth{}) {
+		cfg.RepliesAuth = natsconn.Auth{User: natsauth.RepliesUser, Password: u.Passwords[natsauth.RepliesUser]}
+	}
 	if u.Stream == "" {
 		u.Stream = cfg.Stream
 	}
@@ -341,14 +350,113 @@ func embeddedUsers(cfg *Config) (*natsauth.Users, error) {
 // ledgerAuth is who the central is for its ledger: CENTRAL_LEDGER_NATS_*,
 // with the service's TLS settings unless given; unset, the service's.
 func (cfg Config) ledgerAuth() natsconn.Auth {
-	a := cfg.LedgerAuth
+	if a, ok := cfg.withServiceTLS(cfg.LedgerAuth); ok {
+		return a
+	}
+	return cfg.Auth
+}
+
+// repliesAuth is who the central is for its replies to agencies:
+// CENTRAL_REPLIES_NATS_*, with the service's TLS settings unless given;
+// false if unset (the service's connection sends them).
+func (cfg Config) repliesAuth() (natsconn.Auth, bool) {
+	return cfg.withServiceTLS(cfg.RepliesAuth)
+}
+
+// withServiceTLS is a, given, with the service's TLS settings unless it
+// has its own; false if a names no user.
+func (cfg Config) withServiceTLS(a natsconn.Auth) (natsconn.Auth, bool) {
 	if a.User == "" && a.Password == "" && a.Creds == "" && a.NkeySeed == "" {
-		return cfg.Auth
+		return a, false
 	}
 	if a.TLSCA == "" && a.TLSCert == "" && a.TLSKey == "" {
 		a.TLSCA, a.TLSCert, a.TLSKey = cfg.Auth.TLSCA, cfg.Auth.TLSCert, cfg.Auth.TLSKey
 	}
-	return a
+	return a, true
+}
+
+// serviceConns are the central's connections for its service: the
+// service's own (micro, its endpoints, the inspector's replies, claims)
+// and the replies to agencies' (the same one if no CENTRAL_REPLIES_NATS_*
+// is given).
+type serviceConns struct {
+	nc, replies             *nats.Conn
+	ncClosed, repliesClosed <-chan struct{}
+}
+
+// connectService opens the service's connections.
+func connectService(ctx context.Context, cfg Config, url string, log *slog.Logger) (*serviceConns, error) {
+	auth, separate := cfg.repliesAuth()
+	c := &serviceConns{}
+	var err error
+	c.nc, c.ncClosed, err = natsconn.Connect(ctx, url, natsconn.Options{
+		Name: "central", Auth: cfg.Auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+		PublishRefused: refusedOnService(log, !separate),
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	if !separate {
+		c.replies, c.repliesClosed = c.nc, c.ncClosed
+		return c, nil
+	}
+	c.replies, c.repliesClosed, err = natsconn.Connect(ctx, url, natsconn.Options{
+		Name: "central-replies", Auth: auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+		PublishRefused: refusedReplyToAgency(log, "central-replies"),
+	}, log)
+	if err != nil {
+		c.nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// close closes both connections at once (an early return).
+func (c *serviceConns) close() {
+	c.nc.Close()
+	c.replies.Close()
+}
+
+// drain drains the service's connection, then the replies': once the
+// service takes no more requests, the replies still queued go out.
+func (c *serviceConns) drain(timeout time.Duration, log *slog.Logger) error {
+	err := drain(c.nc, c.ncClosed, timeout, log)
+	if c.replies != c.nc {
+		err = errors.Join(err, drain(c.replies, c.repliesClosed, timeout, log))
+	}
+	return err
+}
+
+// refusedOnService logs a publish the NATS server refused on the service's
+// connection. Every reply the central sends itself is checked first
+// (refusedReply), so with its own users this is micro's answer to a $SRV
+// request whose reply subject a peer set outside the inspector's inboxes:
+// a relay the broker stopped, already logged solicitud_ignorada, not a
+// fault of the central's. If the connection also carries the agencies'
+// replies (agencyReplies: no CENTRAL_REPLIES_NATS_*), a refused reply into
+// an agency's inbox is the central's configuration's fault, and said so.
+func refusedOnService(log *slog.Logger, agencyReplies bool) func(subject string) {
+	toAgencies := refusedReplyToAgency(log, "central")
+	return func(subject string) {
+		if agencyReplies && toAgency(subject) {
+			toAgencies(subject)
+			return
+		}
+		log.Warn("respuesta_rechazada", "result", logline.Fail, "reply", subject,
+			"reason", "the NATS server refused micro's answer to a $SRV request whose reply subject is no inspector's inbox: a relay (solicitud_ignorada names the request)")
+	}
+}
+
+// refusedReplyToAgency logs a reply to an agency the NATS server refused
+// on connection conn: its user may not publish into agencies' inboxes,
+// and the agency waits for an answer in vain.
+func refusedReplyToAgency(log *slog.Logger, conn string) func(subject string) {
+	return func(subject string) {
+		log.Error("responder", "reply", subject, "error", fmt.Errorf(
+			"the NATS server refused this reply to an agency on connection %s: its user may not publish into agencies' inboxes (%s); "+
+				"give the central the %s user (%sNATS_USER and %sNATS_PASSWORD, see README, Authorization)",
+			conn, messages.AgencyInboxes, natsauth.RepliesUser, natsauth.RepliesEnvPrefix, natsauth.RepliesEnvPrefix))
+	}
 }
 
 // embeddedTLS is the embedded server's TLS configuration, if any.

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/internal/peakrss"
@@ -20,10 +18,13 @@ import (
 // or cut off past its term) or another central writes to the stream, it
 // stops serving and waits for the lease again, from the stream's state.
 //
-// It has two connections: the ledger's (CENTRAL_LEDGER_NATS_*, in the
-// account that holds the stream and the lease) for its JetStream work, and
-// the service's (NATS_*, in the agencies' account) for requests and
-// replies, so that no reply subject a peer names can reach the ledger.
+// It has three connections: the ledger's (CENTRAL_LEDGER_NATS_*, in the
+// account that holds the stream and the lease) for its JetStream work, the
+// service's (NATS_*, in the agencies' account) for requests and the
+// inspector's replies, and the replies to agencies' (CENTRAL_REPLIES_NATS_*,
+// the same account; the service's without them), so that no reply subject
+// a peer names can reach the ledger, nor, through micro's own answers,
+// another agency.
 func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger) error {
 	lnc, lclosed, err := natsconn.Connect(ctx, url, natsconn.Options{
 		Name: "central-ledger", Auth: cfg.ledgerAuth(), ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
@@ -32,13 +33,12 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 		return err
 	}
 	defer lnc.Close()
-	nc, closed, err := natsconn.Connect(ctx, url, natsconn.Options{
-		Name: "central", Auth: cfg.Auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
-	}, log)
+	conns, err := connectService(ctx, cfg, url, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer conns.close()
+	nc := conns.nc
 	// No file-ledger central serves this server's lottery, and none starts
 	// while this one runs, active or standby (claim.go); JetStream centrals
 	// of the same stream settle among themselves with the lease.
@@ -63,8 +63,11 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	// The service's connection leaves a node cut off with the ledger's.
+	// The service's connections leave a node cut off with the ledger's.
 	lease.rotator.Also(nc)
+	if conns.replies != nc {
+		lease.rotator.Also(conns.replies)
+	}
 
 	for ctx.Err() == nil {
 		err := lease.Acquire(ctx, func(holder string, err error) {
@@ -81,7 +84,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 			}
 			return err
 		}
-		if err := serveTerm(ctx, cfg, nc, ledger, lease, log); err != nil {
+		if err := serveTerm(ctx, cfg, conns, ledger, lease, log); err != nil {
 			return err
 		}
 	}
@@ -93,7 +96,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	// No fsync of its own: the stream is the durable store (README, Guarantees).
 	log.InfoContext(bg, "cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
-	if err := drain(nc, closed, cfg.DrainTimeout, log); err != nil {
+	if err := conns.drain(cfg.DrainTimeout, log); err != nil {
 		return err
 	}
 	return drain(lnc, lclosed, cfg.DrainTimeout, log)
@@ -102,7 +105,8 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 // serveTerm serves the agencies for one term of the lease: until ctx ends
 // (it returns nil and the caller shuts down) or the term ends (it returns
 // nil and the caller waits for the lease again). An error is fatal.
-func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStreamLedger, lease *Lease, log *slog.Logger) error {
+func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *JetStreamLedger, lease *Lease, log *slog.Logger) error {
+	nc := conns.nc
 	bg := context.WithoutCancel(ctx)
 	started := time.Now()
 	store, rec, err := ledger.Activate(ctx, lease.Held)
@@ -134,6 +138,7 @@ func serveTerm(ctx context.Context, cfg Config, nc *nats.Conn, ledger *JetStream
 	}
 	svc, err := StartService(termCtx, nc, lottery, ServiceConfig{
 		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, MaxWindow: cfg.MaxWindow,
+		Replies: conns.replies,
 	}, log)
 	if err != nil {
 		lease.Release(bg)

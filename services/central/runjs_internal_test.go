@@ -40,7 +40,7 @@ func TestNoActivationLoggedAfterTheLeaseLapsed(t *testing.T) {
 	}
 	leaseConn.Close() // no renewal gets through
 	<-lease.Lost()
-	if err := serveTerm(ctx, cfg, nc, ledger, lease, log); err != nil {
+	if err := serveTerm(ctx, cfg, &serviceConns{nc: nc, replies: nc}, ledger, lease, log); err != nil {
 		t.Fatal(err)
 	}
 	if n := out.Count("action: central_activa | result: success"); n != 0 {

@@ -48,12 +48,21 @@ const (
 // after the handler returns), so whatever is answered later — a batch once
 // its commit is durable, a winners request held until the draw — is
 // answered by publishing on the call's saved reply subject, with the same
-// micro error headers. Replies sent in the handler go through the
-// micro.Request, so micro's num_errors counts them; every reply, early or
-// late, is counted in the endpoint's stats data (Stats).
+// micro error headers.
+//
+// Replies to agencies, early or late, are published on the replies
+// connection (ServiceConfig.Replies), whose user may publish into agencies'
+// inboxes and nowhere else; the service's connection, which micro answers
+// $SRV.PING/INFO/STATS on (on any reply subject a requester names: micro
+// cannot be told otherwise), then may publish into the inspector's inboxes
+// only, so the broker refuses micro's answer anywhere else. Replies to the
+// inspector sent in the handler go through the micro.Request, so micro's
+// num_errors counts those only; every reply, early or late, to whoever, is
+// counted in the endpoint's stats data (Stats).
 type Service struct {
 	lottery *Lottery
-	nc      *nats.Conn
+	nc      *nats.Conn // the service's: micro, its endpoints, replies to the inspector
+	replies *nats.Conn // replies to agencies
 	log     *slog.Logger
 	hold    time.Duration
 	ctx     context.Context
@@ -102,12 +111,19 @@ type ServiceConfig struct {
 	// MaxWindow bounds the window granted to one agency (at most, and by
 	// default, messages.MaxWindow).
 	MaxWindow int
+	// Replies is the connection the replies to agencies go out on (the
+	// natsauth user central-replies); nil: the service's own (a server
+	// without authorization).
+	Replies *nats.Conn
 }
 
 // StartService registers the central's micro service on nc.
 func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg ServiceConfig, log *slog.Logger) (*Service, error) {
-	s := &Service{lottery: lottery, nc: nc, log: log, hold: cfg.WinnersHold,
+	s := &Service{lottery: lottery, nc: nc, replies: cfg.Replies, log: log, hold: cfg.WinnersHold,
 		ctx: ctx, maxQueued: cfg.QueueBytes, stats: map[string]*endpointStats{}}
+	if s.replies == nil {
+		s.replies = nc
+	}
 	if s.maxQueued <= 0 {
 		s.maxQueued = DefaultQueueBytes
 	}
@@ -170,12 +186,14 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 		}
 	}
 	// micro answers $SRV.PING/INFO/STATS itself, on any reply subject: the
-	// broker lets this connection publish on inboxes only, and the
-	// requests that name another reply subject are logged and counted
-	// here, with the inspector's other requests (status's ignored).
+	// broker lets this connection publish into the inspector's inboxes
+	// only (and central.claim, where centrals ignore it), and the requests
+	// that name another reply subject are logged and counted here, with
+	// the inspector's other requests (status's ignored). The broker's
+	// refusal of micro's answer is logged respuesta_rechazada (run.go).
 	gate, err := nc.Subscribe(messages.MicroSubjects, func(m *nats.Msg) {
 		if reason := refusedReply(m.Subject, m.Reply); reason != "" {
-			s.ignore(s.stats["status"], m.Subject, m.Reply, reason+"; micro's answer can reach inboxes only")
+			s.ignore(s.stats["status"], m.Subject, m.Reply, reason+"; with authorization on, the NATS server refuses micro's answer there")
 		}
 	})
 	if err != nil {
@@ -193,7 +211,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 }
 
 // route hands a batch or done request to its agency's worker. What it
-// refuses at once it answers through req, so micro counts the error.
+// refuses at once it answers at once (failNow).
 func (s *Service) route(req micro.Request, c *call) {
 	if err := s.checkAgency(c); err != nil {
 		s.failNow(req, c, err)

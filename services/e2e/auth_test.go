@@ -36,6 +36,21 @@ func authServer(t *testing.T) (*server.Server, natsauth.Users, string) {
 	return natstest.StartServerWith(t, opts), users, dir
 }
 
+// centralUsersEnv is a central's environment with its three users (its
+// service, its replies to agencies, its ledger: natsauth.CentralEnv),
+// plus the key-value pairs of extra.
+func centralUsersEnv(users natsauth.Users, extra ...string) map[string]string {
+	env := map[string]string{}
+	for _, kv := range users.CentralEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	return env
+}
+
 // connectAs connects as user, with the inbox prefix its service uses, and
 // collects the async permission errors the server sends it.
 func connectAs(t *testing.T, ns *server.Server, users natsauth.Users, user, inbox string) (*nats.Conn, <-chan error) {
@@ -74,8 +89,7 @@ func agencyEnv(users natsauth.Users, id int) map[string]string {
 // each agency on its own subjects.
 func TestAuthorization(t *testing.T) {
 	ns, users, dir := authServer(t)
-	c := startCentral(t, ns.ClientURL(), dir, map[string]string{"CENTRAL_AGENCIES": "3",
-		"NATS_USER": natsauth.CentralUser, "NATS_PASSWORD": users.Passwords[natsauth.CentralUser]})
+	c := startCentral(t, ns.ClientURL(), dir, centralUsersEnv(users, "CENTRAL_AGENCIES", "3"))
 
 	agency1, errc := connectAs(t, ns, users, natsauth.AgencyUser(1), natsauth.InboxPrefix(1))
 
@@ -175,7 +189,7 @@ func TestGeneratedCredentials(t *testing.T) {
 	if err != nil || again.Passwords["central"] != users.Passwords["central"] {
 		t.Errorf("a second Generate changed the passwords (%v)", err)
 	}
-	for _, name := range []string{"users.json", "nats-server.conf", "central.env", "central-ledger.env", "inspector.env", "agency-1.env", "agency-2.env"} {
+	for _, name := range []string{"users.json", "nats-server.conf", "central.env", "central-replies.env", "central-ledger.env", "inspector.env", "agency-1.env", "agency-2.env"} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || info.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v, want a 0600 file", name, info, err)
@@ -183,12 +197,13 @@ func TestGeneratedCredentials(t *testing.T) {
 	}
 	conf, _ := os.ReadFile(filepath.Join(dir, "nats-server.conf"))
 	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats-server.conf"))
-	if err != nil || len(opts.Users) != 6 {
-		t.Fatalf("nats-server.conf does not load as 6 users: %v\n%s", err, conf)
+	if err != nil || len(opts.Users) != 7 {
+		t.Fatalf("nats-server.conf does not load as 7 users: %v\n%s", err, conf)
 	}
 	central, _ := os.ReadFile(filepath.Join(dir, "central.env"))
 	for _, line := range []string{"NATS_USER=central\n", "CENTRAL_LEDGER_NATS_USER=central-ledger\n",
-		"CENTRAL_LEDGER_NATS_PASSWORD=" + users.Passwords[natsauth.LedgerUser] + "\n"} {
+		"CENTRAL_LEDGER_NATS_PASSWORD=" + users.Passwords[natsauth.LedgerUser] + "\n",
+		"CENTRAL_REPLIES_NATS_USER=central-replies\n", "CENTRAL_REPLIES_NATS_PASSWORD=" + users.Passwords[natsauth.RepliesUser] + "\n"} {
 		if !strings.Contains(string(central), line) {
 			t.Errorf("central.env has no line %q", line)
 		}

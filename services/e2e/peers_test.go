@@ -41,8 +41,7 @@ func peersServer(t *testing.T, n int, env map[string]string) (*server.Server, na
 	opts.Users = append(opts.Users, &server.User{Username: watcher, Password: watcherPassword,
 		Account: natsauth.Account(opts, natsauth.AgenciesAccount)})
 	ns := natstest.StartServerWith(t, opts)
-	vars := map[string]string{"CENTRAL_AGENCIES": strconv.Itoa(n),
-		"NATS_USER": natsauth.CentralUser, "NATS_PASSWORD": users.Passwords[natsauth.CentralUser]}
+	vars := centralUsersEnv(users, "CENTRAL_AGENCIES", strconv.Itoa(n))
 	for k, v := range env {
 		vars[k] = v
 	}
@@ -51,11 +50,13 @@ func peersServer(t *testing.T, n int, env map[string]string) (*server.Server, na
 
 // The inspector may send requests the central answers. Given agency 2's
 // inboxes as reply subjects (learnt here through the watcher; the
-// inspector may no longer watch batches go by), micro answers PING and
-// INFO into them (agency 2 takes none of those answers for its own and
-// finishes exactly) and the central refuses to answer quiniela.status
-// there. Given the lottery's subjects, micro's answer is refused by the
-// broker: no forged batch, no false apuesta_recibida line.
+// inspector may no longer watch batches go by), the broker refuses
+// micro's answers to PING and INFO there (the central's service user may
+// publish into the inspector's inboxes only; agencies' replies go out as
+// central-replies), and the central refuses to answer quiniela.status
+// there; agency 2 gets no stray reply and finishes exactly. Given the
+// lottery's subjects, micro's answer is refused by the broker too: no
+// forged batch, no false apuesta_recibida line.
 func TestInspectorRelayThroughTheCentral(t *testing.T) {
 	// Agency 2's winners request is held until agency 1 is done: the relays
 	// into its inbox surely arrive while it waits.
@@ -120,22 +121,13 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 		t.Fatalf("agency 2 ended before the draw: %v; log:\n%s", err, log2)
 	}
 	relay(inbox)
-	onWinnersInbox := func() int {
-		n := 0
-		for _, l := range log2.Lines("respuesta_ajena") {
-			if l.Fields["subject"] == inbox {
-				n++
-			}
-		}
-		return n
-	}
-	// micro answers PING and INFO into it (the agency ignores them); the
-	// central itself never answers quiniela.status into agency 2's inbox.
-	for n := 1; onWinnersInbox() < 2; n++ {
-		log2.WaitFor(t, "respuesta_ajena", logline.Fail, n, 10*time.Second)
-	}
-	if n := onWinnersInbox(); n != 2 {
-		t.Errorf("agency 2 got %d stray replies on its winners inbox, want micro's PING and INFO only", n)
+	// The broker refuses micro's PING and INFO answers there (a refused
+	// message is delivered nowhere: each -ERR proves one stray reply
+	// never reached agency 2); the central itself never answers
+	// quiniela.status into agency 2's inbox.
+	waitForRefusal(t, c.log, inbox, 2)
+	if n := len(log2.Lines("respuesta_ajena")); n != 0 {
+		t.Errorf("agency 2 got %d stray replies, want none: %v", n, log2.Lines("respuesta_ajena"))
 	}
 	c.log.WaitFor(t, "solicitud_ignorada", logline.Fail, 3*41, 20*time.Second) // three relays per batch and done inbox at least
 	relayed := map[string]bool{"$SRV.PING": true, "$SRV.INFO.quiniela-central": true, messages.StatusSubject: true}
@@ -151,7 +143,7 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 		relay(reply)
 	}
 	for _, reply := range []string{messages.BatchSubject(2), messages.DoneSubject(2), messages.WinnersSubject(2)} {
-		waitForLine(t, c.log, "Permissions Violation for Publish to \""+reply+"\"")
+		waitForRefusal(t, c.log, reply, 2)
 	}
 
 	last := runAgency(ctx, ns.ClientURL(), 1, files[0], agencyEnv(users, 1))
@@ -165,6 +157,22 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 	}
 	c.stop(t)
 	compareRows(t, inputRows(t, files), storedRows(t, c.betsFile))
+	// Every $SRV relay into agency 2's inboxes met the broker's refusal
+	// (the central has drained: every -ERR is in), so none reached it.
+	refusals := map[string]int{}
+	for _, l := range c.log.Lines("respuesta_rechazada") {
+		refusals[l.Fields["reply"]]++
+	}
+	for _, l := range c.log.Lines("solicitud_ignorada") {
+		if strings.HasPrefix(l.Fields["subject"], messages.MicroPrefix) && strings.HasPrefix(l.Fields["reply"], messages.AgencyInboxPrefix(2)+".") {
+			if refusals[l.Fields["reply"]]--; refusals[l.Fields["reply"]] < 0 {
+				t.Errorf("micro's answer to %s on %s: no refusal by the broker logged", l.Fields["subject"], l.Fields["reply"])
+			}
+		}
+	}
+	if n := len(log2.Lines("respuesta_ajena")); n != 0 {
+		t.Errorf("agency 2 got %d stray replies, want none: %v", n, log2.Lines("respuesta_ajena"))
+	}
 	if n := watched.Load(); n < 41 { // 40 batches and a done at least
 		t.Errorf("the watcher saw %d of agency 2's requests, want every one", n)
 	}
@@ -181,16 +189,26 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 	}
 }
 
-// waitForLine waits until log holds text.
-func waitForLine(t *testing.T, log *natstest.Log, text string) {
+// waitForRefusal waits until the central has logged n of micro's answers
+// on reply as refused by the broker (respuesta_rechazada): each the
+// server's -ERR for one publish it delivered nowhere.
+func waitForRefusal(t *testing.T, log *natstest.Log, reply string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for n := 1; log.Count(text) == 0; n++ {
-		if time.Now().After(deadline) {
-			t.Fatalf("the log never said %q:\n%s", text, log)
+	refused := func() int {
+		k := 0
+		for _, l := range log.Lines("respuesta_rechazada") {
+			if l.Fields["reply"] == reply {
+				k++
+			}
 		}
-		// Any new nats_error line may be the one.
-		log.WaitFor(t, "nats_error", logline.Fail, n, time.Until(deadline))
+		return k
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for lines := len(log.Lines("respuesta_rechazada")) + 1; refused() < n; lines++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the central logged %d refusals of micro's answers on %s, want %d:\n%s", refused(), reply, n, log)
+		}
+		log.WaitFor(t, "respuesta_rechazada", logline.Fail, lines, time.Until(deadline))
 	}
 }
 

@@ -36,13 +36,14 @@ func startAuthJSCluster(t *testing.T) ([]*server.Server, natsauth.Users) {
 }
 
 // jsCentralEnv is the environment of a central on the JetStream ledger,
-// with its two users.
+// with its three users.
 func jsCentralEnv(url, dir, name string, users natsauth.Users) map[string]string {
-	return centralEnv(url, filepath.Join(dir, "bets.csv"),
-		"CENTRAL_LEDGER", "jetstream", "CENTRAL_REPLICAS", "3", "CENTRAL_NAME", name, "LOG_LEVEL", "INFO",
-		"NATS_USER", natsauth.CentralUser, "NATS_PASSWORD", users.Passwords[natsauth.CentralUser],
-		natsauth.LedgerEnvPrefix+"NATS_USER", natsauth.LedgerUser,
-		natsauth.LedgerEnvPrefix+"NATS_PASSWORD", users.Passwords[natsauth.LedgerUser])
+	env := centralEnv(url, filepath.Join(dir, "bets.csv"),
+		"CENTRAL_LEDGER", "jetstream", "CENTRAL_REPLICAS", "3", "CENTRAL_NAME", name, "LOG_LEVEL", "INFO")
+	for k, v := range centralUsersEnv(users) {
+		env[k] = v
+	}
+	return env
 }
 
 // connectAgency connects as agency id, on its inboxes.
