@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -68,8 +69,9 @@ func readLedger(t *testing.T, js jetstream.JetStream) (ledgerState, error) {
 // The central on its embedded server with JetStream and the generated
 // accounts runs a whole lottery; then no relay through it, no direct
 // attempt and no read of agency 1, the inspector or a bad login reaches
-// the stream or the lease, each row checked by reading both afterwards;
-// the inspector reads counts and stats, no bet.
+// the stream or the lease, each row checked by reading both afterwards,
+// nor agency 2's inboxes — micro's own $SRV answers included, which the
+// broker refuses; the inspector reads counts and stats, no bet.
 func TestLedgerOutOfReach(t *testing.T) {
 	dir := t.TempDir()
 	users, err := natsauth.Generate(filepath.Join(dir, ".creds"), 3)
@@ -166,6 +168,33 @@ func TestLedgerOutOfReach(t *testing.T) {
 		}
 	}
 
+	// Agency 2 listens on all its inboxes: no relay may land there.
+	agency2, _, err := connect(natsauth.AgencyUser(2), users.Passwords[natsauth.AgencyUser(2)], natsauth.InboxPrefix(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agency2Inbox, err := agency2.SubscribeSync(natsauth.InboxPrefix(2) + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agency2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// micro's $SRV requests in their three forms: every service, by
+	// name, by name and instance.
+	ping, err := inspector.Request("$SRV.PING."+central.ServiceName, nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("inspector pinging the central: %v", err)
+	}
+	var id struct{ ID string }
+	if err := json.Unmarshal(ping.Data, &id); err != nil || id.ID == "" {
+		t.Fatalf("the central's PING answer %q has no id (%v)", ping.Data, err)
+	}
+	var srvSubjects []string
+	for _, verb := range []string{"PING", "INFO", "STATS"} {
+		srvSubjects = append(srvSubjects, "$SRV."+verb, "$SRV."+verb+"."+central.ServiceName, "$SRV."+verb+"."+central.ServiceName+"."+id.ID)
+	}
+
 	batch := messages.NewBatchEncoder(1, 10)
 	batch.Add(messages.Bet{Agency: 1, FirstName: "A", LastName: "B", Document: "1", Number: 7574})
 	batchMsg := batch.Flush().Msg()
@@ -177,10 +206,14 @@ func TestLedgerOutOfReach(t *testing.T) {
 		{"agency-1", agency1, &nats.Msg{Subject: messages.WinnersSubject(1)}},
 		{"agency-1", agency1, &nats.Msg{Subject: batchMsg.Subject, Header: batchMsg.Header, Data: batchMsg.Data}},
 		{"agency-1", agency1, &nats.Msg{Subject: messages.DoneSubject(1), Header: nats.Header{messages.HeaderBatches: {"1"}}}},
-		{"inspector", inspector, &nats.Msg{Subject: "$SRV.PING"}},
-		{"inspector", inspector, &nats.Msg{Subject: "$SRV.INFO.quiniela-central"}},
-		{"inspector", inspector, &nats.Msg{Subject: "$SRV.STATS.quiniela-central"}},
 		{"inspector", inspector, &nats.Msg{Subject: messages.StatusSubject}},
+	}
+	for _, subject := range srvSubjects {
+		requests = append(requests, struct {
+			requester string
+			nc        *nats.Conn
+			msg       *nats.Msg
+		}{"inspector", inspector, &nats.Msg{Subject: subject}})
 	}
 	replies := []string{
 		"ledger.QUINIELA.agency.2", "ledger.QUINIELA.draw", "$KV.QUINIELA_LEASE.active",
@@ -197,20 +230,53 @@ func TestLedgerOutOfReach(t *testing.T) {
 		}
 		return false
 	}
+	srvRelays := 0
 	for _, r := range requests {
 		for _, reply := range replies {
 			row := fmt.Sprintf("%s relaying %s to %s", r.requester, r.msg.Subject, reply)
 			m := *r.msg
 			m.Reply = reply
+			srv := strings.HasPrefix(m.Subject, messages.MicroPrefix)
+			refusedBefore := refusals(c.log, reply)
 			if err := r.nc.PublishMsg(&m); err != nil {
 				t.Fatalf("%s: %v", row, err)
 			}
-			// The central says it refused it, and the ledger is as it was.
+			// The central says it refused it; micro answers a $SRV
+			// request all the same, and the broker refuses that answer
+			// (the central logs the server's -ERR: the answer was
+			// delivered nowhere); the ledger is as it was.
 			for n := len(c.log.Lines("solicitud_ignorada")) + 1; !ignored(m.Subject, reply); n++ {
 				c.log.WaitFor(t, "solicitud_ignorada", logline.Fail, n, 10*time.Second)
 			}
+			if srv {
+				waitForRefusal(t, c.log, reply, refusedBefore+1)
+				srvRelays++
+			}
 			unchanged(row)
 		}
+	}
+	// Barrier: micro answers each $SRV subject on one subscription, in
+	// order, so once the inspector's own request on it is answered every
+	// answer to the relays before it has been through the broker; and
+	// agency 2's flush returns after whatever the broker delivered it
+	// before. micro's requests on the inspector's own inbox still work.
+	for _, subject := range srvSubjects {
+		reply, err := inspector.Request(subject, nil, 5*time.Second)
+		if err != nil {
+			t.Fatalf("inspector asking %s on its own inbox: %v", subject, err)
+		}
+		var answer struct{ Type, Name, ID string }
+		if err := json.Unmarshal(reply.Data, &answer); err != nil || answer.Name != central.ServiceName || answer.ID != id.ID ||
+			!strings.HasSuffix(answer.Type, strings.ToLower(strings.Split(subject, ".")[1])+"_response") {
+			t.Errorf("inspector asking %s: %q (%v), want the central's answer", subject, reply.Data, err)
+		}
+	}
+	if err := agency2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := agency2Inbox.Pending(); n != 0 {
+		m, _ := agency2Inbox.NextMsg(0)
+		t.Errorf("agency 2's inboxes got %d relayed messages, the first on %s: %q", n, m.Subject, m.Data)
 	}
 
 	// Direct attempts: refused by the broker, and the ledger is as it was.
@@ -292,11 +358,13 @@ func TestLedgerOutOfReach(t *testing.T) {
 		t.Errorf("central_activa logged %d times, want 1 (no step-down):\n%s", n, withoutBatchLines(c.log.String()))
 	}
 	// The only violations the central met are micro's answers to $SRV
-	// relays, refused by the broker: none of its ledger connection.
-	for _, l := range c.log.Lines("nats_error") {
-		if !strings.Contains(l.Fields["error"], "Permissions Violation for Publish to") {
-			t.Errorf("the central met %v", l)
-		}
+	// relays, each refused by the broker once and logged as such; none of
+	// its replies' or ledger's connections.
+	if n := len(c.log.Lines("respuesta_rechazada")); n != srvRelays {
+		t.Errorf("the central logged %d of micro's answers refused, want %d (one per $SRV relay)", n, srvRelays)
+	}
+	for _, l := range append(c.log.Lines("nats_error"), c.log.Lines("responder")...) {
+		t.Errorf("the central met %v", l)
 	}
 	if strings.Contains(c.log.String(), "Permissions Violation for Subscription") {
 		t.Errorf("the central was refused a subscription:\n%s", c.log)

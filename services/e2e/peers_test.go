@@ -194,15 +194,7 @@ func TestInspectorRelayThroughTheCentral(t *testing.T) {
 // server's -ERR for one publish it delivered nowhere.
 func waitForRefusal(t *testing.T, log *natstest.Log, reply string, n int) {
 	t.Helper()
-	refused := func() int {
-		k := 0
-		for _, l := range log.Lines("respuesta_rechazada") {
-			if l.Fields["reply"] == reply {
-				k++
-			}
-		}
-		return k
-	}
+	refused := func() int { return refusals(log, reply) }
 	deadline := time.Now().Add(20 * time.Second)
 	for lines := len(log.Lines("respuesta_rechazada")) + 1; refused() < n; lines++ {
 		if time.Now().After(deadline) {
@@ -210,6 +202,17 @@ func waitForRefusal(t *testing.T, log *natstest.Log, reply string, n int) {
 		}
 		log.WaitFor(t, "respuesta_rechazada", logline.Fail, lines, time.Until(deadline))
 	}
+}
+
+// refusals counts the central's respuesta_rechazada lines on reply.
+func refusals(log *natstest.Log, reply string) int {
+	k := 0
+	for _, l := range log.Lines("respuesta_rechazada") {
+		if l.Fields["reply"] == reply {
+			k++
+		}
+	}
+	return k
 }
 
 // The agency still honours the central's true error replies, which name
