@@ -183,3 +183,47 @@ func waitLine(t *testing.T, log *natstest.Log, ok func(logline.Line) bool) {
 	}
 	t.Fatalf("no such line in a minute; log:\n%s", log)
 }
+
+// A connection given PublishRefused hears of each publish the server
+// refused, with its subject, and nats_error stays for other errors; one
+// without it logs the refusal as nats_error.
+func TestPublishRefused(t *testing.T) {
+	ns := natstest.StartServerWith(t, &server.Options{Users: []*server.User{{Username: "svc", Password: "secret",
+		Permissions: &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{"ok.>"}}}}}})
+	log := &natstest.Log{}
+	logger, _ := logline.New(log, "INFO")
+	refused := make(chan string, 4)
+	for _, hook := range []func(string){func(s string) { refused <- s }, nil} {
+		nc, _, err := natsconn.Connect(t.Context(), ns.ClientURL(), natsconn.Options{
+			Name: "svc", Auth: natsconn.Auth{User: "svc", Password: "secret"},
+			ConnectWait: 5 * time.Second, DrainTimeout: time.Second, PublishRefused: hook,
+		}, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.Publish("ok.1", nil)
+		nc.Publish("forbidden.1", nil)
+		if hook == nil {
+			log.WaitFor(t, "nats_error", logline.Fail, 1, 10*time.Second)
+			if l := log.Lines("nats_error"); !strings.Contains(l[0].Fields["error"], `Publish to "forbidden.1"`) {
+				t.Errorf("without a hook: %v, want the refusal as nats_error", l)
+			}
+			continue
+		}
+		select {
+		case s := <-refused:
+			if s != "forbidden.1" {
+				t.Errorf("refused subject %q, want forbidden.1", s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the hook heard of no refusal")
+		}
+		if n := len(log.Lines("nats_error")); n != 0 {
+			t.Errorf("with a hook, the refusal was also logged nats_error: %s", log)
+		}
+	}
+	if _, ok := natsconn.RefusedPublish(fmt.Errorf("%w: Permissions Violation for Subscription to \"x\"", nats.ErrPermissionViolation)); ok {
+		t.Error("a refused subscription taken for a refused publish")
+	}
+}

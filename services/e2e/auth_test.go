@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
@@ -281,4 +282,23 @@ func TestTLS(t *testing.T) {
 	}
 	checkNoError(t, runAgencies(tctx, url, files, map[string]string{"NATS_TLS_CA": ca}))
 	compareRows(t, inputRows(t, files), storedRows(t, filepath.Join(dir, "bets.csv")))
+}
+
+// A central given its service's user but not its replies' cannot answer
+// agencies (the service's user may not publish into their inboxes): it
+// says so, naming the setting, at the first reply the broker refuses.
+func TestCentralWithoutItsRepliesUserSaysSo(t *testing.T) {
+	ns, users, dir := authServer(t)
+	c := startCentral(t, ns.ClientURL(), dir, map[string]string{"CENTRAL_AGENCIES": "3",
+		"NATS_USER": natsauth.CentralUser, "NATS_PASSWORD": users.Passwords[natsauth.CentralUser]})
+	agency1, _ := connectAs(t, ns, users, natsauth.AgencyUser(1), natsauth.InboxPrefix(1))
+	if _, err := agency1.Request(messages.WinnersSubject(1), nil, 500*time.Millisecond); err == nil {
+		t.Error("agency 1 got an answer from a central whose user may not publish into its inbox")
+	}
+	c.log.WaitFor(t, "responder", logline.Fail, 1, 10*time.Second)
+	l := c.log.Lines("responder")[0]
+	if !strings.HasPrefix(l.Fields["reply"], natsauth.InboxPrefix(1)+".") || !strings.Contains(l.Fields["error"], natsauth.RepliesEnvPrefix+"NATS_USER") ||
+		!strings.Contains(c.log.String(), " ERROR action: responder") {
+		t.Errorf("the refused reply logged %v, want an ERROR naming agency 1's inbox and %sNATS_USER", l, natsauth.RepliesEnvPrefix)
+	}
 }
