@@ -213,7 +213,9 @@ YAML
 		depends_on
 		cat <<YAML
     # NATS_USER and NATS_PASSWORD: the user "central", which may only
-    # subscribe to the service's subjects and answer requests into inboxes;
+    # subscribe to the service's subjects and answer the inspector;
+    # CENTRAL_REPLIES_NATS_USER and _PASSWORD: "central-replies", which
+    # may only publish the replies into agencies' inboxes;
     # CENTRAL_LEDGER_NATS_USER and _PASSWORD: "central-ledger", its
     # JetStream stream and lease only (CENTRAL_LEDGER=jetstream).
     env_file:

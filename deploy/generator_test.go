@@ -350,9 +350,10 @@ func checkCentral(t *testing.T, cfg composeConfig, v variant, name string, n int
 		}
 	}
 	checkCreds(t, cfg, users, name, natsauth.CentralUser)
-	if env := cfg.Services[name].Environment; env[natsauth.LedgerEnvPrefix+"NATS_USER"] != natsauth.LedgerUser ||
-		env[natsauth.LedgerEnvPrefix+"NATS_PASSWORD"] != users.Passwords[natsauth.LedgerUser] {
-		t.Errorf("%s: %sNATS_USER=%q, want the ledger user's credentials from central.env", name, natsauth.LedgerEnvPrefix, env[natsauth.LedgerEnvPrefix+"NATS_USER"])
+	for _, u := range []struct{ prefix, user string }{{natsauth.LedgerEnvPrefix, natsauth.LedgerUser}, {natsauth.RepliesEnvPrefix, natsauth.RepliesUser}} {
+		if env := cfg.Services[name].Environment; env[u.prefix+"NATS_USER"] != u.user || env[u.prefix+"NATS_PASSWORD"] != users.Passwords[u.user] {
+			t.Errorf("%s: %sNATS_USER=%q, want %s's credentials from central.env", name, u.prefix, env[u.prefix+"NATS_USER"], u.user)
+		}
 	}
 	if len(c.Volumes) != 1 || c.Volumes[0].Type != "volume" || c.Volumes[0].Source != volume || c.Volumes[0].Target != "/var/lib/quiniela" {
 		t.Errorf("%s volumes %+v, want the named volume %s on /var/lib/quiniela", name, c.Volumes, volume)
