@@ -83,6 +83,15 @@ func checkAuth(t *testing.T, url string, users natsauth.Users) {
 		_, err := nc.SubscribeSync("bets.>")
 		return err
 	})
+	// micro answers $SRV requests on the service's connection, which may
+	// not publish into agencies' inboxes; their replies go out as
+	// central-replies, which may publish nowhere else.
+	violation(natsauth.CentralUser, `Publish to "_INBOX_agency.1.x"`, func(nc *nats.Conn) error {
+		return nc.Publish("_INBOX_agency.1.x", []byte("x"))
+	})
+	violation(natsauth.RepliesUser, `Publish to "_INBOX.x"`, func(nc *nats.Conn) error {
+		return nc.Publish("_INBOX.x", []byte("x"))
+	})
 	violation(natsauth.LedgerUser, `Publish to "$JS.API.STREAM.PURGE.QUINIELA"`, func(nc *nats.Conn) error {
 		return nc.PublishRequest("$JS.API.STREAM.PURGE.QUINIELA", "_INBOX.x", nil)
 	})
