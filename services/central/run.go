@@ -256,20 +256,34 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 	log.Info("cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 
-	return errors.Join(conns.drain(cfg.DrainTimeout, log), lost)
+	return errors.Join(drain(cfg.DrainTimeout, log, conns.drainables()...), lost)
 }
 
-// drain drains the connection, bounded by timeout: the replies still queued
-// go out, then it closes.
-func drain(nc *nats.Conn, closed <-chan struct{}, timeout time.Duration, log *slog.Logger) error {
-	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		return fmt.Errorf("draining NATS connection: %w", err)
+// drainable is a connection to drain and its closed signal (natsconn.Connect's).
+type drainable struct {
+	nc     *nats.Conn
+	closed <-chan struct{}
+}
+
+// drain drains conns one after the other, each bounded by timeout: the
+// replies still queued go out, then it closes. One drenar_nats line says
+// how it went, for them all: the shutdown is one step.
+func drain(timeout time.Duration, log *slog.Logger, conns ...drainable) error {
+	var timedOut []string
+	for _, c := range conns {
+		if err := c.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			return fmt.Errorf("draining NATS connection %s: %w", c.nc.Opts.Name, err)
+		}
+		select {
+		case <-c.closed:
+		case <-time.After(timeout + time.Second):
+			timedOut = append(timedOut, c.nc.Opts.Name)
+		}
 	}
-	select {
-	case <-closed:
+	if len(timedOut) > 0 {
+		log.Error("drenar_nats", "error", "timed out", "connections", strings.Join(timedOut, ","))
+	} else {
 		log.Info("drenar_nats")
-	case <-time.After(timeout + time.Second):
-		log.Error("drenar_nats", "error", "timed out")
 	}
 	return nil
 }
@@ -417,14 +431,14 @@ func (c *serviceConns) close() {
 	c.replies.Close()
 }
 
-// drain drains the service's connection, then the replies': once the
-// service takes no more requests, the replies still queued go out.
-func (c *serviceConns) drain(timeout time.Duration, log *slog.Logger) error {
-	err := drain(c.nc, c.ncClosed, timeout, log)
+// drainables are the service's connection, then the replies' (once the
+// service takes no more requests, the replies still queued go out).
+func (c *serviceConns) drainables() []drainable {
+	conns := []drainable{{c.nc, c.ncClosed}}
 	if c.replies != c.nc {
-		err = errors.Join(err, drain(c.replies, c.repliesClosed, timeout, log))
+		conns = append(conns, drainable{c.replies, c.repliesClosed})
 	}
-	return err
+	return conns
 }
 
 // refusedOnService logs a publish the NATS server refused on the service's

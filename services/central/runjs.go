@@ -96,10 +96,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	// No fsync of its own: the stream is the durable store (README, Guarantees).
 	log.InfoContext(bg, "cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
-	if err := conns.drain(cfg.DrainTimeout, log); err != nil {
-		return err
-	}
-	return drain(lnc, lclosed, cfg.DrainTimeout, log)
+	return drain(cfg.DrainTimeout, log, append(conns.drainables(), drainable{lnc, lclosed})...)
 }
 
 // serveTerm serves the agencies for one term of the lease: until ctx ends
