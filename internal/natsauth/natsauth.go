@@ -32,7 +32,7 @@ import (
 // User names.
 const (
 	CentralUser   = "central"         // the central's service: takes requests, answers the inspector's
-	RepliesUser   = "central-replies" // the central's replies to agencies: publishes into their inboxes only
+	RepliesUser   = "central-replies" // the central's replies to agencies (into their inboxes only) and its claims
 	LedgerUser    = "central-ledger"  // the central's ledger: its stream and lease
 	InspectorUser = "inspector"       // operators: status and micro stats
 	AuditorUser   = "auditor"         // operators, explicitly: the batches going by
@@ -99,6 +99,11 @@ type Permissions struct {
 // claim.go); only centrals publish or listen there.
 const CentralClaimSubject = "central.claim"
 
+// CentralInboxPrefix is where centrals answer each other's claims: the
+// inboxes of the connection that claims (the replies user's), apart from
+// the inspector's (_INBOX), where micro's answers may go.
+const CentralInboxPrefix = "_INBOX_central"
+
 // centralNeverPublishes are the subjects only agencies and the inspector
 // publish on. Publish allows none of them already; the deny list keeps it
 // so if an allow is ever widened.
@@ -120,28 +125,31 @@ func (u Users) PermissionsOf(user string) (Permissions, error) {
 		// inspector's, on the inspector's inboxes. micro answers
 		// $SRV.PING/INFO/STATS itself, on whatever reply subject the
 		// requester names, and cannot be told otherwise: so this user may
-		// publish nowhere a relayed answer could do harm — not on the
-		// agencies' inboxes (their replies go out as RepliesUser), and its
-		// account holds no ledger. Being allowed rather than granted per
-		// request, a reply still goes out after a failover to another node.
+		// publish nowhere else — not on the agencies' inboxes (their
+		// replies go out as RepliesUser), not where centrals claim the
+		// lottery (RepliesUser again), and its account holds no ledger.
+		// Being allowed rather than granted per request, a reply still
+		// goes out after a failover to another node.
 		return Permissions{
 			Account:     AgenciesAccount,
-			Publish:     []string{InspectorInboxPrefix + ".>", CentralClaimSubject},
-			PublishDeny: append([]string{AgencyInboxes}, centralNeverPublishes...),
-			// _INBOX.>: the answers to its own claims.
-			Subscribe: []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, messages.MicroSubjects,
-				CentralClaimSubject, InspectorInboxPrefix + ".>"},
+			Publish:     []string{InspectorInboxPrefix + ".>"},
+			PublishDeny: append([]string{AgencyInboxes, CentralClaimSubject, CentralInboxPrefix + ".>"}, centralNeverPublishes...),
+			Subscribe:   []string{messages.BatchSubjects, messages.DoneSubjects, messages.WinnersSubjects, messages.StatusSubject, messages.MicroSubjects},
 		}, nil
 	case RepliesUser:
 		// The central's replies to agencies (batches, done, winners),
-		// early or late, on their inboxes: it publishes nowhere else and
-		// reads nothing. Which agency's inbox answers which request is
-		// the central's check (and each agency checks the replies it
-		// gets).
+		// early or late, on their inboxes, and its claim on the lottery
+		// (claims on CentralClaimSubject, their answers on
+		// CentralInboxPrefix): it publishes nowhere else and reads only
+		// claims. Which agency's inbox answers which request is the
+		// central's check (and each agency checks the replies it gets);
+		// only centrals publish claims, so a claim's reply subject is a
+		// central's.
 		return Permissions{
 			Account:     AgenciesAccount,
-			Publish:     []string{AgencyInboxes},
-			PublishDeny: append([]string{InspectorInboxPrefix + ".>", CentralClaimSubject}, centralNeverPublishes...),
+			Publish:     []string{AgencyInboxes, CentralClaimSubject, CentralInboxPrefix + ".>"},
+			PublishDeny: append([]string{InspectorInboxPrefix + ".>"}, centralNeverPublishes...),
+			Subscribe:   []string{CentralClaimSubject, CentralInboxPrefix + ".>"},
 		}, nil
 	case LedgerUser:
 		// The central's JetStream work, alone in its account: its stream

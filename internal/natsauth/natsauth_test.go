@@ -155,7 +155,7 @@ func (l *lottery) drain(t *testing.T) {
 }
 
 // The central's service user may publish only into the inspector's
-// inboxes (and claim), its replies user only into the agencies': the
+// inboxes, its replies user only into the agencies' (and claims): the
 // broker refuses each everything else, the lottery's own subjects and the
 // ledger's included.
 func TestCentralPublishesOnlyReplies(t *testing.T) {
@@ -171,8 +171,9 @@ func TestCentralPublishesOnlyReplies(t *testing.T) {
 		refused []string
 		marker  string // a subject it may publish on
 	}{
-		{natsauth.CentralUser, l.central, append(lotterySubjects, natsauth.InboxPrefix(1)+".x", natsauth.InboxPrefix(3)+".reply.1"), "_INBOX.marker"},
-		{natsauth.RepliesUser, l.replies, append(lotterySubjects, "_INBOX.x", natsauth.CentralClaimSubject), natsauth.InboxPrefix(1) + ".marker"},
+		{natsauth.CentralUser, l.central, append(lotterySubjects, natsauth.InboxPrefix(1)+".x", natsauth.InboxPrefix(3)+".reply.1",
+			natsauth.CentralClaimSubject, natsauth.CentralInboxPrefix+".x"), "_INBOX.marker"},
+		{natsauth.RepliesUser, l.replies, append(lotterySubjects, "_INBOX.x"), natsauth.InboxPrefix(1) + ".marker"},
 	} {
 		for _, subject := range c.refused {
 			if err := c.c.Publish(subject, []byte("forged")); err != nil {
@@ -182,7 +183,7 @@ func TestCentralPublishesOnlyReplies(t *testing.T) {
 			l.nothingReached(t, c.c, subject, c.marker)
 		}
 	}
-	// The replies user reads nothing.
+	// The replies user reads claims only.
 	for _, subject := range []string{">", "_INBOX.>", natsauth.AgencyInboxes, messages.BatchSubjects} {
 		l.replies.Subscribe(subject, func(*nats.Msg) {})
 		l.replies.violation(t, subject)
@@ -217,15 +218,16 @@ func TestCentralUsersPermissions(t *testing.T) {
 	never := []string{"bets.>", "winners.>", "quiniela.>", "$SRV.>"}
 	for _, want := range []natsauth.Permissions{
 		{Account: natsauth.AgenciesAccount, // central
-			Publish:     []string{"_INBOX.>", "central.claim"},
-			PublishDeny: append([]string{"_INBOX_agency.*.>"}, never...),
-			Subscribe:   []string{"bets.agency.*", "bets.agency.*.done", "winners.agency.*", "quiniela.status", "$SRV.>", "central.claim", "_INBOX.>"}},
+			Publish:     []string{"_INBOX.>"},
+			PublishDeny: append([]string{"_INBOX_agency.*.>", "central.claim", "_INBOX_central.>"}, never...),
+			Subscribe:   []string{"bets.agency.*", "bets.agency.*.done", "winners.agency.*", "quiniela.status", "$SRV.>"}},
 		{Account: natsauth.AgenciesAccount, // central-replies
-			Publish:     []string{"_INBOX_agency.*.>"},
-			PublishDeny: append([]string{"_INBOX.>", "central.claim"}, never...)},
+			Publish:     []string{"_INBOX_agency.*.>", "central.claim", "_INBOX_central.>"},
+			PublishDeny: append([]string{"_INBOX.>"}, never...),
+			Subscribe:   []string{"central.claim", "_INBOX_central.>"}},
 	} {
 		user := natsauth.CentralUser
-		if want.Subscribe == nil {
+		if len(want.Publish) > 1 {
 			user = natsauth.RepliesUser
 		}
 		got, err := users.PermissionsOf(user)
@@ -449,21 +451,31 @@ func BenchmarkUsers100000(b *testing.B) {
 }
 
 // Centrals claim the lottery on CentralClaimSubject (one serves a server's
-// lottery): a central may publish and listen there, no agency nor the
-// inspector may publish there to refuse one its start.
+// lottery), as their replies user: a central may publish and listen there
+// and answer on CentralInboxPrefix; no agency, nor the inspector, nor the
+// central's service user (whose micro answers any reply subject) may
+// publish there to refuse one its start.
 func TestOnlyCentralsClaim(t *testing.T) {
 	l := start(t, 2)
-	other := connect(t, l.ns, natsauth.CentralUser, l.users.Passwords[natsauth.CentralUser], "")
+	other := connect(t, l.ns, natsauth.RepliesUser, l.users.Passwords[natsauth.RepliesUser], "")
 	sub, err := other.SubscribeSync(natsauth.CentralClaimSubject)
 	if err != nil {
 		t.Fatal(err)
 	}
+	answers, err := other.SubscribeSync(natsauth.CentralInboxPrefix + ".other")
+	if err != nil {
+		t.Fatal(err)
+	}
 	other.Flush()
-	l.central.Publish(natsauth.CentralClaimSubject, []byte("claim"))
+	l.replies.Publish(natsauth.CentralClaimSubject, []byte("claim"))
 	if _, err := sub.NextMsg(5 * time.Second); err != nil {
 		t.Errorf("a central did not hear another's claim: %v", err)
 	}
-	for _, c := range []*client{l.agencies[0], l.inspector} {
+	l.replies.Publish(natsauth.CentralInboxPrefix+".other", []byte("answer"))
+	if _, err := answers.NextMsg(5 * time.Second); err != nil {
+		t.Errorf("a central did not hear another's answer to its claim: %v", err)
+	}
+	for _, c := range []*client{l.agencies[0], l.inspector, l.central} {
 		c.Publish(natsauth.CentralClaimSubject, []byte("forged"))
 		c.violation(t, natsauth.CentralClaimSubject)
 	}

@@ -163,9 +163,11 @@ func TestServingCentralStopsForALowerID(t *testing.T) {
 	}
 }
 
-// What reaches the claim subject that is not a central's claim — micro's
-// answer to a $SRV request a peer gave central.claim as reply subject has
-// an "id" too, and a lower one — neither refuses a starting central nor
+// What reaches the claim subject that is not a central's claim — on a
+// server without authorization, micro's answer to a $SRV request a peer
+// gave central.claim as reply subject has an "id" too, and a lower one;
+// with natsauth's users only centrals' claims connection may publish
+// there — neither refuses a starting central nor
 // stops a serving one.
 func TestClaimIgnoresWhatIsNoClaim(t *testing.T) {
 	ns := natstest.StartServer(t)

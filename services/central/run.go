@@ -221,7 +221,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 
 	// One central serves a lottery on a server (claim.go): its endpoints
 	// only once no other answers.
-	claim, err := ClaimLottery(nc, newClaimant(LedgerFile, "", cfg.BetsFile), cfg.ClaimWait)
+	claim, err := ClaimLottery(conns.replies, newClaimant(LedgerFile, "", cfg.BetsFile), cfg.ClaimWait)
 	if err != nil {
 		return err
 	}
@@ -390,9 +390,9 @@ func (cfg Config) withServiceTLS(a natsconn.Auth) (natsconn.Auth, bool) {
 }
 
 // serviceConns are the central's connections for its service: the
-// service's own (micro, its endpoints, the inspector's replies, claims)
-// and the replies to agencies' (the same one if no CENTRAL_REPLIES_NATS_*
-// is given).
+// service's own (micro, its endpoints, the inspector's replies) and the
+// one for replies to agencies and claims (the same one if no
+// CENTRAL_REPLIES_NATS_* is given).
 type serviceConns struct {
 	nc, replies             *nats.Conn
 	ncClosed, repliesClosed <-chan struct{}
@@ -416,6 +416,7 @@ func connectService(ctx context.Context, cfg Config, url string, log *slog.Logge
 	}
 	c.replies, c.repliesClosed, err = natsconn.Connect(ctx, url, natsconn.Options{
 		Name: "central-replies", Auth: auth, ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+		InboxPrefix:    natsauth.CentralInboxPrefix, // the claims' answers
 		PublishRefused: refusedReplyToAgency(log, "central-replies"),
 	}, log)
 	if err != nil {

@@ -42,7 +42,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	// No file-ledger central serves this server's lottery, and none starts
 	// while this one runs, active or standby (claim.go); JetStream centrals
 	// of the same stream settle among themselves with the lease.
-	claim, err := ClaimLottery(nc, newClaimant(LedgerJetStream, cfg.Stream, cfg.BetsFile), cfg.ClaimWait)
+	claim, err := ClaimLottery(conns.replies, newClaimant(LedgerJetStream, cfg.Stream, cfg.BetsFile), cfg.ClaimWait)
 	if err != nil {
 		return err
 	}

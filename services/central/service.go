@@ -187,7 +187,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 	}
 	// micro answers $SRV.PING/INFO/STATS itself, on any reply subject: the
 	// broker lets this connection publish into the inspector's inboxes
-	// only (and central.claim, where centrals ignore it), and the requests
+	// only (natsauth.CentralUser), and the requests
 	// that name another reply subject are logged and counted here, with
 	// the inspector's other requests (status's ignored). The broker's
 	// refusal of micro's answer is logged respuesta_rechazada (run.go).
