@@ -9,6 +9,7 @@
 //	stack_test.go       TestComposeStack: its scenarios, one subtest a concern
 //	checks_test.go      the checks of a finished lottery
 //	faults_test.go      the kills, timed on the central's log
+//	ops_test.go         the cluster operated as the README says: lease, failover, node loss, fresh lottery
 //	input_test.go       the input and the stored bets
 //	images_test.go      the images built for a run
 //	natscli_test.go     the nats CLI

@@ -17,6 +17,8 @@
 #   make docker-compose-cluster-up   the same stack on a 3-node NATS cluster
 #   make docker-compose-cluster-logs (project quiniela-cluster)
 #   make docker-compose-cluster-down
+#   make docker-compose-cluster-reset a fresh lottery: stop, then down -v (the stream
+#                                    and lease on the nodes' volumes, the centrals' copies)
 #
 # Variables: AGENCIES (5), COMPOSE, NATS_IMAGE (quiniela-nats:NATS_VERSION;
 # the official image of the same version: nats:NATS_VERSION-alpine, pulled
@@ -79,7 +81,8 @@ DOCKER_CTX := $(BIN)/docker
 
 .PHONY: docker-image docker-image-nats docker-check-data docker-check-images docker-creds \
 	docker-compose-files docker-compose-up docker-compose-down docker-compose-logs \
-	docker-compose-cluster-up docker-compose-cluster-down docker-compose-cluster-logs
+	docker-compose-cluster-up docker-compose-cluster-down docker-compose-cluster-logs \
+	docker-compose-cluster-reset
 
 ## docker-image: static binaries, then the images quiniela-central and quiniela-agency
 docker-image:
@@ -165,6 +168,14 @@ docker-compose-cluster-up: docker-check-data docker-creds docker-compose-files d
 docker-compose-cluster-down: docker-compose-files
 	$(DCC) stop -t $(STOP_TIMEOUT)
 	$(DCC) down
+
+## docker-compose-cluster-reset: a fresh lottery on the cluster: stop gracefully, then down -v
+# The lottery lives in the stream QUINIELA and the lease on the nodes' volumes (natsN-data), not
+# in the centrals' folders (a central on an empty one rebuilds the same lottery from the stream):
+# every volume of the project goes, and the next docker-compose-cluster-up starts anew.
+docker-compose-cluster-reset: docker-compose-files
+	$(DCC) stop -t $(STOP_TIMEOUT)
+	$(DCC) down -v
 
 ## docker-compose-cluster-logs: follow the cluster stack's logs
 docker-compose-cluster-logs: docker-compose-files

@@ -14,7 +14,10 @@ import (
 // What the fault scenarios need: a kill timed on the central's log, and
 // the node a client is on.
 
-func killAtBatch(t *testing.T, central, target string, n int, after <-chan struct{}) func() int {
+// killAtBatch calls kill once the central's container has logged its n-th
+// apuesta_recibida line and after is closed (nil: at once); the function
+// it returns waits for the kill and says how many lines had been logged.
+func killAtBatch(t *testing.T, central string, n int, after <-chan struct{}, kill func(context.Context) error) func() int {
 	t.Helper()
 	var stored atomic.Int64
 	type result struct {
@@ -50,7 +53,11 @@ func killAtBatch(t *testing.T, central, target string, n int, after <-chan struc
 		}
 		seen := stored.Load()
 		if err == nil {
-			_, err = run(ctx, nil, "", "docker", "kill", "--signal", "KILL", target)
+			// A command of its own, bounded as one: the wait above may
+			// have used most of ctx.
+			kctx, kcancel := context.WithTimeout(t.Context(), cmdTimeout)
+			err = kill(kctx)
+			kcancel()
 		}
 		killed <- result{seen, err}
 	}()
@@ -58,9 +65,17 @@ func killAtBatch(t *testing.T, central, target string, n int, after <-chan struc
 		t.Helper()
 		r := <-killed
 		if r.err != nil {
-			t.Fatalf("killing %s at the central's apuesta_recibida line %d (seen %d): %v", target, n, r.seen, r.err)
+			t.Fatalf("killing at the central's apuesta_recibida line %d (seen %d): %v", n, r.seen, r.err)
 		}
 		return int(r.seen)
+	}
+}
+
+// dockerKill is a kill -9 of a container.
+func dockerKill(id string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := run(ctx, nil, "", "docker", "kill", "--signal", "KILL", id)
+		return err
 	}
 }
 

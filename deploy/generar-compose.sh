@@ -200,6 +200,8 @@ YAML
       # this central's copy. Either central may serve: the lease decides.
       CENTRAL_LEDGER: jetstream
       CENTRAL_REPLICAS: \"3\"
+      # The service's name: what the lease holds (nats kv get
+      # QUINIELA_LEASE active), so the service to act on (deploy/README.md).
       CENTRAL_NAME: $1
       "
 		else

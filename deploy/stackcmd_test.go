@@ -73,6 +73,7 @@ type stack struct {
 	file    string
 	env     []string
 	natsURL string // NATS on the host: the server, or the cluster's nats1
+	allURLs string // every node on the host, comma-separated: what the CLI lists for the cluster
 	nats    string // the NATS image, which also reads the store's volume
 }
 
@@ -103,7 +104,7 @@ func newStack(t *testing.T, c composeCmd, imgs images, data, creds string, v var
 			env = append(env, fmt.Sprintf("NATS_PORT_%d=%d", k+1, port))
 		}
 	}
-	s.natsURL = urls[0]
+	s.natsURL, s.allURLs = urls[0], strings.Join(urls, ",")
 	s.env = composeEnv(append(env, vars...))
 	t.Logf("project %s (%s), NATS on %s", s.project, v.file, strings.Join(urls, ", "))
 	t.Cleanup(func() {
