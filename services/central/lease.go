@@ -214,7 +214,11 @@ func (l *Lease) renew() {
 			expired.Stop()
 		}
 		sent := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
+		// One attempt lasts one renewal interval at most: a renewal lost
+		// with its connection (its node killed) is sent again, on the same
+		// revision, once the client has reconnected, rather than awaited
+		// until the term ends. One stored late is adopted below.
+		ctx, cancel := context.WithTimeout(context.Background(), min(time.Until(deadline), l.ttl/4))
 		l.mu.Lock()
 		rev := l.rev
 		l.mu.Unlock()
