@@ -15,6 +15,7 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // The checks of a finished lottery: its logs, the winners, the nats CLI,
@@ -229,7 +230,7 @@ func checkCLI(t *testing.T, cli, agency1 natsTool, url string, want input) {
 	}
 	slices.Sort(reply.Winners)
 	if reply.Agency != 1 || !slices.Equal(reply.Winners, want.winners[1]) {
-		t.Errorf("nats req winners.agency.1 = %+v, want agency 1's documents on %d: %v", reply, central.WinningNumber, want.winners[1])
+		t.Errorf("nats req winners.agency.1 = %+v, want agency 1's documents on %d: %v", reply, lottery.WinningNumber, want.winners[1])
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/quiniela/quiniela/internal/natstest"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // The input, the agencies' files, and what the stores must hold after it.
@@ -33,7 +33,7 @@ func readInput(t *testing.T, dir string) input {
 		for _, r := range recs {
 			in.rows = append(in.rows, strconv.Itoa(i)+"|"+strings.Join(r, "|"))
 			in.lines[strings.Join(r, ",")] = i
-			if n, err := strconv.Atoi(r[4]); err == nil && n == central.WinningNumber {
+			if n, err := strconv.Atoi(r[4]); err == nil && n == lottery.WinningNumber {
 				in.winners[i] = append(in.winners[i], r[2])
 			}
 		}

@@ -18,7 +18,8 @@ import (
 
 	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/jsledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // Limits bound a run's path: an exact end reached through a storm of
@@ -225,7 +226,7 @@ func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.
 			r.fail("stream message %d: batches of agency %d after its done", m.Seq, agency)
 		}
 		first, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
-		counts := strings.Split(m.Header.Get(central.HeaderCounts), ",")
+		counts := strings.Split(m.Header.Get(jsledger.HeaderCounts), ",")
 		rows, err := csvRows(bytes.NewReader(m.Data))
 		if err != nil {
 			r.fail("stream message %d: %v", m.Seq, err)
@@ -284,7 +285,7 @@ func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.
 
 // messagePart reads a message's part header, if it has one.
 func messagePart(h nats.Header) (i, n int, ok bool) {
-	a, b, found := strings.Cut(h.Get(central.HeaderPart), "/")
+	a, b, found := strings.Cut(h.Get(jsledger.HeaderPart), "/")
 	if !found {
 		return 0, 0, false
 	}
@@ -302,7 +303,7 @@ func drawnByKilled(stream []StreamMsg, terms []Term) bool {
 		if !strings.HasSuffix(m.Subject, ".draw") {
 			continue
 		}
-		w := m.Header.Get(central.HeaderWriter)
+		w := m.Header.Get(jsledger.HeaderWriter)
 		for _, t := range terms {
 			if t.Central == w && t.Killed && !m.Time.Before(t.Start) && !m.Time.After(t.End) {
 				return true
@@ -333,7 +334,7 @@ func checkWriters(r *Report, stream []StreamMsg, terms []Term, ttl time.Duration
 		return !at.Before(t.Start) && (t.End.IsZero() || !at.After(t.End.Add(ttl)))
 	}
 	for _, m := range stream {
-		w := m.Header.Get(central.HeaderWriter)
+		w := m.Header.Get(jsledger.HeaderWriter)
 		for i := range terms {
 			if terms[i].Central == w && in(terms[i], m.Time) {
 				terms[i].Writes++
@@ -345,7 +346,7 @@ func checkWriters(r *Report, stream []StreamMsg, terms []Term, ttl time.Duration
 		return t.Writes > 0 || t.End.IsZero() || t.End.Sub(t.Start) >= ttl
 	}
 	for _, m := range stream {
-		w := m.Header.Get(central.HeaderWriter)
+		w := m.Header.Get(jsledger.HeaderWriter)
 		if w == "" {
 			r.fail("stream message %d (%s) names no writer", m.Seq, m.Subject)
 			continue
@@ -423,7 +424,7 @@ func costs(r *Report, c *Cluster, terms []Term) []Cost {
 }
 
 // readInput reads the agencies' files as rows agency,fields… and counts
-// each agency's winners by the course's rule (central.HasWon).
+// each agency's winners by the course's rule (lottery.HasWon).
 func readInput(files []harness.AgencyFile) (rows []string, winners map[int]int, err error) {
 	winners = map[int]int{}
 	for _, f := range files {
@@ -447,7 +448,7 @@ func readInput(files []harness.AgencyFile) (rows []string, winners map[int]int, 
 				fh.Close()
 				return nil, nil, fmt.Errorf("%s: %w", f.Path, err)
 			}
-			if central.HasWon(bet) {
+			if lottery.HasWon(bet) {
 				winners[f.ID]++
 			}
 			rows = append(rows, strings.Join(append([]string{strconv.Itoa(f.ID)}, rec...), "\x1f"))

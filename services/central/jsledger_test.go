@@ -19,7 +19,9 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/jsledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // jsCentral is what one central holds of the JetStream ledger: its
@@ -27,7 +29,7 @@ import (
 type jsCentral struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	ledger *central.JetStreamLedger
+	ledger *jsledger.Ledger
 	log    *natstest.Log
 	dir    string
 }
@@ -39,7 +41,7 @@ func openJSCentral(t *testing.T, nodes []*server.Server, name string, replicas i
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := central.NewJetStream(nc)
+	js, err := jsledger.NewJetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func openJSCentral(t *testing.T, nodes []*server.Server, name string, replicas i
 	log, _ := logline.New(c.log, "DEBUG")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c.ledger, err = central.OpenJetStreamLedger(ctx, js, central.JetStreamConfig{
+	c.ledger, err = jsledger.Open(ctx, js, jsledger.Config{
 		Stream: "QUINIELA", Replicas: replicas, BetsFile: filepath.Join(c.dir, "bets.csv"), Name: name,
 	}, log)
 	if err != nil {
@@ -76,12 +78,12 @@ func await(t *testing.T, what string, call func(done func(error)) error) error {
 }
 
 // batchOf is batch seq of agency, n bets, as the store takes it.
-func batchOf(agency, seq, n int) central.Rows {
+func batchOf(agency, seq, n int) lottery.Rows {
 	bets := make([]messages.Bet, n)
 	for i := range bets {
 		bets[i] = bet(agency, seq*1000+i, fmt.Sprintf("Nombre%d", seq))
 	}
-	return central.RowsFrom(uint64(seq*1000), bets)
+	return lottery.RowsFrom(uint64(seq*1000), bets)
 }
 
 // On a 3-node cluster with R3: batches appended in a burst (many in flight
@@ -157,7 +159,7 @@ func TestJetStreamLedgerOnCluster(t *testing.T) {
 		t.Errorf("standby's bets.csv (%d bytes) differs from the active one's (%d bytes)", len(gotFile), len(wantFile))
 	}
 	perAgency := map[int]int{}
-	for bet := range central.LoadBets(b.ledger.Path()) {
+	for bet := range lottery.LoadBets(b.ledger.Path()) {
 		perAgency[bet.Agency]++
 	}
 	for ag := 1; ag <= agencies; ag++ {
@@ -170,7 +172,7 @@ func TestJetStreamLedgerOnCluster(t *testing.T) {
 	if err := await(t, "draw a", store.MarkDrawn); err != nil {
 		t.Fatalf("first draw: %v", err)
 	}
-	if err := await(t, "draw b", storeB.MarkDrawn); !errors.Is(err, central.ErrDrawnElsewhere) {
+	if err := await(t, "draw b", storeB.MarkDrawn); !errors.Is(err, lottery.ErrDrawnElsewhere) {
 		t.Fatalf("second central's draw: %v, want ErrDrawnElsewhere", err)
 	}
 
@@ -218,7 +220,7 @@ func TestJetStreamLedgerOnCluster(t *testing.T) {
 	if gotFile, _ := os.ReadFile(d.ledger.Path()); !bytes.Equal(gotFile, wantFile) {
 		t.Errorf("rebuilt bets.csv (%d bytes) differs from the live copy (%d bytes)", len(gotFile), len(wantFile))
 	}
-	for _, s := range []*central.JetStreamStore{store, storeB, fresh} {
+	for _, s := range []*jsledger.JetStreamStore{store, storeB, fresh} {
 		if err := s.Close(5 * time.Second); err != nil {
 			t.Error(err)
 		}
@@ -286,15 +288,15 @@ func TestJetStreamLedgerLeaderLoss(t *testing.T) {
 func TestLeaseTakeover(t *testing.T) {
 	ns := natstest.StartJetStreamServer(t)
 	const ttl = time.Second
-	open := func(name string) (*central.Lease, *nats.Conn, *natstest.Log) {
+	open := func(name string) (*jsledger.Lease, *nats.Conn, *natstest.Log) {
 		nc := natstest.Connect(t, ns)
-		js, err := central.NewJetStream(nc)
+		js, err := jsledger.NewJetStream(nc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		log := &natstest.Log{}
 		l, _ := logline.New(log, "INFO")
-		lease, err := central.OpenLease(context.Background(), js, "QUINIELA", 1, name, ttl, l)
+		lease, err := jsledger.OpenLease(context.Background(), js, "QUINIELA", 1, name, ttl, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,14 +326,14 @@ func TestLeaseTakeover(t *testing.T) {
 		t.Errorf("b waits for %q, want a", holder)
 	}
 	// a renews over several lease times: b must keep waiting, and say so
-	// again every central.LeaseWaitReport.
+	// again every jsledger.LeaseWaitReport.
 	select {
 	case err := <-acquired:
 		t.Fatalf("b acquired a lease a holds and renews: %v", err)
-	case <-time.After(max(3*ttl, central.LeaseWaitReport+ttl)):
+	case <-time.After(max(3*ttl, jsledger.LeaseWaitReport+ttl)):
 	}
 	if len(waited) < 1 {
-		t.Errorf("b said once why it waits, and not again after %v", central.LeaseWaitReport+ttl)
+		t.Errorf("b said once why it waits, and not again after %v", jsledger.LeaseWaitReport+ttl)
 	}
 	cutAt := time.Now()
 	ncA.Close() // a can no longer renew
@@ -369,7 +371,7 @@ func TestJetStreamLedgerRefusesFileLedger(t *testing.T) {
 	ns := natstest.StartJetStreamServer(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bets.csv")
-	ledger, _, err := central.OpenLedger(path)
+	ledger, _, err := fileledger.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,9 +381,9 @@ func TestJetStreamLedgerRefusesFileLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	ledger.Close()
-	js, _ := central.NewJetStream(natstest.Connect(t, ns))
+	js, _ := jsledger.NewJetStream(natstest.Connect(t, ns))
 	log, _ := logline.New(&natstest.Log{}, "INFO")
-	_, err = central.OpenJetStreamLedger(context.Background(), js, central.JetStreamConfig{Stream: "QUINIELA", Replicas: 1, BetsFile: path, Name: "x"}, log)
+	_, err = jsledger.Open(context.Background(), js, jsledger.Config{Stream: "QUINIELA", Replicas: 1, BetsFile: path, Name: "x"}, log)
 	if err == nil || !strings.Contains(err.Error(), "file ledger") {
 		t.Fatalf("opening a file ledger's bets.csv as a JetStream copy: %v, want a refusal", err)
 	}
@@ -455,7 +457,7 @@ func TestForeignStreamStopsTheCentral(t *testing.T) {
 			b := openJSCentral(t, []*server.Server{ns}, "b", 1)
 			start := time.Now()
 			_, _, err = b.ledger.Activate(ctx, always)
-			var foreign *central.ForeignStreamError
+			var foreign *jsledger.ForeignStreamError
 			if !errors.As(err, &foreign) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "nats stream get QUINIELA") {
 				t.Fatalf("a central on the changed stream: %v; want a foreign-stream error with %q and what to do", err, c.want)
 			}

@@ -17,31 +17,31 @@ import (
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // openLease opens the lease of stream QUINIELA, with a replica on each
 // node, for holder on its own connection to nodes.
-func openLease(t *testing.T, nodes []*server.Server, holder string, ttl time.Duration) (*central.Lease, *natstest.Log) {
+func openLease(t *testing.T, nodes []*server.Server, holder string, ttl time.Duration) (*jsledger.Lease, *natstest.Log) {
 	t.Helper()
 	return openLeaseAt(t, natstest.URLs(nodes...), holder, ttl, len(nodes))
 }
 
 // openLeaseAt is openLease through url, with replicas.
-func openLeaseAt(t *testing.T, url, holder string, ttl time.Duration, replicas int) (*central.Lease, *natstest.Log) {
+func openLeaseAt(t *testing.T, url, holder string, ttl time.Duration, replicas int) (*jsledger.Lease, *natstest.Log) {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := central.NewJetStream(nc)
+	js, err := jsledger.NewJetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := &natstest.Log{}
 	l, _ := logline.New(log, "DEBUG")
-	lease, err := central.OpenLease(context.Background(), js, "QUINIELA", replicas, holder, ttl, l)
+	lease, err := jsledger.OpenLease(context.Background(), js, "QUINIELA", replicas, holder, ttl, l)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func openLeaseAt(t *testing.T, url, holder string, ttl time.Duration, replicas i
 func TestLeaseRaceAfterRelease(t *testing.T) {
 	nodes := natstest.StartJetStreamCluster(t, 3)
 	const ttl = 500 * time.Millisecond
-	leases := make([]*central.Lease, 4)
+	leases := make([]*jsledger.Lease, 4)
 	for i := range leases {
 		leases[i], _ = openLease(t, nodes, fmt.Sprintf("central-%d", i+1), ttl)
 	}
@@ -122,11 +122,11 @@ func TestLeaseRaceAfterRelease(t *testing.T) {
 func lateRenewal(t *testing.T, nodes []*server.Server, holder string) uint64 {
 	t.Helper()
 	kv := leaseKV(t, nodes)
-	e, err := kv.Get(t.Context(), central.LeaseKey)
+	e, err := kv.Get(t.Context(), jsledger.LeaseKey)
 	if err != nil || string(e.Value()) != holder {
 		t.Fatalf("lease before the late renewal: %v, %v", e, err)
 	}
-	rev, err := kv.Update(t.Context(), central.LeaseKey, []byte(holder), e.Revision())
+	rev, err := kv.Update(t.Context(), jsledger.LeaseKey, []byte(holder), e.Revision())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func leaseKV(t *testing.T, nodes []*server.Server) jetstream.KeyValue {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	kv, err := js.KeyValue(ctx, jsledger.LeaseBucket("QUINIELA"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestLeaseTakesBackItsOwnLateRenewal(t *testing.T) {
 // leaseRevision is the revision of the lease's key now.
 func leaseRevision(t *testing.T, nodes []*server.Server) uint64 {
 	t.Helper()
-	e, err := leaseKV(t, nodes).Get(t.Context(), central.LeaseKey)
+	e, err := leaseKV(t, nodes).Get(t.Context(), jsledger.LeaseKey)
 	if err != nil {
 		t.Fatal(err)
 	}

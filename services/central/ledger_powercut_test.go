@@ -7,7 +7,8 @@ import (
 
 	"github.com/quiniela/quiniela/internal/powercut"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // Every batch the ledger called back as committed survives a power cut
@@ -23,7 +24,7 @@ func TestLedgerKeepsWhatItCommittedThroughAPowerCut(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			for _, committedBatches := range []int{1, 5} {
 				pc, mnt, backing := powercut.MountTemp(t, nil, mode.opts...)
-				l, _, err := central.OpenLedger(filepath.Join(mnt, "bets.csv"))
+				l, _, err := fileledger.Open(filepath.Join(mnt, "bets.csv"))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -32,7 +33,7 @@ func TestLedgerKeepsWhatItCommittedThroughAPowerCut(t *testing.T) {
 				for seq := 1; seq <= committedBatches; seq++ {
 					bets := []messages.Bet{bet(1, seq, "Ana"), bet(1, 100+seq, "Juan")}
 					done := make(chan error, 1)
-					if err := l.AppendBatch(1, uint64(seq), rng.Uint64(), central.RowsFrom(uint64(2*seq-1), bets), func(err error) { done <- err }); err != nil {
+					if err := l.AppendBatch(1, uint64(seq), rng.Uint64(), lottery.RowsFrom(uint64(2*seq-1), bets), func(err error) { done <- err }); err != nil {
 						t.Fatal(err)
 					}
 					if err := <-done; err != nil {
@@ -48,7 +49,7 @@ func TestLedgerKeepsWhatItCommittedThroughAPowerCut(t *testing.T) {
 				if _, err := pc.Cut(); err != nil {
 					t.Fatal(err)
 				}
-				l, rec, err := central.OpenLedger(filepath.Join(backing, "bets.csv"))
+				l, rec, err := fileledger.Open(filepath.Join(backing, "bets.csv"))
 				if err != nil {
 					t.Fatalf("reopening after the cut: %v", err)
 				}

@@ -13,7 +13,9 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/jsledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // A store of two batches, closed: its bets.csv and journal.
@@ -38,13 +40,13 @@ func closedStore(t *testing.T) (path string, committed []byte) {
 func refused(t *testing.T, path string, want ...string) {
 	t.Helper()
 	before, _ := os.ReadFile(path)
-	_, journalErr := os.Stat(central.JournalPath(path))
-	l, _, err := central.OpenLedger(path)
+	_, journalErr := os.Stat(fileledger.JournalPath(path))
+	l, _, err := fileledger.Open(path)
 	if err == nil {
 		l.Close()
 		t.Fatalf("OpenLedger(%s) succeeded, want a refusal", path)
 	}
-	if !errors.Is(err, central.ErrForeignStore) {
+	if !errors.Is(err, lottery.ErrForeignStore) {
 		t.Errorf("OpenLedger: %v, want ErrForeignStore", err)
 	}
 	for _, w := range append([]string{path, "Move", "another folder", "untouched"}, want...) {
@@ -55,7 +57,7 @@ func refused(t *testing.T, path string, want ...string) {
 	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
 		t.Errorf("the refused bets file changed: %d bytes before, %d after", len(before), len(after))
 	}
-	if _, err := os.Stat(central.JournalPath(path)); errors.Is(journalErr, os.ErrNotExist) && err == nil {
+	if _, err := os.Stat(fileledger.JournalPath(path)); errors.Is(journalErr, os.ErrNotExist) && err == nil {
 		t.Error("the refusal created a journal")
 	}
 }
@@ -63,7 +65,7 @@ func refused(t *testing.T, path string, want ...string) {
 // A bets.csv with no journal is someone else's: refused, not cut to 0.
 func TestLedgerRefusesBetsFileWithoutJournal(t *testing.T) {
 	path, committed := closedStore(t)
-	os.Remove(central.JournalPath(path))
+	os.Remove(fileledger.JournalPath(path))
 	refused(t, path, "no journal", "did not write")
 	if n := len(collect(t, path)); n != 3 {
 		t.Errorf("%d bets after the refusal, want 3", n)
@@ -71,7 +73,7 @@ func TestLedgerRefusesBetsFileWithoutJournal(t *testing.T) {
 	_ = committed
 
 	// A JetStream central's copy is named as such.
-	os.WriteFile(central.CopyMarkerPath(path), []byte("copy\n"), 0o644)
+	os.WriteFile(fileledger.CopyMarkerPath(path), []byte("copy\n"), 0o644)
 	refused(t, path, "JetStream central's copy", "CENTRAL_LEDGER=jetstream")
 
 	// An empty bets.csv without journal is a new store.
@@ -155,10 +157,10 @@ func TestRunLogsACutTailAtWarn(t *testing.T) {
 func TestSwitchingLedgersInOneFolderLosesNothing(t *testing.T) {
 	ns := natstest.StartJetStreamServer(t)
 	logger, _ := logline.New(&natstest.Log{}, "INFO")
-	openJS := func(path string) (*central.JetStreamLedger, error) {
-		js, _ := central.NewJetStream(natstest.Connect(t, ns))
-		return central.OpenJetStreamLedger(context.Background(), js,
-			central.JetStreamConfig{Stream: "QUINIELA", Replicas: 1, BetsFile: path, Name: "x"}, logger)
+	openJS := func(path string) (*jsledger.Ledger, error) {
+		js, _ := jsledger.NewJetStream(natstest.Connect(t, ns))
+		return jsledger.Open(context.Background(), js,
+			jsledger.Config{Stream: "QUINIELA", Replicas: 1, BetsFile: path, Name: "x"}, logger)
 	}
 
 	// A JetStream copy, then the file ledger in the same folder: refused.
@@ -180,7 +182,7 @@ func TestSwitchingLedgersInOneFolderLosesNothing(t *testing.T) {
 	// A file that is neither: the JetStream ledger leaves it too.
 	kept := filepath.Join(t.TempDir(), "bets.csv")
 	os.WriteFile(kept, []byte("1,X,Y,5,1990-01-01,5\n"), 0o644)
-	if _, err := openJS(kept); !errors.Is(err, central.ErrForeignStore) || !strings.Contains(err.Error(), "not a JetStream central's copy") {
+	if _, err := openJS(kept); !errors.Is(err, lottery.ErrForeignStore) || !strings.Contains(err.Error(), "not a JetStream central's copy") {
 		t.Errorf("JetStream ledger on a kept bets.csv: %v, want ErrForeignStore", err)
 	}
 	if got, _ := os.ReadFile(kept); string(got) != "1,X,Y,5,1990-01-01,5\n" {
@@ -192,7 +194,7 @@ func TestSwitchingLedgersInOneFolderLosesNothing(t *testing.T) {
 // A bets file in a folder that does not exist is said plainly.
 func TestLedgerMissingFolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing", "bets.csv")
-	_, _, err := central.OpenLedger(path)
+	_, _, err := fileledger.Open(path)
 	if err == nil || !strings.Contains(err.Error(), "folder") || !strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), ".lock") {
 		t.Errorf("OpenLedger in a missing folder: %v, want the folder named, not the lock", err)
 	}

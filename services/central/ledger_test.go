@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 func bet(agency, i int, first string) messages.Bet {
@@ -24,7 +25,7 @@ func bet(agency, i int, first string) messages.Bet {
 func collect(t *testing.T, path string) []messages.Bet {
 	t.Helper()
 	var out []messages.Bet
-	for b, err := range central.LoadBets(path) {
+	for b, err := range lottery.LoadBets(path) {
 		if err != nil {
 			t.Fatalf("LoadBets: %v", err)
 		}
@@ -42,7 +43,7 @@ func TestStoreBetsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	bets := []messages.Bet{bet(1, 1, "Santiago Lionel"), bet(2, 2, `Juan "el Tano", hijo`), bet(1, 3, "Ñandú")}
-	if err := central.StoreBets(f, bets); err != nil {
+	if err := lottery.StoreBets(f, bets); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -56,7 +57,7 @@ func TestStoreBetsRoundTrip(t *testing.T) {
 	if got := collect(t, path); !slices.Equal(got, bets) {
 		t.Errorf("LoadBets = %v, want %v", got, bets)
 	}
-	if !central.HasWon(messages.Bet{Number: 7574}) || central.HasWon(messages.Bet{Number: 7575}) {
+	if !lottery.HasWon(messages.Bet{Number: 7574}) || lottery.HasWon(messages.Bet{Number: 7575}) {
 		t.Error("HasWon must be number == 7574")
 	}
 }
@@ -66,7 +67,7 @@ func TestLoadBetsReportsBadLine(t *testing.T) {
 	os.WriteFile(path, []byte("1,A,B,1,1990-01-01,5\n1,A,B,1,1990-13-01,5\n"), 0o644)
 	var n int
 	var last error
-	for _, err := range central.LoadBets(path) {
+	for _, err := range lottery.LoadBets(path) {
 		if err != nil {
 			last = err
 			break
@@ -78,10 +79,10 @@ func TestLoadBetsReportsBadLine(t *testing.T) {
 	}
 }
 
-func appendSync(t *testing.T, l *central.Ledger, agency int, seq uint64, bets []messages.Bet) {
+func appendSync(t *testing.T, l *fileledger.Ledger, agency int, seq uint64, bets []messages.Bet) {
 	t.Helper()
 	errc := make(chan error, 1)
-	if err := l.AppendBatch(agency, seq, uint64(seq), central.RowsFrom(uint64(seq)*1000, bets), func(err error) { errc <- err }); err != nil {
+	if err := l.AppendBatch(agency, seq, uint64(seq), lottery.RowsFrom(uint64(seq)*1000, bets), func(err error) { errc <- err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -89,9 +90,9 @@ func appendSync(t *testing.T, l *central.Ledger, agency int, seq uint64, bets []
 	}
 }
 
-func openLedger(t *testing.T, path string) (*central.Ledger, central.Recovered) {
+func openLedger(t *testing.T, path string) (*fileledger.Ledger, lottery.Recovered) {
 	t.Helper()
-	l, rec, err := central.OpenLedger(path)
+	l, rec, err := fileledger.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 	if err := l.Close(); err != nil { // a deferred Close after the one that reports
 		t.Fatalf("second Close = %v, want what the first returned (nil)", err)
 	}
-	if err := l.Sync(nil); !errors.Is(err, central.ErrLedgerClosed) {
+	if err := l.Sync(nil); !errors.Is(err, lottery.ErrLedgerClosed) {
 		t.Fatalf("Sync after Close = %v, want ErrLedgerClosed", err)
 	}
 	committed, _ := os.ReadFile(path)
@@ -134,7 +135,7 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 			dir := t.TempDir()
 			p := filepath.Join(dir, "bets.csv")
 			copyFile(t, path, p, tc.bets)
-			copyFile(t, central.JournalPath(path), central.JournalPath(p), tc.journal)
+			copyFile(t, fileledger.JournalPath(path), fileledger.JournalPath(p), tc.journal)
 			l, rec := openLedger(t, p)
 			defer l.Close()
 			got := collect(t, p)
@@ -144,7 +145,7 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 			if rec.DroppedBytes != int64(len(tc.bets)) {
 				t.Errorf("dropped %d bytes, want %d", rec.DroppedBytes, len(tc.bets))
 			}
-			want := map[int]central.Progress{
+			want := map[int]lottery.Progress{
 				1: {LastBatch: 1, Bets: 2, Sums: []uint64{1}, Stored: []messages.LineRange{{First: 1000, Last: 1001}}, MaxLine: 1001},
 				2: {LastBatch: 1, Bets: 1, Done: true, Batches: 1, Sums: []uint64{1}, Stored: []messages.LineRange{{First: 1000, Last: 1000}}, MaxLine: 1000},
 			}
@@ -179,7 +180,7 @@ func TestLedgerRefusesFileShorterThanJournal(t *testing.T) {
 	appendSync(t, l, 1, 1, []messages.Bet{bet(1, 1, "A")})
 	l.Close()
 	os.WriteFile(path, nil, 0o644)
-	_, _, err := central.OpenLedger(path)
+	_, _, err := fileledger.Open(path)
 	if err == nil || !strings.Contains(err.Error(), "journal records") {
 		t.Fatalf("OpenLedger on a truncated bets file: %v, want an error that says the file was cut", err)
 	}
@@ -199,7 +200,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 			for s := 1; s <= batches; s++ {
 				var cb sync.WaitGroup
 				cb.Add(1)
-				l.AppendBatch(a, uint64(s), 0, central.RowsFrom(uint64(s), []messages.Bet{bet(a, s, "N")}), func(err error) {
+				l.AppendBatch(a, uint64(s), 0, lottery.RowsFrom(uint64(s), []messages.Bet{bet(a, s, "N")}), func(err error) {
 					if err != nil {
 						t.Error(err)
 					}
@@ -222,10 +223,10 @@ func TestLedgerGroupCommit(t *testing.T) {
 	if f := l.Fsyncs(); f >= agencies*batches {
 		t.Errorf("%d group commits for %d batches: fsyncs are not shared", f, agencies*batches)
 	}
-	if _, err := os.Stat(central.JournalPath(path)); err != nil {
+	if _, err := os.Stat(fileledger.JournalPath(path)); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.AppendBatch(1, 99, 0, central.Rows{}, nil); err == nil {
+	if err := l.AppendBatch(1, 99, 0, lottery.Rows{}, nil); err == nil {
 		t.Error("AppendBatch on a closed ledger succeeded")
 	}
 }
@@ -239,10 +240,10 @@ func TestLedgerRefusesJournalWithoutLines(t *testing.T) {
 	if err := os.WriteFile(path, []byte(rows), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(central.JournalPath(path), []byte(fmt.Sprintf("B,1,1,1,%d,7\n", len(rows))), 0o644); err != nil {
+	if err := os.WriteFile(fileledger.JournalPath(path), []byte(fmt.Sprintf("B,1,1,1,%d,7\n", len(rows))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := central.OpenLedger(path); err == nil || !strings.Contains(err.Error(), "earlier version") {
+	if _, _, err := fileledger.Open(path); err == nil || !strings.Contains(err.Error(), "earlier version") {
 		t.Fatalf("OpenLedger on a journal without lines: %v, want a refusal naming an earlier version", err)
 	}
 	if got, _ := os.ReadFile(path); string(got) != rows {

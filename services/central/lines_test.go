@@ -16,14 +16,15 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // openedStore is a store opened as a central starts: what it recovered,
 // and how to stop it as the central does.
 type openedStore struct {
-	store central.Store
-	rec   central.Recovered
+	store lottery.Store
+	rec   lottery.Recovered
 	close func()
 }
 
@@ -38,16 +39,16 @@ func lineBet(n int, changed bool) messages.Bet {
 
 // rowsAt are the bets of lines first to last of agency 1, as the store
 // takes them.
-func rowsAt(first, last int) central.Rows {
+func rowsAt(first, last int) lottery.Rows {
 	var bets []messages.Bet
 	for n := first; n <= last; n++ {
 		bets = append(bets, lineBet(n, false))
 	}
-	return central.RowsFrom(uint64(first), bets)
+	return lottery.RowsFrom(uint64(first), bets)
 }
 
 // store calls StoreBatch and waits for its reply: the rows it added.
-func storeBatch(t *testing.T, l *central.Lottery, agency int, seq, sum uint64, rows central.Rows) (int, error) {
+func storeBatch(t *testing.T, l *lottery.Lottery, agency int, seq, sum uint64, rows lottery.Rows) (int, error) {
 	t.Helper()
 	type result struct {
 		added int
@@ -75,7 +76,7 @@ func wantAdded(t *testing.T, what string, want int) func(int, error) {
 	}
 }
 
-func markDone(t *testing.T, l *central.Lottery, agency int, batches uint64) {
+func markDone(t *testing.T, l *lottery.Lottery, agency int, batches uint64) {
 	t.Helper()
 	err := await(t, "done", func(done func(error)) error {
 		return l.Done(context.Background(), agency, batches, func(_ messages.DoneReply, err error) { done(err) })
@@ -93,8 +94,8 @@ func markDone(t *testing.T, l *central.Lottery, agency int, batches uint64) {
 func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 	log, _ := logline.New(&natstest.Log{}, "INFO")
 	ctx := context.Background()
-	lottery := func(s openedStore) *central.Lottery {
-		l, err := central.NewLottery(ctx, 2, s.store, s.rec, log)
+	openLottery := func(s openedStore) *lottery.Lottery {
+		l, err := lottery.NewLottery(ctx, 2, s.store, s.rec, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +103,7 @@ func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 	}
 
 	s := open()
-	l := lottery(s)
+	l := openLottery(s)
 	wantAdded(t, "batch 1, lines 1-3 (line 4 skipped)", 3)(storeBatch(t, l, 1, 1, 101, rowsAt(1, 3)))
 	wantAdded(t, "batch 2, lines 5-6", 2)(storeBatch(t, l, 1, 2, 102, rowsAt(5, 6)))
 	markDone(t, l, 1, 2)
@@ -116,12 +117,12 @@ func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 	if p == nil || p.LastBatch != 2 || p.Bets != 6 || !p.Done || p.MaxLine != 6 {
 		t.Fatalf("recovered %+v, want batches 1-2, 6 bets, done, lines to 6", p)
 	}
-	l = lottery(s)
+	l = openLottery(s)
 	// The rows are read back from the store to tell them apart.
 	wantAdded(t, "batch 1 again after a restart", 0)(storeBatch(t, l, 1, 1, 201, rowsAt(1, 4)))
 	wantAdded(t, "batch 3, lines 6-7", 1)(storeBatch(t, l, 1, 3, 203, rowsAt(6, 7)))
-	changed := central.RowsFrom(1, []messages.Bet{lineBet(1, false), lineBet(2, true)})
-	var mismatch *central.BatchMismatchError
+	changed := lottery.RowsFrom(1, []messages.Bet{lineBet(1, false), lineBet(2, true)})
+	var mismatch *lottery.BatchMismatchError
 	if _, err := storeBatch(t, l, 1, 1, 301, changed); !errors.As(err, &mismatch) || mismatch.Line != 2 || mismatch.Agency != 1 || mismatch.Batch != 1 ||
 		err.Error() != "batch 1 of agency 1: line 2 differs from the bet stored for that line: the agency's file changed there since it was sent" {
 		t.Fatalf("line 2 changed: %v, want a BatchMismatchError naming line 2 of batch 1 of agency 1", err)
@@ -132,7 +133,7 @@ func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no draw in 20 s")
 	}
-	var closed *central.ClosedError
+	var closed *lottery.ClosedError
 	if _, err := storeBatch(t, l, 1, 4, 204, rowsAt(7, 8)); !errors.As(err, &closed) || closed.Lines.String() != "8" {
 		t.Fatalf("line 8 after the draw: %v, want a ClosedError naming line 8", err)
 	}
@@ -162,7 +163,7 @@ func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 func TestLedgerStoresEachLineOnceAcrossRestarts(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bets.csv")
 	supplementsAcrossRestarts(t, func() openedStore {
-		l, rec, err := central.OpenLedger(path)
+		l, rec, err := fileledger.Open(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +211,7 @@ func closingRace(t *testing.T, open func(i int) openedStore) {
 	defer func() { t.Logf("the late row made the draw %d times, was refused %d times", in, out) }()
 	for i := range 20 {
 		s := open(i)
-		l, err := central.NewLottery(context.Background(), 2, s.store, s.rec, log)
+		l, err := lottery.NewLottery(context.Background(), 2, s.store, s.rec, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,14 +220,14 @@ func closingRace(t *testing.T, open func(i int) openedStore) {
 		// The stored rows are read back once, before the race.
 		wantAdded(t, "batch 1 again, as another batch", 0)(storeBatch(t, l, 1, 1, 3, rowsAt(1, 1)))
 		late := bet(1, 2, "Tarde")
-		late.Number = central.WinningNumber
+		late.Number = lottery.WinningNumber
 		type result struct {
 			added int
 			err   error
 		}
 		raced := make(chan result, 1)
 		go func() {
-			added, err := storeBatch(t, l, 1, 1, 2, central.RowsFrom(1, []messages.Bet{lineBet(1, false), late}))
+			added, err := storeBatch(t, l, 1, 1, 2, lottery.RowsFrom(1, []messages.Bet{lineBet(1, false), late}))
 			raced <- result{added, err}
 		}()
 		// Not a wait for anything: varied, so that either may come first.
@@ -237,7 +238,7 @@ func closingRace(t *testing.T, open func(i int) openedStore) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var closed *central.ClosedError
+		var closed *lottery.ClosedError
 		switch {
 		case r.err == nil && r.added == 1:
 			in++
@@ -259,7 +260,7 @@ func closingRace(t *testing.T, open func(i int) openedStore) {
 func TestLedgerClosingRace(t *testing.T) {
 	dir := t.TempDir()
 	closingRace(t, func(i int) openedStore {
-		l, rec, err := central.OpenLedger(filepath.Join(dir, fmt.Sprintf("bets-%d.csv", i)))
+		l, rec, err := fileledger.Open(filepath.Join(dir, fmt.Sprintf("bets-%d.csv", i)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 var (
@@ -25,11 +26,11 @@ var errorCodes = []struct {
 	err  error
 	code messages.Code
 }{
-	{ErrUnknownAgency, messages.CodeUnknownAgency},
-	{ErrDrawPending, messages.CodeDrawPending},
+	{lottery.ErrUnknownAgency, messages.CodeUnknownAgency},
+	{lottery.ErrDrawPending, messages.CodeDrawPending},
 	{errShuttingDown, messages.CodeUnavailable},
-	{ErrLedgerClosed, messages.CodeUnavailable},
-	{ErrNotActive, messages.CodeUnavailable},
+	{lottery.ErrLedgerClosed, messages.CodeUnavailable},
+	{lottery.ErrNotActive, messages.CodeUnavailable},
 	{errBusy, messages.CodeBusy},
 	{errTooManyHeld, messages.CodeBusy},
 }
@@ -39,9 +40,9 @@ var errorCodes = []struct {
 func replyFor(err error) *messages.Error {
 	e := &messages.Error{Code: messages.CodeInternal}
 	var wire *messages.Error
-	var order *OutOfOrderError
-	var closed *ClosedError
-	var mismatch *BatchMismatchError
+	var order *lottery.OutOfOrderError
+	var closed *lottery.ClosedError
+	var mismatch *lottery.BatchMismatchError
 	switch {
 	case errors.As(err, &wire):
 		e.Code, e.NextBatch = wire.Code, wire.NextBatch

@@ -24,6 +24,8 @@ import (
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/internal/peakrss"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // Config is the central's configuration, read from the environment.
@@ -185,7 +187,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) (err
 
 // runFile runs the central on the file ledger until ctx ends.
 func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) error {
-	var opts []LedgerOption
+	var opts []fileledger.Option
 	if cfg.Failpoint != "" {
 		fp, err := killAt(cfg.Failpoint)
 		if err != nil {
@@ -193,7 +195,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 		}
 		opts = append(opts, fp)
 	}
-	ledger, rec, err := OpenLedger(cfg.BetsFile, opts...)
+	ledger, rec, err := fileledger.Open(cfg.BetsFile, opts...)
 	if err != nil {
 		return err
 	}
@@ -207,7 +209,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 		log.Info("abrir_apuestas", opened...)
 	}
 
-	lottery, err := NewLottery(ctx, cfg.Agencies, ledger, rec, log)
+	lot, err := lottery.NewLottery(ctx, cfg.Agencies, ledger, rec, log)
 	if err != nil {
 		return err
 	}
@@ -226,7 +228,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 		return err
 	}
 	defer claim.Release()
-	svc, err := StartService(ctx, nc, lottery, ServiceConfig{
+	svc, err := StartService(ctx, nc, lot, ServiceConfig{
 		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners,
 		MaxWindow: cfg.MaxWindow, Replies: conns.replies,
 	}, log)
@@ -321,13 +323,13 @@ func startEmbedded(cfg *Config, log *slog.Logger) (string, func(), error) {
 
 // killAt parses CENTRAL_FAILPOINT ("rows-written:3") into a failpoint that
 // kills this process, as kill -9 would, at that stage of that commit round.
-func killAt(spec string) (LedgerOption, error) {
+func killAt(spec string) (fileledger.Option, error) {
 	stage, roundText, _ := strings.Cut(spec, ":")
 	round, err := strconv.ParseInt(roundText, 10, 64)
 	if err != nil || round < 1 {
-		return nil, fmt.Errorf("CENTRAL_FAILPOINT %q: want STAGE:ROUND, e.g. %s:3", spec, StageCommitted)
+		return nil, fmt.Errorf("CENTRAL_FAILPOINT %q: want STAGE:ROUND, e.g. %s:3", spec, fileledger.StageCommitted)
 	}
-	return WithFailpoint(func(s string, r int64) {
+	return fileledger.WithFailpoint(func(s string, r int64) {
 		if s == stage && r == round {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // the signal is on its way

@@ -10,6 +10,8 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/internal/peakrss"
+	"github.com/quiniela/quiniela/services/central/jsledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // runJetStream runs a central on the JetStream ledger: it tails the stream
@@ -47,11 +49,11 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 		return err
 	}
 	defer claim.Release()
-	js, err := NewJetStream(lnc)
+	js, err := jsledger.NewJetStream(lnc)
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
-	ledger, err := OpenJetStreamLedger(ctx, js, JetStreamConfig{
+	ledger, err := jsledger.Open(ctx, js, jsledger.Config{
 		Stream: cfg.Stream, Replicas: cfg.Replicas, BetsFile: cfg.BetsFile, Name: cfg.Name,
 	}, log)
 	if err != nil {
@@ -59,14 +61,14 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	}
 	defer ledger.Close()
 	log.InfoContext(ctx, "abrir_apuestas", "file", cfg.BetsFile, "stream", cfg.Stream, "replicas", cfg.Replicas)
-	lease, err := OpenLease(ctx, js, cfg.Stream, cfg.Replicas, cfg.Name, cfg.LeaseTTL, log)
+	lease, err := jsledger.OpenLease(ctx, js, cfg.Stream, cfg.Replicas, cfg.Name, cfg.LeaseTTL, log)
 	if err != nil {
 		return err
 	}
 	// The service's connections leave a node cut off with the ledger's.
-	lease.rotator.Also(nc)
+	lease.AlsoMove(nc)
 	if conns.replies != nc {
-		lease.rotator.Also(conns.replies)
+		lease.AlsoMove(conns.replies)
 	}
 
 	for ctx.Err() == nil {
@@ -102,7 +104,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 // serveTerm serves the agencies for one term of the lease: until ctx ends
 // (it returns nil and the caller shuts down) or the term ends (it returns
 // nil and the caller waits for the lease again). An error is fatal.
-func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *JetStreamLedger, lease *Lease, log *slog.Logger) error {
+func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *jsledger.Ledger, lease *jsledger.Lease, log *slog.Logger) error {
 	nc := conns.nc
 	bg := context.WithoutCancel(ctx)
 	started := time.Now()
@@ -128,12 +130,12 @@ func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *Jet
 	// The lottery's draw and winners outlive neither the term nor the run.
 	termCtx, endTerm := context.WithCancel(ctx)
 	defer endTerm()
-	lottery, err := NewLottery(termCtx, cfg.Agencies, store, rec, log)
+	lot, err := lottery.NewLottery(termCtx, cfg.Agencies, store, rec, log)
 	if err != nil {
 		lease.Release(bg)
 		return err
 	}
-	svc, err := StartService(termCtx, nc, lottery, ServiceConfig{
+	svc, err := StartService(termCtx, nc, lot, ServiceConfig{
 		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, MaxWindow: cfg.MaxWindow,
 		Replies: conns.replies,
 	}, log)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // A term whose lease lapses before the catch-up ends (here: before it
@@ -23,15 +24,15 @@ func TestNoActivationLoggedAfterTheLeaseLapsed(t *testing.T) {
 	cfg := Config{Name: "central-1", Agencies: 5, Stream: "QUINIELA", Replicas: 1, BetsFile: filepath.Join(t.TempDir(), "bets.csv"),
 		WinnersHold: time.Second, QueueBytes: DefaultQueueBytes, HeldWinners: 10, MaxWindow: 2, DrainTimeout: time.Second}
 	nc := natstest.Connect(t, ns)
-	js, _ := NewJetStream(nc)
-	ledger, err := OpenJetStreamLedger(ctx, js, JetStreamConfig{Stream: cfg.Stream, Replicas: 1, BetsFile: cfg.BetsFile, Name: cfg.Name}, log)
+	js, _ := jsledger.NewJetStream(nc)
+	ledger, err := jsledger.Open(ctx, js, jsledger.Config{Stream: cfg.Stream, Replicas: 1, BetsFile: cfg.BetsFile, Name: cfg.Name}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ledger.Close()
 	leaseConn := natstest.Connect(t, ns)
-	leaseJS, _ := NewJetStream(leaseConn)
-	lease, err := OpenLease(ctx, leaseJS, cfg.Stream, 1, cfg.Name, 300*time.Millisecond, log)
+	leaseJS, _ := jsledger.NewJetStream(leaseConn)
+	lease, err := jsledger.OpenLease(ctx, leaseJS, cfg.Stream, 1, cfg.Name, 300*time.Millisecond, log)
 	if err != nil {
 		t.Fatal(err)
 	}

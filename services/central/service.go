@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // ServiceName is the micro service name: `nats micro info quiniela-central`.
@@ -60,7 +61,7 @@ const (
 // num_errors counts those only; every reply, early or late, to whoever, is
 // counted in the endpoint's stats data (Stats).
 type Service struct {
-	lottery *Lottery
+	lottery *lottery.Lottery
 	nc      *nats.Conn // the service's: micro, its endpoints, replies to the inspector
 	replies *nats.Conn // replies to agencies
 	log     *slog.Logger
@@ -118,8 +119,8 @@ type ServiceConfig struct {
 }
 
 // StartService registers the central's micro service on nc.
-func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg ServiceConfig, log *slog.Logger) (*Service, error) {
-	s := &Service{lottery: lottery, nc: nc, replies: cfg.Replies, log: log, hold: cfg.WinnersHold,
+func StartService(ctx context.Context, nc *nats.Conn, lot *lottery.Lottery, cfg ServiceConfig, log *slog.Logger) (*Service, error) {
+	s := &Service{lottery: lot, nc: nc, replies: cfg.Replies, log: log, hold: cfg.WinnersHold,
 		ctx: ctx, maxQueued: cfg.QueueBytes, stats: map[string]*endpointStats{}}
 	if s.replies == nil {
 		s.replies = nc
@@ -134,7 +135,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 	if s.maxWindow <= 0 || s.maxWindow > messages.MaxWindow {
 		s.maxWindow = messages.MaxWindow
 	}
-	s.workers = make([]chan *call, min(lottery.Agencies(), maxWorkers))
+	s.workers = make([]chan *call, min(lot.Agencies(), maxWorkers))
 	for i := range s.workers {
 		s.workers[i] = make(chan *call, workerDepth)
 		s.running.Add(1)
@@ -148,7 +149,7 @@ func StartService(ctx context.Context, nc *nats.Conn, lottery *Lottery, cfg Serv
 		Name:         ServiceName,
 		Version:      Version,
 		Description:  "Quiniela central office: stores agencies' bets, draws, answers winners",
-		Metadata:     map[string]string{"agencies": strconv.Itoa(lottery.Agencies())},
+		Metadata:     map[string]string{"agencies": strconv.Itoa(lot.Agencies())},
 		StatsHandler: func(e *micro.Endpoint) any { return s.stats[e.Name].snapshot() },
 	})
 	if err != nil {
@@ -245,9 +246,9 @@ func (s *Service) checkAgency(c *call) error {
 	var err error
 	if c.agency == 0 {
 		_, err = messages.AgencyFromSubject(c.subject) // again, for its description
-		err = fmt.Errorf("%w: %v", ErrUnknownAgency, err)
+		err = fmt.Errorf("%w: %v", lottery.ErrUnknownAgency, err)
 	} else {
-		_, err = s.lottery.agency(c.agency)
+		err = s.lottery.CheckAgency(c.agency)
 	}
 	if err != nil {
 		s.log.Info("agencia_desconocida", "result", logline.Fail, "subject", c.subject,
@@ -289,7 +290,7 @@ func (s *Service) window() int {
 func (s *Service) handleBatch(c *call, buf []byte) []byte {
 	b, err := messages.DecodeBatch(buf, c.subject, c.header, c.data)
 	if err == nil {
-		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, Rows{Data: b.Stored, Bets: b.Rows, Lines: b.Lines}, func(added int, err error) {
+		err = s.lottery.StoreBatch(b.Agency, b.Seq, b.Sum, lottery.Rows{Data: b.Stored, Bets: b.Rows, Lines: b.Lines}, func(added int, err error) {
 			if err != nil {
 				s.failBatch(c, b.Rows, err)
 				return

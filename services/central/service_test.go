@@ -14,6 +14,7 @@ import (
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // meetingStore is a Store in which agency 1's first batch does not return
@@ -23,7 +24,7 @@ type meetingStore struct {
 	in1, in2 chan struct{}
 }
 
-func (m *meetingStore) AppendBatch(agency int, seq uint64, _ uint64, _ central.Rows, done func(error)) error {
+func (m *meetingStore) AppendBatch(agency int, seq uint64, _ uint64, _ lottery.Rows, done func(error)) error {
 	switch agency {
 	case 1:
 		close(m.in1)
@@ -54,11 +55,11 @@ func TestAgenciesAreServedInParallel(t *testing.T) {
 	log, _ := logline.New(io.Discard, "INFO")
 	ctx := context.Background()
 	store := &meetingStore{in1: make(chan struct{}), in2: make(chan struct{})}
-	lottery, err := central.NewLottery(ctx, 2, store, central.Recovered{}, log)
+	lot, err := lottery.NewLottery(ctx, 2, store, lottery.Recovered{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := central.StartService(ctx, nc, lottery, central.ServiceConfig{WinnersHold: time.Second}, log)
+	svc, err := central.StartService(ctx, nc, lot, central.ServiceConfig{WinnersHold: time.Second}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +101,11 @@ func TestMicroServiceInfo(t *testing.T) {
 	nc := natstest.Connect(t, ns)
 	log, _ := logline.New(io.Discard, "INFO")
 	ctx := context.Background()
-	lottery, err := central.NewLottery(ctx, 5, &meetingStore{}, central.Recovered{}, log)
+	lot, err := lottery.NewLottery(ctx, 5, &meetingStore{}, lottery.Recovered{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := central.StartService(ctx, nc, lottery, central.ServiceConfig{WinnersHold: time.Second}, log)
+	svc, err := central.StartService(ctx, nc, lot, central.ServiceConfig{WinnersHold: time.Second}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/quiniela/quiniela/internal/natstest"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
 )
 
 // faultEnv makes agencies send small batches (many commit rounds to break)
@@ -74,7 +74,7 @@ func TestCentralKilledAtEveryCommitStage(t *testing.T) {
 	ns, files, betsFile, resultc := startAgenciesForFaults(t)
 
 	var logs strings.Builder
-	stages := []string{central.StageRowsWritten, central.StageDataSynced, central.StageJournalWritten, central.StageCommitted}
+	stages := []string{fileledger.StageRowsWritten, fileledger.StageDataSynced, fileledger.StageJournalWritten, fileledger.StageCommitted}
 	for i, stage := range stages {
 		for _, round := range []int{2, 9} {
 			fp := fmt.Sprintf("%s:%d", stage, round+i)

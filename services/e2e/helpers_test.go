@@ -23,6 +23,7 @@ import (
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/agency"
 	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // agencyConfig is the config.yaml the project ships for agencies.
@@ -209,7 +210,7 @@ func winningDocs(t *testing.T, file string) []string {
 	var docs []string
 	for _, row := range inputRows(t, []string{file}) {
 		f := strings.Split(row, "|")
-		if n, _ := strconv.Atoi(f[5]); n == central.WinningNumber {
+		if n, _ := strconv.Atoi(f[5]); n == lottery.WinningNumber {
 			docs = append(docs, f[3])
 		}
 	}
@@ -283,7 +284,7 @@ func syntheticRows(id, n int) []string {
 	for i := range rows {
 		number := (i*37 + id) % 10000
 		if i%7 == 3 {
-			number = central.WinningNumber
+			number = lottery.WinningNumber
 		}
 		rows[i] = fmt.Sprintf("Nombre %d,Apellido %d,%d,19%02d-%02d-%02d,%d", i, id, 30000000+id*100000+i, 50+i%50, 1+i%12, 1+i%28, number)
 	}

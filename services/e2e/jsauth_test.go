@@ -17,7 +17,7 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // The ledger's names, as the central makes them and natsauth grants them.
@@ -26,8 +26,8 @@ func TestLedgerNamesMatchPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{messages.LedgerSubjects("QUINIELA"), "$KV." + central.LeaseBucket("QUINIELA") + ".>",
-		"$JS.API.STREAM.INFO.KV_" + central.LeaseBucket("QUINIELA")} {
+	for _, want := range []string{messages.LedgerSubjects("QUINIELA"), "$KV." + jsledger.LeaseBucket("QUINIELA") + ".>",
+		"$JS.API.STREAM.INFO.KV_" + jsledger.LeaseBucket("QUINIELA")} {
 		found := false
 		for _, s := range p.Publish {
 			found = found || s == want
@@ -55,11 +55,11 @@ func readLedger(t *testing.T, js jetstream.JetStream) (ledgerState, error) {
 		return ledgerState{}, fmt.Errorf("stream QUINIELA: %w", err)
 	}
 	st := stream.CachedInfo().State
-	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	kv, err := js.KeyValue(ctx, jsledger.LeaseBucket("QUINIELA"))
 	if err != nil {
 		return ledgerState{}, fmt.Errorf("lease bucket: %w", err)
 	}
-	e, err := kv.Get(ctx, central.LeaseKey)
+	e, err := kv.Get(ctx, jsledger.LeaseKey)
 	if err != nil {
 		return ledgerState{}, fmt.Errorf("lease: %w", err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/internal/natstest"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // plainJSCentralEnv is the environment of a central on the JetStream
@@ -151,11 +151,11 @@ func readLease(t *testing.T, nodes []*server.Server, timeout time.Duration) (jet
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	kv, err := js.KeyValue(ctx, jsledger.LeaseBucket("QUINIELA"))
 	if err != nil {
 		return nil, err
 	}
-	return kv.Get(ctx, central.LeaseKey)
+	return kv.Get(ctx, jsledger.LeaseKey)
 }
 
 // The cost of losing the node the active central is connected to, when
@@ -213,7 +213,7 @@ func leadLease(t *testing.T, nodes []*server.Server, node *server.Server) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	stream := "KV_" + central.LeaseBucket("QUINIELA")
+	stream := "KV_" + jsledger.LeaseBucket("QUINIELA")
 	natstest.WaitFor(t, 30*time.Second, node.Name()+" leading "+stream, func() bool {
 		if node.JetStreamIsStreamLeader("$G", stream) {
 			return true

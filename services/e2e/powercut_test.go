@@ -14,7 +14,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/internal/powercut"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
 )
 
 // powerCutSeeds are the seeds the power-cut tests run: POWERCUT_SEEDS
@@ -143,7 +143,7 @@ func fileLedgerPowerCuts(t *testing.T, seed uint64) {
 	env := func(extra ...string) map[string]string { return centralEnv(ns.ClientURL(), betsFile, extra...) }
 	var logs strings.Builder
 	run := func(c *proc) { logs.WriteString(c.log.String()) }
-	stages := []string{central.StageDataSynced, central.StageJournalWritten, central.StageRowsWritten}
+	stages := []string{fileledger.StageDataSynced, fileledger.StageJournalWritten, fileledger.StageRowsWritten}
 
 	for step := range 5 {
 		switch step {

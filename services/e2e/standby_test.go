@@ -19,7 +19,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natstest"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // The lottery on JetStream, on an in-process 3-node cluster with R3 and
@@ -266,11 +266,11 @@ func leaseHolder(t *testing.T, nodes []*server.Server, users natsauth.Users) str
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, central.LeaseBucket("QUINIELA"))
+	kv, err := js.KeyValue(ctx, jsledger.LeaseBucket("QUINIELA"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, central.LeaseKey)
+	e, err := kv.Get(ctx, jsledger.LeaseKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return ""
 	}

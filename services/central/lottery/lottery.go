@@ -1,9 +1,8 @@
-package central
+package lottery
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -12,84 +11,6 @@ import (
 
 	"github.com/quiniela/quiniela/messages"
 )
-
-// Store is what the Lottery needs of its storage; *Ledger is the real one.
-// Each method calls done once its work is durable (or failed).
-type Store interface {
-	// AppendBatch stores a batch; rows.Data is the caller's again once it
-	// returns.
-	AppendBatch(agency int, seq uint64, sum uint64, rows Rows, done func(error)) error
-	MarkDone(agency int, batches uint64, done func(error)) error
-	MarkDrawn(done func(error)) error
-	Sync(done func(error)) error
-	// Settle returns once every row appended so far is durable and in the
-	// file Path names, for a read of it.
-	Settle() error
-	Path() string
-}
-
-// Domain errors; the service turns them into wire codes in one table.
-var (
-	ErrUnknownAgency = errors.New("no such agency in this lottery")
-	ErrDrawPending   = errors.New("the draw waits for every agency to be done")
-)
-
-// BatchMismatchError refuses a batch with a row that differs from the bet
-// stored for its line: the agency's file changed there since it was sent
-// (README, "Not promised", says why and what to do).
-type BatchMismatchError struct {
-	Agency int
-	Batch  uint64
-	Line   uint64 // the first line that differs
-}
-
-func (e *BatchMismatchError) Error() string {
-	return fmt.Sprintf("batch %d of agency %d: line %d differs from the bet stored for that line: the agency's file changed there since it was sent",
-		e.Batch, e.Agency, e.Line)
-}
-
-// ClosedError refuses a batch with rows the central has not stored once
-// every agency is done: the draw runs (or ran) without them, and they
-// cannot enter the lottery any more.
-type ClosedError struct {
-	Agency int
-	Batch  uint64
-	Lines  messages.LineSet // of the rows not stored
-}
-
-func (e *ClosedError) Error() string {
-	return fmt.Sprintf("batch %d of agency %d: lines %s are not stored and cannot be any more: every agency is done and the draw ran without them",
-		e.Batch, e.Agency, clipLines(e.Lines))
-}
-
-// clipLines writes ls for a description, cut after a few ranges.
-func clipLines(ls messages.LineSet) string {
-	const show = 8
-	if len(ls) <= show {
-		return ls.String()
-	}
-	return fmt.Sprintf("%s and %d more", ls[:show], ls[show:].Count())
-}
-
-// OutOfOrderError refuses a batch (or a done) that does not follow what is
-// stored: the agency must resend from Next.
-type OutOfOrderError struct {
-	Agency int
-	Got    uint64
-	Next   uint64
-	Done   bool // the refused request was a done notification
-}
-
-func (e *OutOfOrderError) Error() string {
-	switch {
-	case e.Done && e.Next == 1:
-		return fmt.Sprintf("agency %d says it sent %d batches, but the central has none of them: send them from batch 1", e.Agency, e.Got)
-	case e.Done:
-		return fmt.Sprintf("agency %d says it sent %d batches, but the central has batches 1 to %d: send batch %d next",
-			e.Agency, e.Got, e.Next-1, e.Next)
-	}
-	return fmt.Sprintf("batch %d of agency %d is out of order: the central expects batch %d", e.Got, e.Agency, e.Next)
-}
 
 // Lottery is the central's domain: it applies each agency's batches once and
 // in order, counts done notifications, runs the draw once when every agency
@@ -172,6 +93,13 @@ func NewLottery(ctx context.Context, n int, store Store, rec Recovered, log *slo
 // Agencies is the number of agencies of the lottery.
 func (l *Lottery) Agencies() int { return len(l.agencies) }
 
+// CheckAgency refuses an agency number that is not of this lottery
+// (ErrUnknownAgency).
+func (l *Lottery) CheckAgency(n int) error {
+	_, err := l.agency(n)
+	return err
+}
+
 func (l *Lottery) agency(n int) (*agencyState, error) {
 	if n < 1 || n > len(l.agencies) {
 		return nil, fmt.Errorf("agency %d: %w (agencies are 1 to %d)", n, ErrUnknownAgency, len(l.agencies))
@@ -246,30 +174,11 @@ func (l *Lottery) appendRows(a *agencyState, agency int, seq, sum uint64, rows R
 	}); err != nil {
 		return err
 	}
-	a.apply(seq, sum, rows.Bets, rows.Lines)
+	a.Apply(seq, sum, rows.Bets, rows.Lines)
 	if a.rowSums != nil {
 		eachRow(rows.Data, rows.Lines, func(line uint64, row []byte) { a.rowSums[line] = messages.RowSum(row) })
 	}
 	return nil
-}
-
-// apply records rows of batch seq at lines as stored: under number seq if
-// it is the next, else as rows added to batch seq. The journal's and the
-// stream's recoveries replay their records through it.
-func (p *Progress) apply(seq, sum uint64, bets int, lines messages.LineSet) {
-	if seq == p.LastBatch+1 {
-		p.LastBatch = seq
-		p.Sums = append(p.Sums, sum)
-	}
-	p.Bets += int64(bets)
-	for _, r := range lines {
-		if n := len(p.Stored); n > 0 && p.Stored[n-1].Last+1 == r.First {
-			p.Stored[n-1].Last = r.Last
-		} else {
-			p.Stored = append(p.Stored, r)
-		}
-		p.MaxLine = max(p.MaxLine, r.Last)
-	}
 }
 
 // unstored checks each row of rows against the row stored for its line
@@ -320,28 +229,6 @@ func (l *Lottery) loadRowSums(a *agencyState, agency int) error {
 	}
 	a.rowSums = sums
 	return nil
-}
-
-// storedLines returns the lines of the agency's stored rows one at a
-// time, in the order stored.
-func (p *Progress) storedLines() func() (uint64, bool) {
-	i, next := 0, uint64(0) // next 0: the start of range i (lines are 1 or more)
-	return func() (uint64, bool) {
-		if i == len(p.Stored) {
-			return 0, false
-		}
-		r := p.Stored[i]
-		if next == 0 {
-			next = r.First
-		}
-		line := next
-		if line == r.Last {
-			i, next = i+1, 0
-		} else {
-			next++
-		}
-		return line, true
-	}
 }
 
 // eachRow calls fn with each row of data (one per LF) and its line.

@@ -1,6 +1,6 @@
 //go:build unix
 
-package central
+package fileledger
 
 import (
 	"errors"
@@ -15,14 +15,16 @@ import (
 // the central that has the store open.
 func LockPath(path string) string { return path + ".lock" }
 
-// storeLock keeps a second central off a store that one already has open:
+// Lock keeps a second central off a store that one already has open:
 // two would split the agencies' batches between them (micro's queue group)
 // and append to one file. It is an flock(2) on LockPath, so the kernel
 // releases it when its holder dies, kill -9 included; the file's content
 // only says who holds it.
-type storeLock struct{ f *os.File }
+type Lock struct{ f *os.File }
 
-func lockStore(path string) (*storeLock, error) {
+// LockStore takes the lock of the store at path, or says which process
+// holds it.
+func LockStore(path string) (*Lock, error) {
 	f, err := os.OpenFile(LockPath(path), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening bets file lock: %w", err)
@@ -44,11 +46,11 @@ func lockStore(path string) (*storeLock, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &storeLock{f: f}, nil
+	return &Lock{f: f}, nil
 }
 
-// release unlocks the store; the lock file stays, harmless.
-func (l *storeLock) release() error {
+// Release unlocks the store; the lock file stays, harmless.
+func (l *Lock) Release() error {
 	if l == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package central
+package fileledger
 
 import (
 	"os"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // A write to bets.csv that fails (a full or failing disk) refuses that
@@ -14,12 +15,12 @@ import (
 // and a restart recovers exactly that.
 func TestLedgerRefusesWorkAfterAFailedWrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bets.csv")
-	l, _, err := OpenLedger(path)
+	l, _, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := func(seq int) Rows {
-		return RowsFrom(uint64(seq), []messages.Bet{{Agency: 1, FirstName: "Ana", LastName: "Gomez", Document: "1", Number: seq}})
+	rows := func(seq int) lottery.Rows {
+		return lottery.RowsFrom(uint64(seq), []messages.Bet{{Agency: 1, FirstName: "Ana", LastName: "Gomez", Document: "1", Number: seq}})
 	}
 	committed := make(chan error, 1)
 	if err := l.AppendBatch(1, 1, 11, rows(1), func(err error) { committed <- err }); err != nil {
@@ -48,7 +49,7 @@ func TestLedgerRefusesWorkAfterAFailedWrite(t *testing.T) {
 		t.Error("Close after a failed write reported no error")
 	}
 
-	l, rec, err := OpenLedger(path)
+	l, rec, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

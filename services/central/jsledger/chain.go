@@ -1,4 +1,4 @@
-package central
+package jsledger
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // enqueue adds item to agency's chain and sends it unless a message of the
@@ -144,13 +145,13 @@ func (s *JetStreamStore) write(c *chain, group []ledgerItem, lastSeq uint64) {
 		// active central does not know; unconfirmed, the agency resends it,
 		// and the active central, whose write there is then refused by the
 		// per-subject check, steps down and resumes from the stream.
-		err = ErrNotActive
+		err = lottery.ErrNotActive
 	}
 	if err != nil {
 		err = fmt.Errorf("writing %s to stream %s: %w", describeGroup(c.agency, group), s.l.cfg.Stream, err)
 		s.fence(err)
-		if !errors.Is(err, ErrNotActive) {
-			err = fmt.Errorf("%w (%v)", ErrNotActive, err)
+		if !errors.Is(err, lottery.ErrNotActive) {
+			err = fmt.Errorf("%w (%v)", lottery.ErrNotActive, err)
 		}
 	}
 	var ready []*syncWaiter
@@ -219,7 +220,7 @@ func (s *JetStreamStore) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, erro
 	wait := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		if !s.held() {
-			return 0, ErrNotActive
+			return 0, lottery.ErrNotActive
 		}
 		var ack *jetstream.PubAck
 		var err error

@@ -1,4 +1,4 @@
-package central
+package jsledger
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // The JetStream ledger keeps what the central must not lose in a stream,
@@ -20,7 +22,7 @@ import (
 // `go doc ./messages` describes its subjects, messages and headers, the one
 // place they are written down.
 //
-// Progress.apply replays both kinds of batches message, an agency's next
+// lottery.Progress.Apply replays both kinds of batches message, an agency's next
 // batches and rows added to an earlier batch (an agency run again, with
 // rows it had skipped fixed), as the journal's recovery does.
 //
@@ -58,33 +60,24 @@ func agencyLedgerSubject(stream string, agency int) string {
 
 func drawLedgerSubject(stream string) string { return messages.LedgerDrawSubject(stream) }
 
-// Errors of the JetStream ledger.
-var (
-	// ErrDrawnElsewhere: another central wrote the draw first.
-	ErrDrawnElsewhere = errors.New("the draw was already written by another central")
-	// ErrNotActive: this central no longer holds the lease; another one
-	// serves (the service answers 503 and agencies retry).
-	ErrNotActive = errors.New("this central is not the active one any more: retry in a moment")
-)
-
-// JetStreamConfig configures a JetStream ledger.
-type JetStreamConfig struct {
+// Config configures a JetStream ledger.
+type Config struct {
 	Stream   string // stream name, CENTRAL_STREAM
 	Replicas int    // CENTRAL_REPLICAS
 	BetsFile string // the local copy
 	Name     string // this central: Quiniela-Writer of its writes, Nats-Msg-Id of the draw
 }
 
-// JetStreamLedger is the stream and this central's copy of it in bets.csv,
+// Ledger is the stream and this central's copy of it in bets.csv,
 // kept current by tailing the stream. Activate makes a Store of it for a
 // central that holds the lease.
-type JetStreamLedger struct {
-	cfg      JetStreamConfig
+type Ledger struct {
+	cfg      Config
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	log      *slog.Logger
 	file     *os.File
-	lock     *storeLock // one central per bets file
+	lock     *fileledger.Lock // one central per bets file
 	consume  jetstream.ConsumeContext
 	closing  sync.Once
 	closeErr error
@@ -99,7 +92,7 @@ type JetStreamLedger struct {
 }
 
 type appliedAgency struct {
-	Progress
+	lottery.Progress
 	subjectSeq uint64        // stream sequence of the agency's last message
 	partial    *partialBatch // a batch written in parts, not all read yet
 }
@@ -113,9 +106,10 @@ type partialBatch struct {
 	lines    messages.LineSet
 }
 
-// OpenJetStreamLedger creates the stream if needed (or updates its
-// replicas and allows atomic batches on it), truncates bets.csv and starts rebuilding it from the stream.
-func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStreamConfig, log *slog.Logger) (*JetStreamLedger, error) {
+// Open creates the stream if needed (or updates its replicas and allows
+// atomic batches on it), truncates bets.csv and starts rebuilding it from
+// the stream.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Ledger, error) {
 	scfg := jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "quiniela ledger: accepted batches, done notifications and the draw",
@@ -151,23 +145,23 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 	if err != nil {
 		return nil, err
 	}
-	if err := checkStoreFolder(cfg.BetsFile); err != nil {
+	if err := fileledger.CheckFolder(cfg.BetsFile); err != nil {
 		return nil, err
 	}
-	lock, err := lockStore(cfg.BetsFile)
+	lock, err := fileledger.LockStore(cfg.BetsFile)
 	if err != nil {
 		return nil, err
 	}
 	f, err := openCopy(cfg.BetsFile, cfg.Stream)
 	if err != nil {
-		lock.release()
+		lock.Release()
 		return nil, err
 	}
-	l := &JetStreamLedger{cfg: cfg, js: js, stream: stream, log: log, file: f, lock: lock,
+	l := &Ledger{cfg: cfg, js: js, stream: stream, log: log, file: f, lock: lock,
 		agencies: map[int]*appliedAgency{}, changed: make(chan struct{}), stopped: make(chan struct{})}
 	if err := l.tail(ctx); err != nil {
 		f.Close()
-		lock.release()
+		lock.Release()
 		return nil, err
 	}
 	return l, nil
@@ -175,7 +169,7 @@ func OpenJetStreamLedger(ctx context.Context, js jetstream.JetStream, cfg JetStr
 
 // Activate catches up with the stream and returns a Store that writes to
 // it while held says this central holds the lease, with what it recovered.
-func (l *JetStreamLedger) Activate(ctx context.Context, held func() bool) (*JetStreamStore, Recovered, error) {
+func (l *Ledger) Activate(ctx context.Context, held func() bool) (*JetStreamStore, lottery.Recovered, error) {
 	rec, seqs, err := l.CatchUp(ctx)
 	if err != nil {
 		return nil, rec, err
@@ -188,30 +182,26 @@ func (l *JetStreamLedger) Activate(ctx context.Context, held func() bool) (*JetS
 	return s, rec, nil
 }
 
-// CopyMarkerPath is the file beside a JetStream central's bets file that
-// says it is a copy of a stream, which the central may rebuild at will.
-func CopyMarkerPath(path string) string { return path + ".jetstream" }
-
 // openCopy opens bets.csv for the copy of stream, emptied: it is rebuilt
 // from the stream. It refuses a bets file that is not a copy (no
 // CopyMarkerPath beside it), a file ledger's above all, whose only copy of
 // its bets it is.
 func openCopy(path, stream string) (*os.File, error) {
-	if _, err := os.Stat(JournalPath(path)); err == nil {
+	if _, err := os.Stat(fileledger.JournalPath(path)); err == nil {
 		return nil, fmt.Errorf("%s belongs to a file ledger (%s exists), which the JetStream ledger would overwrite; %w, and it was left untouched. "+
 			"Run that lottery with CENTRAL_LEDGER=file, or start this one in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
-			path, JournalPath(path), ErrForeignStore)
+			path, fileledger.JournalPath(path), lottery.ErrForeignStore)
 	}
 	info, err := os.Stat(path)
 	if err == nil && info.Size() > 0 {
-		if _, err := os.Stat(CopyMarkerPath(path)); err != nil {
+		if _, err := os.Stat(fileledger.CopyMarkerPath(path)); err != nil {
 			return nil, fmt.Errorf("%s holds %d bytes but is not a JetStream central's copy (no %s), and the JetStream ledger would overwrite it; %w, and it was left untouched. "+
 				"Move it away, or start this lottery in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
-				path, info.Size(), CopyMarkerPath(path), ErrForeignStore)
+				path, info.Size(), fileledger.CopyMarkerPath(path), lottery.ErrForeignStore)
 		}
 	}
 	note := fmt.Sprintf("%s is a copy of JetStream stream %s, rebuilt from it whenever a central starts\n", filepath.Base(path), stream)
-	if err := os.WriteFile(CopyMarkerPath(path), []byte(note), 0o644); err != nil {
+	if err := os.WriteFile(fileledger.CopyMarkerPath(path), []byte(note), 0o644); err != nil {
 		return nil, fmt.Errorf("marking %s as a copy of the stream: %w", path, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -222,10 +212,10 @@ func openCopy(path, stream string) (*os.File, error) {
 }
 
 // Path is the local copy, bets.csv.
-func (l *JetStreamLedger) Path() string { return l.cfg.BetsFile }
+func (l *Ledger) Path() string { return l.cfg.BetsFile }
 
 // Close stops tailing the stream and closes bets.csv.
-func (l *JetStreamLedger) Close() error {
+func (l *Ledger) Close() error {
 	l.closing.Do(func() {
 		close(l.stopped)
 		l.mu.Lock()
@@ -235,7 +225,7 @@ func (l *JetStreamLedger) Close() error {
 		<-cc.Closed()
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		l.closeErr = errors.Join(l.file.Close(), l.lock.release())
+		l.closeErr = errors.Join(l.file.Close(), l.lock.Release())
 	})
 	return l.closeErr
 }

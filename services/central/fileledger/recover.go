@@ -1,4 +1,4 @@
-package central
+package fileledger
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // Recovery of the store at open: the journal's valid prefix is the truth
@@ -22,17 +23,13 @@ import (
 // own (no journal, or more beyond the journal than such a tail) is refused
 // untouched.
 
-// ErrForeignStore is returned for a bets file the ledger did not write, or
-// that holds more than its journal explains: it is left as it was.
-var ErrForeignStore = errors.New("not a store of this central's file ledger")
-
 // maxTornRow bounds the torn last row of a tail: a stored row is a few
 // hundred bytes at most (messages' field bounds).
 const maxTornRow = 1 << 10
 
-// checkStoreFolder says plainly that the bets file's folder is missing,
+// CheckFolder says plainly that the bets file's folder is missing,
 // before anything beside the bets file is opened.
-func checkStoreFolder(path string) error {
+func CheckFolder(path string) error {
 	dir := filepath.Dir(path)
 	info, err := os.Stat(dir)
 	switch {
@@ -76,7 +73,7 @@ func checkOwnStore(path string) error {
 	}
 	return fmt.Errorf("%s holds %d bytes and has no journal (%s): it is %s; %w, and it was left untouched. "+
 		"Move it away to start a new lottery here, or start the new lottery in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
-		path, size, JournalPath(path), what, ErrForeignStore)
+		path, size, JournalPath(path), what, lottery.ErrForeignStore)
 }
 
 // createJournal creates a new store's empty journal and makes its name
@@ -98,29 +95,9 @@ func createJournal(path string) error {
 	return nil
 }
 
-// Progress is what the journal says of one agency.
-type Progress struct {
-	LastBatch uint64   // the highest batch sequence stored (batches are stored in order)
-	Sums      []uint64 // messages.BatchSum of batch i+1, to tell a resend from a reused number
-	Bets      int64
-	Done      bool
-	Batches   uint64 // with Done: how many batches the agency said it sent first
-	// Stored are the file lines of the agency's stored rows, in the order
-	// stored: one range for a file sent whole in one run.
-	Stored  []messages.LineRange
-	MaxLine uint64 // the last line stored
-}
-
-// Recovered is the state Open read back from the journal.
-type Recovered struct {
-	Agencies     map[int]*Progress
-	Drawn        bool
-	DroppedBytes int64 // torn or uncommitted tail cut from bets.csv
-}
-
 // recover reads the journal into rec and cuts bets.csv and the journal
 // back to the journal's valid prefix.
-func (l *Ledger) recover(rec *Recovered) error {
+func (l *Ledger) recover(rec *lottery.Recovered) error {
 	valid, end, err := readJournal(l.journalFile, rec)
 	if err != nil {
 		return err
@@ -137,7 +114,7 @@ func (l *Ledger) recover(rec *Recovered) error {
 		if err := checkTail(l.betsFile, end, info.Size()); err != nil {
 			return fmt.Errorf("%s has %d bytes, %d beyond the %d its journal %s records, and they are not a tail a stopped central left: %v; %w, and it was left untouched. "+
 				"Move both away to start a new lottery here, or start the new lottery in another folder (CENTRAL_BETS_FILE=other/bets.csv)",
-				l.path, info.Size(), info.Size()-end, end, JournalPath(l.path), err, ErrForeignStore)
+				l.path, info.Size(), info.Size()-end, end, JournalPath(l.path), err, lottery.ErrForeignStore)
 		}
 	}
 	rec.DroppedBytes = info.Size() - end
@@ -175,7 +152,7 @@ func checkTail(f *os.File, from, to int64) error {
 			return err
 		}
 		text := strings.TrimSuffix(string(row[:len(row)-1]), "\r")
-		if fields, _, err = parseStoredRow(fields[:0], text); err != nil {
+		if fields, _, err = lottery.ParseStoredRow(fields[:0], text); err != nil {
 			return fmt.Errorf("the row at byte %d is not a bet row: %v", pos, err)
 		}
 		pos += int64(len(row))
@@ -186,7 +163,7 @@ func checkTail(f *os.File, from, to int64) error {
 // of its valid prefix and the bets.csv offset that prefix covers. A record
 // that is torn, does not parse or does not follow from the ones before ends
 // the valid prefix: the crash cut it.
-func readJournal(f *os.File, rec *Recovered) (valid, end int64, err error) {
+func readJournal(f *os.File, rec *lottery.Recovered) (valid, end int64, err error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, 0, fmt.Errorf("reading journal: %w", err)
 	}
@@ -210,7 +187,7 @@ func readJournal(f *os.File, rec *Recovered) (valid, end int64, err error) {
 	}
 }
 
-func applyRecord(line string, rec *Recovered, end *int64) bool {
+func applyRecord(line string, rec *lottery.Recovered, end *int64) bool {
 	f := strings.Split(line, ",")
 	num := func(i int) (int64, bool) {
 		if i >= len(f) {
@@ -219,10 +196,10 @@ func applyRecord(line string, rec *Recovered, end *int64) bool {
 		n, err := strconv.ParseInt(f[i], 10, 64)
 		return n, err == nil && n >= 0
 	}
-	progress := func(agency int64) *Progress {
+	progress := func(agency int64) *lottery.Progress {
 		p := rec.Agencies[int(agency)]
 		if p == nil {
-			p = &Progress{}
+			p = &lottery.Progress{}
 			rec.Agencies[int(agency)] = p
 		}
 		return p
@@ -242,7 +219,7 @@ func applyRecord(line string, rec *Recovered, end *int64) bool {
 		if uint64(seq) > p.LastBatch+1 {
 			return false
 		}
-		p.apply(uint64(seq), sum, int(bets), lines)
+		p.Apply(uint64(seq), sum, int(bets), lines)
 		*end = off
 	case f[0] == "D" && len(f) == 3:
 		agency, ok1 := num(1)

@@ -1,4 +1,4 @@
-package central
+package fileledger
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // Ledger is the central's durable, mutex-guarded store: bets.csv, with the
@@ -59,11 +61,11 @@ type Ledger struct {
 
 	failpoint func(stage string, round int64) // fault tests only: see WithFailpoint
 
-	lock *storeLock // held from Open to Close
+	lock *Lock // held from Open to Close
 }
 
-// LedgerOption configures a Ledger.
-type LedgerOption func(*Ledger)
+// Option configures a Ledger.
+type Option func(*Ledger)
 
 // Commit stages, in order, at which a failpoint may stop the process.
 const (
@@ -75,34 +77,40 @@ const (
 
 // WithFailpoint calls fn at each stage of each commit round (1, 2, …), so
 // that fault tests can kill the process at an exact point of a commit.
-func WithFailpoint(fn func(stage string, round int64)) LedgerOption {
+func WithFailpoint(fn func(stage string, round int64)) Option {
 	return func(l *Ledger) { l.failpoint = fn }
 }
+
+// CopyMarkerPath is the file beside a JetStream central's bets file that
+// says it is a copy of a stream, which that central may rebuild at will: a
+// file ledger refuses to open such a file, and the JetStream ledger refuses
+// to overwrite one without it.
+func CopyMarkerPath(path string) string { return path + ".jetstream" }
 
 // JournalPath is where the journal of bets file path lives.
 func JournalPath(path string) string { return path + ".journal" }
 
-// OpenLedger opens (creating if needed) the store at path and recovers it.
+// Open opens (creating if needed) the store at path and recovers it.
 // It refuses a store that another central has open.
-func OpenLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
-	if err := checkStoreFolder(path); err != nil {
-		return nil, Recovered{}, err
+func Open(path string, opts ...Option) (*Ledger, lottery.Recovered, error) {
+	if err := CheckFolder(path); err != nil {
+		return nil, lottery.Recovered{}, err
 	}
-	lock, err := lockStore(path)
+	lock, err := LockStore(path)
 	if err != nil {
-		return nil, Recovered{}, err
+		return nil, lottery.Recovered{}, err
 	}
 	l, rec, err := openLedger(path, opts...)
 	if err != nil {
-		lock.release()
+		lock.Release()
 		return nil, rec, err
 	}
 	l.lock = lock
 	return l, rec, nil
 }
 
-func openLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
-	rec := Recovered{Agencies: map[int]*Progress{}}
+func openLedger(path string, opts ...Option) (*Ledger, lottery.Recovered, error) {
+	rec := lottery.Recovered{Agencies: map[int]*lottery.Progress{}}
 	if err := checkOwnStore(path); err != nil {
 		return nil, rec, err
 	}
@@ -139,14 +147,11 @@ func openLedger(path string, opts ...LedgerOption) (*Ledger, Recovered, error) {
 	return l, rec, nil
 }
 
-// ErrLedgerClosed is returned for work handed to a closed ledger.
-var ErrLedgerClosed = errors.New("store is closed")
-
 // AppendBatch stores a batch of agency's bets: it writes rows to bets.csv
 // at once and calls done, from the committer's goroutine, once they are
 // durable (nil) or have failed. Batches of one agency must be appended in
 // sequence order; the Lottery sees to that.
-func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, rows Rows, done func(error)) error {
+func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, rows lottery.Rows, done func(error)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {
@@ -206,7 +211,7 @@ func (l *Ledger) usable() error {
 		return l.err
 	}
 	if l.closed {
-		return ErrLedgerClosed
+		return lottery.ErrLedgerClosed
 	}
 	return nil
 }
@@ -316,7 +321,7 @@ func (l *Ledger) close() error {
 	l.mu.Unlock()
 	close(l.quit)
 	<-l.committed
-	err := errors.Join(l.betsFile.Close(), l.journalFile.Close(), l.lock.release())
+	err := errors.Join(l.betsFile.Close(), l.journalFile.Close(), l.lock.Release())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return errors.Join(l.err, err)

@@ -1,4 +1,4 @@
-package central
+package lottery
 
 import (
 	"bufio"
@@ -27,7 +27,7 @@ func HasWon(bet messages.Bet) bool { return bet.Number == WinningNumber }
 // StoreBets appends bets as rows of bets.csv to w, in one write. Like the
 // course's store_bets it is not safe for concurrent use.
 func StoreBets(w io.Writer, bets []messages.Bet) error {
-	_, err := w.Write(RowsOf(bets).Data)
+	_, err := w.Write(RowsFrom(1, bets).Data)
 	return err
 }
 
@@ -41,15 +41,19 @@ type Rows struct {
 	Lines messages.LineSet // the agency file's line of each row, in order
 }
 
-// RowsOf is bets as Rows.
-func RowsOf(bets []messages.Bet) Rows {
+// RowsFrom is bets as Rows, from the agency file's lines first, first+1, …
+func RowsFrom(first uint64, bets []messages.Bet) Rows {
 	data := make([]byte, 0, 64*len(bets)) // a row is about 50 bytes
 	for _, b := range bets {
 		data = strconv.AppendInt(data, int64(b.Agency), 10)
 		data = append(data, ',')
 		data = b.AppendCSV(data)
 	}
-	return Rows{Data: data, Bets: len(bets)}
+	r := Rows{Data: data, Bets: len(bets)}
+	if len(bets) > 0 {
+		r.Lines = messages.LineSet{{First: first, Last: first + uint64(len(bets)) - 1}}
+	}
+	return r
 }
 
 // LoadBets streams the bets stored in the file at path, in the order stored,
@@ -99,7 +103,7 @@ func loadRange(path string, from, to int64, keep func(row string) bool) iter.Seq
 			}
 			text := string(row)
 			var bet messages.Bet
-			fields, bet, err = parseStoredRow(fields[:0], text)
+			fields, bet, err = ParseStoredRow(fields[:0], text)
 			if err != nil {
 				fail(fmt.Errorf("%s: %w", where(), err))
 				return
@@ -115,9 +119,9 @@ func loadRange(path string, from, to int64, keep func(row string) bool) iter.Seq
 // before b changes.
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
-// parseStoredRow parses a row of bets.csv: the agency, then a bet. It
+// ParseStoredRow parses a row of bets.csv: the agency, then a bet. It
 // returns fields, grown, for the next row to reuse.
-func parseStoredRow(fields []string, text string) ([]string, messages.Bet, error) {
+func ParseStoredRow(fields []string, text string) ([]string, messages.Bet, error) {
 	fields, err := messages.SplitRow(fields, text)
 	if err != nil {
 		return fields, messages.Bet{}, err

@@ -1,4 +1,4 @@
-package central
+package jsledger
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/internal/logline"
@@ -71,6 +72,10 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, repli
 	// the local deadline, so the first unanswered already costs the term.
 	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log, rotator: natsconn.NewRotator(js.Conn(), 2, 0, log)}, nil
 }
+
+// AlsoMove moves nc too when the lease's connection moves off a server
+// that answers nothing (natsconn.Rotator.Also).
+func (l *Lease) AlsoMove(nc *nats.Conn) { l.rotator.Also(nc) }
 
 // LeaseWaitReport is how often Acquire says why it still waits.
 const LeaseWaitReport = 5 * time.Second

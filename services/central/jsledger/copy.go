@@ -1,4 +1,4 @@
-package central
+package jsledger
 
 import (
 	"context"
@@ -14,11 +14,12 @@ import (
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // tail starts (or starts again) the ordered consumer that copies the
 // stream, from the message after the last one applied.
-func (l *JetStreamLedger) tail(ctx context.Context) error {
+func (l *Ledger) tail(ctx context.Context) error {
 	l.mu.Lock()
 	from := l.applied + 1
 	l.mu.Unlock()
@@ -115,7 +116,7 @@ func wrongLastSeq(err error) bool {
 
 // apply appends one stream message to the copy; the ordered consumer calls
 // it serially, in stream order.
-func (l *JetStreamLedger) apply(msg jetstream.Msg) {
+func (l *Ledger) apply(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		l.fail(fmt.Errorf("reading stream message metadata: %w", err))
@@ -144,7 +145,7 @@ func (l *JetStreamLedger) apply(msg jetstream.Msg) {
 	l.changed = make(chan struct{})
 }
 
-func (l *JetStreamLedger) fail(err error) {
+func (l *Ledger) fail(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err == nil {
@@ -154,7 +155,7 @@ func (l *JetStreamLedger) fail(err error) {
 	}
 }
 
-func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte, seq uint64) error {
+func (l *Ledger) applyLocked(subject string, h nats.Header, body []byte, seq uint64) error {
 	foreign := func(what string) error {
 		return &ForeignStreamError{Stream: l.cfg.Stream, Seq: seq, Subject: subject, What: what}
 	}
@@ -214,7 +215,7 @@ func (l *JetStreamLedger) applyLocked(subject string, h nats.Header, body []byte
 		return err
 	}
 	for i := range sums {
-		a.apply(first+uint64(i), sums[i], int(counts[i]), lines[i])
+		a.Apply(first+uint64(i), sums[i], int(counts[i]), lines[i])
 	}
 	a.subjectSeq = seq
 	return nil
@@ -238,7 +239,7 @@ func (a *appliedAgency) readPart(part string, batch uint64, rows []byte, bets in
 	p.rows = append(p.rows, rows...)
 	p.bets += bets
 	// Parts cut one batch's lines in order: the ranges may touch across
-	// parts, which Progress.apply joins.
+	// parts, which lottery.Progress.Apply joins.
 	p.lines = append(p.lines, lines...)
 	p.next++
 	if i < k {
@@ -286,7 +287,7 @@ func parseUints(s string) ([]uint64, error) {
 
 // WaitApplied waits until bets.csv holds every message up to stream
 // sequence seq.
-func (l *JetStreamLedger) WaitApplied(ctx context.Context, seq uint64) error {
+func (l *Ledger) WaitApplied(ctx context.Context, seq uint64) error {
 	for {
 		l.mu.Lock()
 		applied, err, changed := l.applied, l.err, l.changed
@@ -309,7 +310,7 @@ func (l *JetStreamLedger) WaitApplied(ctx context.Context, seq uint64) error {
 
 // waitCopied is WaitApplied that also mends a stalled copy: when the copy
 // makes no progress towards seq for catchUpStall, it tails the stream again.
-func (l *JetStreamLedger) waitCopied(ctx context.Context, seq uint64) error {
+func (l *Ledger) waitCopied(ctx context.Context, seq uint64) error {
 	for {
 		before := l.Applied()
 		wctx, cancel := context.WithTimeout(ctx, catchUpStall)
@@ -329,7 +330,7 @@ func (l *JetStreamLedger) waitCopied(ctx context.Context, seq uint64) error {
 }
 
 // Applied is the stream sequence the copy has reached.
-func (l *JetStreamLedger) Applied() uint64 {
+func (l *Ledger) Applied() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.applied
@@ -338,7 +339,7 @@ func (l *JetStreamLedger) Applied() uint64 {
 // CatchUp waits until the copy holds everything the stream holds now, and
 // returns what it holds, with the stream sequence of each agency's last
 // message, both from one moment of the copy.
-func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint64, error) {
+func (l *Ledger) CatchUp(ctx context.Context) (lottery.Recovered, map[int]uint64, error) {
 	var state jetstream.StreamState
 	err := retryJS(ctx, "reading stream "+l.cfg.Stream, func(ctx context.Context) error {
 		info, err := l.stream.Info(ctx)
@@ -355,11 +356,11 @@ func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint6
 		err = l.waitCopied(ctx, last)
 	}
 	if err != nil {
-		return Recovered{}, nil, err
+		return lottery.Recovered{}, nil, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	rec := Recovered{Agencies: map[int]*Progress{}, Drawn: l.drawn}
+	rec := lottery.Recovered{Agencies: map[int]*lottery.Progress{}, Drawn: l.drawn}
 	seqs := map[int]uint64{}
 	for n, a := range l.agencies {
 		p := a.Progress
@@ -377,7 +378,7 @@ func (l *JetStreamLedger) CatchUp(ctx context.Context) (Recovered, map[int]uint6
 // messages deleted inside was changed from outside. Copying such a stream
 // would wait forever for what is gone, or serve a lottery with bets
 // missing.
-func (l *JetStreamLedger) checkWhole(s jetstream.StreamState) error {
+func (l *Ledger) checkWhole(s jetstream.StreamState) error {
 	switch {
 	case s.LastSeq > 0 && s.FirstSeq != 1:
 		return &ForeignStreamError{Stream: l.cfg.Stream, Seq: s.FirstSeq,

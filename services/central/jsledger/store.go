@@ -1,4 +1,4 @@
-package central
+package jsledger
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // JetStreamStore is the Store of an active central on the JetStream
@@ -22,7 +23,7 @@ import (
 // flight, each naming the sequence of the one before. Agencies are written
 // in parallel. A reply is sent on JetStream's acknowledgement.
 type JetStreamStore struct {
-	l    *JetStreamLedger
+	l    *Ledger
 	held func() bool // the lease is still ours by the local clock
 
 	mu       sync.Mutex
@@ -176,7 +177,7 @@ const copyBufferBytes = 8 << 20
 const maxQueuedBytes = 16 << 20
 
 // AppendBatch queues batch seq of agency for the stream.
-func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows Rows, done func(error)) error {
+func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows lottery.Rows, done func(error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.queued > maxQueuedBytes && s.usable() == nil {
@@ -242,7 +243,11 @@ func (s *JetStreamStore) Sync(done func(error)) error {
 // Settle returns once every item queued so far is acknowledged and the
 // copy, bets.csv, holds it.
 func (s *JetStreamStore) Settle() error {
-	if err := settle(s.Sync); err != nil {
+	synced := make(chan error, 1)
+	if err := s.Sync(func(err error) { synced <- err }); err != nil {
+		return err
+	}
+	if err := <-synced; err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -255,7 +260,7 @@ func (s *JetStreamStore) Settle() error {
 }
 
 // MarkDrawn writes the draw, once for the whole lottery: if another central
-// wrote it first, done gets ErrDrawnElsewhere.
+// wrote it first, done gets lottery.ErrDrawnElsewhere.
 func (s *JetStreamStore) MarkDrawn(done func(error)) error {
 	s.mu.Lock()
 	if err := s.usable(); err != nil {
@@ -270,7 +275,7 @@ func (s *JetStreamStore) MarkDrawn(done func(error)) error {
 		msg.Header.Set(jetstream.MsgIDHeader, "draw."+s.l.cfg.Name)
 		_, err := s.publish([]*nats.Msg{msg}, 0)
 		if wrongLastSeq(err) {
-			err = ErrDrawnElsewhere
+			err = lottery.ErrDrawnElsewhere
 		}
 		done(err)
 	}()
@@ -300,7 +305,7 @@ func (s *JetStreamStore) Usable() error {
 	err := s.usable()
 	s.mu.Unlock()
 	if err == nil && !s.held() {
-		err = ErrNotActive
+		err = lottery.ErrNotActive
 	}
 	return err
 }
@@ -310,7 +315,7 @@ func (s *JetStreamStore) usable() error {
 		return s.fenceErr
 	}
 	if s.closed {
-		return ErrLedgerClosed
+		return lottery.ErrLedgerClosed
 	}
 	return nil
 }
@@ -327,8 +332,8 @@ func (s *JetStreamStore) fence(err error) {
 	s.roomy.Broadcast()
 	// What was queued behind the failed write is not stored: the agencies
 	// resend it to the central that is active next.
-	if !errors.Is(err, ErrNotActive) {
-		err = fmt.Errorf("%w (%v)", ErrNotActive, err)
+	if !errors.Is(err, lottery.ErrNotActive) {
+		err = fmt.Errorf("%w (%v)", lottery.ErrNotActive, err)
 	}
 	var failed []func(error)
 	for _, c := range s.chains {
@@ -351,7 +356,7 @@ func (s *JetStreamStore) fence(err error) {
 }
 
 // Close stops taking work and waits for what is in flight, up to timeout;
-// what is still queued then fails with ErrLedgerClosed.
+// what is still queued then fails with lottery.ErrLedgerClosed.
 func (s *JetStreamStore) Close(timeout time.Duration) error {
 	s.mu.Lock()
 	s.closed = true
@@ -368,7 +373,7 @@ func (s *JetStreamStore) Close(timeout time.Duration) error {
 	case <-idle:
 		return nil
 	case <-time.After(timeout):
-		s.fence(ErrLedgerClosed)
+		s.fence(lottery.ErrLedgerClosed)
 		return fmt.Errorf("closing store: writes still in flight after %v", timeout)
 	}
 }
