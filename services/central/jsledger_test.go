@@ -220,7 +220,7 @@ func TestJetStreamLedgerOnCluster(t *testing.T) {
 	if gotFile, _ := os.ReadFile(d.ledger.Path()); !bytes.Equal(gotFile, wantFile) {
 		t.Errorf("rebuilt bets.csv (%d bytes) differs from the live copy (%d bytes)", len(gotFile), len(wantFile))
 	}
-	for _, s := range []*jsledger.JetStreamStore{store, storeB, fresh} {
+	for _, s := range []*jsledger.Store{store, storeB, fresh} {
 		if err := s.Close(5 * time.Second); err != nil {
 			t.Error(err)
 		}

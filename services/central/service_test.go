@@ -47,7 +47,10 @@ func (m *meetingStore) MarkDone(int, uint64, func(error)) error { return nil }
 func (m *meetingStore) MarkDrawn(func(error)) error             { return nil }
 func (m *meetingStore) Sync(done func(error)) error             { done(nil); return nil }
 func (m *meetingStore) Settle() error                           { return nil }
-func (m *meetingStore) Path() string                            { return "" }
+func (m *meetingStore) Usable() error                           { return nil }
+func (m *meetingStore) Bets() (lottery.Bets, error) {
+	return nil, errors.New("the meeting store keeps no bets")
+}
 
 func TestAgenciesAreServedInParallel(t *testing.T) {
 	ns := natstest.StartServer(t)

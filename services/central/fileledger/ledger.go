@@ -10,6 +10,8 @@ import (
 	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
+var _ lottery.Store = (*Ledger)(nil)
+
 // Ledger is the central's durable, mutex-guarded store: bets.csv, with the
 // course's format untouched, and a sibling journal, bets.csv.journal, that
 // records what bets.csv holds.
@@ -306,6 +308,15 @@ func (l *Ledger) Fsyncs() int64 {
 
 // Path is the bets file, for LoadBets.
 func (l *Ledger) Path() string { return l.path }
+
+// Bets opens bets.csv for reading, as it is now: after Settle, it holds
+// every row appended before.
+func (l *Ledger) Bets() (lottery.Bets, error) { return lottery.OpenBetsFile(l.path) }
+
+// Usable is nil: the file ledger is the only writer of its files (it holds
+// their lock), so no other central can move past this one's view; it
+// refuses work in the calls that write, once it failed or closed.
+func (l *Ledger) Usable() error { return nil }
 
 // Close commits what is pending, calls its callbacks and closes the files.
 // Later calls do nothing and return what the first returned, so a deferred

@@ -21,7 +21,7 @@ import (
 
 // enqueue adds item to agency's chain and sends it unless a message of the
 // chain is in flight. s.mu is held.
-func (s *JetStreamStore) enqueue(agency int, item ledgerItem) {
+func (s *Store) enqueue(agency int, item ledgerItem) {
 	c := s.chains[agency]
 	if c == nil {
 		c = &chain{agency: agency}
@@ -35,7 +35,7 @@ func (s *JetStreamStore) enqueue(agency int, item ledgerItem) {
 }
 
 // send takes the next group off c's queue and writes it. s.mu is held.
-func (s *JetStreamStore) send(c *chain) {
+func (s *Store) send(c *chain) {
 	n, size := 1, ledgerOverhead()+itemBytes(c.queue[0])
 	if !c.queue[0].done && c.queue[0].parts == nil {
 		// Consecutive batches: a message names its first and counts on.
@@ -54,7 +54,7 @@ func (s *JetStreamStore) send(c *chain) {
 }
 
 // groupMsg is the stream message of a group of items.
-func (s *JetStreamStore) groupMsg(agency int, group []ledgerItem) *nats.Msg {
+func (s *Store) groupMsg(agency int, group []ledgerItem) *nats.Msg {
 	msg := nats.NewMsg(agencyLedgerSubject(s.l.cfg.Stream, agency))
 	msg.Header.Set(messages.HeaderAgency, strconv.Itoa(agency))
 	if group[0].done {
@@ -99,7 +99,7 @@ func (s *JetStreamStore) groupMsg(agency int, group []ledgerItem) *nats.Msg {
 // parts, the first of which follows stream sequence from on its subject.
 // Its id names from: a central that writes the batch again after another
 // left it unfinished writes new messages, and the copy starts it over.
-func (s *JetStreamStore) partMsg(agency int, it ledgerItem, i int, from uint64) *nats.Msg {
+func (s *Store) partMsg(agency int, it ledgerItem, i int, from uint64) *nats.Msg {
 	p := it.parts[i]
 	msg := nats.NewMsg(agencyLedgerSubject(s.l.cfg.Stream, agency))
 	msg.Header.Set(messages.HeaderAgency, strconv.Itoa(agency))
@@ -115,7 +115,7 @@ func (s *JetStreamStore) partMsg(agency int, it ledgerItem, i int, from uint64) 
 
 // publishGroup writes a group: one message, or the parts of a batch
 // written in parts as one atomic batch, the first naming lastSeq.
-func (s *JetStreamStore) publishGroup(agency int, group []ledgerItem, lastSeq uint64) (uint64, error) {
+func (s *Store) publishGroup(agency int, group []ledgerItem, lastSeq uint64) (uint64, error) {
 	if group[0].parts == nil {
 		return s.publish([]*nats.Msg{s.groupMsg(agency, group)}, lastSeq)
 	}
@@ -132,7 +132,7 @@ func (s *JetStreamStore) publishGroup(agency int, group []ledgerItem, lastSeq ui
 
 // write publishes a group and, on its acknowledgement, replies and sends
 // the chain's next group.
-func (s *JetStreamStore) write(c *chain, group []ledgerItem, lastSeq uint64) {
+func (s *Store) write(c *chain, group []ledgerItem, lastSeq uint64) {
 	defer s.running.Done()
 	seq, err := s.publishGroup(c.agency, group, lastSeq)
 	if err == nil && group[0].done {
@@ -208,7 +208,7 @@ func describeGroup(agency int, group []ledgerItem) string {
 // stored already, is checked against the subject's last message: if that
 // is the last of msgs (an attempt was stored and its acknowledgement
 // lost), it succeeded.
-func (s *JetStreamStore) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, error) {
+func (s *Store) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, error) {
 	// Only a subject's first message in an atomic batch may name its
 	// sequence: the server refuses the check on a subject the batch writes.
 	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastSeq, 10))
@@ -249,7 +249,7 @@ func (s *JetStreamStore) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, erro
 	}
 }
 
-func (s *JetStreamStore) publishOnce(msg *nats.Msg) (*jetstream.PubAck, error) {
+func (s *Store) publishOnce(msg *nats.Msg) (*jetstream.PubAck, error) {
 	// A copy: the client keeps the message until it is acknowledged.
 	m := &nats.Msg{Subject: msg.Subject, Header: msg.Header, Data: msg.Data}
 	f, err := s.l.js.PublishMsgAsync(m)
@@ -292,7 +292,7 @@ func newBatchID() string {
 // reply subject: the server answers only the commit, and discards a batch
 // that is never committed (the central died or lost its connection)
 // after its inactivity timeout.
-func (s *JetStreamStore) publishAtomic(msgs []*nats.Msg) (*jetstream.PubAck, error) {
+func (s *Store) publishAtomic(msgs []*nats.Msg) (*jetstream.PubAck, error) {
 	id := newBatchID()
 	nc := s.l.js.Conn()
 	for i, msg := range msgs {

@@ -26,7 +26,7 @@ func groupOf(n int) []ledgerItem {
 // A group's message carries its batches' rows in order, in one body of
 // exactly their size; a group of one carries its batch's rows as they are.
 func TestGroupMsgBody(t *testing.T) {
-	s := &JetStreamStore{l: &Ledger{cfg: Config{Stream: "Q"}}}
+	s := &Store{l: &Ledger{cfg: Config{Stream: "Q"}}}
 	for _, n := range []int{1, 2, 5} {
 		group := groupOf(n)
 		var want []byte
@@ -50,7 +50,7 @@ func TestGroupMsgBody(t *testing.T) {
 // BenchmarkGroupMsg is the central's work to make a stream message of 20
 // batches (160 kB), the size a chain carries on scale.
 func BenchmarkGroupMsg(b *testing.B) {
-	s := &JetStreamStore{l: &Ledger{cfg: Config{Stream: "Q"}}}
+	s := &Store{l: &Ledger{cfg: Config{Stream: "Q"}}}
 	group := groupOf(20)
 	b.SetBytes(int64(20 * len(group[0].rows)))
 	b.ReportAllocs()

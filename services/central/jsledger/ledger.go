@@ -169,12 +169,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 
 // Activate catches up with the stream and returns a Store that writes to
 // it while held says this central holds the lease, with what it recovered.
-func (l *Ledger) Activate(ctx context.Context, held func() bool) (*JetStreamStore, lottery.Recovered, error) {
+func (l *Ledger) Activate(ctx context.Context, held func() bool) (*Store, lottery.Recovered, error) {
 	rec, seqs, err := l.CatchUp(ctx)
 	if err != nil {
 		return nil, rec, err
 	}
-	s := &JetStreamStore{l: l, held: held, chains: map[int]*chain{}, fenced: make(chan struct{})}
+	s := &Store{l: l, held: held, chains: map[int]*chain{}, fenced: make(chan struct{})}
 	s.roomy.L = &s.mu
 	for n, seq := range seqs {
 		s.chains[n] = &chain{agency: n, lastSeq: seq}

@@ -17,12 +17,14 @@ import (
 	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
-// JetStreamStore is the Store of an active central on the JetStream
+var _ lottery.Store = (*Store)(nil)
+
+// Store is the lottery.Store of an active central on the JetStream
 // ledger. Each agency's writes form a chain: one message in flight at a
 // time, carrying every batch that arrived while the one before was in
 // flight, each naming the sequence of the one before. Agencies are written
 // in parallel. A reply is sent on JetStream's acknowledgement.
-type JetStreamStore struct {
+type Store struct {
 	l    *Ledger
 	held func() bool // the lease is still ours by the local clock
 
@@ -98,7 +100,7 @@ const maxGroupBytes = 256 << 10
 // maxGroupBytes, less the Quiniela-Writer header every write carries
 // (this central's name, not in ledgerOverhead). The client refuses a
 // larger message before sending it.
-func (s *JetStreamStore) messageLimit() int {
+func (s *Store) messageLimit() int {
 	limit := maxGroupBytes
 	if mp := s.l.js.Conn().MaxPayload(); mp > 0 && mp < maxGroupBytes {
 		limit = int(mp)
@@ -177,7 +179,7 @@ const copyBufferBytes = 8 << 20
 const maxQueuedBytes = 16 << 20
 
 // AppendBatch queues batch seq of agency for the stream.
-func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows lottery.Rows, done func(error)) error {
+func (s *Store) AppendBatch(agency int, seq uint64, sum uint64, rows lottery.Rows, done func(error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.queued > maxQueuedBytes && s.usable() == nil {
@@ -210,7 +212,7 @@ func (s *JetStreamStore) AppendBatch(agency int, seq uint64, sum uint64, rows lo
 // MarkDone queues agency's done notification. Its callback runs once
 // bets.csv holds it, so that when the last agency is done the draw finds
 // every bet in bets.csv.
-func (s *JetStreamStore) MarkDone(agency int, batches uint64, done func(error)) error {
+func (s *Store) MarkDone(agency int, batches uint64, done func(error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {
@@ -221,7 +223,7 @@ func (s *JetStreamStore) MarkDone(agency int, batches uint64, done func(error)) 
 }
 
 // Sync calls done once everything queued so far is acknowledged.
-func (s *JetStreamStore) Sync(done func(error)) error {
+func (s *Store) Sync(done func(error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {
@@ -242,7 +244,7 @@ func (s *JetStreamStore) Sync(done func(error)) error {
 
 // Settle returns once every item queued so far is acknowledged and the
 // copy, bets.csv, holds it.
-func (s *JetStreamStore) Settle() error {
+func (s *Store) Settle() error {
 	synced := make(chan error, 1)
 	if err := s.Sync(func(err error) { synced <- err }); err != nil {
 		return err
@@ -261,7 +263,7 @@ func (s *JetStreamStore) Settle() error {
 
 // MarkDrawn writes the draw, once for the whole lottery: if another central
 // wrote it first, done gets lottery.ErrDrawnElsewhere.
-func (s *JetStreamStore) MarkDrawn(done func(error)) error {
+func (s *Store) MarkDrawn(done func(error)) error {
 	s.mu.Lock()
 	if err := s.usable(); err != nil {
 		s.mu.Unlock()
@@ -282,16 +284,16 @@ func (s *JetStreamStore) MarkDrawn(done func(error)) error {
 	return nil
 }
 
-// Path is bets.csv, which holds every bet acknowledged once a MarkDone
-// callback has run for every agency.
-func (s *JetStreamStore) Path() string { return s.l.cfg.BetsFile }
+// Bets opens bets.csv, the copy, for reading: it holds every bet
+// acknowledged once a MarkDone callback has run for every agency.
+func (s *Store) Bets() (lottery.Bets, error) { return lottery.OpenBetsFile(s.l.cfg.BetsFile) }
 
 // Fenced is closed when the store stops writing: the lease was lost or
 // another central wrote to the stream. The central must step down.
-func (s *JetStreamStore) Fenced() <-chan struct{} { return s.fenced }
+func (s *Store) Fenced() <-chan struct{} { return s.fenced }
 
 // Err is why the store was fenced.
-func (s *JetStreamStore) Err() error {
+func (s *Store) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.fenceErr
@@ -300,7 +302,7 @@ func (s *JetStreamStore) Err() error {
 // Usable is nil while the store may write: it is not fenced nor closed,
 // and the lease is held by the local clock. The Lottery asks it before it
 // answers anything from its state.
-func (s *JetStreamStore) Usable() error {
+func (s *Store) Usable() error {
 	s.mu.Lock()
 	err := s.usable()
 	s.mu.Unlock()
@@ -310,7 +312,7 @@ func (s *JetStreamStore) Usable() error {
 	return err
 }
 
-func (s *JetStreamStore) usable() error {
+func (s *Store) usable() error {
 	if s.fenceErr != nil {
 		return s.fenceErr
 	}
@@ -321,7 +323,7 @@ func (s *JetStreamStore) usable() error {
 }
 
 // fence stops all writing: every queued item fails with err.
-func (s *JetStreamStore) fence(err error) {
+func (s *Store) fence(err error) {
 	s.mu.Lock()
 	if s.fenceErr != nil {
 		s.mu.Unlock()
@@ -357,7 +359,7 @@ func (s *JetStreamStore) fence(err error) {
 
 // Close stops taking work and waits for what is in flight, up to timeout;
 // what is still queued then fails with lottery.ErrLedgerClosed.
-func (s *JetStreamStore) Close(timeout time.Duration) error {
+func (s *Store) Close(timeout time.Duration) error {
 	s.mu.Lock()
 	s.closed = true
 	s.roomy.Broadcast()

@@ -60,28 +60,58 @@ func RowsFrom(first uint64, bets []messages.Bet) Rows {
 // never holding more than one row in memory. A bad row ends the stream with
 // an error naming its line.
 func LoadBets(path string) iter.Seq2[messages.Bet, error] {
-	return loadRange(path, 0, -1, nil)
+	return func(yield func(messages.Bet, error) bool) {
+		bets, err := OpenBetsFile(path)
+		if err != nil {
+			yield(messages.Bet{}, fmt.Errorf("loading bets from %s: %w", path, err))
+			return
+		}
+		defer bets.Close()
+		loadRange(bets, 0, bets.Size(), nil)(yield)
+	}
 }
 
-// loadRange streams the bets of the rows that start in [from, to) of the
-// file (to < 0: up to its end); from must be where a row starts. If keep is
-// not nil, rows it refuses are passed over unparsed (and not yielded).
-func loadRange(path string, from, to int64, keep func(row string) bool) iter.Seq2[messages.Bet, error] {
+// Bets are the rows a store holds, in bets.csv's format and the order
+// stored, opened for reading at any offset: the draw scans ranges of them
+// in parallel. Size is fixed when they are opened.
+type Bets interface {
+	io.ReaderAt
+	Size() int64
+	Name() string // for errors: the file, or what stands for it
+	Close() error
+}
+
+// betsFile is a bets file as Bets.
+type betsFile struct {
+	*os.File
+	size int64
+}
+
+func (f betsFile) Size() int64 { return f.size }
+
+// OpenBetsFile opens the bets file at path as Bets, of the size it has now.
+func OpenBetsFile(path string) (Bets, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return betsFile{File: f, size: info.Size()}, nil
+}
+
+// loadRange streams the bets of the rows that start in [from, to) of bets;
+// from must be where a row starts. If keep is not nil, rows it refuses are
+// passed over unparsed (and not yielded).
+func loadRange(bets Bets, from, to int64, keep func(row string) bool) iter.Seq2[messages.Bet, error] {
 	return func(yield func(messages.Bet, error) bool) {
-		fail := func(err error) { yield(messages.Bet{}, fmt.Errorf("loading bets from %s: %w", path, err)) }
-		f, err := os.Open(path)
-		if err != nil {
-			fail(err)
-			return
-		}
-		defer f.Close()
-		if _, err := f.Seek(from, io.SeekStart); err != nil {
-			fail(err)
-			return
-		}
-		r := bufio.NewReaderSize(f, 256<<10)
+		fail := func(err error) { yield(messages.Bet{}, fmt.Errorf("loading bets from %s: %w", bets.Name(), err)) }
+		r := bufio.NewReaderSize(io.NewSectionReader(bets, from, bets.Size()-from), 256<<10)
 		var fields []string
-		for line, pos := 1, from; to < 0 || pos < to; line++ {
+		for line, pos := 1, from; pos < to; line++ {
 			where := func() string {
 				if from == 0 {
 					return fmt.Sprintf("line %d", line)
@@ -137,19 +167,10 @@ func ParseStoredRow(fields []string, text string) ([]string, messages.Bet, error
 	return fields, bet, err
 }
 
-// splitRows cuts the file at path into at most n ranges of about equal
-// size, each starting where a row starts, for a parallel scan.
-func splitRows(path string, n int) ([]int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := info.Size()
+// splitRows cuts bets into at most n ranges of about equal size, each
+// starting where a row starts, for a parallel scan.
+func splitRows(f Bets, n int) []int64 {
+	size := f.Size()
 	cuts := []int64{0}
 	buf := make([]byte, 4096)
 	for i := 1; i < n; i++ {
@@ -171,21 +192,16 @@ func splitRows(path string, n int) ([]int64, error) {
 			cuts = append(cuts, at)
 		}
 	}
-	return append(cuts, size), nil
+	return append(cuts, size)
 }
 
-// agencyRows calls fn with each row of agency in the bets file at path,
-// in order, LF included, until fn returns false. A last row without its
-// LF is another agency's being written, or a torn one: it is passed over.
-func agencyRows(path string, agency int, fn func(row []byte) bool) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+// agencyRows calls fn with each row of agency in bets, in order, LF
+// included, until fn returns false. A last row without its LF is another
+// agency's being written, or a torn one: it is passed over.
+func agencyRows(bets Bets, agency int, fn func(row []byte) bool) error {
 	prefix := strconv.AppendInt(nil, int64(agency), 10)
 	prefix = append(prefix, ',')
-	r := bufio.NewReaderSize(f, 256<<10)
+	r := bufio.NewReaderSize(io.NewSectionReader(bets, 0, bets.Size()), 256<<10)
 	for {
 		row, err := r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
@@ -198,7 +214,7 @@ func agencyRows(path string, agency int, fn func(row []byte) bool) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", path, err)
+			return fmt.Errorf("reading %s: %w", bets.Name(), err)
 		}
 		if bytes.HasPrefix(row, prefix) && !fn(row) {
 			return nil

@@ -34,14 +34,16 @@ func TestRangesCoverTheStore(t *testing.T) {
 	if len(want) != 1000 {
 		t.Fatalf("LoadBets read %d bets", len(want))
 	}
+	bets, err := OpenBetsFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bets.Close()
 	for n := 1; n <= 9; n++ {
-		cuts, err := splitRows(path, n)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cuts := splitRows(bets, n)
 		var got []messages.Bet
 		for i := 0; i+1 < len(cuts); i++ {
-			for bet, err := range loadRange(path, cuts[i], cuts[i+1], nil) {
+			for bet, err := range loadRange(bets, cuts[i], cuts[i+1], nil) {
 				if err != nil {
 					t.Fatal(err)
 				}

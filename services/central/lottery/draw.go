@@ -65,10 +65,12 @@ var winningSuffix = "," + strconv.Itoa(WinningNumber)
 // go through HasWon. That makes the draw over 10 M bets a fraction of a
 // second rather than two.
 func (l *Lottery) scanWinners() ([][]string, int64, error) {
-	cuts, err := splitRows(l.store.Path(), runtime.GOMAXPROCS(0))
+	bets, err := l.store.Bets()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("opening the stored bets: %w", err)
 	}
+	defer bets.Close()
+	cuts := splitRows(bets, runtime.GOMAXPROCS(0))
 	parts := make([]struct {
 		winners [][]string
 		total   int64
@@ -85,7 +87,7 @@ func (l *Lottery) scanWinners() ([][]string, int64, error) {
 				p.total++
 				return strings.HasSuffix(row, winningSuffix)
 			}
-			for bet, err := range loadRange(l.store.Path(), cuts[i], cuts[i+1], mayWin) {
+			for bet, err := range loadRange(bets, cuts[i], cuts[i+1], mayWin) {
 				if err != nil {
 					p.err = err
 					return

@@ -125,7 +125,7 @@ func (l *Lottery) StoreBatch(agency int, seq uint64, sum uint64, rows Rows, repl
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := l.storeUsable(); err != nil {
+	if err := l.store.Usable(); err != nil {
 		return err
 	}
 	repeat := func() error { return l.store.Sync(func(err error) { reply(0, err) }) }
@@ -214,7 +214,12 @@ func (l *Lottery) loadRowSums(a *agencyState, agency int) error {
 	}
 	sums := make(map[uint64]uint64, a.Bets)
 	lines := a.storedLines()
-	err := agencyRows(l.store.Path(), agency, func(row []byte) bool {
+	bets, err := l.store.Bets()
+	if err != nil {
+		return err
+	}
+	defer bets.Close()
+	err = agencyRows(bets, agency, func(row []byte) bool {
 		line, ok := lines()
 		if ok {
 			sums[line] = messages.RowSum(row)
@@ -222,7 +227,7 @@ func (l *Lottery) loadRowSums(a *agencyState, agency int) error {
 		return ok
 	})
 	if err == nil && int64(len(sums)) != a.Bets {
-		err = fmt.Errorf("%s holds %d rows of agency %d, its ledger %d", l.store.Path(), len(sums), agency, a.Bets)
+		err = fmt.Errorf("%s holds %d rows of agency %d, its ledger %d", bets.Name(), len(sums), agency, a.Bets)
 	}
 	if err != nil {
 		return err
@@ -251,16 +256,6 @@ func (l *Lottery) isClosed() bool {
 	return l.closed
 }
 
-// storeUsable is the store's own refusal, if it has one: the JetStream
-// store refuses once this central's lease has ended, and then the lottery
-// must not answer from a view another central may have moved past (a 409
-// naming a batch the agency has had acknowledged since).
-func (l *Lottery) storeUsable() error {
-	if u, ok := l.store.(interface{ Usable() error }); ok {
-		return u.Usable()
-	}
-	return nil
-}
 
 // Done records that agency sent all its batches, batches in all. It is
 // idempotent; when the last agency is done, the draw runs. reply is called
@@ -272,7 +267,7 @@ func (l *Lottery) Done(ctx context.Context, agency int, batches uint64, reply fu
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := l.storeUsable(); err != nil {
+	if err := l.store.Usable(); err != nil {
 		return err
 	}
 	// Every batch the agency sent is stored when the central has batches up

@@ -2,8 +2,9 @@ package lottery
 
 import "github.com/quiniela/quiniela/messages"
 
-// Store is what the Lottery needs of its storage; *Ledger is the real one.
-// Each method calls done once its work is durable (or failed).
+// Store is what the Lottery needs of its storage: fileledger.Ledger and
+// jsledger.Store are the real ones. Each method that takes done calls it
+// once its work is durable (or failed).
 type Store interface {
 	// AppendBatch stores a batch; rows.Data is the caller's again once it
 	// returns.
@@ -11,10 +12,20 @@ type Store interface {
 	MarkDone(agency int, batches uint64, done func(error)) error
 	MarkDrawn(done func(error)) error
 	Sync(done func(error)) error
-	// Settle returns once every row appended so far is durable and in the
-	// file Path names, for a read of it.
+	// Settle returns once every row appended so far is durable and in
+	// what Bets reads.
 	Settle() error
-	Path() string
+	// Bets opens the rows stored so far for reading: the draw's scan, and
+	// the check of an agency run again against the rows stored for its lines.
+	Bets() (Bets, error)
+	// Usable is the store's own refusal, asked before the lottery answers
+	// anything from its state: the JetStream store refuses once this
+	// central's lease has ended, and then the lottery must not answer from
+	// a view another central may have moved past (a 409 naming a batch the
+	// agency has had acknowledged since). A store that no other central can
+	// move past (the file ledger, locked) is always usable: it refuses work
+	// in the calls that write.
+	Usable() error
 }
 
 // Progress is what a store holds of one agency: what its recovery read
