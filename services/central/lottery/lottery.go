@@ -256,7 +256,6 @@ func (l *Lottery) isClosed() bool {
 	return l.closed
 }
 
-
 // Done records that agency sent all its batches, batches in all. It is
 // idempotent; when the last agency is done, the draw runs. reply is called
 // once the notification is durable.
