@@ -142,3 +142,12 @@ func LedgerAgencySubject(stream string, agency int) string {
 func LedgerDrawSubject(stream string) string { return ledgerRoot + stream + ".draw" }
 
 const ledgerRoot = "ledger."
+
+// Headers of the ledger's messages, besides HeaderAgency, HeaderBatch,
+// HeaderBatches and HeaderLines; the package doc describes them.
+const (
+	HeaderSums   = "Quiniela-Sums"   // the BatchSum of each batch of a message
+	HeaderCounts = "Quiniela-Counts" // the rows stored of each batch of a message
+	HeaderPart   = "Quiniela-Part"   // i/k: part i of k of a batch written in parts
+	HeaderWriter = "Quiniela-Writer" // the CENTRAL_NAME of the central that wrote the message
+)

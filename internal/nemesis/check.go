@@ -18,7 +18,6 @@ import (
 
 	"github.com/quiniela/quiniela/internal/harness"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central/jsledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
@@ -226,7 +225,7 @@ func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.
 			r.fail("stream message %d: batches of agency %d after its done", m.Seq, agency)
 		}
 		first, _ := strconv.ParseUint(m.Header.Get(messages.HeaderBatch), 10, 64)
-		counts := strings.Split(m.Header.Get(jsledger.HeaderCounts), ",")
+		counts := strings.Split(m.Header.Get(messages.HeaderCounts), ",")
 		rows, err := csvRows(bytes.NewReader(m.Data))
 		if err != nil {
 			r.fail("stream message %d: %v", m.Seq, err)
@@ -285,7 +284,7 @@ func checkStream(r *Report, stream []StreamMsg, input []string, files []harness.
 
 // messagePart reads a message's part header, if it has one.
 func messagePart(h nats.Header) (i, n int, ok bool) {
-	a, b, found := strings.Cut(h.Get(jsledger.HeaderPart), "/")
+	a, b, found := strings.Cut(h.Get(messages.HeaderPart), "/")
 	if !found {
 		return 0, 0, false
 	}
@@ -303,7 +302,7 @@ func drawnByKilled(stream []StreamMsg, terms []Term) bool {
 		if !strings.HasSuffix(m.Subject, ".draw") {
 			continue
 		}
-		w := m.Header.Get(jsledger.HeaderWriter)
+		w := m.Header.Get(messages.HeaderWriter)
 		for _, t := range terms {
 			if t.Central == w && t.Killed && !m.Time.Before(t.Start) && !m.Time.After(t.End) {
 				return true
@@ -334,7 +333,7 @@ func checkWriters(r *Report, stream []StreamMsg, terms []Term, ttl time.Duration
 		return !at.Before(t.Start) && (t.End.IsZero() || !at.After(t.End.Add(ttl)))
 	}
 	for _, m := range stream {
-		w := m.Header.Get(jsledger.HeaderWriter)
+		w := m.Header.Get(messages.HeaderWriter)
 		for i := range terms {
 			if terms[i].Central == w && in(terms[i], m.Time) {
 				terms[i].Writes++
@@ -346,7 +345,7 @@ func checkWriters(r *Report, stream []StreamMsg, terms []Term, ttl time.Duration
 		return t.Writes > 0 || t.End.IsZero() || t.End.Sub(t.Start) >= ttl
 	}
 	for _, m := range stream {
-		w := m.Header.Get(jsledger.HeaderWriter)
+		w := m.Header.Get(messages.HeaderWriter)
 		if w == "" {
 			r.fail("stream message %d (%s) names no writer", m.Seq, m.Subject)
 			continue

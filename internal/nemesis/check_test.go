@@ -3,6 +3,7 @@
 package nemesis
 
 import (
+	"github.com/quiniela/quiniela/messages"
 	"slices"
 	"strings"
 	"testing"
@@ -11,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/quiniela/quiniela/internal/harness"
-	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // The checker's parts fail what they must: they are what makes a run's
@@ -48,7 +48,7 @@ func TestCheckWritersFindsAWriteAfterAnotherTookTheLease(t *testing.T) {
 	msg := func(seq uint64, writer string, ms int) StreamMsg {
 		h := nats.Header{}
 		if writer != "" {
-			h.Set(jsledger.HeaderWriter, writer)
+			h.Set(messages.HeaderWriter, writer)
 		}
 		return StreamMsg{Seq: seq, Subject: "ledger.QUINIELA.agency.1", Header: h, Time: at(ms)}
 	}
@@ -139,7 +139,7 @@ func TestPlanIsReplayable(t *testing.T) {
 func TestDrawnByKilledOnlyForTheKilledWriter(t *testing.T) {
 	t0 := time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)
 	h := nats.Header{}
-	h.Set(jsledger.HeaderWriter, "c2")
+	h.Set(messages.HeaderWriter, "c2")
 	draw := []StreamMsg{{Seq: 9, Subject: "ledger.QUINIELA.draw", Header: h, Time: t0.Add(time.Second)}}
 	killed := []Term{{Central: "c2", Start: t0, End: t0.Add(2 * time.Second), Killed: true}}
 	if !drawnByKilled(draw, killed) {
@@ -160,9 +160,9 @@ func TestCheckStreamFindsGapsRepeatsAndBadParts(t *testing.T) {
 		h := nats.Header{}
 		h.Set("Quiniela-Agency", agency)
 		h.Set("Quiniela-Batch", first)
-		h.Set(jsledger.HeaderCounts, counts)
+		h.Set(messages.HeaderCounts, counts)
 		if part != "" {
-			h.Set(jsledger.HeaderPart, part)
+			h.Set(messages.HeaderPart, part)
 		}
 		return StreamMsg{Seq: seq, Subject: "ledger.QUINIELA.agency." + agency, Header: h, Data: []byte(strings.Join(rows, ""))}
 	}

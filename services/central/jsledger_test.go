@@ -296,7 +296,7 @@ func TestLeaseTakeover(t *testing.T) {
 		}
 		log := &natstest.Log{}
 		l, _ := logline.New(log, "INFO")
-		lease, err := jsledger.OpenLease(context.Background(), js, "QUINIELA", 1, name, ttl, l)
+		lease, err := jsledger.OpenLease(context.Background(), js, jsledger.LeaseConfig{Stream: "QUINIELA", Replicas: 1, Holder: name, TTL: ttl}, l)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
-	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // On a cluster whose servers enforce the course's 8 kB (max_payload: 8192),
@@ -73,8 +72,8 @@ func TestJetStreamLedgerWritesBigBatchesInParts(t *testing.T) {
 	n := bytes.Count(rows[:cut], []byte("\n"))
 	part := nats.NewMsg("ledger.QUINIELA.agency.1")
 	for k, v := range map[string]string{
-		messages.HeaderAgency: "1", messages.HeaderBatch: "5", jsledger.HeaderSums: "5",
-		jsledger.HeaderCounts: strconv.Itoa(n), jsledger.HeaderPart: "1/2",
+		messages.HeaderAgency: "1", messages.HeaderBatch: "5", messages.HeaderSums: "5",
+		messages.HeaderCounts: strconv.Itoa(n), messages.HeaderPart: "1/2",
 		messages.HeaderLines:                messages.LineSet{{First: 5000, Last: 5000 + uint64(n) - 1}}.String(),
 		jetstream.ExpectedLastSubjSeqHeader: strconv.FormatUint(info.State.LastSeq, 10),
 	} {

@@ -41,7 +41,7 @@ func openLeaseAt(t *testing.T, url, holder string, ttl time.Duration, replicas i
 	}
 	log := &natstest.Log{}
 	l, _ := logline.New(log, "DEBUG")
-	lease, err := jsledger.OpenLease(context.Background(), js, "QUINIELA", replicas, holder, ttl, l)
+	lease, err := jsledger.OpenLease(context.Background(), js, jsledger.LeaseConfig{Stream: "QUINIELA", Replicas: replicas, Holder: holder, TTL: ttl}, l)
 	if err != nil {
 		t.Fatal(err)
 	}

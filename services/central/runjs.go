@@ -61,7 +61,9 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	}
 	defer ledger.Close()
 	log.InfoContext(ctx, "abrir_apuestas", "file", cfg.BetsFile, "stream", cfg.Stream, "replicas", cfg.Replicas)
-	lease, err := jsledger.OpenLease(ctx, js, cfg.Stream, cfg.Replicas, cfg.Name, cfg.LeaseTTL, log)
+	lease, err := jsledger.OpenLease(ctx, js, jsledger.LeaseConfig{
+		Stream: cfg.Stream, Replicas: cfg.Replicas, Holder: cfg.Name, TTL: cfg.LeaseTTL,
+	}, log)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func TestNoActivationLoggedAfterTheLeaseLapsed(t *testing.T) {
 	defer ledger.Close()
 	leaseConn := natstest.Connect(t, ns)
 	leaseJS, _ := jsledger.NewJetStream(leaseConn)
-	lease, err := jsledger.OpenLease(ctx, leaseJS, cfg.Stream, 1, cfg.Name, 300*time.Millisecond, log)
+	lease, err := jsledger.OpenLease(ctx, leaseJS, jsledger.LeaseConfig{Stream: cfg.Stream, Replicas: 1, Holder: cfg.Name, TTL: 300 * time.Millisecond}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,8 +87,8 @@ func (s *Store) groupMsg(agency int, group []ledgerItem) *nats.Msg {
 		}
 	}
 	msg.Header.Set(messages.HeaderBatch, strconv.FormatUint(group[0].seq, 10))
-	msg.Header.Set(HeaderSums, strings.Join(sums, ","))
-	msg.Header.Set(HeaderCounts, strings.Join(counts, ","))
+	msg.Header.Set(messages.HeaderSums, strings.Join(sums, ","))
+	msg.Header.Set(messages.HeaderCounts, strings.Join(counts, ","))
 	msg.Header.Set(messages.HeaderLines, strings.Join(lines, ";"))
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d.%d-%d.%x", agency, group[0].seq, group[len(group)-1].seq, h.Sum64()))
 	msg.Data = body
@@ -104,10 +104,10 @@ func (s *Store) partMsg(agency int, it ledgerItem, i int, from uint64) *nats.Msg
 	msg := nats.NewMsg(agencyLedgerSubject(s.l.cfg.Stream, agency))
 	msg.Header.Set(messages.HeaderAgency, strconv.Itoa(agency))
 	msg.Header.Set(messages.HeaderBatch, strconv.FormatUint(it.seq, 10))
-	msg.Header.Set(HeaderSums, strconv.FormatUint(it.sum, 10))
-	msg.Header.Set(HeaderCounts, strconv.Itoa(p.count))
+	msg.Header.Set(messages.HeaderSums, strconv.FormatUint(it.sum, 10))
+	msg.Header.Set(messages.HeaderCounts, strconv.Itoa(p.count))
 	msg.Header.Set(messages.HeaderLines, p.lines.String())
-	msg.Header.Set(HeaderPart, fmt.Sprintf("%d/%d", i+1, len(it.parts)))
+	msg.Header.Set(messages.HeaderPart, fmt.Sprintf("%d/%d", i+1, len(it.parts)))
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d.%d.%x.%d.%d", agency, it.seq, it.sum, from, i+1))
 	msg.Data = p.rows
 	return msg
@@ -213,7 +213,7 @@ func (s *Store) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, error) {
 	// sequence: the server refuses the check on a subject the batch writes.
 	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastSeq, 10))
 	for _, m := range msgs {
-		m.Header.Set(HeaderWriter, s.l.cfg.Name)
+		m.Header.Set(messages.HeaderWriter, s.l.cfg.Name)
 	}
 	last := msgs[len(msgs)-1]
 	id := last.Header.Get(jetstream.MsgIDHeader)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -55,64 +54,6 @@ func (l *Ledger) tail(ctx context.Context) error {
 // recovers by itself from most losses, not from every one (a node and a
 // leader lost at once, say).
 const catchUpStall = 10 * time.Second
-
-// retryJS calls fn until it succeeds or ctx ends: JetStream answers "no
-// responders" or times out while a cluster elects its leaders.
-func retryJS(ctx context.Context, what string, fn func(context.Context) error) error {
-	return retryJSSaying(ctx, nil, what, fn)
-}
-
-// retryJSSaying is retryJS that, given a log, says every progressEvery
-// that it is still waiting, and why.
-func retryJSSaying(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
-	wait := 50 * time.Millisecond
-	started, said := time.Now(), time.Now()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := fn(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if !transientJS(err) {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if log != nil && time.Since(said) >= progressEvery {
-			said = time.Now()
-			sayWaiting(ctx, log, what, time.Since(started), err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (gave up: %v)", what, err, context.Cause(ctx))
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
-}
-
-// transientJS reports whether err may go away by itself (a leader election,
-// a reconnection, a timeout), as opposed to a refusal.
-func transientJS(err error) bool {
-	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-		return false // a 503 that waiting does not cure
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		// 503: JetStream or the stream has no leader at the moment.
-		return apiErr.Code == 503 || apiErr.Code == 408 || placementPending(apiErr)
-	}
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
-		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse)
-}
-
-// wrongLastSeq reports a CAS refusal: something else was written on the subject.
-func wrongLastSeq(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
 
 // apply appends one stream message to the copy; the ordered consumer calls
 // it serially, in stream order.
@@ -185,8 +126,8 @@ func (l *Ledger) applyLocked(subject string, h nats.Header, body []byte, seq uin
 		return nil
 	}
 	first, err := strconv.ParseUint(h.Get(messages.HeaderBatch), 10, 64)
-	sums, err2 := parseUints(h.Get(HeaderSums))
-	counts, err3 := parseUints(h.Get(HeaderCounts))
+	sums, err2 := parseUints(h.Get(messages.HeaderSums))
+	counts, err3 := parseUints(h.Get(messages.HeaderCounts))
 	lines, err4 := parseLineSets(h.Get(messages.HeaderLines))
 	if err := errors.Join(err, err2, err3, err4); err != nil || len(sums) != len(counts) || len(sums) != len(lines) || len(sums) == 0 {
 		return foreign(fmt.Sprintf("batches of agency %d with headers a central does not write (%v)", agency, err))
@@ -200,7 +141,7 @@ func (l *Ledger) applyLocked(subject string, h nats.Header, body []byte, seq uin
 			return fmt.Errorf("batch %d of agency %d: %d rows on %d lines", first+uint64(i), agency, n, lines[i].Count())
 		}
 	}
-	if part := h.Get(HeaderPart); part != "" {
+	if part := h.Get(messages.HeaderPart); part != "" {
 		if len(sums) != 1 {
 			return fmt.Errorf("part %s of batch %d of agency %d: %d sums, want 1", part, first, agency, len(sums))
 		}
@@ -254,7 +195,7 @@ func parsePart(s string) (i, k int, err error) {
 	i, err1 := strconv.Atoi(is)
 	k, err2 := strconv.Atoi(ks)
 	if !ok || err1 != nil || err2 != nil || i < 1 || i > k {
-		return 0, 0, fmt.Errorf("%s %q is not i/k", HeaderPart, s)
+		return 0, 0, fmt.Errorf("%s %q is not i/k", messages.HeaderPart, s)
 	}
 	return i, k, nil
 }

@@ -48,15 +48,23 @@ type Lease struct {
 	renewing sync.WaitGroup
 }
 
-// OpenLease opens (creating it if needed) the lease bucket of stream.
-func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, replicas int, holder string, ttl time.Duration, log *slog.Logger) (*Lease, error) {
+// LeaseConfig configures a lease.
+type LeaseConfig struct {
+	Stream   string        // the ledger's stream: the lease is in bucket LeaseBucket(Stream)
+	Replicas int           // of the bucket, CENTRAL_REPLICAS
+	Holder   string        // this central, CENTRAL_NAME: the value of its entry
+	TTL      time.Duration // CENTRAL_LEASE_TTL: a standby takes over this long after the holder stops renewing
+}
+
+// OpenLease opens (creating it if needed) the lease bucket of lc.Stream.
+func OpenLease(ctx context.Context, js jetstream.JetStream, lc LeaseConfig, log *slog.Logger) (*Lease, error) {
 	cfg := jetstream.KeyValueConfig{
-		Bucket:      LeaseBucket(stream),
+		Bucket:      LeaseBucket(lc.Stream),
 		Description: "which central is active; its entry expires unless renewed",
-		TTL:         ttl,
+		TTL:         lc.TTL,
 		History:     1,
 		Storage:     jetstream.MemoryStorage,
-		Replicas:    replicas,
+		Replicas:    lc.Replicas,
 	}
 	var kv jetstream.KeyValue
 	ctx, cancel := context.WithTimeout(ctx, formingTimeout)
@@ -70,7 +78,7 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, stream string, repli
 	}
 	// Two in a row will do, over natsconn.RotateFor: a renewal waits up to
 	// the local deadline, so the first unanswered already costs the term.
-	return &Lease{kv: kv, holder: holder, ttl: ttl, log: log, rotator: natsconn.NewRotator(js.Conn(), 2, 0, log)}, nil
+	return &Lease{kv: kv, holder: lc.Holder, ttl: lc.TTL, log: log, rotator: natsconn.NewRotator(js.Conn(), 2, 0, log)}, nil
 }
 
 // AlsoMove moves nc too when the lease's connection moves off a server

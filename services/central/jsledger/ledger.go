@@ -46,14 +46,6 @@ import (
 // consumer and appends what it reads to its own bets.csv, in stream order;
 // bets.csv is a copy that a central rebuilds from the stream when it starts.
 
-// Ledger message headers, besides messages' Quiniela-Agency, -Batch and -Batches.
-const (
-	HeaderSums   = "Quiniela-Sums"
-	HeaderCounts = "Quiniela-Counts"
-	HeaderPart   = "Quiniela-Part"
-	HeaderWriter = "Quiniela-Writer" // the CENTRAL_NAME of the central that wrote the message
-)
-
 func agencyLedgerSubject(stream string, agency int) string {
 	return messages.LedgerAgencySubject(stream, agency)
 }

@@ -105,7 +105,7 @@ func (s *Store) messageLimit() int {
 	if mp := s.l.js.Conn().MaxPayload(); mp > 0 && mp < maxGroupBytes {
 		limit = int(mp)
 	}
-	return limit - (len(HeaderWriter) + len(": ") + len(s.l.cfg.Name) + len("\r\n"))
+	return limit - (len(messages.HeaderWriter) + len(": ") + len(s.l.cfg.Name) + len("\r\n"))
 }
 
 // ledgerOverhead bounds the headers of one ledger message of a batch or a
@@ -115,11 +115,11 @@ func (s *Store) messageLimit() int {
 var ledgerOverhead = sync.OnceValue(func() int {
 	const wide = "18446744073709551615" // the widest uint64
 	h := nats.Header{}
-	for _, k := range []string{messages.HeaderAgency, messages.HeaderBatch, HeaderSums, HeaderCounts, jetstream.ExpectedLastSubjSeqHeader} {
+	for _, k := range []string{messages.HeaderAgency, messages.HeaderBatch, messages.HeaderSums, messages.HeaderCounts, jetstream.ExpectedLastSubjSeqHeader} {
 		h.Set(k, wide)
 	}
 	h.Set(messages.HeaderLines, "")
-	h.Set(HeaderPart, wide+"/"+wide)
+	h.Set(messages.HeaderPart, wide+"/"+wide)
 	h.Set(jetstream.MsgIDHeader, strings.Repeat(wide+".", 5))
 	// A part is one message of an atomic batch.
 	h.Set(headerBatchID, newBatchID())
