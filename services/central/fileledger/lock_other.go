@@ -2,8 +2,8 @@
 
 package fileledger
 
-// LockPath is the lock file of bets file path.
-func LockPath(path string) string { return path + ".lock" }
+// lockPath is the lock file of bets file path.
+func lockPath(path string) string { return path + ".lock" }
 
 // Lock is a no-op where flock(2) does not exist.
 type Lock struct{}

@@ -11,13 +11,13 @@ import (
 	"syscall"
 )
 
-// LockPath is the lock file of bets file path: it holds the process ID of
+// lockPath is the lock file of bets file path: it holds the process ID of
 // the central that has the store open.
-func LockPath(path string) string { return path + ".lock" }
+func lockPath(path string) string { return path + ".lock" }
 
 // Lock keeps a second central off a store that one already has open:
 // two would split the agencies' batches between them (micro's queue group)
-// and append to one file. It is an flock(2) on LockPath, so the kernel
+// and append to one file. It is an flock(2) on lockPath, so the kernel
 // releases it when its holder dies, kill -9 included; the file's content
 // only says who holds it.
 type Lock struct{ f *os.File }
@@ -25,7 +25,7 @@ type Lock struct{ f *os.File }
 // LockStore takes the lock of the store at path, or says which process
 // holds it.
 func LockStore(path string) (*Lock, error) {
-	f, err := os.OpenFile(LockPath(path), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(lockPath(path), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening bets file lock: %w", err)
 	}
@@ -38,9 +38,9 @@ func LockStore(path string) (*Lock, error) {
 			if pid, perr := strconv.Atoi(strings.TrimSpace(string(holder[:n]))); perr == nil {
 				who = "process " + strconv.Itoa(pid)
 			}
-			return nil, fmt.Errorf("bets file %s is in use by %s (lock %s): stop that central, or give this one another CENTRAL_BETS_FILE", path, who, LockPath(path))
+			return nil, fmt.Errorf("bets file %s is in use by %s (lock %s): stop that central, or give this one another CENTRAL_BETS_FILE", path, who, lockPath(path))
 		}
-		return nil, fmt.Errorf("locking %s: %w", LockPath(path), err)
+		return nil, fmt.Errorf("locking %s: %w", lockPath(path), err)
 	}
 	// Who holds it, for the next central's error; the lock is what counts.
 	if err := f.Truncate(0); err == nil {

@@ -226,9 +226,9 @@ func parseUints(s string) ([]uint64, error) {
 	return out, nil
 }
 
-// WaitApplied waits until bets.csv holds every message up to stream
+// waitApplied waits until bets.csv holds every message up to stream
 // sequence seq.
-func (l *Ledger) WaitApplied(ctx context.Context, seq uint64) error {
+func (l *Ledger) waitApplied(ctx context.Context, seq uint64) error {
 	for {
 		l.mu.Lock()
 		applied, err, changed := l.applied, l.err, l.changed
@@ -249,13 +249,13 @@ func (l *Ledger) WaitApplied(ctx context.Context, seq uint64) error {
 	}
 }
 
-// waitCopied is WaitApplied that also mends a stalled copy: when the copy
+// waitCopied is waitApplied that also mends a stalled copy: when the copy
 // makes no progress towards seq for catchUpStall, it tails the stream again.
 func (l *Ledger) waitCopied(ctx context.Context, seq uint64) error {
 	for {
 		before := l.Applied()
 		wctx, cancel := context.WithTimeout(ctx, catchUpStall)
-		err := l.WaitApplied(wctx, seq)
+		err := l.waitApplied(wctx, seq)
 		cancel()
 		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			return err
