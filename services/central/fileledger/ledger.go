@@ -1,3 +1,9 @@
+// Package fileledger is the central's store on its own disk: bets.csv in
+// the course's format, a journal beside it that records what bets.csv
+// holds, a group commit that makes both durable before a reply, their
+// recovery at open, and the lock that keeps a second central off them. It
+// also names bets.csv's neighbours (the journal, the lock, the JetStream
+// copy's marker), which the JetStream ledger's local copy obeys too.
 package fileledger
 
 import (

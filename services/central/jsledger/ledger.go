@@ -1,3 +1,15 @@
+// Package jsledger is the central's store on JetStream: the ledger stream
+// (its format is messages' package doc), the local copy of it in bets.csv
+// that every central keeps by tailing the stream, the active central's
+// writes (one chain of messages per agency, parts for a batch too big for
+// a message), and the lease that says which central is active, with the
+// retries that carry them through a cluster's elections.
+//
+// The copy is a bets.csv on local disk, like the file ledger's: it takes
+// the same lock (one central per bets file) and checks the same folder, and
+// it must refuse a file ledger's files, so it imports fileledger for that
+// exported API (LockStore, CheckFolder, JournalPath, CopyMarkerPath), and
+// nothing of its journal or state.
 package jsledger
 
 import (

@@ -1,3 +1,10 @@
+// Package lottery is the central's domain: the Lottery (each agency's
+// batches applied once and in order, the done set, the draw and the
+// winners), the Store it needs, declared whole, the state a store recovers
+// (Progress, Recovered), every error of the domain and its stores, and the
+// course's StoreBets, LoadBets and HasWon. It knows nothing of NATS nor of
+// how a store keeps its bets: fileledger and jsledger are its stores, and
+// the central's service turns its errors into wire codes.
 package lottery
 
 import (
