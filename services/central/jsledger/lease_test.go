@@ -1,4 +1,4 @@
-package central_test
+package jsledger_test
 
 import (
 	"context"
