@@ -61,7 +61,7 @@ type Config struct {
 
 	// CENTRAL_LEDGER: "file" keeps the ledger in bets.csv and its journal;
 	// "jetstream" keeps it in a JetStream stream (bets.csv is then a local
-	// copy), and any number of centrals may run, one active (see jetstream.go).
+	// copy), and any number of centrals may run, one active (package jsledger).
 	Ledger       string        `env:"CENTRAL_LEDGER, default=file"`
 	Stream       string        `env:"CENTRAL_STREAM, default=QUINIELA"` // jetstream: the stream; the lease is in bucket <STREAM>_LEASE
 	Replicas     int           `env:"CENTRAL_REPLICAS, default=1"`      // jetstream: replicas of the stream and the lease (3 on a 3-node cluster)
@@ -75,7 +75,7 @@ type Config struct {
 	jetStreamSync time.Duration // JetStreamSync parsed: SyncAlways, or the interval
 
 	// Failpoint, for fault tests only: "STAGE:ROUND" kills the process with
-	// SIGKILL at that stage of that group commit (stages in ledger.go).
+	// SIGKILL at that stage of that group commit (fileledger.Stage*).
 	Failpoint string `env:"CENTRAL_FAILPOINT"`
 }
 
