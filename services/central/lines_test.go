@@ -96,7 +96,7 @@ func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 	log, _ := logline.New(&natstest.Log{}, "INFO")
 	ctx := context.Background()
 	openLottery := func(s openedStore) *lottery.Lottery {
-		l, err := lottery.NewLottery(ctx, 2, s.store, s.rec, log)
+		l, err := lottery.New(ctx, 2, s.store, s.rec, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +212,7 @@ func closingRace(t *testing.T, open func(i int) openedStore) {
 	defer func() { t.Logf("the late row made the draw %d times, was refused %d times", in, out) }()
 	for i := range 20 {
 		s := open(i)
-		l, err := lottery.NewLottery(context.Background(), 2, s.store, s.rec, log)
+		l, err := lottery.New(context.Background(), 2, s.store, s.rec, log)
 		if err != nil {
 			t.Fatal(err)
 		}

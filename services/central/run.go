@@ -209,7 +209,7 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 		log.Info("abrir_apuestas", opened...)
 	}
 
-	lot, err := lottery.NewLottery(ctx, cfg.Agencies, ledger, rec, log)
+	lot, err := lottery.New(ctx, cfg.Agencies, ledger, rec, log)
 	if err != nil {
 		return err
 	}

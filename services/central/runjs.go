@@ -132,7 +132,7 @@ func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *jsl
 	// The lottery's draw and winners outlive neither the term nor the run.
 	termCtx, endTerm := context.WithCancel(ctx)
 	defer endTerm()
-	lot, err := lottery.NewLottery(termCtx, cfg.Agencies, store, rec, log)
+	lot, err := lottery.New(termCtx, cfg.Agencies, store, rec, log)
 	if err != nil {
 		lease.Release(bg)
 		return err

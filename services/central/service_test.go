@@ -58,7 +58,7 @@ func TestAgenciesAreServedInParallel(t *testing.T) {
 	log, _ := logline.New(io.Discard, "INFO")
 	ctx := context.Background()
 	store := &meetingStore{in1: make(chan struct{}), in2: make(chan struct{})}
-	lot, err := lottery.NewLottery(ctx, 2, store, lottery.Recovered{}, log)
+	lot, err := lottery.New(ctx, 2, store, lottery.Recovered{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestMicroServiceInfo(t *testing.T) {
 	nc := natstest.Connect(t, ns)
 	log, _ := logline.New(io.Discard, "INFO")
 	ctx := context.Background()
-	lot, err := lottery.NewLottery(ctx, 5, &meetingStore{}, lottery.Recovered{}, log)
+	lot, err := lottery.New(ctx, 5, &meetingStore{}, lottery.Recovered{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

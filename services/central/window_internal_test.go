@@ -47,7 +47,7 @@ func lotteryDone(t *testing.T, n, done int) *lottery.Lottery {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	l, err := lottery.NewLottery(t.Context(), n, store, rec, slog.New(slog.DiscardHandler))
+	l, err := lottery.New(t.Context(), n, store, rec, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

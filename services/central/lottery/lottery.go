@@ -74,9 +74,9 @@ func (a *agencyState) madeDurable(seq uint64, bets int) {
 	a.durableBets.Add(int64(bets))
 }
 
-// NewLottery returns a lottery of n agencies, resumed from what the store
+// New returns a lottery of n agencies, resumed from what the store
 // recovered. If every agency was already done it draws at once.
-func NewLottery(ctx context.Context, n int, store Store, rec Recovered, log *slog.Logger) (*Lottery, error) {
+func New(ctx context.Context, n int, store Store, rec Recovered, log *slog.Logger) (*Lottery, error) {
 	l := &Lottery{store: store, log: log, agencies: make([]agencyState, n), drawn: make(chan struct{})}
 	for agency, p := range rec.Agencies {
 		if agency < 1 || agency > n {

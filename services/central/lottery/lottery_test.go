@@ -14,7 +14,7 @@ import (
 // Agencies not done: every agency until its done, whether it has sent yet
 // or not, and a done agency's repeated done changes nothing.
 func TestNotDoneCountsAgenciesUntilDone(t *testing.T) {
-	l, err := lottery.NewLottery(t.Context(), 3, &stubStore{}, lottery.Recovered{}, nil)
+	l, err := lottery.New(t.Context(), 3, &stubStore{}, lottery.Recovered{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestNotDoneCountsAgenciesUntilDone(t *testing.T) {
 // is queued but not durable can still be lost to a failed write.
 func TestOutOfOrderNamesDurableBatchesOnly(t *testing.T) {
 	store := &heldStore{}
-	l, err := lottery.NewLottery(t.Context(), 1, store, lottery.Recovered{Agencies: map[int]*lottery.Progress{}}, nil)
+	l, err := lottery.New(t.Context(), 1, store, lottery.Recovered{Agencies: map[int]*lottery.Progress{}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestLotteryRules(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &stubStore{}
-			l, err := lottery.NewLottery(t.Context(), 2, s, lottery.Recovered{}, slog.New(slog.DiscardHandler))
+			l, err := lottery.New(t.Context(), 2, s, lottery.Recovered{}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -242,7 +242,7 @@ func TestRecoveredDrawIsNotRecordedAgain(t *testing.T) {
 		1: {LastBatch: 1, Sums: []uint64{11}, Bets: 1, Done: true, Batches: 1},
 		2: {LastBatch: 1, Sums: []uint64{12}, Bets: 1, Done: true, Batches: 1},
 	}}
-	l, err := lottery.NewLottery(t.Context(), 2, s, rec, slog.New(slog.DiscardHandler))
+	l, err := lottery.New(t.Context(), 2, s, rec, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
