@@ -24,6 +24,8 @@ import (
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/agency"
 	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // A 409 "out of order" names durable batches only (issue 20, item 2), shown
@@ -120,7 +122,7 @@ func TestOutOfOrderThenFailedWriteAgencyFinishes(t *testing.T) {
 	want := winningDocs(t, file)
 	got, err := askWinners(t, natstest.Connect(t, ns), 1)
 	if err != nil || !slices.Equal(got.Winners, want) || len(want) == 0 {
-		t.Errorf("winners of agency 1: %+v, %v; want exactly its bets on %d: %v", got, err, central.WinningNumber, want)
+		t.Errorf("winners of agency 1: %+v, %v; want exactly its bets on %d: %v", got, err, lottery.WinningNumber, want)
 	}
 	if lines := alog.Lines("consulta_ganadores"); len(lines) != 1 || lines[0].Fields["cant_ganadores"] != strconv.Itoa(len(want)) {
 		t.Errorf("agency logged %v, want one consulta_ganadores with cant_ganadores: %d", lines, len(want))
@@ -136,7 +138,7 @@ func TestOutOfOrderThenFailedWriteAgencyFinishes(t *testing.T) {
 // central.Run puts them together, with a failingStore between the lottery
 // and the ledger.
 type storeCentral struct {
-	ledger    *central.Ledger
+	ledger    *fileledger.Ledger
 	store     *failingStore
 	svc       *central.Service
 	nc        *nats.Conn
@@ -150,7 +152,7 @@ func startStoreCentral(t *testing.T, url, betsFile string, w io.Writer, holdFrom
 	if err != nil {
 		t.Fatal(err)
 	}
-	ledger, rec, err := central.OpenLedger(betsFile)
+	ledger, rec, err := fileledger.Open(betsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,14 +160,14 @@ func startStoreCentral(t *testing.T, url, betsFile string, w io.Writer, holdFrom
 	if p := rec.Agencies[1]; p != nil {
 		c.recovered = p.LastBatch
 	}
-	lottery, err := central.NewLottery(t.Context(), 1, c.store, rec, log)
+	lot, err := lottery.New(t.Context(), 1, c.store, rec, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.nc, err = nats.Connect(url); err != nil {
 		t.Fatal(err)
 	}
-	c.svc, err = central.StartService(t.Context(), c.nc, lottery, central.ServiceConfig{
+	c.svc, err = central.StartService(t.Context(), c.nc, lot, central.ServiceConfig{
 		WinnersHold: 200 * time.Millisecond, MaxWindow: 4,
 	}, log)
 	if err != nil {
@@ -200,7 +202,7 @@ func (c *storeCentral) stop(t *testing.T) {
 // after a failed write, until the central restarts: the rows never reached
 // the file, as the restarted ledger's recovery would leave them.
 type failingStore struct {
-	*central.Ledger
+	*fileledger.Ledger
 	holdFrom uint64 // 0: never
 
 	mu      sync.Mutex
@@ -253,7 +255,7 @@ func (s *failingStore) failedBatch(seq uint64) bool {
 	return slices.Contains(s.failed, seq)
 }
 
-func (s *failingStore) AppendBatch(agency int, seq, sum uint64, rows central.Rows, done func(error)) error {
+func (s *failingStore) AppendBatch(agency int, seq, sum uint64, rows lottery.Rows, done func(error)) error {
 	if held, err := s.hold(seq, done); held || err != nil {
 		return err
 	}
