@@ -34,9 +34,9 @@ import (
 // `go doc ./messages` describes its subjects, messages and headers, the one
 // place they are written down.
 //
-// lottery.Progress.Apply replays both kinds of batches message, an agency's next
-// batches and rows added to an earlier batch (an agency run again, with
-// rows it had skipped fixed), as the journal's recovery does.
+// lottery.Progress.Apply replays both kinds of batches message, an
+// agency's next batches and rows added to an earlier batch (an agency run
+// again, with rows it had skipped fixed), as the journal's recovery does.
 //
 // A batch that cannot fit in one message under the connection's limit
 // (nc.MaxPayload(): a broker may enforce the course's 8 kB, and the rows
