@@ -17,6 +17,7 @@ import (
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/jsledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
@@ -79,9 +80,15 @@ func wantAdded(t *testing.T, what string, want int) func(int, error) {
 
 func markDone(t *testing.T, l *lottery.Lottery, agency int, batches uint64) {
 	t.Helper()
-	err := await(t, "done", func(done func(error)) error {
-		return l.Done(context.Background(), agency, batches, func(_ messages.DoneReply, err error) { done(err) })
-	})
+	acked := make(chan error, 1)
+	err := l.Done(context.Background(), agency, batches, func(_ messages.DoneReply, err error) { acked <- err })
+	if err == nil {
+		select {
+		case err = <-acked:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("done of agency %d: no reply in 20 s", agency)
+		}
+	}
 	if err != nil {
 		t.Fatalf("done of agency %d after %d batches: %v", agency, batches, err)
 	}
@@ -180,18 +187,29 @@ func TestLedgerStoresEachLineOnceAcrossRestarts(t *testing.T) {
 // folder (its copy rebuilt from the stream), active.
 func openJSStore(t *testing.T, ns *server.Server, name string) openedStore {
 	t.Helper()
-	c := openJSCentral(t, []*server.Server{ns}, name, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	store, rec, err := c.ledger.Activate(ctx, always)
+	js, err := jsledger.NewJetStream(natstest.Connect(t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return openedStore{store: store, path: c.ledger.Path(), rec: rec, close: func() {
+	log, _ := logline.New(&natstest.Log{}, "DEBUG")
+	ledger, err := jsledger.Open(ctx, js, jsledger.Config{
+		Stream: "QUINIELA", Replicas: 1, BetsFile: filepath.Join(t.TempDir(), "bets.csv"), Name: name,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, rec, err := ledger.Activate(ctx, func() bool { return true })
+	if err != nil {
+		ledger.Close()
+		t.Fatal(err)
+	}
+	return openedStore{store: store, path: ledger.Path(), rec: rec, close: func() {
 		if err := store.Close(10 * time.Second); err != nil {
 			t.Error(err)
 		}
-		c.ledger.Close()
+		ledger.Close()
 	}}
 }
 

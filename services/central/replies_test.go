@@ -18,6 +18,8 @@ import (
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // With natsauth's users the service's connection may publish into the
@@ -50,16 +52,16 @@ func TestRepliesGoOutOnTheirConnection(t *testing.T) {
 	nc, replies := connect(natsauth.CentralUser, ""), connect(natsauth.RepliesUser, "")
 	log, _ := logline.New(io.Discard, "INFO")
 	ctx := context.Background()
-	ledger, rec, err := central.OpenLedger(filepath.Join(t.TempDir(), "bets.csv"))
+	ledger, rec, err := fileledger.Open(filepath.Join(t.TempDir(), "bets.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ledger.Close()
-	lottery, err := central.NewLottery(ctx, 1, ledger, rec, log) // agency 2 is unknown
+	lot, err := lottery.New(ctx, 1, ledger, rec, log) // agency 2 is unknown
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := central.StartService(ctx, nc, lottery, central.ServiceConfig{WinnersHold: time.Second, Replies: replies}, log)
+	svc, err := central.StartService(ctx, nc, lot, central.ServiceConfig{WinnersHold: time.Second, Replies: replies}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

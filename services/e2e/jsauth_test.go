@@ -17,6 +17,7 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central"
 	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 

@@ -1,4 +1,4 @@
-package central_test
+package jsledger_test
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/messages"
+	"github.com/quiniela/quiniela/services/central/jsledger"
+	"github.com/quiniela/quiniela/services/central/lottery"
 )
 
 // On a cluster whose servers enforce the course's 8 kB (max_payload: 8192),
@@ -173,7 +175,7 @@ func TestJetStreamLedgerWritesPartsAtomically(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	central.SetStaged(storeA, func(n int) {
+	jsledger.SetStaged(storeA, func(n int) {
 		if n == 1 {
 			a.nc.Flush() // part 1 is with the server
 			a.nc.Close()
@@ -192,14 +194,14 @@ func TestJetStreamLedgerWritesPartsAtomically(t *testing.T) {
 		t.Fatal(err)
 	}
 	staged := 0
-	central.SetStaged(storeB, func(n int) {
+	jsledger.SetStaged(storeB, func(n int) {
 		staged = max(staged, n)
 		lost.Store(true)
 	})
 	if err := await(t, "append", func(done func(error)) error {
 		return storeB.AppendBatch(2, 1, 1, batchOf(2, 1, 300), done)
-	}); !errors.Is(err, central.ErrNotActive) {
-		t.Fatalf("a central whose lease ended between parts: %v, want %v", err, central.ErrNotActive)
+	}); !errors.Is(err, lottery.ErrNotActive) {
+		t.Fatalf("a central whose lease ended between parts: %v, want %v", err, lottery.ErrNotActive)
 	}
 	if staged < 1 {
 		t.Fatal("batch 1 of agency 2 was not written in parts")

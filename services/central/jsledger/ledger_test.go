@@ -1,4 +1,4 @@
-package central_test
+package jsledger_test
 
 import (
 	"bytes"
@@ -75,6 +75,25 @@ func await(t *testing.T, what string, call func(done func(error)) error) error {
 		t.Fatalf("%s: no callback in 20 s", what)
 		return nil
 	}
+}
+
+// bet is bet i of agency, named first.
+func bet(agency, i int, first string) messages.Bet {
+	return messages.Bet{Agency: agency, FirstName: first, LastName: fmt.Sprintf("Apellido%d", i),
+		Document: fmt.Sprint(30000000 + i), Birthdate: time.Date(1980+i%20, time.Month(1+i%12), 1+i%28, 0, 0, 0, 0, time.UTC), Number: i % 10000}
+}
+
+// collect is the bets of the bets file at path.
+func collect(t *testing.T, path string) []messages.Bet {
+	t.Helper()
+	var out []messages.Bet
+	for b, err := range lottery.LoadBets(path) {
+		if err != nil {
+			t.Fatalf("LoadBets: %v", err)
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // batchOf is batch seq of agency, n bets, as the store takes it.
