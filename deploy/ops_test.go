@@ -15,7 +15,7 @@ import (
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsauth"
-	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/jsledger"
 )
 
 // The cluster stack operated as deploy/README.md ("Operating the cluster")
@@ -29,7 +29,7 @@ var centrals = []string{"central", "central2"}
 
 // leaseBucket and leaseStream are the lease's bucket and its stream.
 var (
-	leaseBucket = central.LeaseBucket(natsauth.DefaultStream)
+	leaseBucket = jsledger.LeaseBucket(natsauth.DefaultStream)
 	leaseStream = "KV_" + leaseBucket
 )
 
@@ -47,7 +47,7 @@ type clusterOps struct {
 // `nats kv get QUINIELA_LEASE active --raw`; "" while none holds it.
 func (o clusterOps) holder(ctx context.Context) (string, error) {
 	if o.cliErr == nil {
-		out, err := runNATS(ctx, o.ledger, o.s.allURLs, "kv", "get", leaseBucket, central.LeaseKey, "--raw")
+		out, err := runNATS(ctx, o.ledger, o.s.allURLs, "kv", "get", leaseBucket, jsledger.LeaseKey, "--raw")
 		if err != nil && strings.Contains(err.Error(), "key not found") {
 			return "", nil
 		}
@@ -62,7 +62,7 @@ func (o clusterOps) holder(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	e, err := kv.Get(ctx, central.LeaseKey)
+	e, err := kv.Get(ctx, jsledger.LeaseKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return "", nil
 	}
