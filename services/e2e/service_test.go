@@ -89,25 +89,33 @@ func TestStatsCountEveryReply(t *testing.T) {
 	if code, _, _ := request(t, nc, "winners.agency.7", nil, ""); code != messages.CodeUnknownAgency {
 		t.Fatalf("winners of an unknown agency: code %v", code)
 	}
+	// A subject naming no agency is answered into the inspector's inbox,
+	// through the micro.Request.
+	if code, _, _ := request(t, nc, "winners.agency.x", nil, ""); code != messages.CodeUnknownAgency {
+		t.Fatalf("winners of no agency: code %v", code)
+	}
 	// The central says so in its log, at INFO (the log is written before the reply).
 	if !strings.Contains(c.log.String(), "INFO action: agencia_desconocida | result: fail | subject: winners.agency.7") {
 		t.Errorf("no INFO line for the unknown agency; log:\n%s", c.log)
 	}
 
-	st := waitStats(t, nc, "5 batch and 2 winners requests and replies", func(st map[string]endpointStats) bool {
-		return st["batch"].Data.Replies == 5 && st["winners"].Data.Replies == 2 &&
-			st["batch"].NumRequests >= 5 && st["winners"].NumRequests >= 2
+	st := waitStats(t, nc, "5 batch and 3 winners requests and replies", func(st map[string]endpointStats) bool {
+		return st["batch"].Data.Replies == 5 && st["winners"].Data.Replies == 3 &&
+			st["batch"].NumRequests >= 5 && st["winners"].NumRequests >= 3
 	})
 	batch, winners := st["batch"], st["winners"]
 	if batch.Data.Errors != 2 || batch.Data.ErrorsByCode["409"] != 1 || batch.Data.ErrorsByCode["422"] != 1 {
 		t.Errorf("batch endpoint data %+v: want 2 errors, one 409 and one 422", batch.Data)
 	}
-	if winners.Data.Errors != 2 || winners.Data.ErrorsByCode["425"] != 1 || winners.Data.ErrorsByCode["404"] != 1 {
-		t.Errorf("winners endpoint data %+v: want 2 errors, one 425 and one 404", winners.Data)
+	if winners.Data.Errors != 3 || winners.Data.ErrorsByCode["425"] != 1 || winners.Data.ErrorsByCode["404"] != 2 {
+		t.Errorf("winners endpoint data %+v: want 3 errors, one 425 and two 404", winners.Data)
 	}
-	// micro counts what was answered before the handler returned: the 404.
+	// micro counts only what was answered through its micro.Request before
+	// the handler returned: the inspector's 404 (winners.agency.x), not
+	// agency 7's, which went out on the replies connection as every reply
+	// into an agency's inbox does.
 	if winners.NumErrors != 1 || !strings.Contains(winners.LastError, "404") {
-		t.Errorf("winners num_errors %d, last_error %q: want the 404 counted by micro", winners.NumErrors, winners.LastError)
+		t.Errorf("winners num_errors %d, last_error %q: want the inspector's 404 counted by micro", winners.NumErrors, winners.LastError)
 	}
 	if batch.NumRequests != 5 {
 		t.Errorf("batch num_requests %d, want 5", batch.NumRequests)
