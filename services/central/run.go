@@ -239,11 +239,22 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 		"agencies", cfg.Agencies, "service", ServiceName)
 
 	var lost error
+	failed := false
 	select {
 	case <-ctx.Done():
 		log.Info("apagado", "result", logline.InProgress, "reason", context.Cause(ctx))
 	case <-claim.Lost():
 		lost = claim.LostTo()
+		log.Error("apagado", "error", lost)
+	case <-ledger.Failed():
+		failed = true
+		// A failed store refuses all work until a new Open recovers what
+		// is durable: serving on would answer every batch with an error
+		// until the agencies give up, and a supervisor never restarts a
+		// process that runs. Exit non-zero instead; agencies resend what
+		// was not acknowledged to the restarted central.
+		lost = fmt.Errorf("%w; the central stops so that a restart recovers what is durable: fix the cause (a full disk, a failing device), then start it again",
+			ledger.Err())
 		log.Error("apagado", "error", lost)
 	}
 
@@ -252,11 +263,13 @@ func runFile(ctx context.Context, cfg Config, url string, log *slog.Logger) erro
 
 	// Close the store before the drain: its last group commit replies to
 	// the batches still in flight, and those replies must go out first.
-	if err := ledger.Close(); err != nil {
+	// A failed store's Close returns its failure, which lost says already.
+	if err := ledger.Close(); err != nil && !failed {
 		return fmt.Errorf("closing store: %w", err)
+	} else if err == nil {
+		log.Info("cerrar_apuestas",
+			append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 	}
-	log.Info("cerrar_apuestas",
-		append([]any{"file", cfg.BetsFile, "fsyncs", ledger.Fsyncs()}, peakrss.Fields()...)...)
 
 	return errors.Join(drain(cfg.DrainTimeout, log, conns.drainables()...), lost)
 }

@@ -55,6 +55,7 @@ type Ledger struct {
 	size    int64 // bytes of bets.csv written
 	err     error // first write or fsync failure: the ledger refuses all work after it
 	closed  bool
+	failed  chan struct{} // closed when err is set
 
 	closeOnce sync.Once
 	closeErr  error // what Close returned, returned again by later calls
@@ -142,6 +143,7 @@ func openLedger(path string, opts ...Option) (*Ledger, lottery.Recovered, error)
 	l := &Ledger{
 		path: path, betsFile: bf, journalFile: jf,
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), committed: make(chan struct{}),
+		failed: make(chan struct{}),
 	}
 	for _, opt := range opts {
 		opt(l)
@@ -168,8 +170,7 @@ func (l *Ledger) AppendBatch(agency int, seq uint64, sum uint64, rows lottery.Ro
 	if _, err := l.betsFile.Write(rows.Data); err != nil {
 		// Part of the batch may be in the file: no journal record covers it,
 		// so the next Open cuts it.
-		l.err = fmt.Errorf("store failed, refusing all writes until restarted: writing batch %d of agency %d to %s: %w", seq, agency, l.path, err)
-		return l.err
+		return l.fail(fmt.Errorf("writing batch %d of agency %d to %s: %w", seq, agency, l.path, err))
 	}
 	l.size += int64(len(rows.Data))
 	l.journal = fmt.Appendf(l.journal, "B,%d,%d,%d,%d,%d,", agency, seq, rows.Bets, l.size, sum)
@@ -212,6 +213,30 @@ func (l *Ledger) record(rec string, done func(error)) error {
 	l.journal = append(l.journal, rec...)
 	l.enqueue(done)
 	return nil
+}
+
+// fail records the ledger's first failure, after which it refuses all
+// work: what it wrote since its last commit may be torn, and only a new
+// Open (its recovery) knows what is durable. Called with mu held.
+func (l *Ledger) fail(err error) error {
+	if l.err == nil {
+		l.err = fmt.Errorf("store failed, refusing all writes until restarted: %w", err)
+		close(l.failed)
+	}
+	return l.err
+}
+
+// Failed is closed when the ledger fails (a write or an fsync): from then
+// on it refuses all work, and a central should stop so that a restart
+// recovers what is durable rather than answer every request with an
+// error.
+func (l *Ledger) Failed() <-chan struct{} { return l.failed }
+
+// Err is the ledger's failure, nil before Failed is closed.
+func (l *Ledger) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 func (l *Ledger) usable() error {
@@ -260,7 +285,7 @@ func (l *Ledger) commitLoop(synced int64) {
 				synced = size
 			} else {
 				l.mu.Lock()
-				l.err = fmt.Errorf("store failed, refusing all writes until restarted: %w", err)
+				l.fail(err)
 				l.mu.Unlock()
 			}
 		}
