@@ -207,7 +207,11 @@ func describeGroup(agency int, group []ledgerItem) string {
 // refusal because the subject moved, or because a message's Nats-Msg-Id is
 // stored already, is checked against the subject's last message: if that
 // is the last of msgs (an attempt was stored and its acknowledgement
-// lost), it succeeded.
+// lost), it succeeded. A refusal because a write on the subject is still
+// being stored is checked the same way, and waited out while the subject
+// still ends at lastSeq: it may be this write's own earlier attempt, or the
+// chain's write before, acknowledged a moment before the server let go of
+// it; another writer's shows past lastSeq, and fences this central.
 func (s *Store) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, error) {
 	// Only a subject's first message in an atomic batch may name its
 	// sequence: the server refuses the check on a subject the batch writes.
@@ -218,35 +222,88 @@ func (s *Store) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, error) {
 	last := msgs[len(msgs)-1]
 	id := last.Header.Get(jetstream.MsgIDHeader)
 	wait := 20 * time.Millisecond
+	var busySince time.Time // of the refusals because the subject is being written
 	for attempt := 1; ; attempt++ {
 		if !s.held() {
 			return 0, lottery.ErrNotActive
 		}
+		send := func() (*jetstream.PubAck, error) {
+			if len(msgs) == 1 {
+				return s.publishOnce(last)
+			}
+			return s.publishAtomic(msgs)
+		}
 		var ack *jetstream.PubAck
 		var err error
-		if len(msgs) == 1 {
-			ack, err = s.publishOnce(last)
+		if s.attempt != nil {
+			ack, err = s.attempt(attempt, send)
 		} else {
-			ack, err = s.publishAtomic(msgs)
+			ack, err = send()
 		}
 		if err == nil {
 			return ack.Sequence, nil
 		}
-		if (wrongLastSeq(err) && attempt > 1) || storedAlready(err) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			stored, gerr := s.l.stream.GetLastMsgForSubject(ctx, last.Subject)
-			cancel()
-			if gerr == nil && stored.Header.Get(jetstream.MsgIDHeader) == id {
-				return stored.Sequence, nil
+		if subjectBusy(err) {
+			seq, mine, gerr := s.lastOnSubject(last.Subject, id)
+			switch {
+			case gerr == nil && mine:
+				return seq, nil
+			case gerr == nil && seq > lastSeq:
+				// Exact, as the server's check: the subject moved, and not by this write.
+				return 0, fmt.Errorf("its subject %s moved from message %d to %d, written by another: %w", last.Subject, lastSeq, seq, err)
+			}
+			// Stored within moments, or dropped with a stream leader that
+			// lost its term: past that, something else is wrong.
+			if busySince.IsZero() {
+				busySince = time.Now()
+			} else if time.Since(busySince) > subjectBusyFor {
+				return 0, fmt.Errorf("its subject %s still being written after %v, and still at message %d: %w", last.Subject, subjectBusyFor, lastSeq, err)
+			}
+		} else if (wrongLastSeq(err) && attempt > 1) || storedAlready(err) {
+			if seq, mine, gerr := s.lastOnSubject(last.Subject, id); gerr == nil && mine {
+				return seq, nil
 			}
 		}
-		if !transientJS(err) && !batchTransient(err) {
+		if !transientJS(err) && !batchTransient(err) && !subjectBusy(err) {
 			return 0, err
 		}
 		s.l.log.Debug("escribir_stream", "result", logline.Fail, "subject", last.Subject, "messages", len(msgs), "attempt", attempt, "error", err)
 		time.Sleep(wait)
 		wait = min(2*wait, 500*time.Millisecond)
 	}
+}
+
+// subjectBusyFor bounds the wait for a write on a subject that the server
+// still counts as being stored: twice a publication's wait for its
+// acknowledgement.
+const subjectBusyFor = 2 * publishTimeout
+
+// lastOnSubject is the stream sequence of subject's last message (0 if it
+// has none) and whether its Nats-Msg-Id is id.
+func (s *Store) lastOnSubject(subject, id string) (uint64, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stored, err := s.l.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return stored.Sequence, stored.Header.Get(jetstream.MsgIDHeader) == id, nil
+}
+
+// subjectBusy reports a refusal because a write on the subject is still
+// being stored: nats-server counts a write on a subject from its proposal
+// until it is applied, which is a moment after its acknowledgement (its
+// processClusteredInboundMsg and applyStreamMsgOp), and refuses one with
+// an expected subject sequence there meanwhile with "wrong last sequence"
+// and no sequence (10164), unlike a subject that moved (10071, with its
+// last sequence). A resend of a write still being stored meets its
+// Nats-Msg-Id first (10158).
+func subjectBusy(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 func (s *Store) publishOnce(msg *nats.Msg) (*jetstream.PubAck, error) {

@@ -40,6 +40,9 @@ type Store struct {
 	// staged, when set (by tests), is called with n after message n of an
 	// atomic batch is handed to the client, before the batch's commit.
 	staged func(n int)
+	// attempt, when set (by tests), makes each attempt of a write: it may
+	// call send, which makes it, and returns what the write sees of it.
+	attempt func(n int, send func() (*jetstream.PubAck, error)) (*jetstream.PubAck, error)
 }
 
 type chain struct {
