@@ -49,15 +49,28 @@ func retryJS(ctx context.Context, what string, fn func(context.Context) error) e
 	return retryJSSaying(ctx, nil, what, fn)
 }
 
+// An attempt of retryJS waits firstAttemptWait for its answer, each next
+// one twice as long, up to attemptWait. A request to a stream that is
+// electing its leader goes unanswered: a first attempt of 5 s cost a
+// takeover 5 s more when a fresh one would have been answered in 1. Every
+// fn is a read or idempotent (CreateOrUpdate, an ordered consumer, which
+// the server drops if unused), so one cut short does no harm, and one
+// that needs longer on a slow cluster gets it.
+const (
+	firstAttemptWait = time.Second
+	attemptWait      = 5 * time.Second
+)
+
 // retryJSSaying is retryJS that, given a log, says every progressEvery
 // that it is still waiting, and why.
 func retryJSSaying(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
-	wait := 50 * time.Millisecond
+	wait, timeout := 50*time.Millisecond, firstAttemptWait
 	started, said := time.Now(), time.Now()
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		err := fn(cctx)
 		cancel()
+		timeout = min(2*timeout, attemptWait)
 		if err == nil {
 			return nil
 		}
