@@ -95,10 +95,6 @@ func TestRepliesGoOutOnTheirConnection(t *testing.T) {
 	if err := ask(inspector, &nats.Msg{Subject: messages.StatusSubject}); err != nil {
 		t.Errorf("the inspector asking %s: %v", messages.StatusSubject, err)
 	}
-	reply, err := inspector.Request("$SRV.STATS."+central.ServiceName, nil, 5*time.Second)
-	if err != nil {
-		t.Fatalf("the inspector asking the stats: %v", err)
-	}
 	select {
 	case err := <-refused:
 		t.Fatalf("the broker refused a reply: %v", err)
@@ -107,19 +103,45 @@ func TestRepliesGoOutOnTheirConnection(t *testing.T) {
 
 	// micro counts the errors it answered itself: none of the agencies'
 	// (they went out on the replies connection); the stats data counts
-	// every reply.
+	// every reply. micro counts a request once its handler has returned,
+	// which may be after its reply arrived: ask until both are counted.
+	deadline := time.Now().Add(30 * time.Second) // a bound against hanging
+	for {
+		winners, data := winnersStats(t, inspector)
+		if winners.NumRequests == 2 {
+			if winners.NumErrors != 0 || data.Replies != 2 || data.ErrorsByCode[strconv.Itoa(int(messages.CodeUnknownAgency))] != 1 {
+				t.Errorf("winners stats: %d requests, micro's %d errors, data %+v; want 2 requests, 0 micro errors, 2 replies of which one 404", winners.NumRequests, winners.NumErrors, data)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("winners stats: %d requests after 30 s, want 2", winners.NumRequests)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// winnersStats asks micro's stats as the inspector and returns the
+// winners endpoint's.
+func winnersStats(t *testing.T, inspector *nats.Conn) (*micro.EndpointStats, central.EndpointStatsData) {
+	t.Helper()
+	reply, err := inspector.Request("$SRV.STATS."+central.ServiceName, nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("the inspector asking the stats: %v", err)
+	}
 	var stats micro.Stats
 	if err := json.Unmarshal(reply.Data, &stats); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range stats.Endpoints {
-		var data central.EndpointStatsData
-		json.Unmarshal(e.Data, &data)
-		if e.Name != "winners" {
-			continue
-		}
-		if e.NumRequests != 2 || e.NumErrors != 0 || data.Replies != 2 || data.ErrorsByCode[strconv.Itoa(int(messages.CodeUnknownAgency))] != 1 {
-			t.Errorf("winners stats: %d requests, micro's %d errors, data %+v; want 2 requests, 0 micro errors, 2 replies of which one 404", e.NumRequests, e.NumErrors, data)
+		if e.Name == "winners" {
+			var data central.EndpointStatsData
+			if err := json.Unmarshal(e.Data, &data); err != nil {
+				t.Fatal(err)
+			}
+			return e, data
 		}
 	}
+	t.Fatalf("no winners endpoint in the stats: %s", reply.Data)
+	return nil, central.EndpointStatsData{}
 }
