@@ -58,7 +58,7 @@ STRESS ?= 30
 test-stress:
 	$(GO) test -race -count=$(STRESS) -timeout 5m \
 		-run 'TestWire|TestStats|TestHeld|TestReplies|TestStatus|TestAgenciesAreServedInParallel|TestLedgerClosingRace|TestFixedRowEntersBeforeTheDraw' \
-		./services/e2e ./services/central
+		./services/e2e ./services/central ./services/central/lottery
 
 ## bench: real processes (nats-server, central, agencies), median of RUNS runs of each SCENARIO
 # (`make bench SCENARIO=all RUNS=3`); the data of scale and many is generated once into $(BIN)/bench-data.

@@ -11,6 +11,7 @@ import (
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/lottery/lotterytest"
 )
 
 // runCentral runs a central with env until ctx ends: its log, and where
@@ -85,7 +86,7 @@ func TestOneCentralPerLottery(t *testing.T) {
 		t.Errorf("the winner's shutdown: %v", err)
 	}
 	// Nothing reached the loser's store.
-	if n := len(collect(t, filepath.Join(dir, []string{"a", "b"}[loser]+".csv"))); n != 0 {
+	if n := len(lotterytest.Collect(t, filepath.Join(dir, []string{"a", "b"}[loser]+".csv"))); n != 0 {
 		t.Errorf("the central that lost stored %d bets", n)
 	}
 }

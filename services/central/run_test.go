@@ -2,12 +2,16 @@ package central_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/central"
+	"github.com/quiniela/quiniela/services/central/fileledger"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -102,5 +106,39 @@ func TestEmbeddedJetStreamSyncsAlways(t *testing.T) {
 		if js == nil || js.SyncAlways != tc.wantAlways || (!tc.wantAlways && js.SyncInterval != tc.sync) {
 			t.Errorf("sync %v: the server's JetStream config is %+v", tc.sync, js)
 		}
+	}
+}
+
+// The central says so at WARN, with the bytes, when it cuts a tail.
+func TestRunLogsACutTailAtWarn(t *testing.T) {
+	ns := natstest.StartServer(t)
+	// A file store, closed; then a row beyond what its journal records.
+	path := filepath.Join(t.TempDir(), "bets.csv")
+	l, _, err := fileledger.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	extra := "1,X,Y,5,1990-01-01,5\n"
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(extra)
+	f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	log, errc := runCentral(ctx, map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": path})
+	log.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "WARN action: abrir_apuestas | result: success") {
+		t.Errorf("abrir_apuestas not at WARN with result success:\n%s", log)
+	}
+	if lines := log.Lines("abrir_apuestas"); len(lines) != 1 || lines[0].Fields["dropped_bytes"] != "21" {
+		t.Errorf("abrir_apuestas: %+v, want one line with dropped_bytes 21", lines)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/quiniela/quiniela/services/central/fileledger"
 	"github.com/quiniela/quiniela/services/central/jsledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
+	"github.com/quiniela/quiniela/services/central/lottery/lotterytest"
 )
 
 // jsCentral is what one central holds of the JetStream ledger: its
@@ -77,30 +78,11 @@ func await(t *testing.T, what string, call func(done func(error)) error) error {
 	}
 }
 
-// bet is bet i of agency, named first.
-func bet(agency, i int, first string) messages.Bet {
-	return messages.Bet{Agency: agency, FirstName: first, LastName: fmt.Sprintf("Apellido%d", i),
-		Document: fmt.Sprint(30000000 + i), Birthdate: time.Date(1980+i%20, time.Month(1+i%12), 1+i%28, 0, 0, 0, 0, time.UTC), Number: i % 10000}
-}
-
-// collect is the bets of the bets file at path.
-func collect(t *testing.T, path string) []messages.Bet {
-	t.Helper()
-	var out []messages.Bet
-	for b, err := range lottery.LoadBets(path) {
-		if err != nil {
-			t.Fatalf("LoadBets: %v", err)
-		}
-		out = append(out, b)
-	}
-	return out
-}
-
 // batchOf is batch seq of agency, n bets, as the store takes it.
 func batchOf(agency, seq, n int) lottery.Rows {
 	bets := make([]messages.Bet, n)
 	for i := range bets {
-		bets[i] = bet(agency, seq*1000+i, fmt.Sprintf("Nombre%d", seq))
+		bets[i] = lotterytest.Bet(agency, seq*1000+i, fmt.Sprintf("Nombre%d", seq))
 	}
 	return lottery.RowsFrom(uint64(seq*1000), bets)
 }
@@ -296,7 +278,7 @@ func TestJetStreamLedgerLeaderLoss(t *testing.T) {
 	if p := rec.Agencies[1]; p == nil || p.LastBatch != batches || p.Bets != 2*batches {
 		t.Errorf("after the leader change: %+v, want %d batches of 2 bets", p, batches)
 	}
-	if n := len(collect(t, a.ledger.Path())); n != 2*batches {
+	if n := len(lotterytest.Collect(t, a.ledger.Path())); n != 2*batches {
 		t.Errorf("bets.csv has %d bets, want %d", n, 2*batches)
 	}
 	store.Close(5 * time.Second)
@@ -406,7 +388,7 @@ func TestJetStreamLedgerRefusesFileLedger(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "file ledger") {
 		t.Fatalf("opening a file ledger's bets.csv as a JetStream copy: %v, want a refusal", err)
 	}
-	if n := len(collect(t, path)); n != 2 {
+	if n := len(lotterytest.Collect(t, path)); n != 2 {
 		t.Errorf("bets.csv has %d bets after the refusal, want its 2", n)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central/jsledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
+	"github.com/quiniela/quiniela/services/central/lottery/lotterytest"
 )
 
 // On a cluster whose servers enforce the course's 8 kB (max_payload: 8192),
@@ -114,7 +115,7 @@ func TestJetStreamLedgerWritesBigBatchesInParts(t *testing.T) {
 		if p := rec.Agencies[1]; p == nil || p.LastBatch != 5 || p.Bets != int64(total) || !p.Done || len(p.Sums) != 5 || p.Sums[4] != 5 || messages.LineSet(p.Stored).Count() != uint64(total) {
 			t.Errorf("copy recovered %+v, want 5 batches, %d bets, done", p, total)
 		}
-		if n := len(collect(t, x.ledger.Path())); n != total {
+		if n := len(lotterytest.Collect(t, x.ledger.Path())); n != total {
 			t.Errorf("bets.csv has %d bets, want %d", n, total)
 		}
 	}
@@ -258,7 +259,7 @@ func TestJetStreamLedgerWritesPartsAtomically(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := os.ReadFile(c.ledger.Path())
-	if n := len(collect(t, c.ledger.Path())); n != 600 {
+	if n := len(lotterytest.Collect(t, c.ledger.Path())); n != 600 {
 		t.Errorf("bets.csv has %d bets, want 600", n)
 	}
 	if got, _ := os.ReadFile(d.ledger.Path()); !bytes.Equal(got, want) {

@@ -1,4 +1,4 @@
-package central_test
+package fileledger_test
 
 import (
 	"errors"
@@ -10,74 +10,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central/fileledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
+	"github.com/quiniela/quiniela/services/central/lottery/lotterytest"
 )
-
-func bet(agency, i int, first string) messages.Bet {
-	return messages.Bet{Agency: agency, FirstName: first, LastName: fmt.Sprintf("Apellido%d", i),
-		Document: fmt.Sprint(30000000 + i), Birthdate: time.Date(1980+i%20, time.Month(1+i%12), 1+i%28, 0, 0, 0, 0, time.UTC), Number: i % 10000}
-}
-
-func collect(t *testing.T, path string) []messages.Bet {
-	t.Helper()
-	var out []messages.Bet
-	for b, err := range lottery.LoadBets(path) {
-		if err != nil {
-			t.Fatalf("LoadBets: %v", err)
-		}
-		out = append(out, b)
-	}
-	return out
-}
-
-// StoreBets writes the course's bets.csv; LoadBets reads back the same
-// bets in the order stored, quoting only where CSV needs it.
-func TestStoreBetsRoundTrip(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bets.csv")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bets := []messages.Bet{bet(1, 1, "Santiago Lionel"), bet(2, 2, `Juan "el Tano", hijo`), bet(1, 3, "Ñandú")}
-	if err := lottery.StoreBets(f, bets); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	data, _ := os.ReadFile(path)
-	wantText := "1,Santiago Lionel,Apellido1,30000001,1981-02-02,1\n" +
-		"2,\"Juan \"\"el Tano\"\", hijo\",Apellido2,30000002,1982-03-03,2\n" +
-		"1,Ñandú,Apellido3,30000003,1983-04-04,3\n"
-	if string(data) != wantText {
-		t.Errorf("bets.csv:\n%s\nwant:\n%s", data, wantText)
-	}
-	if got := collect(t, path); !slices.Equal(got, bets) {
-		t.Errorf("LoadBets = %v, want %v", got, bets)
-	}
-	if !lottery.HasWon(messages.Bet{Number: 7574}) || lottery.HasWon(messages.Bet{Number: 7575}) {
-		t.Error("HasWon must be number == 7574")
-	}
-}
-
-func TestLoadBetsReportsBadLine(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bets.csv")
-	os.WriteFile(path, []byte("1,A,B,1,1990-01-01,5\n1,A,B,1,1990-13-01,5\n"), 0o644)
-	var n int
-	var last error
-	for _, err := range lottery.LoadBets(path) {
-		if err != nil {
-			last = err
-			break
-		}
-		n++
-	}
-	if n != 1 || last == nil || !strings.Contains(last.Error(), "line 2") {
-		t.Errorf("read %d bets then %v; want 1 bet then an error naming line 2", n, last)
-	}
-}
 
 func appendSync(t *testing.T, l *fileledger.Ledger, agency int, seq uint64, bets []messages.Bet) {
 	t.Helper()
@@ -105,8 +43,8 @@ func openLedger(t *testing.T, path string) (*fileledger.Ledger, lottery.Recovere
 func TestLedgerRecoversFromTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bets.csv")
 	l, _ := openLedger(t, path)
-	b1 := []messages.Bet{bet(1, 1, "A"), bet(1, 2, "B")}
-	b2 := []messages.Bet{bet(2, 3, "C")}
+	b1 := []messages.Bet{lotterytest.Bet(1, 1, "A"), lotterytest.Bet(1, 2, "B")}
+	b2 := []messages.Bet{lotterytest.Bet(2, 3, "C")}
 	appendSync(t, l, 1, 1, b1)
 	appendSync(t, l, 2, 1, b2)
 	done := make(chan error, 1)
@@ -138,7 +76,7 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 			copyFile(t, fileledger.JournalPath(path), fileledger.JournalPath(p), tc.journal)
 			l, rec := openLedger(t, p)
 			defer l.Close()
-			got := collect(t, p)
+			got := lotterytest.Collect(t, p)
 			if want := append(slices.Clone(b1), b2...); !slices.Equal(got, want) {
 				t.Fatalf("after recovery LoadBets = %v, want %v", got, want)
 			}
@@ -155,8 +93,8 @@ func TestLedgerRecoversFromTornTail(t *testing.T) {
 				}
 			}
 			// And it goes on: the next batch lands after the recovered ones.
-			appendSync(t, l, 1, 2, []messages.Bet{bet(1, 9, "Z")})
-			if got := collect(t, p); len(got) != 4 || got[3].FirstName != "Z" {
+			appendSync(t, l, 1, 2, []messages.Bet{lotterytest.Bet(1, 9, "Z")})
+			if got := lotterytest.Collect(t, p); len(got) != 4 || got[3].FirstName != "Z" {
 				t.Errorf("after recovery and one more batch: %v", got)
 			}
 		})
@@ -177,7 +115,7 @@ func copyFile(t *testing.T, from, to, extra string) {
 func TestLedgerRefusesFileShorterThanJournal(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bets.csv")
 	l, _ := openLedger(t, path)
-	appendSync(t, l, 1, 1, []messages.Bet{bet(1, 1, "A")})
+	appendSync(t, l, 1, 1, []messages.Bet{lotterytest.Bet(1, 1, "A")})
 	l.Close()
 	os.WriteFile(path, nil, 0o644)
 	_, _, err := fileledger.Open(path)
@@ -200,7 +138,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 			for s := 1; s <= batches; s++ {
 				var cb sync.WaitGroup
 				cb.Add(1)
-				l.AppendBatch(a, uint64(s), 0, lottery.RowsFrom(uint64(s), []messages.Bet{bet(a, s, "N")}), func(err error) {
+				l.AppendBatch(a, uint64(s), 0, lottery.RowsFrom(uint64(s), []messages.Bet{lotterytest.Bet(a, s, "N")}), func(err error) {
 					if err != nil {
 						t.Error(err)
 					}
@@ -217,7 +155,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(collect(t, path)); got != agencies*batches {
+	if got := len(lotterytest.Collect(t, path)); got != agencies*batches {
 		t.Fatalf("stored %d bets, want %d", got, agencies*batches)
 	}
 	if f := l.Fsyncs(); f >= agencies*batches {

@@ -1,4 +1,4 @@
-package central_test
+package fileledger_test
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natstest"
@@ -16,6 +15,7 @@ import (
 	"github.com/quiniela/quiniela/services/central/fileledger"
 	"github.com/quiniela/quiniela/services/central/jsledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
+	"github.com/quiniela/quiniela/services/central/lottery/lotterytest"
 )
 
 // A store of two batches, closed: its bets.csv and journal.
@@ -23,8 +23,8 @@ func closedStore(t *testing.T) (path string, committed []byte) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "bets.csv")
 	l, _ := openLedger(t, path)
-	appendSync(t, l, 1, 1, []messages.Bet{bet(1, 1, "A"), bet(1, 2, "B")})
-	appendSync(t, l, 2, 1, []messages.Bet{bet(2, 3, "C")})
+	appendSync(t, l, 1, 1, []messages.Bet{lotterytest.Bet(1, 1, "A"), lotterytest.Bet(1, 2, "B")})
+	appendSync(t, l, 2, 1, []messages.Bet{lotterytest.Bet(2, 3, "C")})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestLedgerRefusesBetsFileWithoutJournal(t *testing.T) {
 	path, committed := closedStore(t)
 	os.Remove(fileledger.JournalPath(path))
 	refused(t, path, "no journal", "did not write")
-	if n := len(collect(t, path)); n != 3 {
+	if n := len(lotterytest.Collect(t, path)); n != 3 {
 		t.Errorf("%d bets after the refusal, want 3", n)
 	}
 	_ = committed
@@ -129,27 +129,6 @@ func TestLedgerCutsTheTailItExplains(t *testing.T) {
 				t.Errorf("bets.csv after recovery:\n%q\nwant:\n%q", got, committed)
 			}
 		})
-	}
-}
-
-// The central says so at WARN, with the bytes, when it cuts a tail.
-func TestRunLogsACutTailAtWarn(t *testing.T) {
-	ns := natstest.StartServer(t)
-	path, committed := closedStore(t)
-	extra := "1,X,Y,5,1990-01-01,5\n"
-	os.WriteFile(path, append(committed, extra...), 0o644)
-	ctx, cancel := context.WithCancel(context.Background())
-	log, errc := runCentral(ctx, map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": path})
-	log.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(log.String(), "WARN action: abrir_apuestas | result: success") {
-		t.Errorf("abrir_apuestas not at WARN with result success:\n%s", log)
-	}
-	if lines := log.Lines("abrir_apuestas"); len(lines) != 1 || lines[0].Fields["dropped_bytes"] != "21" {
-		t.Errorf("abrir_apuestas: %+v, want one line with dropped_bytes 21", lines)
 	}
 }
 

@@ -1,4 +1,4 @@
-package central_test
+package fileledger_test
 
 import (
 	"math/rand/v2"
@@ -9,6 +9,7 @@ import (
 	"github.com/quiniela/quiniela/messages"
 	"github.com/quiniela/quiniela/services/central/fileledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
+	"github.com/quiniela/quiniela/services/central/lottery/lotterytest"
 )
 
 // Every batch the ledger called back as committed survives a power cut
@@ -31,7 +32,7 @@ func TestLedgerKeepsWhatItCommittedThroughAPowerCut(t *testing.T) {
 				rng := rand.New(rand.NewPCG(uint64(committedBatches), 1))
 				var want []messages.Bet
 				for seq := 1; seq <= committedBatches; seq++ {
-					bets := []messages.Bet{bet(1, seq, "Ana"), bet(1, 100+seq, "Juan")}
+					bets := []messages.Bet{lotterytest.Bet(1, seq, "Ana"), lotterytest.Bet(1, 100+seq, "Juan")}
 					done := make(chan error, 1)
 					if err := l.AppendBatch(1, uint64(seq), rng.Uint64(), lottery.RowsFrom(uint64(2*seq-1), bets), func(err error) { done <- err }); err != nil {
 						t.Fatal(err)
@@ -57,7 +58,7 @@ func TestLedgerKeepsWhatItCommittedThroughAPowerCut(t *testing.T) {
 					t.Errorf("after %d committed batches and a cut the ledger recovered %+v", committedBatches, got)
 				}
 				l.Close()
-				if got := collect(t, filepath.Join(backing, "bets.csv")); len(got) != len(want) {
+				if got := lotterytest.Collect(t, filepath.Join(backing, "bets.csv")); len(got) != len(want) {
 					t.Errorf("after %d committed batches and a cut bets.csv holds %d bets, want %d", committedBatches, len(got), len(want))
 				}
 			}

@@ -1,4 +1,4 @@
-package central_test
+package lottery_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/quiniela/quiniela/services/central/fileledger"
 	"github.com/quiniela/quiniela/services/central/jsledger"
 	"github.com/quiniela/quiniela/services/central/lottery"
+	"github.com/quiniela/quiniela/services/central/lottery/lotterytest"
 )
 
 // openedStore is a store opened as a central starts: what it recovered,
@@ -36,7 +37,7 @@ func lineBet(n int, changed bool) messages.Bet {
 	if changed {
 		name = "Otro"
 	}
-	return bet(1, n, name)
+	return lotterytest.Bet(1, n, name)
 }
 
 // rowsAt are the bets of lines first to last of agency 1, as the store
@@ -156,7 +157,7 @@ func supplementsAcrossRestarts(t *testing.T, open func() openedStore) {
 	if !s.rec.Drawn {
 		t.Error("the draw was not recovered")
 	}
-	got := collect(t, s.path)
+	got := lotterytest.Collect(t, s.path)
 	var want []messages.Bet
 	for n := 1; n <= 7; n++ {
 		want = append(want, lineBet(n, false))
@@ -238,7 +239,7 @@ func closingRace(t *testing.T, open func(i int) openedStore) {
 		markDone(t, l, 1, 1)
 		// The stored rows are read back once, before the race.
 		wantAdded(t, "batch 1 again, as another batch", 0)(storeBatch(t, l, 1, 1, 3, rowsAt(1, 1)))
-		late := bet(1, 2, "Tarde")
+		late := lotterytest.Bet(1, 2, "Tarde")
 		late.Number = lottery.WinningNumber
 		type result struct {
 			added int
