@@ -29,9 +29,14 @@ import (
 //   - two claimants that start at once hear each other: one's subscription
 //     was in place before the other published, and each answers the other
 //     "claiming". The lower ID keeps the claim, the other refuses;
-//   - a central that starts serving announces it; a serving central that
-//     hears another serving (replies lost past ClaimWait) stops unless its
-//     ID is the lower, so that a split lasts no longer than one round trip.
+//   - a central that starts serving announces it, with the time it began;
+//     a serving central that hears another serving (replies lost past
+//     ClaimWait) keeps the lottery if it has served longer — the newcomer's
+//     store is the empty one, and agencies that sent batches to the first
+//     would find them gone — and says so with an announcement of its own,
+//     which stops the other; at equal times (or a central that does not
+//     say when it began) the lower ID keeps it. A split lasts no longer
+//     than a round trip.
 //
 // JetStream centrals claim too, when they start, and answer for as long as
 // they run (standby ones included: they take over later); those of one
@@ -55,6 +60,21 @@ type Claimant struct {
 	Stream string `json:"stream,omitempty"`
 	Bets   string `json:"bets_file"`
 	State  string `json:"state"`
+	// ServingSince is when it began serving, by its own clock: of two
+	// serving at once, the one that served first keeps the lottery.
+	ServingSince time.Time `json:"serving_since,omitzero"`
+}
+
+// keepsAgainst tells whether a, serving, keeps the lottery against b,
+// serving too: the one that began first (a clock skew between their hosts
+// larger than the gap between their starts could invert it; a newcomer
+// beside a central that served for minutes is the case this is for), else
+// the lower ID.
+func (a Claimant) keepsAgainst(b Claimant) bool {
+	if !a.ServingSince.IsZero() && !b.ServingSince.IsZero() && !a.ServingSince.Equal(b.ServingSince) {
+		return a.ServingSince.Before(b.ServingSince)
+	}
+	return cmp.Less(a.ID, b.ID)
 }
 
 // valid tells a central's claim from anything else that reached the claim
@@ -69,7 +89,11 @@ func (c Claimant) String() string {
 	if c.Stream != "" {
 		s += " on stream " + c.Stream
 	}
-	return s + ", bets file " + c.Bets + ")"
+	s += ", bets file " + c.Bets
+	if !c.ServingSince.IsZero() {
+		s += ", serving since " + c.ServingSince.Format(time.RFC3339)
+	}
+	return s + ")"
 }
 
 // newClaimant names this process: host and PID for people, a random part so
@@ -172,6 +196,7 @@ collect:
 			"two centrals on one server would split the agencies' batches between two stores", ErrLotteryHeld, holder, how)
 	}
 	c.me.State = claimServing
+	c.me.ServingSince = time.Now().UTC()
 	c.mu.Unlock()
 	// Announce it: a central that serves already, whose answer was lost,
 	// hears it and one of the two stops.
@@ -206,17 +231,26 @@ func (c *Claim) heard(m *nats.Msg) {
 		c.mu.Unlock()
 		return
 	}
+	reassert := false
 	switch {
 	case me.State == claimClaiming:
 		c.rivals = append(c.rivals, other)
-	case other.State == claimServing && cmp.Less(other.ID, me.ID) && !sameJetStream(me, other):
-		c.loser = &other
-		c.once.Do(func() { close(c.lost) })
+	case other.State == claimServing && !sameJetStream(me, other):
+		if other.keepsAgainst(me) {
+			c.loser = &other
+			c.once.Do(func() { close(c.lost) })
+		} else {
+			// Its announcement: tell it who keeps the lottery.
+			reassert = m.Reply == ""
+		}
 	}
 	c.mu.Unlock()
 	if m.Reply != "" {
 		data, _ := json.Marshal(me)
 		c.nc.Publish(m.Reply, data)
+	}
+	if reassert {
+		c.publish(ClaimSubject, "", claimServing)
 	}
 }
 
@@ -227,7 +261,7 @@ func sameJetStream(a, b Claimant) bool {
 }
 
 // Lost is closed when another central is found serving beside this one
-// and keeps the lottery (the lower ID): this one must stop serving.
+// and keeps the lottery (it served first): this one must stop serving.
 func (c *Claim) Lost() <-chan struct{} { return c.lost }
 
 // LostTo says who took the lottery, once Lost is closed.
@@ -237,7 +271,7 @@ func (c *Claim) LostTo() error {
 	if c.loser == nil {
 		return nil
 	}
-	return fmt.Errorf("%w: %s serves it too, and keeps it (its ID is the lower); this central stops, what it stored stays in its bets file",
+	return fmt.Errorf("%w: %s serves it too, and keeps it (it began serving first, or at the same time with the lower ID); this central stops, what it stored stays in its bets file",
 		ErrLotteryHeld, c.loser)
 }
 

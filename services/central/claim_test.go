@@ -2,6 +2,7 @@ package central_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -133,8 +134,9 @@ func TestOneCentralPerLotteryWhateverTheLedger(t *testing.T) {
 	}
 }
 
-// The backstop: a serving central that hears another announce it serves
-// too (its claim's answer came too late) stops if the other's ID is the
+// The backstop, against a central that does not say when it began
+// serving: a serving central that hears another announce it serves too
+// (its claim's answer came too late) stops if the other's ID is the
 // lower, saying who keeps the lottery, and keeps serving if it is not.
 func TestServingCentralStopsForALowerID(t *testing.T) {
 	ns := natstest.StartServer(t)
@@ -161,6 +163,63 @@ func TestServingCentralStopsForALowerID(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatalf("the central still serves beside a lower ID; log:\n%s", log)
+	}
+}
+
+// The backstop judges by serving time first: a newcomer that announces it
+// serves beside a central that served before it (its claim's answer came
+// too late) is the one that stops, whatever their IDs — its store is the
+// empty one, and agencies would find the batches they had sent gone. The
+// established central keeps serving and answers the announcement with its
+// own, which names when it began; a central that served before it stops
+// it.
+func TestServingCentralKeepsTheLotteryAgainstANewcomer(t *testing.T) {
+	ns := natstest.StartServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log, errc := runCentral(ctx, map[string]string{"NATS_URL": ns.ClientURL(), "CENTRAL_BETS_FILE": filepath.Join(t.TempDir(), "bets.csv")})
+	log.WaitFor(t, "central_lista", logline.Success, 1, time.Minute)
+	nc := natstest.Connect(t, ns)
+	claims, err := nc.SubscribeSync(central.ClaimSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	announce := func(id string, since time.Time) {
+		nc.Publish(central.ClaimSubject, []byte(`{"id":"`+id+`","host":"elsewhere","pid":42,"ledger":"file","bets_file":"other.csv","state":"serving","serving_since":"`+since.Format(time.RFC3339Nano)+`"}`))
+		nc.Flush()
+	}
+
+	// A newcomer with the lower ID: the central keeps serving and says so.
+	announce("!lower", time.Now().Add(time.Hour))
+	deadline := time.Now().Add(30 * time.Second) // a bound against hanging
+	for {
+		m, err := claims.NextMsg(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no answer to a newcomer's announcement: %v; log:\n%s", err, log)
+		}
+		var c central.Claimant
+		if json.Unmarshal(m.Data, &c) == nil && c.ID != "!lower" {
+			if c.State != "serving" || c.ServingSince.IsZero() {
+				t.Fatalf("the central answered the newcomer with %s, want its serving announcement with its start", m.Data)
+			}
+			break
+		}
+	}
+	reply, err := nc.Request(central.ClaimSubject, []byte(`{"id":"~probe","state":"claiming"}`), 30*time.Second)
+	if err != nil || !strings.Contains(string(reply.Data), `"state":"serving"`) {
+		t.Fatalf("after a newcomer's announcement: %v %s, want it still serving", err, reply.Data)
+	}
+
+	// A central that served before it, with the higher ID: this one stops.
+	announce("~older", time.Now().Add(-time.Hour))
+	select {
+	case err := <-errc:
+		if !errors.Is(err, central.ErrLotteryHeld) || !strings.Contains(err.Error(), "~older") || !strings.Contains(err.Error(), "serving since") {
+			t.Errorf("Run: %v, want ErrLotteryHeld naming the older central and when it began", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the central still serves beside one that served first; log:\n%s", log)
 	}
 }
 
