@@ -3,13 +3,16 @@ package central
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/quiniela/quiniela/internal/natsauth"
+	"github.com/quiniela/quiniela/internal/natsconn"
 )
 
 // SyncAlways, as a JetStream sync interval: fsync each write before
@@ -72,4 +75,61 @@ func StartEmbeddedNATS(addr string, users *natsauth.Users, tlsConfig *tls.Config
 		return nil, fmt.Errorf("embedded NATS server did not start listening on %s (is the port in use? set NATS_LISTEN, or NATS_URL to use a running server)", addr)
 	}
 	return ns, nil
+}
+
+// startEmbedded starts the embedded NATS server (with JetStream beside the
+// bets file for the JetStream ledger) and returns its URL and how to stop it.
+func startEmbedded(cfg *Config, log *slog.Logger) (string, func(), error) {
+	users, err := embeddedUsers(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	tlsConfig, err := embeddedTLS(*cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	jsDir := ""
+	if cfg.Ledger == LedgerJetStream {
+		jsDir = cfg.JetStreamDir
+		if jsDir == "" {
+			jsDir = filepath.Join(filepath.Dir(cfg.BetsFile), "jetstream")
+		}
+	}
+	ns, err := StartEmbeddedNATS(cfg.NATSListen, users, tlsConfig, jsDir, cfg.jetStreamSync)
+	if err != nil {
+		return "", nil, err
+	}
+	url := ns.ClientURL()
+	log.Info("nats_embebido", "url", url)
+	return url, func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		log.Info("detener_nats_embebido")
+	}, nil
+}
+
+// embeddedUsers reads the users of the embedded server, if any, and gives
+// the central its own credentials from them (the service's and the
+// ledger's) unless it was given some.
+func embeddedUsers(cfg *Config) (*natsauth.Users, error) {
+	if cfg.UsersFile == "" {
+		return nil, nil
+	}
+	u, err := natsauth.ReadUsers(cfg.UsersFile)
+	if err != nil {
+		return nil, fmt.Errorf("CENTRAL_USERS_FILE: %w", err)
+	}
+	if cfg.Auth == (natsconn.Auth{}) {
+		cfg.Auth = natsconn.Auth{User: natsauth.CentralUser, Password: u.Passwords[natsauth.CentralUser]}
+	}
+	if cfg.LedgerAuth == (natsconn.Auth{}) {
+		cfg.LedgerAuth = natsconn.Auth{User: natsauth.LedgerUser, Password: u.Passwords[natsauth.LedgerUser]}
+	}
+	if cfg.RepliesAuth == (natsconn.Auth{}) {
+		cfg.RepliesAuth = natsconn.Auth{User: natsauth.RepliesUser, Password: u.Passwords[natsauth.RepliesUser]}
+	}
+	if u.Stream == "" {
+		u.Stream = cfg.Stream
+	}
+	return &u, nil
 }
