@@ -223,15 +223,15 @@ func (s *Store) publish(msgs []*nats.Msg, lastSeq uint64) (uint64, error) {
 	id := last.Header.Get(jetstream.MsgIDHeader)
 	wait := 20 * time.Millisecond
 	var busySince time.Time // of the refusals because the subject is being written
+	send := func() (*jetstream.PubAck, error) {
+		if len(msgs) == 1 {
+			return s.publishOnce(last)
+		}
+		return s.publishAtomic(msgs)
+	}
 	for attempt := 1; ; attempt++ {
 		if !s.held() {
 			return 0, lottery.ErrNotActive
-		}
-		send := func() (*jetstream.PubAck, error) {
-			if len(msgs) == 1 {
-				return s.publishOnce(last)
-			}
-			return s.publishAtomic(msgs)
 		}
 		var ack *jetstream.PubAck
 		var err error
@@ -302,8 +302,7 @@ func (s *Store) lastOnSubject(subject, id string) (uint64, bool, error) {
 // last sequence). A resend of a write still being stored meets its
 // Nats-Msg-Id first (10158).
 func subjectBusy(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	return apiErrorCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 func (s *Store) publishOnce(msg *nats.Msg) (*jetstream.PubAck, error) {
@@ -376,8 +375,7 @@ func (s *Store) publishAtomic(msgs []*nats.Msg) (*jetstream.PubAck, error) {
 // storedAlready reports a batch refused because a message's Nats-Msg-Id is
 // stored already (a single message is acknowledged as a duplicate instead).
 func storedAlready(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeAtomicDuplicate
+	return apiErrorCode(err) == jsErrCodeAtomicDuplicate
 }
 
 // batchTransient reports a refusal of an atomic batch that a resend may
@@ -385,11 +383,7 @@ func storedAlready(err error) bool {
 // was staged, say), too many batches staged at once, or a resend whose
 // first attempt is still being stored.
 func batchTransient(err error) bool {
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return false
-	}
-	switch apiErr.ErrorCode {
+	switch apiErrorCode(err) {
 	case jsErrCodeAtomicIncomplete, jsErrCodeAtomicTooManyInflight, jsErrCodeDuplicateInProcess:
 		return true
 	}

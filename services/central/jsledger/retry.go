@@ -109,7 +109,15 @@ func transientJS(err error) bool {
 
 // wrongLastSeq reports a CAS refusal: something else was written on the subject.
 func wrongLastSeq(err error) bool {
+	code := apiErrorCode(err)
+	return code == jetstream.JSErrCodeStreamWrongLastSequence || code == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// apiErrorCode is the JetStream API error code in err, 0 if it holds none.
+func apiErrorCode(err error) jetstream.ErrorCode {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
+	}
+	return 0
 }
