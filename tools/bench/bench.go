@@ -177,12 +177,34 @@ type result struct {
 	CentralRSS, AgencyRSS, NATSRSS int64
 	// CPU (user + system) of each process's whole life; the agencies' added.
 	CentralCPU, AgenciesCPU, NATSCPU time.Duration
+	// StartCPU is the part of CentralCPU and NATSCPU spent before the
+	// agencies' launch: starting the servers and the centrals, a cost per
+	// run and not per bet (three JetStream nodes forming a cluster, say).
+	StartCPU time.Duration
 	// Path is the critical path's agency: the last to get its winners.
 	Path harness.Resumen
 }
 
 // CPU is every process's CPU together.
 func (r result) CPU() time.Duration { return r.CentralCPU + r.AgenciesCPU + r.NATSCPU }
+
+// RunCPU is every process's CPU from the agencies' launch on: the run, the
+// draw, a takeover, the processes' stop; their start left out.
+func (r result) RunCPU() time.Duration { return r.CPU() - r.StartCPU }
+
+// cpuBeforeLaunch is the CPU the servers and centrals have used so far,
+// read just before the agencies are launched (result.StartCPU).
+func cpuBeforeLaunch(procs ...*harness.Proc) (time.Duration, error) {
+	var sum time.Duration
+	for _, p := range procs {
+		cpu, err := cpuSoFar(p.Pid())
+		if err != nil {
+			return 0, fmt.Errorf("%s's CPU before the agencies' launch: %w", p.Name, err)
+		}
+		sum += cpu
+	}
+	return sum, nil
+}
 
 func (r result) String() string {
 	takeover := ""
@@ -191,10 +213,10 @@ func (r result) String() string {
 	}
 	return fmt.Sprintf("wall %.1f ms (launch %.1f), %.0f bets/s, %d batches, %.0f batches/s, rtt p50 %.2f ms, p99 %.2f ms, "+
 		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %.1f MiB, agency %.1f MiB, nats-server %.1f MiB, "+
-		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms",
+		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms (of which before the launch %.0f ms)",
 		ms(r.Wall), ms(r.Launch), perSecond(r.Bets, r.Wall), r.Batches, perSecond(r.Batches, r.Wall), r.RTTP50ms, r.RTTP99ms,
 		r.Fsyncs, r.Resent, ms(r.Draw), mib(r.CentralRSS), mib(r.AgencyRSS), mib(r.NATSRSS),
-		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU)) + takeover
+		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU), ms(r.StartCPU)) + takeover
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -270,7 +292,9 @@ func runSingleOnce(ctx context.Context, o options, files []harness.AgencyFile, w
 	if _, err := central.WaitReady(ctx, readyTimeout); err != nil {
 		return res, err
 	}
-
+	if res.StartCPU, err = cpuBeforeLaunch(nats, central.Proc); err != nil {
+		return res, err
+	}
 	if err := timeAgencies(ctx, o, files, url, betsFile, wantBets, sink, &res); err != nil {
 		return res, err
 	}

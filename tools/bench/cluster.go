@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -122,6 +123,9 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 	}
 	defer standby.Kill()
 
+	if res.StartCPU, err = cpuBeforeLaunch(append(slices.Clone(nodes), active.Proc, standby.Proc)...); err != nil {
+		return res, err
+	}
 	profiled := o.profileNodes(ctx, nodes, profPorts)
 	if err := timeAgencies(ctx, o, files, url, activeFile, wantBets, sink, &res); err != nil {
 		return res, err
