@@ -180,7 +180,10 @@ type result struct {
 	// StartCPU is the part of CentralCPU and NATSCPU spent before the
 	// agencies' launch: starting the servers and the centrals, a cost per
 	// run and not per bet (three JetStream nodes forming a cluster, say).
-	StartCPU time.Duration
+	// RunCPU is every process's CPU from the agencies' launch until the
+	// last agency exited, the agencies' whole CPU included: what the bets
+	// cost. The rest, after it, is the stop (and the cluster's takeover).
+	StartCPU, RunCPU time.Duration
 	// Path is the critical path's agency: the last to get its winners.
 	Path harness.Resumen
 }
@@ -188,18 +191,13 @@ type result struct {
 // CPU is every process's CPU together.
 func (r result) CPU() time.Duration { return r.CentralCPU + r.AgenciesCPU + r.NATSCPU }
 
-// RunCPU is every process's CPU from the agencies' launch on: the run, the
-// draw, a takeover, the processes' stop; their start left out.
-func (r result) RunCPU() time.Duration { return r.CPU() - r.StartCPU }
-
-// cpuBeforeLaunch is the CPU the servers and centrals have used so far,
-// read just before the agencies are launched (result.StartCPU).
-func cpuBeforeLaunch(procs ...*harness.Proc) (time.Duration, error) {
+// cpuOf is the CPU the processes have used so far, added.
+func cpuOf(procs []*harness.Proc) (time.Duration, error) {
 	var sum time.Duration
 	for _, p := range procs {
 		cpu, err := cpuSoFar(p.Pid())
 		if err != nil {
-			return 0, fmt.Errorf("%s's CPU before the agencies' launch: %w", p.Name, err)
+			return 0, fmt.Errorf("%s's CPU: %w", p.Name, err)
 		}
 		sum += cpu
 	}
@@ -213,10 +211,10 @@ func (r result) String() string {
 	}
 	return fmt.Sprintf("wall %.1f ms (launch %.1f), %.0f bets/s, %d batches, %.0f batches/s, rtt p50 %.2f ms, p99 %.2f ms, "+
 		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %.1f MiB, agency %.1f MiB, nats-server %.1f MiB, "+
-		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms (of which before the launch %.0f ms)",
+		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms (before the launch %.0f ms, during the run %.0f ms)",
 		ms(r.Wall), ms(r.Launch), perSecond(r.Bets, r.Wall), r.Batches, perSecond(r.Batches, r.Wall), r.RTTP50ms, r.RTTP99ms,
 		r.Fsyncs, r.Resent, ms(r.Draw), mib(r.CentralRSS), mib(r.AgencyRSS), mib(r.NATSRSS),
-		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU), ms(r.StartCPU)) + takeover
+		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU), ms(r.StartCPU), ms(r.RunCPU)) + takeover
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -292,10 +290,7 @@ func runSingleOnce(ctx context.Context, o options, files []harness.AgencyFile, w
 	if _, err := central.WaitReady(ctx, readyTimeout); err != nil {
 		return res, err
 	}
-	if res.StartCPU, err = cpuBeforeLaunch(nats, central.Proc); err != nil {
-		return res, err
-	}
-	if err := timeAgencies(ctx, o, files, url, betsFile, wantBets, sink, &res); err != nil {
+	if err := timeAgencies(ctx, o, files, url, betsFile, wantBets, sink, &res, nats, central.Proc); err != nil {
 		return res, err
 	}
 	if err := stopCentral(central, &res); err != nil {
@@ -385,7 +380,13 @@ func drawAndPeak(drew, peak *harness.CentralLog, who string, res *result) error 
 
 // timeAgencies launches the agencies at url, times them until they have all
 // exited, adds their figures to res, and checks betsFile holds their bets.
-func timeAgencies(ctx context.Context, o options, files []harness.AgencyFile, url, betsFile string, wantBets int, sink *harness.Sink, res *result) error {
+// servers (nats-servers, centrals) are up all along: their CPU before the
+// launch and during the run goes to res.StartCPU and res.RunCPU.
+func timeAgencies(ctx context.Context, o options, files []harness.AgencyFile, url, betsFile string, wantBets int, sink *harness.Sink, res *result, servers ...*harness.Proc) error {
+	var err error
+	if res.StartCPU, err = cpuOf(servers); err != nil {
+		return err
+	}
 	start := time.Now()
 	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, func(id int) []string {
 		if id == 1 {
@@ -402,8 +403,13 @@ func timeAgencies(ctx context.Context, o options, files []harness.AgencyFile, ur
 		return err
 	}
 	res.Wall = time.Since(start)
+	serversCPU, err := cpuOf(servers)
+	if err != nil {
+		return err
+	}
 	if *res, err = agencyTotals(agencies, *res); err != nil {
 		return err
 	}
+	res.RunCPU = serversCPU - res.StartCPU + res.AgenciesCPU
 	return checkStored(betsFile, wantBets, res.Bets)
 }

@@ -123,11 +123,8 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 	}
 	defer standby.Kill()
 
-	if res.StartCPU, err = cpuBeforeLaunch(append(slices.Clone(nodes), active.Proc, standby.Proc)...); err != nil {
-		return res, err
-	}
 	profiled := o.profileNodes(ctx, nodes, profPorts)
-	if err := timeAgencies(ctx, o, files, url, activeFile, wantBets, sink, &res); err != nil {
+	if err := timeAgencies(ctx, o, files, url, activeFile, wantBets, sink, &res, append(slices.Clone(nodes), active.Proc, standby.Proc)...); err != nil {
 		return res, err
 	}
 	if err := profiled(); err != nil {

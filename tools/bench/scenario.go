@@ -55,9 +55,9 @@ var (
 // file ledger's pace), set as ratios of the file ledger's figures taken
 // back to back, since absolute times drift with the machine's load: the
 // official set's wall time within 2×, scale's within 1.5×, all processes'
-// CPU per bet within 2× (their CPU from the agencies' launch on: three
-// nodes' start is paid once a run, and the file ledger's one server
-// starts in a fraction of it); and absolute ones: a standby takes over within
+// CPU per bet within 2× (their CPU during the run, from the agencies'
+// launch until the last exited: three nodes' start, the takeover and the
+// stop are paid once a run, not per bet); and absolute ones: a standby takes over within
 // 2 s of a kill -9 of the active central (the lease's TTL is 2 s), a
 // nats-server node within 128 MiB on scale's 10 M bets.
 var (

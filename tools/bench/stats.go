@@ -63,11 +63,11 @@ var (
 		return float64(r.CPU()) / float64(time.Microsecond) / float64(r.Bets)
 	}}
 	mStartCPU     = metric{"CPU before launch (ms)", "start CPU", "%.0f", func(r result) float64 { return ms(r.StartCPU) }}
-	mRunCPUPerBet = metric{"CPU per bet, start left out (µs)", "µs/bet run", "%.2f", func(r result) float64 {
+	mRunCPUPerBet = metric{"CPU per bet during the run (µs)", "µs/bet run", "%.2f", func(r result) float64 {
 		if r.Bets == 0 {
 			return 0
 		}
-		return float64(r.RunCPU()) / float64(time.Microsecond) / float64(r.Bets)
+		return float64(r.RunCPU) / float64(time.Microsecond) / float64(r.Bets)
 	}}
 	mTakeover = metric{"takeover (ms)", "takeover ms", "%.0f", func(r result) float64 { return ms(r.Takeover) }}
 )
@@ -417,9 +417,9 @@ func writeNotes(w io.Writer) {
 		"rtt p50: a run's median of the agencies' rtt_p50_ms; rtt p99: a run's max of their rtt_p99_ms",
 		"draw: the central's log, timestamp of sorteo − timestamp of agencia_terminada done: K/K (millisecond resolution)",
 		"CPU: user + system time of each process's whole life (getrusage at its exit): nats-server and the central",
-		"  include their start and stop; µs/bet is all processes' CPU over the bets; CPU before launch: the part of it",
-		"  the servers and centrals had used when the agencies were launched (their CPU clocks), their start;",
-		"  µs/bet run: all processes' CPU from the launch on (the run, the draw, a takeover, the stop) over the bets",
+		"  include their start and stop; µs/bet is all processes' CPU over the bets; CPU before launch: what the",
+		"  servers and centrals had used when the agencies were launched (read from their CPU clocks): their start;",
+		"  µs/bet run: all processes' CPU from the launch until the last agency exited (the wall time) over the bets",
 		"critical path: from the slowest agency's resumen (connected_ms … winners_ms, since it started)",
 		"peak RSS: each process's own VmHWM (exec resets it): the central's and the agencies' from their last log line",
 		"  (cerrar_apuestas, resumen: " + peakrss.Key + "), nats-server's read from /proc before it is stopped;",
@@ -431,7 +431,7 @@ func writeNotes(w io.Writer) {
 		"  a standby; nats-server's CPU is the nodes' added, its peak RSS the largest node's; takeover: kill -9 of the active",
 		"  central → the standby's central_lista; -compare-cluster: cluster/file is each pair's ratio (runs back to back,",
 		"  alternating which goes first), its goals held to the median ratio, so that they hold on a loaded machine;",
-		"  the CPU goal is held to µs/bet run: three nodes' start is a cost per run, not per bet",
+		"  the CPU goal is held to µs/bet run: three nodes' start, the takeover and the stop are costs per run, not per bet",
 	} {
 		fmt.Fprintln(w, l)
 	}
