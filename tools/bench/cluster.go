@@ -24,7 +24,7 @@ const clusterNodes = 3
 // comma-separated.
 // With profile, each serves Go's profiles on a port of its own, returned
 // in profPorts.
-func startNATSCluster(ctx context.Context, bin, dir, jsSync string, profile bool, sink *harness.Sink) (nodes []*harness.Proc, url string, profPorts []int, err error) {
+func startNATSCluster(ctx context.Context, bin, dir, jsSync string, env []string, profile bool, sink *harness.Sink) (nodes []*harness.Proc, url string, profPorts []int, err error) {
 	clientPorts := make([]int, clusterNodes)
 	routePorts := make([]int, clusterNodes)
 	profPorts = make([]int, clusterNodes)
@@ -57,7 +57,7 @@ func startNATSCluster(ctx context.Context, bin, dir, jsSync string, profile bool
 			return nil, "", nil, err
 		}
 		p, err := harness.Start(harness.Spec{
-			Name: name, Path: filepath.Join(bin, "nats-server"), Sink: sink,
+			Name: name, Path: filepath.Join(bin, "nats-server"), Sink: sink, Env: env,
 			Args: []string{"-c", conf, "-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]), "--name", name,
 				"--cluster_name", "quiniela",
 				"--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ",")},
@@ -85,7 +85,7 @@ func nodeName(i int) string { return natsName + "-" + strconv.Itoa(i+1) }
 // standby's takeover (kill → its central_lista), then checks that the
 // standby's bets.csv, rebuilt from the stream, holds every bet too.
 func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, wantBets int, dir string, sink *harness.Sink) (res result, err error) {
-	nodes, url, profPorts, err := startNATSCluster(ctx, o.bin, dir, o.jsSync, o.profile != "", sink)
+	nodes, url, profPorts, err := startNATSCluster(ctx, o.bin, dir, o.jsSync, o.natsEnv, o.profile != "", sink)
 	if err != nil {
 		return res, err
 	}

@@ -31,7 +31,7 @@
 // Usage:
 //
 //	go run ./tools/bench [-scenario official|scale|many|all] [-runs 7] [-bin bin]
-//	    [-cluster | -ledger jetstream | -compare-cluster] [-profile DIR]
+//	    [-cluster | -ledger jetstream | -compare-cluster] [-profile DIR] [-nats-env KEY=VALUE]
 //	    [-data DIR] [-cache DIR] [-config services/agency/config.yaml] [-tmp DIR] [-timeout 5m]
 //
 // -data defaults to ../shared/datasets/catedra (the course's data set)
@@ -46,6 +46,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/quiniela/quiniela/internal/cli"
@@ -69,6 +70,7 @@ type options struct {
 	cluster                       bool          // 3 nats-servers, JetStream R3, two centrals; implies ledger jetstream
 	compare                       bool          // each run twice, back to back: the file ledger, then the cluster mode
 	jsSync                        string        // JetStream's sync_interval: always, or an interval
+	natsEnv                       []string      // -nats-env: added to each cluster node's environment
 	scenarios                     []scenario
 	runs                          int
 	timeout                       time.Duration
@@ -94,6 +96,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each run; then its processes are killed")
 	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of each run's central and agency 1 into this directory (go tool pprof bin/central DIR/central-*.prof)")
 	fs.DurationVar(&o.profileNodesFor, "profile-nodes", 10*time.Second, "with -profile in the cluster mode: each nats-server's CPU profile covers this long from the agencies' launch (whole seconds; the run waits for it)")
+	fs.Func("nats-env", "in the cluster mode, add `KEY=VALUE` to each nats-server's environment (GOGC=50, GOMEMLIMIT=200MiB, GODEBUG=gctrace=1); repeatable", func(kv string) error {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("%q: want KEY=VALUE", kv)
+		}
+		o.natsEnv = append(o.natsEnv, kv)
+		return nil
+	})
 	err := fs.Parse(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
