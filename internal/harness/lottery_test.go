@@ -180,6 +180,15 @@ func TestCentralLog(t *testing.T) {
 	if c.LastError() != "sorteo: disk" {
 		t.Errorf("LastError = %q", c.LastError())
 	}
+	if c.StepDowns() != 0 {
+		t.Errorf("StepDowns = %d before any central_activa fail", c.StepDowns())
+	}
+	c.Observe("INFO action: central_activa | result: success | name: c1")
+	c.Observe("ERROR action: central_activa | result: fail | name: c1 | error: stepping down: lease lost")
+	c.Observe("ERROR action: renovar_lease | result: fail | error: lease expired before a renewal succeeded")
+	if c.StepDowns() != 1 {
+		t.Errorf("StepDowns = %d, want 1", c.StepDowns())
+	}
 }
 
 func TestCheckBinaries(t *testing.T) {

@@ -133,6 +133,7 @@ type CentralLog struct {
 	hasFsyncs bool
 	peakKiB   int // 0: not logged
 	lastError string
+	stepDowns int       // central_activa fail: a term that ended, or lapsed before it began
 	allDoneAt time.Time // the first agencia_terminada that says done: K/K
 	sorteoAt  time.Time // the first successful sorteo
 }
@@ -171,6 +172,9 @@ func (c *CentralLog) Observe(text string) {
 		c.peakKiB, _ = atoiOK(l.Fields[peakrss.Key])
 	case l.Result == logline.Fail:
 		c.lastError = l.Action + ": " + l.Fields["error"]
+		if l.Action == "central_activa" {
+			c.stepDowns++
+		}
 	}
 }
 
@@ -240,6 +244,15 @@ func (c *CentralLog) PeakRSSKiB() (kib int64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return int64(c.peakKiB), c.peakKiB > 0
+}
+
+// StepDowns is how many times the central logged central_activa as a
+// failure: it stepped down (its lease lost, or its writes fenced), or its
+// term lapsed before it could serve.
+func (c *CentralLog) StepDowns() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stepDowns
 }
 
 // LastError is the error of the central's last fail line, or "".

@@ -130,6 +130,12 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 	if err := profiled(); err != nil {
 		return res, err
 	}
+	// An exact result reached through step-downs is a livelock in the
+	// making, and the takeover below would time a standby already active.
+	if a, s := active.Log.StepDowns(), standby.Log.StepDowns(); a+s > 0 {
+		return res, fmt.Errorf("the centrals stepped down during the agencies' run (active %d, standby %d times; %d batches resent): %s",
+			a, s, res.Resent, active.Log.LastError())
+	}
 	err = takeOver(ctx, active, standby, standbyFile, nodes, wantBets, &res)
 	return res, err
 }
