@@ -11,3 +11,7 @@ func SetStaged(s *Store, f func(n int)) { s.staged = f }
 func SetAttempt(s *Store, f func(n int, send func() (*jetstream.PubAck, error)) (*jetstream.PubAck, error)) {
 	s.attempt = f
 }
+
+// WrapLeaseKV makes l reach its bucket through what wrap returns, before
+// Acquire.
+func WrapLeaseKV(l *Lease, wrap func(jetstream.KeyValue) jetstream.KeyValue) { l.kv = wrap(l.kv) }

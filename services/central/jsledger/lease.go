@@ -29,8 +29,8 @@ func LeaseBucket(stream string) string { return stream + "_LEASE" }
 // and a standby that creates it then is the new active one.
 //
 // The holder trusts its lease only until a local deadline: the time it
-// sent its last successful renewal plus 9/10 of ttl, read on the monotonic
-// clock. The server lets the key expire no sooner than ttl after it stored
+// sent the latest renewal that succeeded plus 9/10 of ttl, read on the
+// monotonic clock. The server lets the key expire no sooner than ttl after it stored
 // that renewal, so a central that was paused past its lease sees it gone
 // before anyone else can hold it.
 type Lease struct {
@@ -187,8 +187,9 @@ func (s *staleness) stale(ttl time.Duration) bool {
 
 // mine reports whether e is this central's own entry of the lease: it
 // names this central, at the revision it last wrote or the one after, which
-// only its renewal on that revision can have written (a renewal that timed
-// out here and was stored late; renewals are sent one at a time). Names
+// only its renewal on that revision can have written (one whose answer was
+// late or lost; every renewal names a revision this central held, and the
+// store keeps at most one renewal on each). Names
 // must differ (CENTRAL_NAME; the default, host-pid, does): two centrals of
 // one name are a misconfiguration the lease cannot tell apart.
 func (l *Lease) mine(e jetstream.KeyValueEntry) bool {
@@ -203,6 +204,16 @@ func (l *Lease) trust() time.Duration { return l.ttl * 9 / 10 }
 
 // renew renews the lease every ttl/4 until Release, or until a renewal is
 // refused (another central holds it) or the local deadline passes without one.
+//
+// A renewal is not given up at the next tick: under load its round trip
+// can outlast a tick (seen: up to 1.2 s on the cluster under `many`), and
+// one cancelled there and stored late moves the key under the holder, who
+// then needs two more round trips to find it its own. The next tick sends
+// another on the same revision beside it instead; whichever is answered
+// first renews the term, and the store keeps at most one of them (each
+// names the revision it renews). A renewal lost with its connection (its
+// node killed) is so superseded by the next, sent once the client has
+// reconnected.
 func (l *Lease) renew() {
 	defer l.renewing.Done()
 	l.mu.Lock()
@@ -211,6 +222,18 @@ func (l *Lease) renew() {
 	defer close(lost)
 	tick := time.NewTicker(l.ttl / 4)
 	defer tick.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make(chan renewal)
+	inFlight := 0
+	defer func() {
+		// The last answers still move the revision Release deletes on.
+		cancel()
+		for ; inFlight > 0; inFlight-- {
+			if r := <-results; r.err == nil {
+				l.renewed(r)
+			}
+		}
+	}()
 	for {
 		l.mu.Lock()
 		deadline := l.deadline
@@ -223,63 +246,126 @@ func (l *Lease) renew() {
 		case <-expired.C:
 			l.log.ErrorContext(context.Background(), "renovar_lease", "error", "lease expired before a renewal succeeded")
 			return
+		case r := <-results:
+			expired.Stop()
+			inFlight--
+			if !l.renewed(r) {
+				return
+			}
 		case <-tick.C:
 			expired.Stop()
-		}
-		sent := time.Now()
-		// One attempt lasts one renewal interval at most: a renewal lost
-		// with its connection (its node killed) is sent again, on the same
-		// revision, once the client has reconnected, rather than awaited
-		// until the term ends. One stored late is adopted below.
-		ctx, cancel := context.WithTimeout(context.Background(), min(time.Until(deadline), l.ttl/4))
-		l.mu.Lock()
-		rev := l.rev
-		l.mu.Unlock()
-		rev, err := l.kv.Update(ctx, LeaseKey, []byte(l.holder), rev)
-		cancel()
-		switch {
-		case err == nil:
-			l.rotator.Answered()
-			l.mu.Lock()
-			l.rev, l.deadline = rev, sent.Add(l.trust())
-			l.mu.Unlock()
-		case (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(err)) && l.adoptLateRenewal(deadline):
-			// An earlier renewal, timed out here, was stored late: renew on it.
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) || wrongLastSeq(err):
-			l.log.ErrorContext(context.Background(), "renovar_lease", "error", fmt.Errorf("another central holds the lease: %w", err))
-			l.mu.Lock()
-			l.deadline = time.Time{}
-			l.mu.Unlock()
-			return
-		default:
-			// A slow or failed renewal: try again until the deadline.
-			l.log.Debug("renovar_lease", "result", logline.Fail, "error", err)
-			if transientJS(err) {
-				l.rotator.Unanswered(err)
-			}
+			inFlight++
+			go l.attempt(ctx, deadline, results)
 		}
 	}
 }
 
-// adoptLateRenewal reads the lease after a renewal was refused because its
-// revision moved: if the entry is this central's own (mine), a renewal that
-// timed out here was stored late, and the lease is still this central's at
-// that revision, trusted no longer than before (until the next renewal).
-func (l *Lease) adoptLateRenewal(deadline time.Time) bool {
+// renewal is one attempt to renew the lease, and its outcome.
+type renewal struct {
+	sent time.Time
+	on   uint64 // the revision it renews
+	rev  uint64 // the new revision, if err is nil
+	err  error
+}
+
+// attempt sends one renewal on the revision held now, and waits for its
+// answer until the term's deadline, past which it would come too late.
+func (l *Lease) attempt(ctx context.Context, deadline time.Time, results chan<- renewal) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	l.mu.Lock()
+	r := renewal{sent: time.Now(), on: l.rev}
+	l.mu.Unlock()
+	r.rev, r.err = l.kv.Update(ctx, LeaseKey, []byte(l.holder), r.on)
+	results <- r
+}
+
+// renewed takes the outcome of a renewal; it reports false if the term is
+// over (another central holds the lease).
+func (l *Lease) renewed(r renewal) bool {
+	l.mu.Lock()
+	held := l.rev
+	l.mu.Unlock()
+	switch {
+	case r.err == nil:
+		l.log.Debug("renovar_lease", "result", logline.Success, "revision", r.rev, "rtt_ms", time.Since(r.sent).Milliseconds())
+		l.rotator.Answered()
+		l.mu.Lock()
+		l.rev = max(l.rev, r.rev)
+		if d := r.sent.Add(l.trust()); d.After(l.deadline) {
+			l.deadline = d
+		}
+		l.mu.Unlock()
+	case (errors.Is(r.err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(r.err)) && r.on < held:
+		// Another renewal of this central's, sent beside it, renewed first.
+	case errors.Is(r.err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(r.err):
+		// The revision moved: another central's, or a renewal of this one's
+		// that is stored but whose answer is late or lost.
+		l.mu.Lock()
+		deadline := l.deadline
+		l.mu.Unlock()
+		switch adopted, err := l.adoptLateRenewal(deadline, r.on); {
+		case adopted:
+		case err != nil:
+			// Unread, under the load that made the renewal late: read it
+			// again after the next renewal is refused, until the deadline.
+			l.log.Debug("renovar_lease", "result", logline.Fail, "error", fmt.Errorf("reading the lease after a refused renewal: %w", err))
+		default:
+			l.stepDown(r.err)
+			return false
+		}
+	case errors.Is(r.err, jetstream.ErrKeyNotFound):
+		l.stepDown(r.err)
+		return false
+	default:
+		// A slow or failed renewal: the next ones go on until the deadline.
+		l.log.Debug("renovar_lease", "result", logline.Fail, "rtt_ms", time.Since(r.sent).Milliseconds(), "error", r.err)
+		if transientJS(r.err) {
+			l.rotator.Unanswered(r.err)
+		}
+	}
+	return true
+}
+
+// adoptLateRenewal reads the lease after a renewal on revision refused was
+// refused because the revision moved: if the entry is this central's own
+// (mine), a renewal whose answer is late or lost was stored, and the lease
+// is still this central's at that revision, trusted no longer than before
+// (until the next renewal). err is why the lease could not be read: then
+// nothing is known.
+func (l *Lease) adoptLateRenewal(deadline time.Time, refused uint64) (adopted bool, err error) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	e, err := l.kv.Get(ctx, LeaseKey)
-	l.mu.Lock()
-	last := l.rev
-	l.mu.Unlock()
-	if err != nil || !l.mine(e) || e.Revision() == last {
-		return false // not moved by this central (a stale read, at most)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil // expired or released: not this central's
+	}
+	if err != nil {
+		return false, err
+	}
+	if e.Revision() <= refused {
+		// The refusal came from the stream's leader; a replica that lags
+		// behind it (reads go to any, KV's direct get) still shows the
+		// revision refused.
+		return false, fmt.Errorf("read revision %d, the one refused: a replica behind the leader", e.Revision())
+	}
+	if !l.mine(e) {
+		return false, nil
 	}
 	l.mu.Lock()
-	l.rev = e.Revision()
+	l.rev = max(l.rev, e.Revision())
 	l.mu.Unlock()
 	l.log.Debug("renovar_lease", "result", logline.Success, "detail", "a renewal that timed out was stored late: renewing on it", "revision", e.Revision())
-	return true
+	return true, nil
+}
+
+// stepDown ends the term now: err says why (another central holds the
+// lease, or it expired).
+func (l *Lease) stepDown(err error) {
+	l.log.ErrorContext(context.Background(), "renovar_lease", "error", fmt.Errorf("another central holds the lease: %w", err))
+	l.mu.Lock()
+	l.deadline = time.Time{}
+	l.mu.Unlock()
 }
 
 // Held reports whether this central may write: it holds the lease and its

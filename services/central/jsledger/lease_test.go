@@ -323,3 +323,156 @@ func (p *proxy) cut() {
 	p.conns = nil
 	p.swallow.Store(false)
 }
+
+// After a late renewal moved the key under it, the holder's read of the
+// key may fail (timed out under the load that made the renewal late) or
+// come from a replica behind the leader (its own revision, the one just
+// refused). Neither says another central holds the lease: the holder
+// reads again at its next renewal and keeps its term. Before, either
+// stepped it down (seen on the cluster under `many`'s load).
+func TestLeaseKeepsItsTermOverAnUnreadLateRenewal(t *testing.T) {
+	for name, read := range map[string]func(last uint64) (jetstream.KeyValueEntry, error){
+		"read timed out": func(uint64) (jetstream.KeyValueEntry, error) { return nil, context.DeadlineExceeded },
+		"stale replica":  func(last uint64) (jetstream.KeyValueEntry, error) { return staleEntry{rev: last, value: "a"}, nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			nodes := []*server.Server{natstest.StartJetStreamServer(t)}
+			const ttl = time.Second
+			a, log := openLease(t, nodes, "a", ttl)
+			kv := &flakyReads{read: read}
+			jsledger.WrapLeaseKV(a, func(inner jetstream.KeyValue) jetstream.KeyValue { kv.KeyValue = inner; return kv })
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := a.Acquire(ctx, func(string, error) {}); err != nil {
+				t.Fatal(err)
+			}
+			kv.failReads.Store(1)
+			late := lateRenewal(t, nodes, "a")
+			select {
+			case <-a.Lost():
+				t.Fatalf("the holder stepped down on its own late renewal, unread once:\n%s", log)
+			case <-time.After(3 * ttl):
+			}
+			if kv.failReads.Load() != 0 {
+				t.Fatal("the holder never read the key after its renewal was refused")
+			}
+			if !a.Held() {
+				t.Fatal("the holder does not hold its lease")
+			}
+			if rev := leaseRevision(t, nodes); rev <= late {
+				t.Errorf("lease at revision %d, the late renewal's %d: not renewed since", rev, late)
+			}
+			a.Release(ctx)
+		})
+	}
+}
+
+// flakyReads is a lease's bucket whose next failReads reads of the key
+// answer read(the revision of the last write it passed) instead.
+type flakyReads struct {
+	jetstream.KeyValue
+	read      func(last uint64) (jetstream.KeyValueEntry, error)
+	failReads atomic.Int32
+	last      atomic.Uint64
+}
+
+func (f *flakyReads) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	rev, err := f.KeyValue.Create(ctx, key, value, opts...)
+	if err == nil {
+		f.last.Store(rev)
+	}
+	return rev, err
+}
+
+func (f *flakyReads) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	rev, err := f.KeyValue.Update(ctx, key, value, rev)
+	if err == nil {
+		f.last.Store(rev)
+	}
+	return rev, err
+}
+
+func (f *flakyReads) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if f.failReads.Add(-1) >= 0 {
+		return f.read(f.last.Load())
+	}
+	f.failReads.Store(0)
+	return f.KeyValue.Get(ctx, key)
+}
+
+// staleEntry is the lease's entry as a replica behind the leader has it.
+type staleEntry struct {
+	rev   uint64
+	value string
+}
+
+func (e staleEntry) Bucket() string                  { return jsledger.LeaseBucket("QUINIELA") }
+func (e staleEntry) Key() string                     { return jsledger.LeaseKey }
+func (e staleEntry) Value() []byte                   { return []byte(e.value) }
+func (e staleEntry) Revision() uint64                { return e.rev }
+func (e staleEntry) Created() time.Time              { return time.Time{} }
+func (e staleEntry) Delta() uint64                   { return 0 }
+func (e staleEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
+
+// A renewal slower than the renewal interval is not given up: the next
+// one is sent beside it, and either keeps the term. Before, each attempt
+// was cancelled at the next tick, and one stored late moved the key under
+// the holder (the cascade that stepped it down under `many`'s load).
+func TestLeaseRenewalSlowerThanATickIsNotGivenUp(t *testing.T) {
+	nodes := []*server.Server{natstest.StartJetStreamServer(t)}
+	const ttl = 2 * time.Second
+	a, log := openLease(t, nodes, "a", ttl)
+	kv := &slowUpdate{overlapped: make(chan struct{})}
+	jsledger.WrapLeaseKV(a, func(inner jetstream.KeyValue) jetstream.KeyValue { kv.KeyValue = inner; return kv })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Acquire(ctx, func(string, error) {}); err != nil {
+		t.Fatal(err)
+	}
+	kv.slow.Store(true)
+	select {
+	case <-kv.overlapped:
+	case <-a.Lost():
+		t.Fatalf("the holder stepped down while a renewal was slow:\n%s", log)
+	case <-ctx.Done():
+		t.Fatal("no renewal sent while the first was still unanswered")
+	}
+	select {
+	case <-a.Lost():
+		t.Fatalf("the holder stepped down:\n%s", log)
+	case <-time.After(2 * ttl):
+	}
+	if !a.Held() {
+		t.Fatal("the holder does not hold its lease")
+	}
+	a.Release(ctx)
+}
+
+// slowUpdate is a lease's bucket whose first update once slow is set
+// waits until another update comes while it waits (overlapped is then
+// closed) or until its context ends, and then goes through.
+type slowUpdate struct {
+	jetstream.KeyValue
+	slow, pending atomic.Bool
+	overlapped    chan struct{}
+	once, met     sync.Once
+}
+
+func (s *slowUpdate) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	first := false
+	if s.slow.Load() {
+		s.once.Do(func() { first = true; s.pending.Store(true) })
+	}
+	switch {
+	case first:
+		defer s.pending.Store(false)
+		select {
+		case <-s.overlapped:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	case s.pending.Load():
+		s.met.Do(func() { close(s.overlapped) })
+	}
+	return s.KeyValue.Update(ctx, key, value, rev)
+}
