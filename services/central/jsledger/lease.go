@@ -255,7 +255,7 @@ func (l *Lease) renew() {
 		case <-tick.C:
 			expired.Stop()
 			inFlight++
-			go l.attempt(ctx, deadline, results)
+			go l.attempt(ctx, results)
 		}
 	}
 }
@@ -269,13 +269,15 @@ type renewal struct {
 }
 
 // attempt sends one renewal on the revision held now, and waits for its
-// answer until the term's deadline, past which it would come too late.
-func (l *Lease) attempt(ctx context.Context, deadline time.Time, results chan<- renewal) {
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+// answer as long as it could extend the term: until it is trusted no more
+// (not the term's deadline when it was sent, which another renewal may
+// extend meanwhile).
+func (l *Lease) attempt(ctx context.Context, results chan<- renewal) {
 	l.mu.Lock()
 	r := renewal{sent: time.Now(), on: l.rev}
 	l.mu.Unlock()
+	ctx, cancel := context.WithDeadline(ctx, r.sent.Add(l.trust()))
+	defer cancel()
 	r.rev, r.err = l.kv.Update(ctx, LeaseKey, []byte(l.holder), r.on)
 	results <- r
 }
@@ -298,6 +300,11 @@ func (l *Lease) renewed(r renewal) bool {
 		l.mu.Unlock()
 	case (errors.Is(r.err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(r.err)) && r.on < held:
 		// Another renewal of this central's, sent beside it, renewed first.
+	case subjectBusy(r.err):
+		// Refused while another write of the key was being proposed: the
+		// renewal sent before it, most likely, whose answer will tell (a
+		// standby's create would be met by the next renewal's refusal).
+		l.log.Debug("renovar_lease", "result", logline.Fail, "rtt_ms", time.Since(r.sent).Milliseconds(), "error", r.err)
 	case errors.Is(r.err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(r.err):
 		// The revision moved: another central's, or a renewal of this one's
 		// that is stored but whose answer is late or lost.
