@@ -20,13 +20,14 @@ import (
 // or cut off past its term) or another central writes to the stream, it
 // stops serving and waits for the lease again, from the stream's state.
 //
-// It has three connections: the ledger's (CENTRAL_LEDGER_NATS_*, in the
+// It has four connections: the ledger's (CENTRAL_LEDGER_NATS_*, in the
 // account that holds the stream and the lease) for its JetStream work, the
-// service's (NATS_*, in the agencies' account) for requests and the
-// inspector's replies, and the replies to agencies' (CENTRAL_REPLIES_NATS_*,
-// the same account; the service's without them), so that no reply subject
-// a peer names can reach the ledger, nor, through micro's own answers,
-// another agency.
+// lease's (the same user) so that no write of the ledger queues before a
+// renewal, the service's (NATS_*, in the agencies' account) for requests
+// and the inspector's replies, and the replies to agencies'
+// (CENTRAL_REPLIES_NATS_*, the same account; the service's without them),
+// so that no reply subject a peer names can reach the ledger, nor, through
+// micro's own answers, another agency.
 func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger) error {
 	lnc, lclosed, err := natsconn.Connect(ctx, url, natsconn.Options{
 		Name: "central-ledger", Auth: cfg.ledgerAuth(), ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
@@ -61,13 +62,31 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	}
 	defer ledger.Close()
 	log.InfoContext(ctx, "abrir_apuestas", "file", cfg.BetsFile, "stream", cfg.Stream, "replicas", cfg.Replicas)
-	lease, err := jsledger.OpenLease(ctx, js, jsledger.LeaseConfig{
+	// The lease has a connection of its own (the ledger's user): on the
+	// ledger's, a renewal would queue behind the chains' writes (up to
+	// 256 KiB each, many in flight) on the way out and its answer behind
+	// the acknowledgements and the copy's deliveries on the way in, and
+	// under load miss its term (README, The JetStream ledger).
+	leaseNC, leaseClosed, err := natsconn.Connect(ctx, url, natsconn.Options{
+		Name: "central-lease", Auth: cfg.ledgerAuth(), ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer leaseNC.Close()
+	leaseJS, err := jsledger.NewJetStream(leaseNC)
+	if err != nil {
+		return fmt.Errorf("opening JetStream for the lease: %w", err)
+	}
+	lease, err := jsledger.OpenLease(ctx, leaseJS, jsledger.LeaseConfig{
 		Stream: cfg.Stream, Replicas: cfg.Replicas, Holder: cfg.Name, TTL: cfg.LeaseTTL,
 	}, log)
 	if err != nil {
 		return err
 	}
-	// The service's connections leave a node cut off with the ledger's.
+	// The ledger's and the service's connections leave a node cut off with
+	// the lease's.
+	lease.AlsoMove(lnc)
 	lease.AlsoMove(nc)
 	if conns.replies != nc {
 		lease.AlsoMove(conns.replies)
@@ -100,7 +119,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	// No fsync of its own: the stream is the durable store (README, Guarantees).
 	log.InfoContext(bg, "cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
-	return drain(cfg.DrainTimeout, log, append(conns.drainables(), drainable{lnc, lclosed})...)
+	return drain(cfg.DrainTimeout, log, append(conns.drainables(), drainable{lnc, lclosed}, drainable{leaseNC, leaseClosed})...)
 }
 
 // serveTerm serves the agencies for one term of the lease: until ctx ends

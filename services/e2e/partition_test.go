@@ -101,8 +101,8 @@ func TestCentralLeavesANodeCutOffFromTheCluster(t *testing.T) {
 	c := runCentral(t, plainJSCentralEnv(natstest.URLs(nodes[1], nodes[0], nodes[2]), t.TempDir(), "central-1"))
 	log := c.log
 	log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
-	if n := nodes[1].NumClients(); n != 2 {
-		t.Fatalf("%d clients on node 2, want the central's two connections (service and ledger)", n)
+	if n := nodes[1].NumClients(); n != 3 {
+		t.Fatalf("%d clients on node 2, want the central's three connections (service, ledger and lease)", n)
 	}
 	cutAt := time.Now()
 	cutOff(t, nodes, opts, 1)
