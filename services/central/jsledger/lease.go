@@ -207,13 +207,13 @@ func (l *Lease) trust() time.Duration { return l.ttl * 9 / 10 }
 //
 // A renewal is not given up at the next tick: under load its round trip
 // can outlast a tick (seen: up to 1.2 s on the cluster under `many`), and
-// one cancelled there and stored late moves the key under the holder, who
-// then needs two more round trips to find it its own. The next tick sends
-// another on the same revision beside it instead; whichever is answered
-// first renews the term, and the store keeps at most one of them (each
-// names the revision it renews). A renewal lost with its connection (its
-// node killed) is so superseded by the next, sent once the client has
-// reconnected.
+// one cancelled there and stored late moved the key under the holder, who
+// then needed two more round trips to find it its own. The next tick sends
+// another on the same revision beside it instead: the server refuses it at
+// once while the first is being proposed (10164), and it stands in for the
+// first if that one was lost (with its node, say). Whichever is answered
+// first renews the term; the store keeps at most one of them (each names
+// the revision it renews).
 func (l *Lease) renew() {
 	defer l.renewing.Done()
 	l.mu.Lock()
