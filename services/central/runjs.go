@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/quiniela/quiniela/internal/logline"
 	"github.com/quiniela/quiniela/internal/natsconn"
 	"github.com/quiniela/quiniela/internal/peakrss"
@@ -29,9 +31,7 @@ import (
 // so that no reply subject a peer names can reach the ledger, nor, through
 // micro's own answers, another agency.
 func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger) error {
-	lnc, lclosed, err := natsconn.Connect(ctx, url, natsconn.Options{
-		Name: "central-ledger", Auth: cfg.ledgerAuth(), ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
-	}, log)
+	lnc, lclosed, err := connectLedger(ctx, cfg, url, "central-ledger", log)
 	if err != nil {
 		return err
 	}
@@ -67,9 +67,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	// 256 KiB each, many in flight) on the way out and its answer behind
 	// the acknowledgements and the copy's deliveries on the way in, and
 	// under load miss its term (README, The JetStream ledger).
-	leaseNC, leaseClosed, err := natsconn.Connect(ctx, url, natsconn.Options{
-		Name: "central-lease", Auth: cfg.ledgerAuth(), ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
-	}, log)
+	leaseNC, leaseClosed, err := connectLedger(ctx, cfg, url, "central-lease", log)
 	if err != nil {
 		return err
 	}
@@ -120,6 +118,13 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	log.InfoContext(bg, "cerrar_apuestas",
 		append([]any{"file", cfg.BetsFile, "fsyncs", 0, "stream_messages", ledger.Applied()}, peakrss.Fields()...)...)
 	return drain(cfg.DrainTimeout, log, append(conns.drainables(), drainable{lnc, lclosed}, drainable{leaseNC, leaseClosed})...)
+}
+
+// connectLedger connects as the ledger's user (CENTRAL_LEDGER_NATS_*).
+func connectLedger(ctx context.Context, cfg Config, url, name string, log *slog.Logger) (*nats.Conn, <-chan struct{}, error) {
+	return natsconn.Connect(ctx, url, natsconn.Options{
+		Name: name, Auth: cfg.ledgerAuth(), ConnectWait: cfg.ConnectWait, DrainTimeout: cfg.DrainTimeout,
+	}, log)
 }
 
 // serveTerm serves the agencies for one term of the lease: until ctx ends
