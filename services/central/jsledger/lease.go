@@ -94,7 +94,10 @@ const LeaseWaitReport = 5 * time.Second
 // the lease, or with what keeps it from asking (JetStream without a leader
 // after a restart, say), so that a waiting central says why.
 func (l *Lease) Acquire(ctx context.Context, waiting func(holder string, err error)) error {
-	poll := max(l.ttl/10, 50*time.Millisecond)
+	// A standby's takeover is the TTL less the time since the holder's last
+	// renewal, plus this: a refused create costs the stream's leader a
+	// lookup and no proposal, so it can be asked often.
+	poll := max(l.ttl/40, 25*time.Millisecond)
 	var told time.Time
 	var seen staleness
 	for {
