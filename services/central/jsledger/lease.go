@@ -425,7 +425,18 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := l.kv.Delete(cctx, LeaseKey, jetstream.LastRevision(rev)); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	err := l.kv.Delete(cctx, LeaseKey, jetstream.LastRevision(rev))
+	if moved := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(err); moved {
+		// A renewal cancelled by the stop may have been stored all the
+		// same: the key is then this central's own one revision on, and
+		// left there it would keep every standby waiting out the TTL.
+		// Anything else in it is not this central's to delete.
+		err = nil
+		if e, gerr := l.kv.Get(cctx, LeaseKey); gerr == nil && l.mine(e) && e.Revision() != rev {
+			err = l.kv.Delete(cctx, LeaseKey, jetstream.LastRevision(e.Revision()))
+		}
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
 		return fmt.Errorf("releasing the lease: %w", err)
 	}
 	return nil

@@ -186,14 +186,22 @@ func TestLeaseTakesBackItsOwnLateRenewal(t *testing.T) {
 	nodes := []*server.Server{natstest.StartJetStreamServer(t)}
 	const ttl = 20 * time.Second // no renewal comes between the two steps below
 	a, _ := openLease(t, nodes, "a", ttl)
+	kv := &flakyReads{read: func(uint64) (jetstream.KeyValueEntry, error) { return nil, context.DeadlineExceeded }}
+	jsledger.WrapLeaseKV(a, func(inner jetstream.KeyValue) jetstream.KeyValue { kv.KeyValue = inner; return kv })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := a.Acquire(ctx, func(string, error) {}); err != nil {
 		t.Fatal(err)
 	}
 	lateRenewal(t, nodes, "a")
-	if err := a.Release(ctx); err != nil { // refused on the moved revision: the key stays
+	// Its delete refused on the moved revision and its read of the key
+	// unanswered, Release leaves the key: a term ended without a handover.
+	kv.failReads.Store(1)
+	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if kv.failReads.Load() != 0 {
+		t.Fatal("Release did not read the key after its delete was refused")
 	}
 	actx, acancel := context.WithTimeout(ctx, ttl/4)
 	defer acancel()
@@ -204,6 +212,35 @@ func TestLeaseTakesBackItsOwnLateRenewal(t *testing.T) {
 		t.Fatal("does not hold the lease it took back")
 	}
 	a.Release(ctx)
+}
+
+// A renewal cancelled by Release but stored all the same moves the key one
+// revision on, in the holder's name: Release deletes it there, so that a
+// standby takes the lease at its next try rather than after the TTL (a
+// SIGTERM's handover under load).
+func TestLeaseReleaseDeletesItsOwnLateRenewal(t *testing.T) {
+	nodes := []*server.Server{natstest.StartJetStreamServer(t)}
+	const ttl = 20 * time.Second // no renewal comes between the steps below, and b cannot wait it out
+	a, _ := openLease(t, nodes, "a", ttl)
+	b, _ := openLease(t, nodes, "b", ttl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Acquire(ctx, func(string, error) {}); err != nil {
+		t.Fatal(err)
+	}
+	lateRenewal(t, nodes, "a")
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaseKV(t, nodes).Get(ctx, jsledger.LeaseKey); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the lease after Release: %v, want it deleted", err)
+	}
+	bctx, bcancel := context.WithTimeout(ctx, ttl/4)
+	defer bcancel()
+	if err := b.Acquire(bctx, func(string, error) {}); err != nil {
+		t.Fatalf("a standby taking the released lease: %v", err)
+	}
+	b.Release(ctx)
 }
 
 // leaseRevision is the revision of the lease's key now.
