@@ -95,9 +95,12 @@ const LeaseWaitReport = 5 * time.Second
 // after a restart, say), so that a waiting central says why.
 func (l *Lease) Acquire(ctx context.Context, waiting func(holder string, err error)) error {
 	// A standby's takeover is the TTL less the time since the holder's last
-	// renewal, plus this: a refused create costs the stream's leader a
-	// lookup and no proposal, so it can be asked often.
-	poll := max(l.ttl/40, 25*time.Millisecond)
+	// renewal, plus its poll's lag. It asks every ttl/10 while the holder
+	// renews (every ttl/4), and every ttl/40 once the holder's entry is
+	// older than ttl/2, seen not to move for that long or written that
+	// long ago by its timestamp (the server's clock: a skewed one only
+	// makes the standby ask at the other pace): it may expire any moment.
+	slow, fast := max(l.ttl/10, 50*time.Millisecond), max(l.ttl/40, 25*time.Millisecond)
 	var told time.Time
 	var seen staleness
 	for {
@@ -157,6 +160,10 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string, err err
 				waiting("", err)
 			}
 		}
+		poll := slow
+		if holder != "?" && holder != l.holder && seen.olderThan(l.ttl/2) {
+			poll = fast
+		}
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
@@ -169,14 +176,22 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string, err err
 // of it that no longer moves: a holder renews every ttl/4, each renewal a
 // new revision.
 type staleness struct {
-	rev   uint64
-	since time.Time
+	rev     uint64
+	since   time.Time // the revision last seen to move, or the last stale report
+	moved   time.Time // the revision last seen to move
+	written time.Time // the entry's timestamp, by the server's clock
 }
 
 func (s *staleness) entry(e jetstream.KeyValueEntry) {
 	if e.Revision() != s.rev {
-		s.rev, s.since = e.Revision(), time.Now()
+		s.rev, s.since, s.moved, s.written = e.Revision(), time.Now(), time.Now(), e.Created()
 	}
+}
+
+// olderThan reports whether the entry seen has not moved for d, or was
+// written over d ago.
+func (s *staleness) olderThan(d time.Duration) bool {
+	return time.Since(s.moved) > d || time.Since(s.written) > d
 }
 
 // stale reports a revision unchanged for over ttl, once per ttl.
