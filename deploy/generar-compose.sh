@@ -59,7 +59,7 @@ trap 'rm -f "$tmp"' EXIT
 
 # urls FIRST: the client URLs of every node, FIRST's first, then the next
 # ones round the ring. The client tries them in this order (the first is the
-# preferred node) and learns the cluster's nodes from the server too.
+# preferred node); the nodes advertise no other addresses (--no_advertise).
 urls() {
 	local first=$1 list="" k
 	for ((k = 0; k < ${#nodes[@]}; k++)); do
@@ -161,10 +161,12 @@ YAML
     # two stay connected. -c: the users, and when JetStream fsyncs; -m: the
     # monitoring endpoint, which the healthcheck asks; -js -sd: JetStream,
     # where the centrals keep their ledger on three replicas
-    # (CENTRAL_REPLICAS).
+    # (CENTRAL_REPLICAS). --no_advertise: a client keeps to the nodes its
+    # NATS_URL names (every node, by service name), not the containers'
+    # addresses the cluster would gossip, which a restart may change.
     command: ["-c", "/etc/nats/jetstream.conf", "-m", "8222", "-js", "-sd", "/data/jetstream",
       "--name", "$node", "--cluster_name", "quiniela", "--cluster", "nats://0.0.0.0:6222",
-      "--routes", "$routes"]
+      "--routes", "$routes", "--no_advertise"]
 YAML
 			nats_common "$published" "$node-data"
 		done

@@ -278,7 +278,7 @@ func checkNATSServers(t *testing.T, cfg composeConfig, v variant, creds string) 
 				routes = append(routes, "nats://"+node+":6222")
 			}
 			wantCommand = append(wantCommand, "--name", name, "--cluster_name", "quiniela",
-				"--cluster", "nats://0.0.0.0:6222", "--routes", strings.Join(routes, ","))
+				"--cluster", "nats://0.0.0.0:6222", "--routes", strings.Join(routes, ","), "--no_advertise")
 		}
 		if !slices.Contains(nats.Healthcheck.Test, "http://localhost:8222/healthz") || !slices.Equal(nats.Command, wantCommand) {
 			t.Errorf("%s: command %q, healthcheck %q; want %q and /healthz checked", name, nats.Command, nats.Healthcheck.Test, wantCommand)
