@@ -316,14 +316,14 @@ func (l *Lease) renewed(r renewal) bool {
 			l.deadline = d
 		}
 		l.mu.Unlock()
-	case (errors.Is(r.err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(r.err)) && r.on < held:
+	case revisionMoved(r.err) && r.on < held:
 		// Another renewal of this central's, sent beside it, renewed first.
 	case subjectBusy(r.err):
 		// Refused while another write of the key was being proposed: the
 		// renewal sent before it, most likely, whose answer will tell (a
 		// standby's create would be met by the next renewal's refusal).
 		l.log.Debug("renovar_lease", "result", logline.Fail, "rtt_ms", time.Since(r.sent).Milliseconds(), "error", r.err)
-	case errors.Is(r.err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(r.err):
+	case revisionMoved(r.err):
 		// The revision moved: another central's, or a renewal of this one's
 		// that is stored but whose answer is late or lost.
 		l.mu.Lock()
@@ -336,11 +336,11 @@ func (l *Lease) renewed(r renewal) bool {
 			// again after the next renewal is refused, until the deadline.
 			l.log.Debug("renovar_lease", "result", logline.Fail, "error", fmt.Errorf("reading the lease after a refused renewal: %w", err))
 		default:
-			l.stepDown(r.err)
+			l.stepDown(fmt.Errorf("another central holds the lease: %w", r.err))
 			return false
 		}
 	case errors.Is(r.err, jetstream.ErrKeyNotFound):
-		l.stepDown(r.err)
+		l.stepDown(fmt.Errorf("the lease expired or was deleted before a renewal reached it: %w", r.err))
 		return false
 	default:
 		// A slow or failed renewal: the next ones go on until the deadline.
@@ -387,7 +387,7 @@ func (l *Lease) adoptLateRenewal(deadline time.Time, refused uint64) (adopted bo
 // stepDown ends the term now: err says why (another central holds the
 // lease, or it expired).
 func (l *Lease) stepDown(err error) {
-	l.log.ErrorContext(context.Background(), "renovar_lease", "error", fmt.Errorf("another central holds the lease: %w", err))
+	l.log.ErrorContext(context.Background(), "renovar_lease", "error", err)
 	l.mu.Lock()
 	l.deadline = time.Time{}
 	l.mu.Unlock()
@@ -441,7 +441,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	err := l.kv.Delete(cctx, LeaseKey, jetstream.LastRevision(rev))
-	if moved := errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(err); moved {
+	if revisionMoved(err) {
 		// A renewal cancelled by the stop may have been stored all the
 		// same: the key is then this central's own one revision on, and
 		// left there it would keep every standby waiting out the TTL.
@@ -451,10 +451,17 @@ func (l *Lease) Release(ctx context.Context) error {
 			err = l.kv.Delete(cctx, LeaseKey, jetstream.LastRevision(e.Revision()))
 		}
 	}
-	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
+	if err != nil && !revisionMoved(err) {
 		return fmt.Errorf("releasing the lease: %w", err)
 	}
 	return nil
+}
+
+// revisionMoved reports an update or delete on a revision refused because
+// the key is at another: the client's mismatch, or the server's raw "wrong
+// last sequence".
+func revisionMoved(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSeq(err)
 }
 
 // taken reports a create refused because another central holds the lease:
