@@ -184,6 +184,10 @@ type result struct {
 	// last agency exited, the agencies' whole CPU included: what the bets
 	// cost. The rest, after it, is the stop (and the cluster's takeover).
 	StartCPU, RunCPU time.Duration
+	// RunNATSCPU and RunCentralCPU are the nats-servers' and the centrals'
+	// parts of RunCPU: in the cluster mode, what the three nodes'
+	// replication costs while the bets come in, and what the two centrals do.
+	RunNATSCPU, RunCentralCPU time.Duration
 	// Path is the critical path's agency: the last to get its winners.
 	Path harness.Resumen
 }
@@ -211,10 +215,10 @@ func (r result) String() string {
 	}
 	return fmt.Sprintf("wall %.1f ms (launch %.1f), %.0f bets/s, %d batches, %.0f batches/s, rtt p50 %.2f ms, p99 %.2f ms, "+
 		"%d fsyncs, %d resent, draw %.0f ms, peak RSS central %.1f MiB, agency %.1f MiB, nats-server %.1f MiB, "+
-		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms (before the launch %.0f ms, during the run %.0f ms)",
+		"CPU central %.0f ms, agencies %.0f ms, nats-server %.0f ms (before the launch %.0f ms, during the run %.0f ms, nats-server's %.0f)",
 		ms(r.Wall), ms(r.Launch), perSecond(r.Bets, r.Wall), r.Batches, perSecond(r.Batches, r.Wall), r.RTTP50ms, r.RTTP99ms,
 		r.Fsyncs, r.Resent, ms(r.Draw), mib(r.CentralRSS), mib(r.AgencyRSS), mib(r.NATSRSS),
-		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU), ms(r.StartCPU), ms(r.RunCPU)) + takeover
+		ms(r.CentralCPU), ms(r.AgenciesCPU), ms(r.NATSCPU), ms(r.StartCPU), ms(r.RunCPU), ms(r.RunNATSCPU)) + takeover
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -290,7 +294,7 @@ func runSingleOnce(ctx context.Context, o options, files []harness.AgencyFile, w
 	if _, err := central.WaitReady(ctx, readyTimeout); err != nil {
 		return res, err
 	}
-	if err := timeAgencies(ctx, o, files, url, betsFile, wantBets, sink, &res, nats, central.Proc); err != nil {
+	if err := timeAgencies(ctx, o, files, url, betsFile, wantBets, sink, &res, []*harness.Proc{nats}, central.Proc); err != nil {
 		return res, err
 	}
 	if err := stopCentral(central, &res); err != nil {
@@ -380,13 +384,19 @@ func drawAndPeak(drew, peak *harness.CentralLog, who string, res *result) error 
 
 // timeAgencies launches the agencies at url, times them until they have all
 // exited, adds their figures to res, and checks betsFile holds their bets.
-// servers (nats-servers, centrals) are up all along: their CPU before the
-// launch and during the run goes to res.StartCPU and res.RunCPU.
-func timeAgencies(ctx context.Context, o options, files []harness.AgencyFile, url, betsFile string, wantBets int, sink *harness.Sink, res *result, servers ...*harness.Proc) error {
-	var err error
-	if res.StartCPU, err = cpuOf(servers); err != nil {
+// The nats-servers and the centrals are up all along: their CPU before the
+// launch and during the run goes to res.StartCPU and res.RunCPU, the
+// nats-servers' part of the run to res.RunNATSCPU.
+func timeAgencies(ctx context.Context, o options, files []harness.AgencyFile, url, betsFile string, wantBets int, sink *harness.Sink, res *result, nats []*harness.Proc, centrals ...*harness.Proc) error {
+	natsStart, err := cpuOf(nats)
+	if err != nil {
 		return err
 	}
+	centralsStart, err := cpuOf(centrals)
+	if err != nil {
+		return err
+	}
+	res.StartCPU = natsStart + centralsStart
 	start := time.Now()
 	agencies, err := harness.StartAgencies(o.bin, files, o.config, url, func(id int) []string {
 		if id == 1 {
@@ -403,13 +413,18 @@ func timeAgencies(ctx context.Context, o options, files []harness.AgencyFile, ur
 		return err
 	}
 	res.Wall = time.Since(start)
-	serversCPU, err := cpuOf(servers)
+	natsEnd, err := cpuOf(nats)
+	if err != nil {
+		return err
+	}
+	centralsEnd, err := cpuOf(centrals)
 	if err != nil {
 		return err
 	}
 	if *res, err = agencyTotals(agencies, *res); err != nil {
 		return err
 	}
-	res.RunCPU = serversCPU - res.StartCPU + res.AgenciesCPU
+	res.RunNATSCPU, res.RunCentralCPU = natsEnd-natsStart, centralsEnd-centralsStart
+	res.RunCPU = res.RunNATSCPU + res.RunCentralCPU + res.AgenciesCPU
 	return checkStored(betsFile, wantBets, res.Bets)
 }

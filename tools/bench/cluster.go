@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -124,7 +123,7 @@ func runClusterOnce(ctx context.Context, o options, files []harness.AgencyFile, 
 	defer standby.Kill()
 
 	profiled := o.profileNodes(ctx, nodes, profPorts)
-	if err := timeAgencies(ctx, o, files, url, activeFile, wantBets, sink, &res, append(slices.Clone(nodes), active.Proc, standby.Proc)...); err != nil {
+	if err := timeAgencies(ctx, o, files, url, activeFile, wantBets, sink, &res, nodes, active.Proc, standby.Proc); err != nil {
 		return res, err
 	}
 	if err := profiled(); err != nil {

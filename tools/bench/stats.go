@@ -69,14 +69,15 @@ var (
 		}
 		return float64(r.RunCPU) / float64(time.Microsecond) / float64(r.Bets)
 	}}
-	mTakeover = metric{"takeover (ms)", "takeover ms", "%.0f", func(r result) float64 { return ms(r.Takeover) }}
+	mRunNATSCPU = metric{"nats-server CPU during the run (ms)", "nats CPU run", "%.0f", func(r result) float64 { return ms(r.RunNATSCPU) }}
+	mTakeover   = metric{"takeover (ms)", "takeover ms", "%.0f", func(r result) float64 { return ms(r.Takeover) }}
 )
 
 // metrics are the rows of a scenario's table, in order.
 var metrics = []*metric{
 	&mWall, &mLaunch, &mBetsPerSecond, &mBatchesPerSec, &mRTTP50, &mRTTP99, &mFsyncs, &mResent, &mDraw,
 	&mCentralRSS, &mAgencyRSS, &mNATSRSS, &mCentralCPU, &mAgenciesCPU, &mNATSCPU, &mCPU, &mStartCPU, &mCPUPerBet, &mRunCPUPerBet,
-	&mTakeover,
+	&mRunNATSCPU, &mTakeover,
 }
 
 // measured reports whether the runs have the metric at all: takeover only
@@ -199,7 +200,7 @@ func evaluateRatios(goals []goal, sr scenarioResult) []verdict {
 
 // ratioMetrics are the rows of a scenario's table of ratios.
 var ratioMetrics = []*metric{
-	&mWall, &mRTTP50, &mCPUPerBet, &mRunCPUPerBet, &mStartCPU, &mCentralCPU, &mAgenciesCPU, &mNATSCPU, &mCentralRSS, &mNATSRSS,
+	&mWall, &mRTTP50, &mCPUPerBet, &mRunCPUPerBet, &mStartCPU, &mCentralCPU, &mAgenciesCPU, &mNATSCPU, &mRunNATSCPU, &mCentralRSS, &mNATSRSS,
 }
 
 // writeRatios prints, for each figure of ratioMetrics, the median, min and
@@ -213,6 +214,27 @@ func writeRatios(w io.Writer, sr scenarioResult) {
 	writeFigures(w, "cluster/file", ratioMetrics, evaluateRatios(sr.ratioGoals, sr), func(m *metric) ([]float64, string) {
 		return ratios(m, sr), "%.2f"
 	})
+	if nodes := runShares(sr, func(r result) time.Duration { return r.RunNATSCPU }); len(nodes) > 0 {
+		centrals := runShares(sr, func(r result) time.Duration { return r.RunCentralCPU })
+		agencies := runShares(sr, func(r result) time.Duration { return r.AgenciesCPU })
+		fmt.Fprintf(w, "  CPU during the run over all of the file ledger's run, by whom (medians): nodes %.2f (%.2f–%.2f), centrals %.2f, agencies %.2f\n",
+			median(nodes), slices.Min(nodes), slices.Max(nodes), median(centrals), median(agencies))
+	}
+}
+
+// runShares is, for each pair, the CPU that part of the cluster mode's
+// processes used during the run over every process's CPU during the file
+// ledger's run: the CPU per bet ratio during the run, split by whom. The
+// nodes' share is a floor under it that only nats-server's own costs move.
+func runShares(sr scenarioResult, part func(result) time.Duration) []float64 {
+	n := min(len(sr.runs), len(sr.cluster))
+	var xs []float64
+	for i := range n {
+		if sr.runs[i].RunCPU > 0 {
+			xs = append(xs, float64(part(sr.cluster[i]))/float64(sr.runs[i].RunCPU))
+		}
+	}
+	return xs
 }
 
 // writeRatioSummary prints, with -compare-cluster, a row per scenario: the
@@ -419,7 +441,8 @@ func writeNotes(w io.Writer) {
 		"CPU: user + system time of each process's whole life (getrusage at its exit): nats-server and the central",
 		"  include their start and stop; µs/bet is all processes' CPU over the bets; CPU before launch: what the",
 		"  servers and centrals had used when the agencies were launched (read from their CPU clocks): their start;",
-		"  µs/bet run: all processes' CPU from the launch until the last agency exited (the wall time) over the bets",
+		"  µs/bet run: all processes' CPU from the launch until the last agency exited (the wall time) over the bets;",
+		"  nats CPU run: the nats-servers' part of it",
 		"critical path: from the slowest agency's resumen (connected_ms … winners_ms, since it started)",
 		"peak RSS: each process's own VmHWM (exec resets it): the central's and the agencies' from their last log line",
 		"  (cerrar_apuestas, resumen: " + peakrss.Key + "), nats-server's read from /proc before it is stopped;",
