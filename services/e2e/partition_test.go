@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/quiniela/quiniela/internal/natsauth"
 	"github.com/quiniela/quiniela/internal/natstest"
 	"github.com/quiniela/quiniela/services/central/jsledger"
 )
@@ -93,27 +95,94 @@ func TestAgenciesLeaveANodeCutOffFromTheCluster(t *testing.T) {
 
 // A central connected to a node that is then cut off from its JetStream
 // cluster loses its lease there (nothing answers), moves to the next
-// server of its list, and takes the lease back from the other side.
+// server of its list with every one of its connections, and takes the
+// lease back from the other side; agencies connected to the healthy nodes
+// meanwhile get their replies (with authorization, through the fourth
+// connection, the replies' own: left on the node cut off, it would publish
+// every reply where no agency is, and they would resend until they gave
+// up) and finish exactly, within a few resends.
 func TestCentralLeavesANodeCutOffFromTheCluster(t *testing.T) {
+	users := natsauth.NewUsers(5)
+	for _, tc := range []struct {
+		name  string
+		users *natsauth.Users // nil: no authorization
+		// The central's connections by name (and user, with authorization).
+		conns []string
+	}{
+		{"plain", nil, []string{"central", "central-lease", "central-ledger"}},
+		{"auth", &users, []string{"central as central", "central-lease as central-ledger",
+			"central-ledger as central-ledger", "central-replies as central-replies"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testCentralLeavesNodeCutOff(t, tc.users, tc.conns)
+		})
+	}
+}
+
+func testCentralLeavesNodeCutOff(t *testing.T, users *natsauth.Users, wantConns []string) {
 	opts := natstest.JetStreamClusterOptions(t, 3)
+	var ledgerLogin []nats.Option // to read the lease
+	if users != nil {
+		for _, o := range opts {
+			if err := users.Configure(o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ledgerLogin = append(ledgerLogin, nats.UserInfo(natsauth.LedgerUser, users.Passwords[natsauth.LedgerUser]))
+	}
 	nodes := natstest.StartNodes(t, opts)
 	natstest.WaitJetStreamFormed(t, nodes)
-	c := runCentral(t, plainJSCentralEnv(natstest.URLs(nodes[1], nodes[0], nodes[2]), t.TempDir(), "central-1"))
+	dir := t.TempDir()
+	url := natstest.URLs(nodes[1], nodes[0], nodes[2]) // node 2 first: the central connects there
+	env := plainJSCentralEnv(url, dir, "central-1")
+	if users != nil {
+		env = jsCentralEnv(url, dir, "central-1", *users)
+	}
+	c := runCentral(t, env)
 	log := c.log
 	log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
-	if n := nodes[1].NumClients(); n != 3 {
-		t.Fatalf("%d clients on node 2, want the central's three connections (service, ledger and lease)", n)
+	if got := clientsOn(t, nodes[1]); !slices.Equal(got, wantConns) {
+		t.Fatalf("clients on node 2: %q, want the central's %d connections %q", got, len(wantConns), wantConns)
 	}
 	cutAt := time.Now()
 	cutOff(t, nodes, opts, 1)
+
+	// Agencies on the healthy nodes only, started once node 2 is out of
+	// the cluster (so that no gossip names it to them): their batches find
+	// no responders until the central has moved, then every reply must
+	// reach them.
+	files := make([]string, 5)
+	for i := range files {
+		files[i] = writeAgencyFile(t, dir, i+1, syntheticRows(i+1, 400))
+	}
+	agencyEnvs := map[string]string{}
+	for k, v := range faultEnv {
+		agencyEnvs[k] = v
+	}
+	// Longer than the central's move (RotateFor and an election), far
+	// shorter than the livelock of replies lost: 40 batches each, resent
+	// every 2 s at most, until this runs out.
+	agencyEnvs["AGENCY_RETRY_FOR"] = "45s"
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	resultc := make(chan []agencyResult, 1)
+	healthyURL := natstest.URLs(nodes[0], nodes[2])
+	go func() {
+		if users != nil {
+			resultc <- runAgenciesAs(ctx, healthyURL, *users, files, agencyEnvs)
+		} else {
+			resultc <- runAgencies(ctx, healthyURL, files, agencyEnvs)
+		}
+	}()
+
 	log.WaitFor(t, "cambiar_servidor", "in_progress", 1, 60*time.Second)
-	// Active from the other side: connected elsewhere, and its lease
-	// renewed there (it may have kept it through the move, or lost it and
-	// taken it back).
+	// Active from the other side: every connection elsewhere, and its
+	// lease renewed there (it may have kept it through the move, or lost
+	// it and taken it back).
 	healthy := []*server.Server{nodes[0], nodes[2]}
 	var first uint64
 	natstest.WaitFor(t, 60*time.Second, "the central off node 2, renewing its lease", func() bool {
-		holder, rev := leaseEntry(t, healthy)
+		holder, rev := leaseEntry(t, healthy, ledgerLogin...)
 		if nodes[1].NumClients() != 0 || holder != "central-1" {
 			return false
 		}
@@ -123,17 +192,77 @@ func TestCentralLeavesANodeCutOffFromTheCluster(t *testing.T) {
 		return rev >= first+2
 	})
 	took := time.Since(cutAt)
-	t.Logf("active from another node at most %v after its node was cut off (read through the healthy nodes, which elect leaders meanwhile); %d step-downs", took.Round(time.Millisecond),
-		strings.Count(log.String(), "action: central_activa | result: fail"))
+	var moved []string
+	for _, ns := range healthy {
+		for _, conn := range clientsOn(t, ns) {
+			if strings.HasPrefix(conn, "central") {
+				moved = append(moved, conn)
+			}
+		}
+	}
+	slices.Sort(moved)
+	if !slices.Equal(moved, wantConns) {
+		t.Errorf("the central's connections on the healthy nodes: %q, want %q", moved, wantConns)
+	}
+
+	results := <-resultc
+	log.WaitFor(t, "sorteo", "success", 1, 30*time.Second)
 	c.stop(t)
+	checkOutcome(t, files, c.betsFile, log.String(), results)
+	// The path: the agencies waited out the central's move, then every
+	// reply came (each round a resend of its window, backing off to 2 s:
+	// the move costs some 10 rounds, replies lost 20 or more).
+	rounds, resent := 0, 0
+	for _, r := range results {
+		rounds = max(rounds, len(r.log.Lines("reenviar_lote")))
+		for _, l := range r.log.Lines("resumen") {
+			n, _ := strconv.Atoi(l.Fields["resent"])
+			resent += n
+		}
+	}
+	stepDowns := strings.Count(log.String(), "action: central_activa | result: fail")
+	moves := len(log.Lines("cambiar_servidor"))
+	t.Logf("active from another node at most %v after its node was cut off (read through the healthy nodes, which elect leaders meanwhile); "+
+		"%d moves, %d step-downs; the agencies resent %d batches, at most %d rounds by one; resends by cause: %v",
+		took.Round(time.Millisecond), moves, stepDowns, resent, rounds, resendCauses(results))
+	if rounds > 15 {
+		t.Errorf("an agency resent %d times for one move of the central: replies lost?", rounds)
+	}
+	if stepDowns > 1 || moves > 2 {
+		t.Errorf("%d step-downs and %d moves for one cut; log:\n%s", stepDowns, moves, withoutBatchLines(log.String()))
+	}
+	if n := nodes[1].NumClients(); n != 0 {
+		t.Errorf("%d clients on the node cut off at the end: %q", n, clientsOn(t, nodes[1]))
+	}
 }
 
-// leaseEntry is the lease's holder and revision now, read through nodes;
-// "" and 0 if none, or no answer within a quarter of a second (it is
-// polled, and a side electing its leaders answers nothing).
-func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
+// clientsOn are the client connections on ns, each "name" or, if it
+// logged in as a user, "name as user", sorted.
+func clientsOn(t *testing.T, ns *server.Server) []string {
 	t.Helper()
-	e, _ := readLease(t, nodes, 250*time.Millisecond)
+	cz, err := ns.Connz(&server.ConnzOptions{Username: true, Limit: 1024})
+	if err != nil {
+		t.Fatalf("listing the clients of %s: %v", ns.Name(), err)
+	}
+	var conns []string
+	for _, c := range cz.Conns {
+		if c.AuthorizedUser != "" {
+			conns = append(conns, c.Name+" as "+c.AuthorizedUser)
+		} else {
+			conns = append(conns, c.Name)
+		}
+	}
+	slices.Sort(conns)
+	return conns
+}
+
+// leaseEntry is the lease's holder and revision now, read through nodes
+// (logged in with login, if any); "" and 0 if none, or no answer within a
+// quarter of a second (it is polled, and a side electing its leaders
+// answers nothing).
+func leaseEntry(t *testing.T, nodes []*server.Server, login ...nats.Option) (string, uint64) {
+	t.Helper()
+	e, _ := readLease(t, nodes, 250*time.Millisecond, login...)
 	if e == nil {
 		return "", 0
 	}
@@ -141,9 +270,9 @@ func leaseEntry(t *testing.T, nodes []*server.Server) (string, uint64) {
 }
 
 // readLease reads the lease's entry through nodes, waiting up to timeout.
-func readLease(t *testing.T, nodes []*server.Server, timeout time.Duration) (jetstream.KeyValueEntry, error) {
+func readLease(t *testing.T, nodes []*server.Server, timeout time.Duration, login ...nats.Option) (jetstream.KeyValueEntry, error) {
 	t.Helper()
-	nc, err := nats.Connect(natstest.URLs(nodes...))
+	nc, err := nats.Connect(natstest.URLs(nodes...), login...)
 	if err != nil {
 		t.Fatal(err)
 	}
