@@ -82,8 +82,9 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	// The ledger's and the service's connections leave a node cut off with
-	// the lease's.
+	// The ledger's, the service's and the replies' connections leave a
+	// node cut off with the lease's: the replies' left there would publish
+	// every reply where no agency hears it (TestCentralLeavesANodeCutOffFromTheCluster/auth).
 	lease.AlsoMove(lnc)
 	lease.AlsoMove(nc)
 	if conns.replies != nc {
