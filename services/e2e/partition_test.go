@@ -192,17 +192,25 @@ func testCentralLeavesNodeCutOff(t *testing.T, users *natsauth.Users, wantConns 
 		return rev >= first+2
 	})
 	took := time.Since(cutAt)
+	// Each of its connections on the other side (one may still be
+	// reconnecting: waited for).
 	var moved []string
-	for _, ns := range healthy {
-		for _, conn := range clientsOn(t, ns) {
-			if strings.HasPrefix(conn, "central") {
-				moved = append(moved, conn)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		moved = moved[:0]
+		for _, ns := range healthy {
+			for _, conn := range clientsOn(t, ns) {
+				if strings.HasPrefix(conn, "central") {
+					moved = append(moved, conn)
+				}
 			}
 		}
+		slices.Sort(moved)
+		if slices.Equal(moved, wantConns) || time.Now().After(deadline) {
+			break
+		}
 	}
-	slices.Sort(moved)
 	if !slices.Equal(moved, wantConns) {
-		t.Errorf("the central's connections on the healthy nodes: %q, want %q", moved, wantConns)
+		t.Errorf("the central's connections on the healthy nodes after 30 s: %q, want %q", moved, wantConns)
 	}
 
 	results := <-resultc
