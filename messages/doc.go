@@ -204,6 +204,10 @@
 //	429   busy            too many requests queued, or winners requests held       yes
 //	500   internal        the central failed to store                              yes
 //	503   unavailable     the central is shutting down                             yes
+//	507   ledger limit    the JetStream ledger's servers, as configured, cannot    no
+//	                      store the batch: it needs more stream messages than
+//	                      they commit as one atomic batch; the description says
+//	                      how many, their limit and what to raise
 //
 // # The 8 kB rule
 //

@@ -29,6 +29,7 @@ const (
 	CodeBusy          Code = 429 // too many requests of this agency queued: retry later
 	CodeInternal      Code = 500 // the central failed to store; retry later
 	CodeUnavailable   Code = 503 // the central is shutting down; retry later
+	CodeLedgerLimit   Code = 507 // the ledger's servers, as configured, cannot store the batch: their operator must act
 )
 
 var codeNames = map[Code]string{
@@ -44,6 +45,7 @@ var codeNames = map[Code]string{
 	CodeBusy:          "busy",
 	CodeInternal:      "internal",
 	CodeUnavailable:   "unavailable",
+	CodeLedgerLimit:   "ledger limit",
 }
 
 func (c Code) String() string {

@@ -32,6 +32,7 @@ func TestCodeStringAndRetryable(t *testing.T) {
 		{messages.CodeBusy, 429, "429 busy", true},
 		{messages.CodeInternal, 500, "500 internal", true},
 		{messages.CodeUnavailable, 503, "503 unavailable", true},
+		{messages.CodeLedgerLimit, 507, "507 ledger limit", false},
 		{messages.Code(0), 0, "0", false},
 		{messages.Code(418), 418, "418", false},
 		{messages.Code(-1), -1, "-1", false},

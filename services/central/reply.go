@@ -43,6 +43,7 @@ func replyFor(err error) *messages.Error {
 	var order *lottery.OutOfOrderError
 	var closed *lottery.ClosedError
 	var mismatch *lottery.BatchMismatchError
+	var ledgerLimit *lottery.LedgerLimitError
 	switch {
 	case errors.As(err, &wire):
 		e.Code, e.NextBatch = wire.Code, wire.NextBatch
@@ -52,6 +53,8 @@ func replyFor(err error) *messages.Error {
 		e.Code, e.Lines = messages.CodeClosed, closed.Lines.Cut(messages.MaxReplyLinesBytes)
 	case errors.As(err, &mismatch):
 		e.Code = messages.CodeBatchMismatch
+	case errors.As(err, &ledgerLimit):
+		e.Code = messages.CodeLedgerLimit
 	case errors.Is(err, messages.ErrBetTooLarge):
 		e.Code = messages.CodeTooLarge
 	default:

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/quiniela/quiniela/internal/natstest"
+	"github.com/quiniela/quiniela/messages"
 )
 
 // strictPayload is the course's 8 kB rule enforced at the broker.
@@ -55,6 +56,72 @@ func strictLottery(t *testing.T, url, replicas string) {
 		t.Errorf("central_activa logged %d times, want once (a step-down loop?)", n)
 	}
 	for _, bad := range []string{"action: central_activa | result: fail", "maximum payload", "escribir_stream | result: fail"} {
+		if n := strings.Count(logs, bad); n != 0 {
+			t.Errorf("%q logged %d times, want never", bad, n)
+		}
+	}
+	if t.Failed() {
+		t.Logf("central's log, without its batch lines:\n%s", withoutBatchLines(logs))
+	}
+}
+
+// Servers that commit one message as an atomic batch (jetstream { limits {
+// batch { max_msgs: 1 } } }) under the 8 kB broker, where an agency's full
+// batch needs two stream messages: the central refuses that agency's first
+// batch with 507, saying what to raise, and the agency stops at once with
+// that error; no step-down, no resend, nothing of it stored. The central
+// goes on serving another agency whose batches fit one message each, and
+// the first agency, run again with batches as small, completes the
+// lottery: every bet stored once, one draw.
+func TestJetStreamLedgerUnderServersBatchLimitBelowParts(t *testing.T) {
+	ns := natstest.StartServerWith(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), MaxPayload: strictPayload,
+		JetStreamLimits: server.JSLimitOpts{MaxBatchSize: 1}})
+	url := ns.ClientURL()
+	dir := t.TempDir()
+	files := []string{writeAgencyFile(t, dir, 1, syntheticRows(1, 2000)), writeAgencyFile(t, dir, 2, syntheticRows(2, 1500))}
+	small := map[string]string{"BATCH_MAX_AMOUNT": "40"} // about 2 kB: one stream message
+	c := startCentral(t, url, t.TempDir(), map[string]string{
+		"CENTRAL_LEDGER": "jetstream", "CENTRAL_REPLICAS": "1", "CENTRAL_NAME": "central-1", "CENTRAL_AGENCIES": "2", "LOG_LEVEL": "DEBUG",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	second := make(chan agencyResult, 1)
+	go func() { second <- runAgency(ctx, url, 2, files[1], small) }()
+
+	first := runAgency(ctx, url, 1, files[0], nil) // full batches, over 8 kB once stored
+	if code := messages.CodeOf(first.err); code != messages.CodeLedgerLimit {
+		t.Fatalf("agency 1 with full batches: %v (code %v), want it stopped by %v; log:\n%s", first.err, code, messages.CodeLedgerLimit, first.log)
+	}
+	for _, says := range []string{"sending batch 1 of agency 1", "needs 2 stream messages", "limit of 1", "max_msgs", "max_payload"} {
+		if !strings.Contains(first.err.Error(), says) {
+			t.Errorf("agency 1's error %q does not say %q", first.err, says)
+		}
+	}
+	if n := len(first.log.Lines("reenviar_lote")); n != 0 {
+		t.Errorf("agency 1 resent batches %d times before it stopped, want never; log:\n%s", n, first.log)
+	}
+	c.log.WaitFor(t, "agencia_terminada", "success", 1, time.Minute) // agency 2, served meanwhile
+
+	again := runAgency(ctx, url, 1, files[0], small)
+	results := []agencyResult{again, <-second}
+	c.log.WaitFor(t, "sorteo", "success", 1, 30*time.Second)
+	c.stop(t)
+	checkOutcome(t, files, c.betsFile, c.log.String(), results)
+
+	logs := c.log.String()
+	refusals := 0
+	for _, line := range c.log.Lines("apuesta_rechazada") {
+		if strings.Contains(line.Fields["error"], "max_msgs") {
+			refusals++
+		}
+	}
+	if refusals != 1 {
+		t.Errorf("the central refused %d batches as over the servers' batch limit, want 1: agency 1's batch 1", refusals)
+	}
+	if n := strings.Count(logs, "action: central_activa | result: success"); n != 1 {
+		t.Errorf("central_activa logged %d times, want once (a step-down loop?)", n)
+	}
+	for _, bad := range []string{"action: central_activa | result: fail", "escribir_stream | result: fail"} {
 		if n := strings.Count(logs, bad); n != 0 {
 			t.Errorf("%q logged %d times, want never", bad, n)
 		}

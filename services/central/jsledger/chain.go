@@ -149,6 +149,18 @@ func (s *Store) write(c *chain, group []ledgerItem, lastSeq uint64) {
 	}
 	if err != nil {
 		err = fmt.Errorf("writing %s to stream %s: %w", describeGroup(c.agency, group), s.l.cfg.Stream, err)
+		if limit, ok := atomicTooLarge(err, len(group[0].parts)); ok && len(group[0].parts) > 1 {
+			// The servers' limit went below the parts after the store
+			// asked (a reload, a new stream leader configured otherwise).
+			// The lottery counts the batch as stored: only the stream's
+			// state, read again by this central's next activation, can put
+			// that right, so this one write fences the store all the same.
+			// The agency's resend is then refused before it is queued.
+			s.l.atomic.refused(limit)
+			over := &lottery.LedgerLimitError{Agency: c.agency, Batch: group[0].seq, Parts: len(group[0].parts), Limit: limit}
+			s.l.log.Error("escribir_stream", "result", logline.Fail, "agency", c.agency, "batch", group[0].seq,
+				"parts", over.Parts, "limit", limit, "error", over, "detail", "stepping down once to read the stream again; the batch, resent, will be refused")
+		}
 		s.fence(err)
 		if !errors.Is(err, lottery.ErrNotActive) {
 			err = fmt.Errorf("%w (%v)", lottery.ErrNotActive, err)
@@ -331,10 +343,6 @@ const (
 	headerBatchSeq    = "Nats-Batch-Sequence"
 	headerBatchCommit = "Nats-Batch-Commit"
 )
-
-// maxAtomicBatch is the most messages nats-server commits as one atomic
-// batch (its default max_batch_size).
-const maxAtomicBatch = 1000
 
 // newBatchID is a fresh atomic batch id: the server keys the batches being
 // staged on a stream by it, whoever sends them.

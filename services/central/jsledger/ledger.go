@@ -86,6 +86,7 @@ type Ledger struct {
 	closing  sync.Once
 	closeErr error
 	stopped  chan struct{} // closed by Close: nothing more will be applied
+	atomic   atomicLimit   // what the servers commit as one atomic batch, learnt across activations
 
 	mu       sync.Mutex
 	applied  uint64 // stream sequence of the last message applied to bets.csv

@@ -181,16 +181,11 @@ const copyBufferBytes = 8 << 20
 // maxQueuedBytes bounds the rows waiting for the stream: past it, appenders wait.
 const maxQueuedBytes = 16 << 20
 
-// AppendBatch queues batch seq of agency for the stream.
+// AppendBatch queues batch seq of agency for the stream. A batch that
+// needs more messages than the servers commit as one atomic batch is
+// refused here, before the lottery counts it as stored, with a
+// *lottery.LedgerLimitError.
 func (s *Store) AppendBatch(agency int, seq uint64, sum uint64, rows lottery.Rows, done func(error)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.queued > maxQueuedBytes && s.usable() == nil {
-		s.roomy.Wait()
-	}
-	if err := s.usable(); err != nil {
-		return err
-	}
 	// Kept until the stream acknowledges it: a copy, since rows.Data is the caller's.
 	it := ledgerItem{seq: seq, sum: sum, rows: bytes.Clone(rows.Data), count: rows.Bets, lines: rows.Lines, cb: done}
 	if limit := s.messageLimit(); ledgerOverhead()+itemBytes(it) > limit {
@@ -201,11 +196,19 @@ func (s *Store) AppendBatch(agency int, seq uint64, sum uint64, rows lottery.Row
 			return fmt.Errorf("storing batch %d of agency %d in stream %s, whose messages may hold %d bytes on this connection (the server's max_payload): %w",
 				seq, agency, s.l.cfg.Stream, limit, err)
 		}
-		if len(parts) > maxAtomicBatch {
-			return fmt.Errorf("storing batch %d of agency %d in stream %s, whose messages may hold %d bytes on this connection (the server's max_payload): it needs %d messages, and JetStream commits at most %d as one; send smaller batches or raise max_payload",
-				seq, agency, s.l.cfg.Stream, limit, len(parts), maxAtomicBatch)
+		// Outside s.mu: it may ask the stream.
+		if err := s.checkAtomicLimit(agency, seq, len(parts)); err != nil {
+			return err
 		}
 		it.parts = parts
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.queued > maxQueuedBytes && s.usable() == nil {
+		s.roomy.Wait()
+	}
+	if err := s.usable(); err != nil {
+		return err
 	}
 	s.queued += len(rows.Data)
 	s.enqueue(agency, it)

@@ -86,3 +86,21 @@ func (e *OutOfOrderError) Error() string {
 	}
 	return fmt.Sprintf("batch %d of agency %d is out of order: the central expects batch %d", e.Got, e.Agency, e.Next)
 }
+
+// LedgerLimitError refuses a batch that the ledger's servers cannot store
+// as they are configured: the ledger writes it in Parts stream messages (as
+// many as their max_payload makes it need), one atomic batch, and they
+// commit at most Limit messages as one. Nothing of it is stored, and sending
+// it again changes nothing: the servers' configuration must change, or the
+// agency must send smaller batches. Its text fits a wire description.
+type LedgerLimitError struct {
+	Agency int
+	Batch  uint64
+	Parts  int
+	Limit  int
+}
+
+func (e *LedgerLimitError) Error() string {
+	return fmt.Sprintf("batch %d of agency %d needs %d stream messages, over the servers' atomic batch limit of %d: raise their jetstream { limits { batch { max_msgs } } } to %d, or max_payload",
+		e.Batch, e.Agency, e.Parts, e.Limit, e.Parts)
+}
