@@ -26,14 +26,10 @@ func batchLimitServer(t *testing.T, maxMsgs int) *server.Server {
 		JetStreamLimits: server.JSLimitOpts{MaxBatchSize: maxMsgs}})
 }
 
-// A server that commits fewer messages as one atomic batch than a batch
-// written in parts needs is a configuration of the servers, not a lost
-// lease: the store refuses that batch with an error that names it, the
-// parts it needs, the servers' limit and the remedy, stores none of it,
-// and stays active: no fence, later batches that fit one message are
-// stored, and the same batch sent again is refused the same way.
-func TestJetStreamLedgerRefusesBatchOverServersAtomicLimit(t *testing.T) {
-	ns := batchLimitServer(t, 1)
+// activeUnderBatchLimit is central a, active, on a batchLimitServer.
+func activeUnderBatchLimit(t *testing.T, maxMsgs int) (*server.Server, *jsCentral, *jsledger.Store) {
+	t.Helper()
+	ns := batchLimitServer(t, maxMsgs)
 	a := openJSCentral(t, []*server.Server{ns}, "a", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -41,15 +37,32 @@ func TestJetStreamLedgerRefusesBatchOverServersAtomicLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := await(t, "append", func(done func(error)) error {
-		return store.AppendBatch(2, 1, 1, batchOf(2, 1, 2), done)
-	}); err != nil {
+	return ns, a, store
+}
+
+// appendTo appends batch seq of agency to store and waits for its outcome.
+func appendTo(t *testing.T, store *jsledger.Store, agency, seq int, sum uint64, rows lottery.Rows) error {
+	t.Helper()
+	return await(t, "append", func(done func(error)) error { return store.AppendBatch(agency, uint64(seq), sum, rows, done) })
+}
+
+// A server that commits fewer messages as one atomic batch than a batch
+// written in parts needs is a configuration of the servers, not a lost
+// lease: the store refuses that batch with an error that names it, the
+// parts it needs, the servers' limit and the remedy, stores none of it,
+// and stays active: no fence, later batches that fit one message are
+// stored, and the same batch sent again is refused the same way.
+func TestJetStreamLedgerRefusesBatchOverServersAtomicLimit(t *testing.T) {
+	ns, a, store := activeUnderBatchLimit(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := appendTo(t, store, 2, 1, 1, batchOf(2, 1, 2)); err != nil {
 		t.Fatalf("batch 1 of agency 2, which fits one message: %v", err)
 	}
 
 	big := batchOf(1, 1, 300) // 2 parts or more under 8 kB
 	for try := 1; try <= 2; try++ {
-		err := await(t, "append", func(done func(error)) error { return store.AppendBatch(1, 1, 1, big, done) })
+		err := appendTo(t, store, 1, 1, 1, big)
 		var over *lottery.LedgerLimitError
 		if !errors.As(err, &over) {
 			t.Fatalf("try %d: a batch over the servers' atomic batch limit: %v, want a *lottery.LedgerLimitError", try, err)
@@ -80,14 +93,10 @@ func TestJetStreamLedgerRefusesBatchOverServersAtomicLimit(t *testing.T) {
 
 	// The agency sends it again in smaller batches, which fit one message
 	// each; agency 2 goes on.
-	if err := await(t, "append", func(done func(error)) error {
-		return store.AppendBatch(1, 1, 11, batchOf(1, 2, 2), done)
-	}); err != nil {
+	if err := appendTo(t, store, 1, 1, 11, batchOf(1, 2, 2)); err != nil {
 		t.Fatalf("batch 1 of agency 1 resent smaller: %v", err)
 	}
-	if err := await(t, "append", func(done func(error)) error {
-		return store.AppendBatch(2, 2, 2, batchOf(2, 2, 2), done)
-	}); err != nil {
+	if err := appendTo(t, store, 2, 2, 2, batchOf(2, 2, 2)); err != nil {
 		t.Fatalf("batch 2 of agency 2: %v", err)
 	}
 	if err := store.Settle(); err != nil {
@@ -134,28 +143,19 @@ func TestJetStreamLedgerRefusesBatchOverServersAtomicLimit(t *testing.T) {
 // default: under max_msgs 2, a batch of 2 parts is stored, one of more is
 // refused naming limit 2, and the next batches of 2 parts are stored.
 func TestJetStreamLedgerAsksTheServersAtomicLimit(t *testing.T) {
-	ns := batchLimitServer(t, 2)
-	a := openJSCentral(t, []*server.Server{ns}, "a", 1)
+	ns, a, store := activeUnderBatchLimit(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	store, _, err := a.ledger.Activate(ctx, always)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := await(t, "append", func(done func(error)) error {
-		return store.AppendBatch(1, 1, 1, batchOf(1, 1, 250), done)
-	}); err != nil {
+	if err := appendTo(t, store, 1, 1, 1, batchOf(1, 1, 250)); err != nil {
 		t.Fatalf("batch 1 of 2 parts under a limit of 2: %v", err)
 	}
-	err = await(t, "append", func(done func(error)) error { return store.AppendBatch(1, 2, 2, batchOf(1, 2, 600), done) })
+	err := appendTo(t, store, 1, 2, 2, batchOf(1, 2, 600))
 	var over *lottery.LedgerLimitError
 	if !errors.As(err, &over) || over.Parts <= 2 || over.Limit != 2 {
 		t.Fatalf("batch 2 of more than 2 parts under a limit of 2: %v, want a *lottery.LedgerLimitError naming limit 2", err)
 	}
 	for seq := 2; seq <= 3; seq++ {
-		if err := await(t, "append", func(done func(error)) error {
-			return store.AppendBatch(1, uint64(seq), uint64(seq), batchOf(1, seq+10, 250), done)
-		}); err != nil {
+		if err := appendTo(t, store, 1, seq, uint64(seq), batchOf(1, seq+10, 250)); err != nil {
 			t.Fatalf("batch %d of 2 parts under a limit of 2: %v", seq, err)
 		}
 	}
@@ -183,20 +183,15 @@ func TestJetStreamLedgerAsksTheServersAtomicLimit(t *testing.T) {
 // at ERROR; the resend is refused before it is queued, with no second
 // fence.
 func TestJetStreamLedgerWriteOverServersAtomicLimitFencesOnce(t *testing.T) {
-	ns := batchLimitServer(t, 0) // nats-server's default, 1000: the store's question passes
-	a := openJSCentral(t, []*server.Server{ns}, "a", 1)
+	_, a, store := activeUnderBatchLimit(t, 0) // nats-server's default, 1000: the store's question passes
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	store, _, err := a.ledger.Activate(ctx, always)
-	if err != nil {
-		t.Fatal(err)
-	}
 	writes := 0
 	jsledger.SetAttempt(store, func(n int, send func() (*jetstream.PubAck, error)) (*jetstream.PubAck, error) {
 		writes++
 		return nil, &jetstream.APIError{Code: 400, ErrorCode: 10199, Description: "atomic publish batch is too large: 1"}
 	})
-	err = await(t, "append", func(done func(error)) error { return store.AppendBatch(1, 1, 1, batchOf(1, 1, 300), done) })
+	err := appendTo(t, store, 1, 1, 1, batchOf(1, 1, 300))
 	if !errors.Is(err, lottery.ErrNotActive) {
 		t.Fatalf("a write refused as over the servers' limit: %v, want %v, so that the agency resends it to a central that read the stream", err, lottery.ErrNotActive)
 	}
@@ -223,7 +218,7 @@ func TestJetStreamLedgerWriteOverServersAtomicLimitFencesOnce(t *testing.T) {
 		writes++
 		return send()
 	})
-	err = await(t, "append", func(done func(error)) error { return store.AppendBatch(1, 1, 1, batchOf(1, 1, 300), done) })
+	err = appendTo(t, store, 1, 1, 1, batchOf(1, 1, 300))
 	var over *lottery.LedgerLimitError
 	if !errors.As(err, &over) || over.Limit != 1 {
 		t.Fatalf("the resend: %v, want a *lottery.LedgerLimitError naming limit 1, before it is queued", err)
