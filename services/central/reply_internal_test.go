@@ -9,19 +9,18 @@ import (
 )
 
 // A batch the ledger's servers cannot store as configured is answered 507,
-// which the agency does not retry, with the whole refusal as description
-// (wide numbers and all, under the wire's limit, not cut), whether the
-// store found out before it queued the batch or wraps the refusal.
+// which the agency does not retry, wrapped or not; the refusal as the
+// store returns it is the description whole (wide numbers and all, under
+// the wire's limit, not cut).
 func TestReplyForLedgerLimit(t *testing.T) {
 	over := &lottery.LedgerLimitError{Agency: 999, Batch: 4294967295, Parts: 1001, Limit: 1000}
 	for _, err := range []error{over, fmt.Errorf("storing: %w", over)} {
-		e := replyFor(err)
-		if e.Code != messages.CodeLedgerLimit || e.Code.Retryable() {
+		if e := replyFor(err); e.Code != messages.CodeLedgerLimit || e.Code.Retryable() {
 			t.Errorf("%v answered %v (retryable %v), want %v, not retryable", err, e.Code, e.Code.Retryable(), messages.CodeLedgerLimit)
 		}
-		if e.Description != err.Error() {
-			t.Errorf("description %q, want the refusal whole: %q", e.Description, err)
-		}
+	}
+	if e := replyFor(over); e.Description != over.Error() {
+		t.Errorf("description %q, want the refusal whole: %q", e.Description, over)
 	}
 }
 

@@ -67,21 +67,35 @@ func strictLottery(t *testing.T, url, replicas string) {
 
 // Servers that commit one message as an atomic batch (jetstream { limits {
 // batch { max_msgs: 1 } } }) under the 8 kB broker, where an agency's full
-// batch needs two stream messages: the central refuses that agency's first
-// batch with 507, saying what to raise, and the agency stops at once with
-// that error; no step-down, no resend, nothing of it stored. The central
-// goes on serving another agency whose batches fit one message each, and
-// the first agency, run again with batches as small, completes the
-// lottery: every bet stored once, one draw.
-func TestJetStreamLedgerUnderServersBatchLimitBelowParts(t *testing.T) {
-	ns := natstest.StartServerWith(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), MaxPayload: strictPayload,
-		JetStreamLimits: server.JSLimitOpts{MaxBatchSize: 1}})
-	url := ns.ClientURL()
+// batch needs two stream messages, on a 3-node cluster with R3 and on one
+// R1 node: the central refuses that agency's first batch with 507, saying
+// what to raise, and the agency stops at once with that error; no
+// step-down, no resend, nothing of it stored. The central goes on serving
+// another agency whose batches fit one message each, and the first agency,
+// run again with batches as small, completes the lottery: every bet stored
+// once, one draw.
+func TestJetStreamLedgerUnderStrictMaxPayloadAndBatchLimit(t *testing.T) {
+	limited := func(o *server.Options) error {
+		o.MaxPayload, o.JetStreamLimits.MaxBatchSize = strictPayload, 1
+		return nil
+	}
+	t.Run("cluster-R3", func(t *testing.T) {
+		nodes := natstest.StartJetStreamClusterWith(t, 3, limited)
+		batchLimitLottery(t, natstest.URLs(nodes...), "3")
+	})
+	t.Run("node-R1", func(t *testing.T) {
+		o := &server.Options{JetStream: true, StoreDir: t.TempDir()}
+		limited(o)
+		batchLimitLottery(t, natstest.StartServerWith(t, o).ClientURL(), "1")
+	})
+}
+
+func batchLimitLottery(t *testing.T, url, replicas string) {
 	dir := t.TempDir()
 	files := []string{writeAgencyFile(t, dir, 1, syntheticRows(1, 2000)), writeAgencyFile(t, dir, 2, syntheticRows(2, 1500))}
 	small := map[string]string{"BATCH_MAX_AMOUNT": "40"} // about 2 kB: one stream message
 	c := startCentral(t, url, t.TempDir(), map[string]string{
-		"CENTRAL_LEDGER": "jetstream", "CENTRAL_REPLICAS": "1", "CENTRAL_NAME": "central-1", "CENTRAL_AGENCIES": "2", "LOG_LEVEL": "DEBUG",
+		"CENTRAL_LEDGER": "jetstream", "CENTRAL_REPLICAS": replicas, "CENTRAL_NAME": "central-1", "CENTRAL_AGENCIES": "2", "LOG_LEVEL": "DEBUG",
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -92,10 +106,13 @@ func TestJetStreamLedgerUnderServersBatchLimitBelowParts(t *testing.T) {
 	if code := messages.CodeOf(first.err); code != messages.CodeLedgerLimit {
 		t.Fatalf("agency 1 with full batches: %v (code %v), want it stopped by %v; log:\n%s", first.err, code, messages.CodeLedgerLimit, first.log)
 	}
-	for _, says := range []string{"sending batch 1 of agency 1", "needs 2 stream messages", "limit of 1", "max_msgs", "max_payload"} {
+	for _, says := range []string{"sending batch 1 of agency 1", "needs 2 stream messages", "limit is 1", "max_msgs", "max_payload", "smaller batches"} {
 		if !strings.Contains(first.err.Error(), says) {
 			t.Errorf("agency 1's error %q does not say %q", first.err, says)
 		}
+	}
+	if lines := first.log.Lines("agencia"); len(lines) != 1 || lines[0].Result != "fail" || !strings.Contains(lines[0].Fields["error"], "max_msgs") {
+		t.Errorf("agency 1 logged %+v, want one agencia line, failed, with the central's remedy", lines)
 	}
 	if n := len(first.log.Lines("reenviar_lote")); n != 0 {
 		t.Errorf("agency 1 resent batches %d times before it stopped, want never; log:\n%s", n, first.log)
@@ -121,7 +138,7 @@ func TestJetStreamLedgerUnderServersBatchLimitBelowParts(t *testing.T) {
 	if n := strings.Count(logs, "action: central_activa | result: success"); n != 1 {
 		t.Errorf("central_activa logged %d times, want once (a step-down loop?)", n)
 	}
-	for _, bad := range []string{"action: central_activa | result: fail", "escribir_stream | result: fail"} {
+	for _, bad := range []string{"action: central_activa | result: fail", "escribir_stream | result: fail", "consultar_limite_lote"} {
 		if n := strings.Count(logs, bad); n != 0 {
 			t.Errorf("%q logged %d times, want never", bad, n)
 		}

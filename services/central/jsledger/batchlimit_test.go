@@ -70,7 +70,7 @@ func TestJetStreamLedgerRefusesBatchOverServersAtomicLimit(t *testing.T) {
 		if over.Agency != 1 || over.Batch != 1 || over.Parts < 2 || over.Limit != 1 {
 			t.Errorf("try %d: refusal %+v, want agency 1, batch 1, 2 parts or more, limit 1", try, *over)
 		}
-		for _, says := range []string{"batch 1 of agency 1", "limit of 1", "max_msgs", "max_payload"} {
+		for _, says := range []string{"batch 1 of agency 1", "limit is 1", "max_msgs", "max_payload", "smaller batches"} {
 			if !strings.Contains(err.Error(), says) {
 				t.Errorf("try %d: refusal %q does not say %q", try, err, says)
 			}

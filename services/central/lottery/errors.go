@@ -92,7 +92,8 @@ func (e *OutOfOrderError) Error() string {
 // many as their max_payload makes it need), one atomic batch, and they
 // commit at most Limit messages as one. Nothing of it is stored, and sending
 // it again changes nothing: the servers' configuration must change, or the
-// agency must send smaller batches. Its text fits a wire description.
+// agency must send smaller batches. Its text, the remedy included, fits a
+// wire description (messages.MaxDescriptionBytes) whatever its numbers.
 type LedgerLimitError struct {
 	Agency int
 	Batch  uint64
@@ -101,6 +102,6 @@ type LedgerLimitError struct {
 }
 
 func (e *LedgerLimitError) Error() string {
-	return fmt.Sprintf("batch %d of agency %d needs %d stream messages, over the servers' atomic batch limit of %d: raise their jetstream { limits { batch { max_msgs } } } to %d, or max_payload",
+	return fmt.Sprintf("batch %d of agency %d needs %d stream messages; the servers' atomic batch limit is %d: raise jetstream { limits { batch { max_msgs } } } to %d or max_payload, or send smaller batches",
 		e.Batch, e.Agency, e.Parts, e.Limit, e.Parts)
 }
