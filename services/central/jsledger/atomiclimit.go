@@ -80,7 +80,9 @@ func (a *atomicLimit) known(parts int) (taken bool, over int, fresh bool) {
 // the write finds out.
 func (s *Store) checkAtomicLimit(agency int, seq uint64, parts int) error {
 	taken, over, fresh := s.l.atomic.known(parts)
-	if taken {
+	if taken || parts < 2 {
+		// Any limit takes one message; and the question cannot be asked of
+		// it: a message numbered 1 starts a batch the server keeps.
 		return nil
 	}
 	if !fresh {
