@@ -90,6 +90,11 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 	if conns.replies != nc {
 		lease.AlsoMove(conns.replies)
 	}
+	// And they stay with it: one that reconnected elsewhere by itself (its
+	// node killed, or its client kicked) would not be on the node the
+	// lease's connection finds cut off, and would stay there unseen.
+	stopRegroup := natsconn.NewRegrouper(leaseNC, 0, log, lnc, nc, conns.replies).Start(ctx)
+	defer stopRegroup()
 
 	for ctx.Err() == nil {
 		err := lease.Acquire(ctx, func(holder string, err error) {
@@ -110,6 +115,7 @@ func runJetStream(ctx context.Context, cfg Config, url string, log *slog.Logger)
 			return err
 		}
 	}
+	stopRegroup()
 	bg := context.WithoutCancel(ctx)
 	log.InfoContext(bg, "apagado", "result", logline.InProgress, "reason", context.Cause(ctx))
 	if err := ledger.Close(); err != nil {

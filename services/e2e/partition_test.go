@@ -363,3 +363,87 @@ func leadLease(t *testing.T, nodes []*server.Server, node *server.Server) {
 		return node.JetStreamIsStreamLeader("$G", stream)
 	})
 }
+
+// A central's connections that reconnected elsewhere by themselves (here:
+// the service's and the replies' kicked off their node, the lease's left
+// there) are moved back to the lease connection's server: otherwise a cut
+// of the node they landed on would leave the central's service or its
+// replies there unseen, since only the lease's and the ledger's
+// connections make the requests whose silence moves the central off a
+// node cut off. Agencies then finish exactly, through the other nodes.
+func TestCentralKeepsItsConnectionsOnTheLeasesServer(t *testing.T) {
+	users := natsauth.NewUsers(5)
+	wantConns := []string{"central as central", "central-lease as central-ledger",
+		"central-ledger as central-ledger", "central-replies as central-replies"}
+	opts := natstest.JetStreamClusterOptions(t, 3)
+	for _, o := range opts {
+		if err := users.Configure(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := natstest.StartNodes(t, opts)
+	natstest.WaitJetStreamFormed(t, nodes)
+	dir := t.TempDir()
+	// Node 2 first, node 1 next: a connection kicked off node 2 lands there.
+	c := runCentral(t, jsCentralEnv(natstest.URLs(nodes[1], nodes[0], nodes[2]), dir, "central-1", users))
+	log := c.log
+	log.WaitFor(t, "central_lista", "success", 1, 30*time.Second)
+	if got := clientsOn(t, nodes[1]); !slices.Equal(got, wantConns) {
+		t.Fatalf("clients on node 2: %q, want the central's %d connections %q", got, len(wantConns), wantConns)
+	}
+
+	cz, err := nodes[1].Connz(&server.ConnzOptions{Limit: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kicked := 0
+	for _, conn := range cz.Conns {
+		if conn.Name == "central" || conn.Name == "central-replies" {
+			if err := nodes[1].DisconnectClientByID(conn.Cid); err != nil {
+				t.Fatalf("kicking %s off node 2: %v", conn.Name, err)
+			}
+			kicked++
+		}
+	}
+	if kicked != 2 {
+		t.Fatalf("kicked %d connections, want the service's and the replies'", kicked)
+	}
+	natstest.WaitFor(t, 30*time.Second, "the kicked connections on node 1", func() bool {
+		got := clientsOn(t, nodes[0])
+		return slices.Contains(got, "central as central") && slices.Contains(got, "central-replies as central-replies")
+	})
+	// Back on node 2, each after RegroupAfter apart: two moves at most,
+	// through node 3 (a lost server goes to the end of its client's
+	// list); the lease's connection never moved.
+	log.WaitFor(t, "reunir_conexiones", "success", 2, 30*time.Second)
+	natstest.WaitFor(t, 30*time.Second, "every connection of the central on node 2", func() bool {
+		return slices.Equal(clientsOn(t, nodes[1]), wantConns)
+	})
+	for _, l := range log.Lines("reunir_conexiones") {
+		if conn := l.Fields["connection"]; conn != "central" && conn != "central-replies" {
+			t.Errorf("connection %s moved, want only the kicked ones: %+v", conn, l)
+		}
+		if l.Result == "success" && (l.Fields["moves"] != "1" && l.Fields["moves"] != "2" || l.Fields["server"] != nodes[1].Name()) {
+			t.Errorf("%+v: want one or two moves, to %s", l, nodes[1].Name())
+		}
+		if l.Result == "fail" {
+			t.Errorf("%+v: want no failure", l)
+		}
+	}
+	if n := len(log.Lines("cambiar_servidor")) + strings.Count(log.String(), "action: central_activa | result: fail"); n != 0 {
+		t.Errorf("%d moves of the lease's connection or step-downs, want none; log:\n%s", n, withoutBatchLines(log.String()))
+	}
+
+	// The central serves on: agencies on the other nodes finish exactly.
+	files := make([]string, 5)
+	for i := range files {
+		files[i] = writeAgencyFile(t, dir, i+1, syntheticRows(i+1, 300))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	results := runAgenciesAs(ctx, natstest.URLs(nodes[0], nodes[2]), users, files, faultEnv)
+	checkNoError(t, results)
+	log.WaitFor(t, "sorteo", "success", 1, 30*time.Second)
+	c.stop(t)
+	checkOutcome(t, files, c.betsFile, log.String(), results)
+}
