@@ -86,6 +86,26 @@ func (l *Ledger) apply(msg jetstream.Msg) {
 	l.changed = make(chan struct{})
 }
 
+// drawFailed is what MarkDrawn reports of its write's error err: the
+// draw may be stored all the same (an attempt stored, its acknowledgement
+// lost, then the lease ended). If the copy has read this central's draw
+// already, the draw ran; another's, it ran elsewhere. Else the outcome is
+// unknown: the copy logs sorteo if this central's draw shows up later
+// (the draw's one success line), and another central draws if it never
+// does.
+func (l *Ledger) drawFailed(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.drawn && l.drawer == l.cfg.Name:
+		return nil
+	case l.drawn:
+		return lottery.ErrDrawnElsewhere
+	}
+	l.drawUnsure = true
+	return fmt.Errorf("%w; the draw may be stored all the same: this central logs sorteo if its copy reads its draw in stream %s, else the next active central draws", err, l.cfg.Stream)
+}
+
 func (l *Ledger) fail(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -105,7 +125,13 @@ func (l *Ledger) applyLocked(subject string, h nats.Header, body []byte, seq uin
 			return foreign(fmt.Sprintf("a draw without a central's %s (%q) or with a body (%d bytes)",
 				jetstream.MsgIDHeader, h.Get(jetstream.MsgIDHeader), len(body)))
 		}
-		l.drawn = true
+		l.drawn, l.drawer = true, h.Get(messages.HeaderWriter)
+		if l.drawUnsure && l.drawer == l.cfg.Name {
+			// The one line that says the lottery was drawn: this central
+			// drew, and learns it only now.
+			l.log.Info("sorteo", "detail", fmt.Sprintf("this central's draw, whose write had failed with its lease (sorteo fail above), is in stream %s at message %d: the draw ran, once", l.cfg.Stream, seq))
+		}
+		l.drawUnsure = false
 		return nil
 	}
 	agency, err := messages.ParseAgency(h.Get(messages.HeaderAgency))

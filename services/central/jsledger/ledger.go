@@ -92,8 +92,12 @@ type Ledger struct {
 	applied  uint64 // stream sequence of the last message applied to bets.csv
 	agencies map[int]*appliedAgency
 	drawn    bool
-	err      error         // the copy failed: bets.csv cannot be trusted
-	changed  chan struct{} // closed and replaced when applied moves
+	drawer   string // the central that wrote the draw (its Quiniela-Writer)
+	// drawUnsure: this central's draw failed but may be stored; its copy
+	// logs sorteo if it reads it (drawFailed).
+	drawUnsure bool
+	err        error         // the copy failed: bets.csv cannot be trusted
+	changed    chan struct{} // closed and replaced when applied moves
 }
 
 type appliedAgency struct {

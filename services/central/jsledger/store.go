@@ -268,7 +268,10 @@ func (s *Store) Settle() error {
 }
 
 // MarkDrawn writes the draw, once for the whole lottery: if another central
-// wrote it first, done gets lottery.ErrDrawnElsewhere.
+// wrote it first, done gets lottery.ErrDrawnElsewhere. A write that fails
+// may still be stored (its acknowledgement lost, the lease ended
+// meanwhile): the error says so, and the copy logs sorteo when it reads
+// this central's draw in the stream (Ledger.drawFailed).
 func (s *Store) MarkDrawn(done func(error)) error {
 	s.mu.Lock()
 	if err := s.usable(); err != nil {
@@ -284,6 +287,8 @@ func (s *Store) MarkDrawn(done func(error)) error {
 		_, err := s.publish([]*nats.Msg{msg}, 0)
 		if wrongLastSeq(err) {
 			err = lottery.ErrDrawnElsewhere
+		} else if err != nil {
+			err = s.l.drawFailed(err)
 		}
 		done(err)
 	}()
