@@ -168,6 +168,7 @@ func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *jsl
 		lease.Release(bg)
 		return err
 	}
+	subs := natsconn.BeforeService(nc)
 	svc, err := StartService(termCtx, nc, lot, ServiceConfig{
 		WinnersHold: cfg.WinnersHold, QueueBytes: cfg.QueueBytes, HeldWinners: cfg.HeldWinners, MaxWindow: cfg.MaxWindow,
 		Replies: conns.replies,
@@ -190,7 +191,7 @@ func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *jsl
 	if reason != nil {
 		log.ErrorContext(bg, "central_activa", "name", cfg.Name, "error", fmt.Errorf("stepping down: %w", reason))
 	}
-	svc.Stop()
+	subs.Stop(svc.Stop)
 	log.InfoContext(bg, "detener_servicio")
 	// The last acknowledgements reply to batches in flight: before the lease goes.
 	if err := store.Close(cfg.DrainTimeout); err != nil {
@@ -200,5 +201,8 @@ func serveTerm(ctx context.Context, cfg Config, conns *serviceConns, ledger *jsl
 	if err := lease.Release(bg); err != nil {
 		log.ErrorContext(bg, "liberar_lease", "error", err)
 	}
+	// The next term's service starts on the same connection: none of
+	// this one's subscriptions may be left on a server.
+	subs.Settle(ctx, log)
 	return nil
 }
