@@ -4,6 +4,7 @@ package nemesis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -197,6 +198,14 @@ func TestNemesisSoak(t *testing.T) {
 
 // runSeed runs one seeded schedule and fails the test with its report,
 // its seed and the run's log (kept) if the checker found anything.
+// runBound bounds one run of the lab, which takes about a minute.
+const runBound = 10 * time.Minute
+
+// errTooSlow is a run past runBound: the faults' path is a crawl or a
+// livelock (the agencies' reenviar_lote and reintentar lines in its log
+// say what they met), not a lab that could not run.
+var errTooSlow = fmt.Errorf("the lottery did not end within %v, where a run takes about a minute: a crawl or a livelock", runBound)
+
 func runSeed(t *testing.T, seed uint64, payload int, plan []Fault, bets int, data string, batch int) *Report {
 	dir, err := os.MkdirTemp("", "quiniela-nemesis-")
 	if err != nil {
@@ -214,7 +223,7 @@ func runSeed(t *testing.T, seed uint64, payload int, plan []Fault, bets int, dat
 		t.Fatal(err)
 	}
 	sink := harness.NewSink(logFile, "nemesis", "agency-5", "n1", "c1")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), runBound, errTooSlow)
 	defer cancel()
 	cfg := Config{
 		Bin: binDir, Dir: dir, Files: files, AgencyConf: conf, MaxPayload: payload,
@@ -222,6 +231,14 @@ func runSeed(t *testing.T, seed uint64, payload int, plan []Fault, bets int, dat
 	}
 	start := time.Now()
 	rep, err := Run(ctx, cfg, plan, DefaultLimits)
+	if errors.Is(err, errTooSlow) {
+		// The lab ran: the lottery crawled or stalled. A failed seed,
+		// and the soak goes on with the next.
+		rep = &Report{Lab: "(bounded)"}
+		rep.fail("%v", err)
+		t.Errorf("seed %d (replay: QUINIELA_NEMESIS_SEED=%d): %v; the run's log: %s", seed, seed, err, logPath)
+		return rep
+	}
 	if err != nil {
 		t.Fatalf("seed %d (QUINIELA_NEMESIS_SEED=%d): the lab did not run: %v; its log: %s", seed, seed, err, logPath)
 	}
