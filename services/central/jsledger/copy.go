@@ -106,6 +106,16 @@ func (l *Ledger) drawFailed(err error) error {
 	return fmt.Errorf("%w; the draw may be stored all the same: this central logs sorteo if its copy reads its draw in stream %s, else the next active central draws", err, l.cfg.Stream)
 }
 
+// drawAttempted: this central writes the draw again (a new term), and
+// this attempt's outcome is what the lottery logs: an earlier failed
+// attempt, stored late or deduplicated into this one, is not logged
+// apart.
+func (l *Ledger) drawAttempted() {
+	l.mu.Lock()
+	l.drawUnsure = false
+	l.mu.Unlock()
+}
+
 func (l *Ledger) fail(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

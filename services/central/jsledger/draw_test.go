@@ -112,3 +112,38 @@ func TestDrawCopiedBeforeItsWriteFailedIsADraw(t *testing.T) {
 		}
 	}
 }
+
+// A draw whose write failed, maybe stored, then written again by the same
+// central's next term: the new attempt is the draw the lottery logs (its
+// Nats-Msg-Id makes a late first attempt and it one message), and the
+// copy adds no line of its own when it reads it.
+func TestDrawWrittenAgainInANewTermIsLoggedOnce(t *testing.T) {
+	ns := natstest.StartJetStreamServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, store, held := activeWhile(t, ctx, ns, "a")
+	jsledger.SetAttempt(store, func(n int, send func() (*jetstream.PubAck, error)) (*jetstream.PubAck, error) {
+		held.Store(false)
+		return nil, nats.ErrTimeout
+	})
+	if err := await(t, "the first term's draw", store.MarkDrawn); !errors.Is(err, lottery.ErrNotActive) {
+		t.Fatalf("the first term's draw: %v, want its outcome unknown", err)
+	}
+	store.Close(time.Second)
+
+	next, _, err := a.ledger.Activate(ctx, always)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := await(t, "the next term's draw", next.MarkDrawn); err != nil {
+		t.Fatalf("the next term's draw: %v", err)
+	}
+	info, err := mustStream(t, a.js).Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 20*time.Second, "the draw copied", func() bool { return a.ledger.Applied() >= info.State.LastSeq })
+	if n := sorteos(a); n != 0 {
+		t.Errorf("the copy logged sorteo %d times for a draw its term's lottery logs; log:\n%s", n, a.log)
+	}
+}

@@ -282,6 +282,7 @@ func (s *Store) MarkDrawn(done func(error)) error {
 	s.mu.Unlock()
 	go func() {
 		defer s.running.Done()
+		s.l.drawAttempted()
 		msg := nats.NewMsg(drawLedgerSubject(s.l.cfg.Stream))
 		msg.Header.Set(jetstream.MsgIDHeader, "draw."+s.l.cfg.Name)
 		_, err := s.publish([]*nats.Msg{msg}, 0)
